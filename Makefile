@@ -1,0 +1,21 @@
+# seqattn: the two commands a newcomer needs.
+#   make demo   run the main job (installs what it needs into .venv)
+#   make test   run the test suite (installs what it needs into .venv)
+PY := .venv/bin/python
+
+.PHONY: demo test setup bench clean
+
+setup:
+	bash tools/setup_env.sh test
+
+demo: setup
+	bash tools/demo.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) tools/bench_attention.py
+
+clean:
+	rm -rf .venv bench_out

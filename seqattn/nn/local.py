@@ -1,0 +1,352 @@
+"""Exact sliding-window (banded) attention in O(N * window) time and memory.
+
+Convention (DESIGN.md section 2): query i may attend key j iff ``i - window_left <= j <= i + window_right``
+and key j is not padding. ``window_right = 0`` is causal. A query whose visible keys are all padding
+outputs zeros.
+
+How it works. The sequence is cut into blocks of ``b`` queries. Block ``t`` can only see keys in blocks
+``t - nl .. t + nr`` (``nl = ceil(L / b)``, ``nr = ceil(R / b)``), so each query block is multiplied
+against one contiguous key window of ``span * b`` keys, ``span = nl + 1 + nr``. Inside that window the
+exact band is the same boolean pattern for every block (it depends only on offsets), so one ``(b, span*b)``
+band mask is shared by all blocks; sequence edges and padding enter as a per-key validity mask.
+
+Blocks are processed in chunks that fit in cache, by a custom autograd function: the forward keeps the
+softmax probabilities (O(N * span * b) memory, linear in N) and the backward reuses them, folding the
+per-window key/value gradients back onto the sequence. No N x N tensor is ever built.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .checks import check_padding_mask, check_positive, check_qkv, check_window
+
+# Elements of one chunk's score tensor (all batch*heads together). About 4 MB in fp32: big enough to keep
+# the batched matmuls efficient, small enough that scores, softmax and the second matmul stay in cache.
+_CHUNK_SCORE_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Geometry of the blocked band for one (N, L, R) problem."""
+
+    length: int  # N, the real sequence length
+    window_left: int  # L, clipped to N - 1
+    window_right: int  # R, clipped to N - 1
+    block: int  # b, queries per block
+    num_blocks: int  # nb = ceil(N / b)
+    left_blocks: int  # nl = ceil(L / b)
+    right_blocks: int  # nr = ceil(R / b)
+
+    @property
+    def span(self) -> int:
+        """Key blocks visible from one query block."""
+        return self.left_blocks + 1 + self.right_blocks
+
+    @property
+    def window(self) -> int:
+        """Keys in one query block's window."""
+        return self.span * self.block
+
+    @property
+    def padded_keys(self) -> int:
+        """Length of the key sequence after front/back padding to whole windows."""
+        return (self.num_blocks + self.span - 1) * self.block
+
+
+def default_block_size(window_left: int, window_right: int, length: int) -> int:
+    """Pick the query block size b.
+
+    Smaller blocks waste fewer scores at the band's corners (a window has ``(span) * b`` keys for
+    ``L + R + 1`` useful ones) but make smaller matmuls. 64 measured best on CPU for windows of 128-512;
+    narrow windows use a block about as wide as the window.
+    """
+    width = window_left + window_right + 1
+    block = 64 if width >= 96 else max(16, 1 << (width - 1).bit_length())
+    return max(1, min(block, length))
+
+
+def make_layout(length: int, window_left: int, window_right: int, block_size: int | None = None) -> BlockLayout:
+    """Clip the window to the sequence and choose the blocking."""
+    left = min(window_left, max(length - 1, 0))
+    right = min(window_right, max(length - 1, 0))
+    block = block_size if block_size is not None else default_block_size(left, right, length)
+    block = max(1, min(block, length))
+    return BlockLayout(
+        length=length,
+        window_left=left,
+        window_right=right,
+        block=block,
+        num_blocks=math.ceil(length / block),
+        left_blocks=math.ceil(left / block),
+        right_blocks=math.ceil(right / block),
+    )
+
+
+def band_mask(layout: BlockLayout, device: torch.device) -> torch.Tensor:
+    """(b, span*b) bool: query offset r in a block may see window offset c.
+
+    Window offset c is sequence position ``block_start - nl*b + c``; query r is ``block_start + r``.
+    The condition ``i - L <= j <= i + R`` becomes ``r + nl*b - L <= c <= r + nl*b + R``.
+    """
+    r = torch.arange(layout.block, device=device)[:, None]
+    c = torch.arange(layout.window, device=device)[None, :]
+    lo = r + layout.left_blocks * layout.block - layout.window_left
+    hi = r + layout.left_blocks * layout.block + layout.window_right
+    return (c >= lo) & (c <= hi)
+
+
+class _FlatLayout:
+    """All (batch, head) sequences laid end to end so one strided view gives every block's key window.
+
+    Keys of all B*H heads are stored back to back, each padded to ``nb * b`` rows, with ``nl * b`` zero rows
+    in front and ``nr * b`` behind the whole buffer: ``flat = [0 | head 0 | head 1 | ... | 0]``. Global
+    query block g (head g // nb) then sees the contiguous rows ``[g*b, g*b + W)`` of the buffer, so the
+    windows of *all* blocks are one overlapping ``as_strided`` view and a single ``bmm`` computes the scores
+    of a whole chunk of blocks across heads without copying keys. A window that reaches past its own head
+    reads a neighbour's rows; the per-key validity mask disables exactly those keys.
+    """
+
+    def __init__(self, layout: BlockLayout, batch: int, heads: int):
+        self.layout = layout
+        self.batch, self.heads = batch, heads
+        self.blocks = batch * heads * layout.num_blocks  # G, global query blocks
+        self.rows = (self.blocks + layout.span - 1) * layout.block  # rows of the flat key buffer
+        self.front = layout.left_blocks * layout.block
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, D) -> (G, b, D); a free view when N is a multiple of b and x is contiguous."""
+        lay = self.layout
+        dim = x.shape[-1]
+        if lay.num_blocks * lay.block == lay.length and x.is_contiguous():
+            return x.view(self.blocks, lay.block, dim)  # (G, b, D)
+        out = x.new_zeros(self.batch, self.heads, lay.num_blocks * lay.block, dim)  # (B, H, nb*b, D)
+        out[:, :, : lay.length] = x
+        return out.view(self.blocks, lay.block, dim)  # (G, b, D)
+
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, D) -> flat key buffer (rows, D), written with a single copy."""
+        lay = self.layout
+        dim = x.shape[-1]
+        flat = x.new_empty(self.rows, dim)
+        body = flat[self.front : self.front + self.blocks * lay.block]  # (G*b, D)
+        body = body.view(self.batch, self.heads, lay.num_blocks * lay.block, dim)  # (B, H, nb*b, D)
+        body[:, :, : lay.length] = x
+        body[:, :, lay.length :] = 0
+        flat[: self.front] = 0
+        flat[self.front + self.blocks * lay.block :] = 0
+        return flat
+
+    def windows(self, flat: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Overlapping view of the key windows of global blocks [start, stop): (c, W, D), no copy."""
+        lay = self.layout
+        dim = flat.shape[-1]
+        return flat.as_strided((stop - start, lay.window, dim), (lay.block * dim, dim, 1), start * lay.block * dim)
+
+    def unflatten_queries(self, x: torch.Tensor) -> torch.Tensor:
+        """(G, b, D) -> (B, H, N, D)."""
+        lay = self.layout
+        x = x.view(self.batch, self.heads, lay.num_blocks * lay.block, x.shape[-1])  # (B, H, nb*b, D)
+        return x[:, :, : lay.length]
+
+    def unflatten_keys(self, flat: torch.Tensor) -> torch.Tensor:
+        """Flat key-shaped buffer (rows, D) -> (B, H, N, D), dropping the padding rows."""
+        lay = self.layout
+        x = flat[self.front : self.front + self.blocks * lay.block]  # (G*b, D)
+        return self.unflatten_queries(x.view(self.blocks, lay.block, flat.shape[-1]))
+
+    def key_bias(self, key_padding_mask: torch.Tensor | None, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window additive key bias (G, W) and per-query visibility (G, b) bool.
+
+        The bias is 0 for a real key of the window's own sequence and a large negative for padding, for
+        positions outside [0, N), and so for any row that belongs to a neighbouring head.
+        """
+        lay = self.layout
+        valid = torch.ones(self.batch, lay.length, dtype=torch.bool, device=device)
+        if key_padding_mask is not None:
+            valid = ~key_padding_mask
+        back = lay.padded_keys - self.front - lay.length
+        valid = F.pad(valid, (self.front, back))  # (B, Kp): one sequence in padded key coordinates
+        bias = torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill_(~valid, _neg(dtype))
+        windows = bias.unfold(1, lay.window, lay.block)  # (B, nb, W)
+        windows = windows[:, None].expand(-1, self.heads, -1, -1).reshape(self.blocks, lay.window)  # (G, W)
+        # Visible keys of query i: a difference of prefix sums over [i - L, i + R] in padded coordinates.
+        counts = F.pad(valid.to(torch.int32).cumsum(1), (1, 0))  # (B, Kp + 1)
+        pos = torch.arange(lay.num_blocks * lay.block, device=device) + self.front  # (nb*b,)
+        visible = (counts[:, pos + lay.window_right + 1] - counts[:, pos - lay.window_left]) > 0  # (B, nb*b)
+        visible = visible[:, None].expand(-1, self.heads, -1).reshape(self.blocks, lay.block)  # (G, b)
+        return windows, visible
+
+
+def _neg(dtype) -> float:
+    """Masking value: finite (no NaN for empty rows) and half of the minimum so two of them cannot overflow."""
+    return torch.finfo(dtype).min / 2
+
+
+def _chunk_blocks(layout: BlockLayout, total_blocks: int) -> int:
+    per_block = layout.block * layout.window
+    return max(1, min(total_blocks, _CHUNK_SCORE_ELEMENTS // max(per_block, 1)))
+
+
+def _band_bias(layout: BlockLayout, dtype, device) -> torch.Tensor:
+    """(b, W) additive band mask: 0 inside the band, a large negative outside."""
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(band_mask(layout, device), zero, torch.full((), _neg(dtype), dtype=dtype, device=device))
+
+
+class _BandedAttention(torch.autograd.Function):
+    """Chunked band attention; the backward recomputes each chunk's probabilities (flash-style).
+
+    Nothing of size N x window is kept between forward and backward: the forward saves the padded
+    q, k, v and the output, and both passes reuse one chunk-sized score buffer.
+    """
+
+    @staticmethod
+    def _scores(flat: _FlatLayout, qg, kf, key_win, band, visible, scale, start, stop, scores, probs):
+        """Softmax probabilities of global blocks [start, stop) written into ``probs`` (c, b, W)."""
+        kw = flat.windows(kf, start, stop)  # (c, W, D)
+        bias = band.expand(stop - start, -1, -1)  # (c, b, W)
+        chunk_keys = key_win[start:stop]  # (c, W)
+        if bool((chunk_keys != 0).any()):  # an edge, padding, or a neighbour's keys inside some window
+            bias = bias + chunk_keys[:, None, :]
+        torch.baddbmm(bias, qg[start:stop], kw.transpose(1, 2), alpha=scale, out=scores)
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            probs.copy_(torch.softmax(scores.float(), dim=-1))
+        else:
+            torch.softmax(scores, dim=-1, out=probs)
+        rows = visible[start:stop]  # (c, b)
+        if not bool(rows.all()):
+            probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
+        return probs
+
+    @staticmethod
+    def forward(ctx, q, k, v, layout: BlockLayout, key_padding_mask, scale: float):
+        batch, heads = q.shape[:2]
+        flat = _FlatLayout(layout, batch, heads)
+        qg = flat.queries(q)  # (G, b, D)
+        kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
+        key_win, visible = flat.key_bias(key_padding_mask, q.dtype, q.device)  # (G, W), (G, b)
+        band = _band_bias(layout, q.dtype, q.device)  # (b, W)
+        out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
+        step = _chunk_blocks(layout, flat.blocks)
+        buffers = [q.new_empty(step, layout.block, layout.window) for _ in range(2)]  # scores, probs
+        for start in range(0, flat.blocks, step):
+            stop = min(start + step, flat.blocks)
+            scores, probs = (buf[: stop - start] for buf in buffers)
+            p = _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, start, stop, scores, probs)
+            torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
+        ctx.flat, ctx.scale = flat, scale
+        ctx.save_for_backward(qg, kf, vf, out, key_win, visible, band)
+        return flat.unflatten_queries(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qg, kf, vf, out, key_win, visible, band = ctx.saved_tensors
+        flat, scale = ctx.flat, ctx.scale
+        layout = flat.layout
+        go = flat.queries(grad_out)  # (G, b, Dv)
+        dq = torch.empty_like(qg)  # (G, b, D)
+        dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)  # (rows, D)
+        dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+span-1, b, D)
+        dv_blocks = dvf.view(-1, layout.block, vf.shape[-1])  # (G+span-1, b, Dv)
+        step = _chunk_blocks(layout, flat.blocks)
+        buffers = [qg.new_empty(step, layout.block, layout.window) for _ in range(2)]  # scores, probs
+        for start in range(0, flat.blocks, step):
+            stop = min(start + step, flat.blocks)
+            scores, probs = (buf[: stop - start] for buf in buffers)
+            p = _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, start, stop, scores, probs)
+            g = go[start:stop]  # (c, b, Dv)
+            dvw = torch.bmm(p.transpose(1, 2), g)  # (c, W, Dv)
+            dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scores)  # (c, b, W)
+            row = (g * out[start:stop]).sum(-1, keepdim=True)  # (c, b, 1) = sum_j p_j dp_j
+            ds = dp.sub_(row).mul_(p)  # softmax backward, in place
+            ds.mul_(scale)  # d(score) / d(q k^T)
+            torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
+            dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop])  # (c, W, D)
+            # Window slot s of global block g is key block g+s: fold the windows back onto the blocks.
+            dkw = dkw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, D)
+            dvw = dvw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, Dv)
+            for s in range(layout.span):
+                dk_blocks[start + s : stop + s] += dkw[:, s]
+                dv_blocks[start + s : stop + s] += dvw[:, s]
+        dq = flat.unflatten_queries(dq)  # (B, H, N, D)
+        return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None
+
+
+def _banded_probs(q, k, layout: BlockLayout, key_padding_mask, scale: float) -> torch.Tensor:
+    """Detached blocked probabilities (B, H, nb, b, W), for analysis only."""
+    batch, heads = q.shape[:2]
+    flat = _FlatLayout(layout, batch, heads)
+    qg, kf = flat.queries(q.detach()), flat.keys(k.detach())
+    key_win, visible = flat.key_bias(key_padding_mask, q.dtype, q.device)
+    band = _band_bias(layout, q.dtype, q.device)
+    probs = q.new_empty(flat.blocks, layout.block, layout.window)  # (G, b, W)
+    scores = torch.empty_like(probs)
+    _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, 0, flat.blocks, scores, probs)
+    return probs.view(batch, heads, layout.num_blocks, layout.block, layout.window)  # (B, H, nb, b, W)
+
+
+def banded_weights(probs: torch.Tensor, layout: BlockLayout, window_left: int, window_right: int) -> torch.Tensor:
+    """Blocked probabilities (B, H, nb, b, W) -> banded weights (B, H, N, L+R+1).
+
+    Entry ``[..., i, o]`` is the weight of key ``j = i - window_left + o``; keys outside the sequence
+    (or beyond the clipped window) have weight 0.
+    """
+    batch, heads = probs.shape[:2]
+    width = window_left + window_right + 1
+    offsets = torch.arange(width, device=probs.device) - window_left  # j - i for each band column
+    r = torch.arange(layout.block, device=probs.device)[:, None]
+    col = r + layout.left_blocks * layout.block + offsets[None, :]  # (b, width) window column of key j
+    inside = (offsets >= -layout.window_left) & (offsets <= layout.window_right)  # within clipped band
+    col = col.clamp(0, layout.window - 1)
+    index = col.expand(batch, heads, layout.num_blocks, -1, -1)  # (B, H, nb, b, width)
+    band = probs.gather(-1, index) * inside.to(probs.dtype)
+    band = band.view(batch, heads, layout.num_blocks * layout.block, width)  # (B, H, nb*b, width)
+    return band[:, :, : layout.length]
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window_left: int,
+    window_right: int,
+    key_padding_mask: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    block_size: int | None = None,
+    return_weights: bool = False,
+):
+    """Sliding-window attention: query i attends key j iff ``i - window_left <= j <= i + window_right``.
+
+    Args:
+        q, k, v: (B, H, N, D) (v may have its own last dim).
+        window_left, window_right: non-negative window extents; ``window_right=0`` is causal.
+        key_padding_mask: optional (B, N) bool, True marks padding keys.
+        scale: score scale, default ``D ** -0.5``.
+        block_size: query block size (tuning knob; the result does not depend on it).
+        return_weights: also return detached banded weights (B, H, N, L+R+1).
+
+    Returns:
+        out (B, H, N, Dv), or ``(out, weights)`` when ``return_weights``.
+    """
+    check_qkv(q, k, v)
+    check_window("window_left", window_left)
+    check_window("window_right", window_right)
+    if block_size is not None:
+        check_positive("block_size", block_size)
+    batch, heads, length, dim = q.shape
+    check_padding_mask(key_padding_mask, batch, length, q.device)
+    if length == 0:
+        out = q.new_zeros(batch, heads, 0, v.shape[-1])
+        return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
+    scale = dim**-0.5 if scale is None else float(scale)
+    layout = make_layout(length, window_left, window_right, block_size)
+    out = _BandedAttention.apply(q, k, v, layout, key_padding_mask, scale)
+    if not return_weights:
+        return out
+    probs = _banded_probs(q, k, layout, key_padding_mask, scale)
+    return out, banded_weights(probs, layout, window_left, window_right)
