@@ -1,0 +1,28 @@
+"""seqattn.nn: the 1D attention library shared by every seqattn model.
+
+Kernels take q, k, v of shape (B, H, N, D) and own no parameters; :class:`MultiHeadAttention` owns the
+projections and splits its heads among kernels.
+"""
+from .full import full_attention
+from .local import local_attention
+from .multihead import AttentionConfig, AttentionOutput, MultiHeadAttention
+from .rotary import Rotary
+from .routing import KMeans, RoutingAttention, RoutingOutput, routing_attention
+from .variants import pooled_attention, shifted_window_attention
+from .weights import AttentionWeights
+
+__all__ = [
+    "AttentionConfig",
+    "AttentionOutput",
+    "AttentionWeights",
+    "KMeans",
+    "MultiHeadAttention",
+    "Rotary",
+    "RoutingAttention",
+    "RoutingOutput",
+    "full_attention",
+    "local_attention",
+    "pooled_attention",
+    "routing_attention",
+    "shifted_window_attention",
+]

@@ -158,27 +158,42 @@ class _FlatLayout:
         x = flat[self.front : self.front + self.blocks * lay.block]  # (G*b, D)
         return self.unflatten_queries(x.view(self.blocks, lay.block, flat.shape[-1]))
 
-    def key_bias(self, key_padding_mask: torch.Tensor | None, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-window additive key bias (G, W) and per-query visibility (G, b) bool.
+    def masks(self, key_valid: torch.Tensor, segments: torch.Tensor | None, self_bias: float, dtype) -> "_Masks":
+        """Build the additive masks of every window once; both passes reuse them.
 
-        The bias is 0 for a real key of the window's own sequence and a large negative for padding, for
-        positions outside [0, N), and so for any row that belongs to a neighbouring head.
+        ``key_valid`` is (B, H, N) bool. Rows of other heads and positions outside [0, N) get the masking value.
         """
         lay = self.layout
-        valid = torch.ones(self.batch, lay.length, dtype=torch.bool, device=device)
-        if key_padding_mask is not None:
-            valid = ~key_padding_mask
         back = lay.padded_keys - self.front - lay.length
-        valid = F.pad(valid, (self.front, back))  # (B, Kp): one sequence in padded key coordinates
-        bias = torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill_(~valid, _neg(dtype))
-        windows = bias.unfold(1, lay.window, lay.block)  # (B, nb, W)
-        windows = windows[:, None].expand(-1, self.heads, -1, -1).reshape(self.blocks, lay.window)  # (G, W)
+        valid = F.pad(key_valid, (self.front, back))  # (B, H, Kp): each sequence in padded key coordinates
+        bias = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(~valid, _neg(dtype))
+        key_win = bias.unfold(2, lay.window, lay.block).reshape(self.blocks, lay.window)  # (G, W)
         # Visible keys of query i: a difference of prefix sums over [i - L, i + R] in padded coordinates.
-        counts = F.pad(valid.to(torch.int32).cumsum(1), (1, 0))  # (B, Kp + 1)
-        pos = torch.arange(lay.num_blocks * lay.block, device=device) + self.front  # (nb*b,)
-        visible = (counts[:, pos + lay.window_right + 1] - counts[:, pos - lay.window_left]) > 0  # (B, nb*b)
-        visible = visible[:, None].expand(-1, self.heads, -1).reshape(self.blocks, lay.block)  # (G, b)
-        return windows, visible
+        counts = F.pad(valid.to(torch.int32).cumsum(2), (1, 0))  # (B, H, Kp + 1)
+        pos = torch.arange(lay.num_blocks * lay.block, device=valid.device) + self.front  # (nb*b,)
+        visible = counts[..., pos + lay.window_right + 1] - counts[..., pos - lay.window_left] > 0  # (B, H, nb*b)
+        band = _band_bias(lay, dtype, valid.device)  # (b, W)
+        if self_bias:
+            diag = torch.arange(lay.block, device=valid.device)
+            band[diag, diag + lay.left_blocks * lay.block] += self_bias
+        seg_q = seg_win = None
+        if segments is not None:
+            seg = F.pad(segments, (self.front, back), value=-1)  # (B, H, Kp)
+            seg_win = seg.unfold(2, lay.window, lay.block).reshape(self.blocks, lay.window)  # (G, W)
+            seg_q = F.pad(segments, (0, lay.num_blocks * lay.block - lay.length), value=-2)
+            seg_q = seg_q.reshape(self.blocks, lay.block)  # (G, b)
+        return _Masks(key_win, visible.reshape(self.blocks, lay.block), band, seg_q, seg_win)
+
+
+@dataclass
+class _Masks:
+    """Everything that decides which scores are masked, in global-block coordinates."""
+
+    key_win: torch.Tensor  # (G, W) additive: 0 for a real key of the window's own sequence, else a large negative
+    visible: torch.Tensor  # (G, b) bool: the query sees at least one real key in its band
+    band: torch.Tensor  # (b, W) additive band mask (plus the optional self-score bias on its diagonal)
+    seg_q: torch.Tensor | None  # (G, b) segment id of each query, or None
+    seg_win: torch.Tensor | None  # (G, W) segment id of each window key (-1 outside the sequence)
 
 
 def _neg(dtype) -> float:
@@ -197,6 +212,28 @@ def _band_bias(layout: BlockLayout, dtype, device) -> torch.Tensor:
     return torch.where(band_mask(layout, device), zero, torch.full((), _neg(dtype), dtype=dtype, device=device))
 
 
+def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, scores, probs) -> torch.Tensor:
+    """Softmax probabilities of global blocks [start, stop), written into ``probs`` (c, b, W)."""
+    kw = flat.windows(kf, start, stop)  # (c, W, D)
+    bias = masks.band.expand(stop - start, -1, -1)  # (c, b, W)
+    chunk_keys = masks.key_win[start:stop]  # (c, W)
+    if bool((chunk_keys != 0).any()):  # an edge, padding, or a neighbour's rows inside some window
+        bias = bias + chunk_keys[:, None, :]
+    torch.baddbmm(bias, qg[start:stop], kw.transpose(1, 2), alpha=scale, out=scores)
+    rows = masks.visible[start:stop]  # (c, b)
+    if masks.seg_q is not None:
+        other = masks.seg_q[start:stop, :, None] != masks.seg_win[start:stop, None, :]  # (c, b, W)
+        scores.masked_fill_(other, _neg(scores.dtype))  # only keys of the query's own segment
+        rows = rows & (scores.amax(-1) > _neg(scores.dtype) / 4)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        probs.copy_(torch.softmax(scores.float(), dim=-1))
+    else:
+        torch.softmax(scores, dim=-1, out=probs)
+    if not bool(rows.all()):
+        probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
+    return probs
+
+
 class _BandedAttention(torch.autograd.Function):
     """Chunked band attention; the backward recomputes each chunk's probabilities (flash-style).
 
@@ -205,47 +242,28 @@ class _BandedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def _scores(flat: _FlatLayout, qg, kf, key_win, band, visible, scale, start, stop, scores, probs):
-        """Softmax probabilities of global blocks [start, stop) written into ``probs`` (c, b, W)."""
-        kw = flat.windows(kf, start, stop)  # (c, W, D)
-        bias = band.expand(stop - start, -1, -1)  # (c, b, W)
-        chunk_keys = key_win[start:stop]  # (c, W)
-        if bool((chunk_keys != 0).any()):  # an edge, padding, or a neighbour's keys inside some window
-            bias = bias + chunk_keys[:, None, :]
-        torch.baddbmm(bias, qg[start:stop], kw.transpose(1, 2), alpha=scale, out=scores)
-        if scores.dtype in (torch.float16, torch.bfloat16):
-            probs.copy_(torch.softmax(scores.float(), dim=-1))
-        else:
-            torch.softmax(scores, dim=-1, out=probs)
-        rows = visible[start:stop]  # (c, b)
-        if not bool(rows.all()):
-            probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
-        return probs
-
-    @staticmethod
-    def forward(ctx, q, k, v, layout: BlockLayout, key_padding_mask, scale: float):
+    def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float):
         batch, heads = q.shape[:2]
         flat = _FlatLayout(layout, batch, heads)
         qg = flat.queries(q)  # (G, b, D)
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
-        key_win, visible = flat.key_bias(key_padding_mask, q.dtype, q.device)  # (G, W), (G, b)
-        band = _band_bias(layout, q.dtype, q.device)  # (b, W)
+        masks = flat.masks(key_valid, segments, self_bias, q.dtype)
         out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
         step = _chunk_blocks(layout, flat.blocks)
         buffers = [q.new_empty(step, layout.block, layout.window) for _ in range(2)]  # scores, probs
         for start in range(0, flat.blocks, step):
             stop = min(start + step, flat.blocks)
             scores, probs = (buf[: stop - start] for buf in buffers)
-            p = _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, start, stop, scores, probs)
+            p = _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs)
             torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
-        ctx.flat, ctx.scale = flat, scale
-        ctx.save_for_backward(qg, kf, vf, out, key_win, visible, band)
+        ctx.flat, ctx.scale, ctx.masks = flat, scale, masks
+        ctx.save_for_backward(qg, kf, vf, out)
         return flat.unflatten_queries(out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        qg, kf, vf, out, key_win, visible, band = ctx.saved_tensors
-        flat, scale = ctx.flat, ctx.scale
+        qg, kf, vf, out = ctx.saved_tensors
+        flat, scale, masks = ctx.flat, ctx.scale, ctx.masks
         layout = flat.layout
         go = flat.queries(grad_out)  # (G, b, Dv)
         dq = torch.empty_like(qg)  # (G, b, D)
@@ -257,13 +275,12 @@ class _BandedAttention(torch.autograd.Function):
         for start in range(0, flat.blocks, step):
             stop = min(start + step, flat.blocks)
             scores, probs = (buf[: stop - start] for buf in buffers)
-            p = _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, start, stop, scores, probs)
+            p = _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs)
             g = go[start:stop]  # (c, b, Dv)
             dvw = torch.bmm(p.transpose(1, 2), g)  # (c, W, Dv)
             dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scores)  # (c, b, W)
             row = (g * out[start:stop]).sum(-1, keepdim=True)  # (c, b, 1) = sum_j p_j dp_j
-            ds = dp.sub_(row).mul_(p)  # softmax backward, in place
-            ds.mul_(scale)  # d(score) / d(q k^T)
+            ds = dp.sub_(row).mul_(p).mul_(scale)  # softmax backward, times d(score)/d(q.k)
             torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
             dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop])  # (c, W, D)
             # Window slot s of global block g is key block g+s: fold the windows back onto the blocks.
@@ -273,20 +290,50 @@ class _BandedAttention(torch.autograd.Function):
                 dk_blocks[start + s : stop + s] += dkw[:, s]
                 dv_blocks[start + s : stop + s] += dvw[:, s]
         dq = flat.unflatten_queries(dq)  # (B, H, N, D)
-        return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None
+        return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None, None, None
 
 
-def _banded_probs(q, k, layout: BlockLayout, key_padding_mask, scale: float) -> torch.Tensor:
+def _banded_probs(q, k, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float) -> torch.Tensor:
     """Detached blocked probabilities (B, H, nb, b, W), for analysis only."""
     batch, heads = q.shape[:2]
     flat = _FlatLayout(layout, batch, heads)
     qg, kf = flat.queries(q.detach()), flat.keys(k.detach())
-    key_win, visible = flat.key_bias(key_padding_mask, q.dtype, q.device)
-    band = _band_bias(layout, q.dtype, q.device)
+    masks = flat.masks(key_valid, segments, self_bias, q.dtype)
     probs = q.new_empty(flat.blocks, layout.block, layout.window)  # (G, b, W)
-    scores = torch.empty_like(probs)
-    _BandedAttention._scores(flat, qg, kf, key_win, band, visible, scale, 0, flat.blocks, scores, probs)
+    _chunk_probs(flat, masks, qg, kf, scale, 0, flat.blocks, torch.empty_like(probs), probs)
     return probs.view(batch, heads, layout.num_blocks, layout.block, layout.window)  # (B, H, nb, b, W)
+
+
+def banded_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window_left: int,
+    window_right: int,
+    key_valid: torch.Tensor,
+    *,
+    segments: torch.Tensor | None = None,
+    scale: float,
+    self_bias: float = 0.0,
+    block_size: int | None = None,
+    return_weights: bool = False,
+):
+    """The shared kernel behind local and routing attention (inputs already validated).
+
+    Beyond :func:`local_attention` it takes a per-head key validity ``key_valid`` (B, H, N) bool, optional
+    ``segments`` (B, H, N) int (query i only sees keys j with ``segments[j] == segments[i]``), and a
+    ``self_bias`` added to each query's score for its own key.
+    """
+    batch, heads, length, _ = q.shape
+    if length == 0:
+        out = q.new_zeros(batch, heads, 0, v.shape[-1])
+        return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
+    layout = make_layout(length, window_left, window_right, block_size)
+    out = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias)
+    if not return_weights:
+        return out
+    probs = _banded_probs(q, k, layout, key_valid, segments, scale, self_bias)
+    return out, banded_weights(probs, layout, window_left, window_right)
 
 
 def banded_weights(probs: torch.Tensor, layout: BlockLayout, window_left: int, window_right: int) -> torch.Tensor:
@@ -340,13 +387,18 @@ def local_attention(
         check_positive("block_size", block_size)
     batch, heads, length, dim = q.shape
     check_padding_mask(key_padding_mask, batch, length, q.device)
-    if length == 0:
-        out = q.new_zeros(batch, heads, 0, v.shape[-1])
-        return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
-    scale = dim**-0.5 if scale is None else float(scale)
-    layout = make_layout(length, window_left, window_right, block_size)
-    out = _BandedAttention.apply(q, k, v, layout, key_padding_mask, scale)
-    if not return_weights:
-        return out
-    probs = _banded_probs(q, k, layout, key_padding_mask, scale)
-    return out, banded_weights(probs, layout, window_left, window_right)
+    if key_padding_mask is None:
+        key_valid = torch.ones(batch, heads, length, dtype=torch.bool, device=q.device)
+    else:
+        key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
+    return banded_attention(
+        q,
+        k,
+        v,
+        window_left,
+        window_right,
+        key_valid,
+        scale=dim**-0.5 if scale is None else float(scale),
+        block_size=block_size,
+        return_weights=return_weights,
+    )

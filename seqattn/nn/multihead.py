@@ -1,0 +1,183 @@
+"""Multi-head attention that owns the projections and splits its heads among kernels.
+
+Heads are laid out in a fixed order: ``local``, ``routing``, ``window`` (shifted windows), ``pooled``
+(HiLo low-frequency), then ``full`` for whatever remains. Each group runs its own kernel on its slice of
+q, k, v; the outputs are concatenated back in head order before the output projection. So "6 local + 2
+routing" heads, HiLo (local + pooled heads) or an all-full layer are all the same module with other counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .full import full_attention
+from .local import local_attention
+from .rotary import Rotary
+from .routing import RoutingAttention
+from .variants import pooled_attention, shifted_window_attention
+from .weights import AttentionWeights
+
+
+@dataclass
+class AttentionConfig:
+    """How one layer's heads are split among kernels, and each kernel's settings (values only)."""
+
+    num_heads: int = 8
+    local_heads: int = 0
+    routing_heads: int = 0
+    window_heads: int = 0  # Swin-style non-overlapping windows
+    pooled_heads: int = 0  # HiLo low-frequency heads (attend average-pooled keys/values)
+    causal: bool = False
+    # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
+    window_left: int = 64
+    window_right: int = 64
+    # routing heads
+    num_clusters: int = 8
+    routing_window: int = 64
+    routing_shared_qk: bool = False
+    kmeans_decay: float = 0.999
+    commitment_weight: float = 1e-4
+    # shifted-window heads: window size and this layer's shift (alternate 0 and window // 2 across layers)
+    block_window: int = 64
+    block_shift: int = 0
+    # pooled heads: tokens per pool
+    pool_size: int = 4
+    rotary: bool = False
+    rotary_base: float = 10000.0
+
+    @property
+    def full_heads(self) -> int:
+        return self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
+
+    def validate(self) -> None:
+        counts = dict(
+            local_heads=self.local_heads,
+            routing_heads=self.routing_heads,
+            window_heads=self.window_heads,
+            pooled_heads=self.pooled_heads,
+        )
+        for name, value in counts.items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.full_heads < 0:
+            raise ValueError(f"head counts {counts} add up to more than num_heads={self.num_heads}")
+        if self.causal and self.window_right != 0 and self.local_heads:
+            raise ValueError(f"causal attention needs window_right=0, got {self.window_right}")
+        if self.window_left < 0 or self.window_right < 0:
+            raise ValueError(f"window_left/window_right must be >= 0, got {self.window_left}/{self.window_right}")
+
+
+@dataclass
+class AttentionOutput:
+    out: torch.Tensor  # (B, N, E)
+    aux_loss: torch.Tensor  # scalar, sum of the kernels' auxiliary losses (routing commitment)
+    weights: list[AttentionWeights] = field(default_factory=list)  # one entry per head group, if asked
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections + head groups. ``forward(x (B, N, E), key_padding_mask (B, N) bool) -> AttentionOutput``."""
+
+    def __init__(self, embed_dim: int, config: AttentionConfig, bias: bool = True):
+        super().__init__()
+        config.validate()
+        if embed_dim % config.num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {config.num_heads}")
+        self.config = config
+        self.embed_dim, self.num_heads = embed_dim, config.num_heads
+        self.head_dim = embed_dim // config.num_heads
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.rotary = Rotary(self.head_dim, config.rotary_base) if config.rotary else None
+        self.routing = None
+        if config.routing_heads:
+            self.routing = RoutingAttention(
+                config.routing_heads,
+                self.head_dim,
+                config.num_clusters,
+                config.routing_window,
+                causal=config.causal,
+                shared_qk=config.routing_shared_qk,
+                decay=config.kmeans_decay,
+                commitment=config.commitment_weight,
+            )
+
+    def head_groups(self) -> list[tuple[str, int, int]]:
+        """(kind, first head, head count) for every non-empty group, in head order."""
+        c = self.config
+        groups, start = [], 0
+        for kind, count in (
+            ("local", c.local_heads),
+            ("routing", c.routing_heads),
+            ("window", c.window_heads),
+            ("pooled", c.pooled_heads),
+            ("full", c.full_heads),
+        ):
+            if count:
+                groups.append((kind, start, count))
+            start += count
+        return groups
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D)
+
+    def _run_group(self, kind, q, k, v, key_padding_mask, return_weights):
+        """One kernel on its head slice -> (out (B, h, N, D), aux loss or None, weights or None)."""
+        c = self.config
+        if kind == "routing":
+            routed = self.routing(q, k, v, key_padding_mask, return_weights=return_weights)
+            return routed.out, routed.aux_loss, routed.weights
+        if kind == "local":
+            right = 0 if c.causal else c.window_right
+            result = local_attention(q, k, v, c.window_left, right, key_padding_mask, return_weights=return_weights)
+        elif kind == "window":
+            result = shifted_window_attention(
+                q, k, v, c.block_window, c.block_shift, key_padding_mask, causal=c.causal,
+                return_weights=return_weights,
+            )
+        elif kind == "pooled":
+            result = pooled_attention(
+                q, k, v, c.pool_size, key_padding_mask, causal=c.causal, return_weights=return_weights
+            )
+        else:
+            result = full_attention(q, k, v, key_padding_mask, causal=c.causal, return_weights=return_weights)
+        if not return_weights:
+            return result, None, None
+        out, weights = result
+        if kind == "local":
+            weights = AttentionWeights("local", (), weights, window_left=c.window_left)
+        elif kind == "full":
+            weights = AttentionWeights("full", (), weights)
+        return out, None, weights
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        return_weights: bool = False,
+        position_offset: int = 0,
+    ) -> AttentionOutput:
+        batch, length, _ = x.shape
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        if self.rotary is not None:
+            q, k = self.rotary(q, position_offset), self.rotary(k, position_offset)
+        outputs, weights = [], []
+        aux = x.new_zeros(())
+        for kind, start, count in self.head_groups():
+            heads = slice(start, start + count)
+            out, group_aux, group_weights = self._run_group(
+                kind, q[:, heads], k[:, heads], v[:, heads], key_padding_mask, return_weights
+            )
+            outputs.append(out)
+            if group_aux is not None:
+                aux = aux + group_aux
+            if group_weights is not None:
+                group_weights.heads = tuple(range(start, start + count))
+                weights.append(group_weights)
+        out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, N, D)
+        out = out.transpose(1, 2).reshape(batch, length, self.embed_dim)  # (B, N, E)
+        return AttentionOutput(self.out_proj(out), aux, weights)
