@@ -42,7 +42,7 @@ def shifted_window_attention(
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
     shift = shift % window
-    front = (window - shift) % window  # padding so that window boundaries fall on multiples of `window`
+    front = shift  # padded position i + shift puts window boundaries on multiples of `window`
     total = math.ceil((front + length) / window) * window
     back = total - front - length
     valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)

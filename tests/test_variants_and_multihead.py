@@ -1,0 +1,175 @@
+"""Shifted-window and pooled (HiLo) kernels, full heads, rotary, and the mixed-head MultiHeadAttention."""
+import pytest
+import torch
+
+from dense_reference import key_allowed, masked_attention
+from seqattn.nn import (
+    AttentionConfig,
+    MultiHeadAttention,
+    Rotary,
+    full_attention,
+    pooled_attention,
+    shifted_window_attention,
+)
+
+
+def _inputs(b=2, h=2, n=23, d=8):
+    return [torch.randn(b, h, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+
+
+def _mask(b, n, lengths):
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    for i, length in enumerate(lengths):
+        mask[i, length:] = True
+    return mask
+
+
+def _check(out, ref, inputs):
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    for g, w in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(ref, inputs, grad)):
+        torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window,shift,n", [(5, 0, 23), (5, 2, 23), (8, 4, 8), (4, 7, 3), (1, 0, 6)])
+def test_shifted_window_matches_reference(window, shift, n, causal):
+    q, k, v = _inputs(n=n)
+    mask = _mask(2, n, [n, max(1, n - 5)])
+    out = shifted_window_attention(q, k, v, window, shift, mask, causal=causal)
+    ids = (torch.arange(n) + shift % window) // window
+    allowed = (ids[:, None] == ids[None, :])[None, None] & key_allowed(n, mask, causal)
+    ref, _ = masked_attention(q, k, v, allowed)
+    _check(out, ref, (q, k, v))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pool,n", [(4, 23), (3, 9), (1, 7), (10, 5)])
+def test_pooled_matches_reference(pool, n, causal):
+    q, k, v = _inputs(n=n)
+    mask = _mask(2, n, [n, max(1, n - 6)])
+    out = pooled_attention(q, k, v, pool, mask, causal=causal)
+    # reference: explicit pooling matrix over real tokens, then masked attention over pools
+    groups = -(-n // pool)
+    member = torch.zeros(2, groups, n, dtype=torch.float64)
+    for g in range(groups):
+        member[:, g, g * pool : (g + 1) * pool] = 1.0
+    member = member * (~mask)[:, None, :]
+    average = member / member.sum(-1, keepdim=True).clamp(min=1)  # (B, M, N)
+    kp, vp = average[:, None] @ k, average[:, None] @ v
+    allowed = (member.sum(-1) > 0)[:, None, None, :]
+    if causal:
+        ends = (torch.arange(groups) + 1) * pool - 1
+        allowed = allowed & (ends[None, :] <= torch.arange(n)[:, None])
+    ref, _ = masked_attention(q, kp, vp, allowed)
+    _check(out, ref, (q, k, v))
+
+
+@pytest.mark.parametrize("kernel", ["window", "pooled"])
+def test_causal_variants_do_not_leak(kernel):
+    q, k, v = (x.detach() for x in _inputs(n=30))
+    t = 13
+
+    def run(a, b, c):
+        if kernel == "window":
+            return shifted_window_attention(a, b, c, 6, 3, causal=True)
+        return pooled_attention(a, b, c, 4, causal=True)
+
+    out = run(q, k, v)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, t + 1 :] *= -5
+    v2[:, :, t + 1 :] += 3
+    torch.testing.assert_close(run(q, k2, v2)[:, :, : t + 1], out[:, :, : t + 1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_full_attention_matches_reference_and_handles_all_padding(causal):
+    q, k, v = _inputs(n=13)
+    mask = _mask(2, 13, [13, 0])
+    out = full_attention(q, k, v, mask, causal=causal)
+    ref, probs = masked_attention(q, k, v, key_allowed(13, mask, causal))
+    _check(out, ref, (q, k, v))
+    out_w, weights = full_attention(q, k, v, mask, causal=causal, return_weights=True)
+    torch.testing.assert_close(weights, probs)
+    torch.testing.assert_close(out_w, ref)
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rotary = Rotary(8).double()
+    q = torch.randn(1, 1, 1, 8, dtype=torch.float64)
+    k = torch.randn(1, 1, 1, 8, dtype=torch.float64)
+    near = (rotary(q, offset=10) * rotary(k, offset=7)).sum()
+    far = (rotary(q, offset=110) * rotary(k, offset=107)).sum()
+    torch.testing.assert_close(near, far)
+    assert not torch.allclose(near, (rotary(q, offset=10) * rotary(k, offset=3)).sum())
+
+
+def test_all_full_heads_match_torch_multihead_attention():
+    """The projections + full heads reproduce torch.nn.MultiheadAttention (a reference nobody here wrote)."""
+    torch.manual_seed(0)
+    ours = MultiHeadAttention(32, AttentionConfig(num_heads=4)).double().eval()
+    theirs = torch.nn.MultiheadAttention(32, 4, batch_first=True).double().eval()
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        theirs.out_proj.weight.copy_(ours.out_proj.weight)
+        theirs.out_proj.bias.copy_(ours.out_proj.bias)
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+    mask = _mask(2, 11, [11, 6])
+    got = ours(x, mask).out
+    want, _ = theirs(x, x, x, key_padding_mask=mask, need_weights=False)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1, :6], want[1, :6])
+
+
+def test_local_heads_with_a_covering_window_equal_full_heads():
+    torch.manual_seed(0)
+    full = MultiHeadAttention(32, AttentionConfig(num_heads=4)).double()
+    local = MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=4, window_left=40, window_right=40))
+    local.load_state_dict(full.state_dict())
+    x = torch.randn(2, 19, 32, dtype=torch.float64)
+    torch.testing.assert_close(local.double()(x).out, full(x).out)
+
+
+def test_mixed_heads_are_split_and_weights_returned():
+    config = AttentionConfig(
+        num_heads=8, local_heads=3, routing_heads=2, window_heads=1, pooled_heads=1, window_left=4,
+        window_right=4, routing_window=4, num_clusters=2, block_window=5, pool_size=3,
+    )
+    mha = MultiHeadAttention(64, config)
+    assert [g[0] for g in mha.head_groups()] == ["local", "routing", "window", "pooled", "full"]
+    x = torch.randn(2, 17, 64)
+    result = mha(x, _mask(2, 17, [17, 9]), return_weights=True)
+    assert result.out.shape == (2, 17, 64)
+    assert result.aux_loss.requires_grad
+    kinds = {w.kind: w for w in result.weights}
+    assert kinds["local"].weights.shape == (2, 3, 17, 9) and kinds["local"].heads == (0, 1, 2)
+    assert kinds["routing"].heads == (3, 4)
+    assert kinds["full"].weights.shape == (2, 1, 17, 17)
+    for w in result.weights:  # every row's weights form a distribution over its query's keys (real queries)
+        dense = w.to_dense(17)
+        torch.testing.assert_close(dense[0].sum(-1)[dense[0].sum(-1) > 0], torch.ones_like(dense[0].sum(-1)[dense[0].sum(-1) > 0]))
+    (result.out.sum() + result.aux_loss).backward()
+
+
+def test_causal_mixed_layer_does_not_leak():
+    config = AttentionConfig(
+        num_heads=4, local_heads=2, routing_heads=1, pooled_heads=0, causal=True, window_left=5, window_right=0,
+        routing_window=4, num_clusters=2, routing_shared_qk=True, rotary=True,
+    )
+    mha = MultiHeadAttention(32, config).double().eval()
+    x = torch.randn(1, 25, 32, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 12:] = torch.randn_like(x2[:, 12:])
+    torch.testing.assert_close(mha(x).out[:, :12], mha(x2).out[:, :12], atol=1e-12, rtol=0)
+
+
+def test_bad_head_config():
+    with pytest.raises(ValueError, match="num_heads"):
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=3, routing_heads=2))
+    with pytest.raises(ValueError, match="window_right"):
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=4, causal=True, window_right=3))
+    with pytest.raises(ValueError, match="local_heads"):
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=-1))
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(30, AttentionConfig(num_heads=4))
