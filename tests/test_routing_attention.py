@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from dense_reference import masked_attention
 from seqattn.nn import KMeans, RoutingAttention, routing_attention
+from seqattn.nn.routing import assign
 
 SELF_BIAS = -5e4  # the documented shared-QK self-score suppression
 
@@ -170,7 +171,7 @@ def test_kmeans_recovers_planted_clusters():
     for _ in range(60):
         labels = torch.randint(clusters, (1, 1, 256))
         x = F.normalize(planted[labels] + 0.15 * torch.randn(1, 1, 256, dim), dim=-1)
-        kmeans.update(x, torch.ones(1, 1, 256, dtype=torch.bool))
+        kmeans.update(x, assign(x, kmeans.means), torch.ones(1, 1, 256, dtype=torch.bool))
     labels = torch.randint(clusters, (1, 1, 500))
     x = F.normalize(planted[labels] + 0.15 * torch.randn(1, 1, 500, dim), dim=-1)
     ids = torch.einsum("bhnd,hcd->bhnc", x, kmeans.means).argmax(-1)
@@ -219,7 +220,8 @@ def _ddp_worker(rank, world, port, data, result_dir):
     torch.manual_seed(0)
     kmeans = KMeans(2, 3, 8, decay=0.5)
     for step in range(3):
-        kmeans.update(data[step][rank], torch.ones(data[step][rank].shape[:3], dtype=torch.bool))
+        x = data[step][rank]
+        kmeans.update(x, assign(x, kmeans.means), torch.ones(x.shape[:3], dtype=torch.bool))
     torch.save(kmeans.means, os.path.join(result_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -234,5 +236,5 @@ def test_kmeans_statistics_are_all_reduced_under_ddp(tmp_path):
     single = KMeans(2, 3, 8, decay=0.5)  # one process that sees both halves at once
     for step in range(3):
         both = torch.cat(data[step], dim=0)
-        single.update(both, torch.ones(both.shape[:3], dtype=torch.bool))
+        single.update(both, assign(both, single.means), torch.ones(both.shape[:3], dtype=torch.bool))
     torch.testing.assert_close(ranks[0], single.means, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""Benchmark seqattn's attention kernels against dense SDPA, lucidrains' libraries and FlexAttention.
+
+Run:  .venv/bin/python tools/bench_attention.py [--quick] [--out-dir bench_out/attention]
+
+Setting (issue 2): CPU, fp32, B=1, H=8, D=64, N in {1k..32k}. Every (method, N) runs in its own
+subprocess; its peak memory is the maximum RSS, sampled every millisecond, above the RSS just before one
+forward+backward (after a warm-up). Times are medians of
+--reps runs after one warm-up, forward (no grad) and forward+backward. All competitors run in the same
+invocation, so the ratios compare like with like. Writes results.json and results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+B, H, D = 1, 8, 64
+LEFT = RIGHT = 128  # bidirectional local window
+CAUSAL_LEFT = 256  # causal local window
+ROUTING_WINDOW = 256  # tokens per cluster; clusters = N / ROUTING_WINDOW
+
+METHODS = {
+    # name: (description, is_dense)
+    "seqattn_local": (f"seqattn local L=R={LEFT}", False),
+    "lucidrains_local": ("lucidrains local-attention, window 128, look back/forward 1, exact", False),
+    "seqattn_local_causal": (f"seqattn local causal L={CAUSAL_LEFT}", False),
+    "lucidrains_local_causal": ("lucidrains local-attention causal, window 128, look back 2, exact", False),
+    "sdpa_dense": ("dense SDPA, no mask", True),
+    "sdpa_band_mask": (f"dense SDPA with the L=R={LEFT} band as a bool mask (HF style)", True),
+    "flex_sliding": (f"FlexAttention sliding window |i-j|<={LEFT} (compiled)", False),
+    "seqattn_routing": (f"seqattn routing, balanced, window {ROUTING_WINDOW}, N/{ROUTING_WINDOW} clusters", False),
+    "lucidrains_routing": (f"routing-transformer KmeansAttention, same clusters and window", False),
+    "seqattn_routing_causal": (f"seqattn routing causal (shared QK), window {ROUTING_WINDOW}", False),
+    "lucidrains_routing_causal": ("routing-transformer KmeansAttention causal, shared QK", False),
+}
+
+
+# ----------------------------------------------------------------------------------------------- worker
+def _build(method: str, n: int):
+    """Return (forward(q, k, v) -> out, supports_backward)."""
+    import torch
+    import torch.nn.functional as F
+
+    if method == "seqattn_local":
+        from seqattn.nn import local_attention
+
+        return (lambda q, k, v: local_attention(q, k, v, LEFT, RIGHT)), True
+    if method == "seqattn_local_causal":
+        from seqattn.nn import local_attention
+
+        return (lambda q, k, v: local_attention(q, k, v, CAUSAL_LEFT, 0)), True
+    if method in ("lucidrains_local", "lucidrains_local_causal"):
+        from local_attention import LocalAttention
+
+        causal = method.endswith("causal")
+        module = LocalAttention(
+            window_size=128, causal=causal, look_backward=2 if causal else 1, look_forward=0 if causal else 1,
+            exact_windowsize=True, autopad=True,
+        )
+        return (lambda q, k, v: module(q, k, v)), True
+    if method == "sdpa_dense":
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), True
+    if method == "sdpa_band_mask":
+        i = torch.arange(n)
+        band = (i[None, :] >= i[:, None] - LEFT) & (i[None, :] <= i[:, None] + RIGHT)
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=band)), True
+    if method == "flex_sliding":
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        def band_mod(b, h, q_idx, kv_idx):
+            return (q_idx - kv_idx <= LEFT) & (kv_idx - q_idx <= RIGHT)
+
+        block_mask = create_block_mask(band_mod, None, None, n, n, device="cpu")
+        compiled = torch.compile(flex_attention)
+        return (lambda q, k, v: compiled(q, k, v, block_mask=block_mask)), True
+    if method in ("seqattn_routing", "seqattn_routing_causal"):
+        from seqattn.nn import RoutingAttention
+
+        causal = method.endswith("causal")
+        module = RoutingAttention(H, D, max(1, n // ROUTING_WINDOW), ROUTING_WINDOW, causal=causal, shared_qk=causal)
+        return (lambda q, k, v: module(q, k, v).out), True
+    if method in ("lucidrains_routing", "lucidrains_routing_causal"):
+        from routing_transformer.routing_transformer import KmeansAttention
+
+        causal = method.endswith("causal")
+        module = KmeansAttention(max(1, n // ROUTING_WINDOW), ROUTING_WINDOW, H, D, causal=causal, shared_qk=causal)
+        return (lambda q, k, v: module(q, k if not causal else q, v)[0]), True
+    raise SystemExit(f"unknown method {method}")
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """Samples this process's RSS every millisecond in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._stop = _current_rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _current_rss_mib())
+            self._stop.wait(0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _current_rss_mib())
+
+
+def worker(method: str, n: int, reps: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, n, D, requires_grad=True) for _ in range(3))
+    forward, _ = _build(method, n)
+    result = {"method": method, "n": n}
+
+    def timed(fn):
+        fn()  # warm-up (compiles FlexAttention, initialises k-means)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return times
+
+    def fwd():
+        with torch.no_grad():
+            forward(q, k, v)
+
+    def fwd_bwd():
+        forward(q, k, v).sum().backward()
+
+    result["forward_s"] = timed(fwd)
+    try:
+        fwd_bwd()  # warm-up outside the memory window
+        baseline = _current_rss_mib()
+        with PeakRss() as rss:
+            fwd_bwd()
+        result["peak_mib"] = rss.peak - baseline
+        result["forward_backward_s"] = timed(fwd_bwd)
+    except Exception as error:  # FlexAttention has no CPU backward in this torch
+        result["forward_backward_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+        baseline = _current_rss_mib()
+        with PeakRss() as rss:
+            fwd()
+        result["peak_mib"] = rss.peak - baseline
+        result["peak_is_forward_only"] = True
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- parent
+def matmul_gflops(threads: int, size: int = 2048, reps: int = 7) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def run_one(method: str, n: int, reps: int, threads: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--n", str(n), "--reps", str(reps), "--threads", str(threads)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "n": n, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"method": method, "n": n, "error": f"exit {proc.returncode}: {last}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median_ms(row: dict, key: str):
+    return statistics.median(row[key]) * 1e3 if key in row else None
+
+
+def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
+    by = {(r["method"], r["n"]): r for r in rows}
+
+    def med(method, n, key="forward_backward_s"):
+        row = by.get((method, n))
+        return _median_ms(row, key) if row else None
+
+    def ratio(a, b):
+        return None if a is None or b is None else a / b
+
+    top = 16384 if 16384 in lengths else max(lengths)
+    mid = 8192 if 8192 in lengths else lengths[len(lengths) // 2]
+    summary = {
+        "matmul_gflops": gflops,
+        "at_n": top,
+        "local_vs_sdpa_dense_fwd_bwd": ratio(med("sdpa_dense", top), med("seqattn_local", top)),
+        "local_vs_sdpa_band_fwd_bwd": ratio(med("sdpa_band_mask", top), med("seqattn_local", top)),
+        "local_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_local", top), med("seqattn_local", top)),
+        "causal_local_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_local_causal", top), med("seqattn_local_causal", top)),
+        "routing_vs_lucidrains_fwd_bwd_at": mid,
+        "routing_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_routing", mid), med("seqattn_routing", mid)),
+        "routing_vs_lucidrains_fwd": ratio(
+            med("lucidrains_routing", mid, "forward_s"), med("seqattn_routing", mid, "forward_s")
+        ),
+    }
+    small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
+    summary["growth_from"], summary["growth_to"] = small, large
+    summary["local_time_growth_fwd_bwd"] = ratio(med("seqattn_local", large), med("seqattn_local", small))
+    peaks = {n: by[("seqattn_local", n)].get("peak_mib") for n in lengths if ("seqattn_local", n) in by}
+    summary["local_peak_mib"] = peaks
+    summary["local_peak_mib_per_1k_tokens"] = {n: p / (n / 1024) for n, p in peaks.items() if p is not None}
+    efficiency = {}
+    for n in lengths:
+        fwd = med("seqattn_local", n, "forward_s")
+        if fwd:
+            useful = 4 * n * (LEFT + RIGHT + 1) * D * H * B  # band FLOPs, forward
+            efficiency[n] = {"gflops": useful / (fwd / 1e3) / 1e9, "fraction_of_matmul": useful / (fwd / 1e3) / 1e9 / gflops}
+    summary["local_forward_efficiency"] = efficiency
+    return summary
+
+
+def markdown(rows, summary, lengths, meta) -> str:
+    lines = [
+        "# Attention benchmark",
+        "",
+        f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
+        f"{meta['date']}. B={B}, H={H}, D={D}, fp32. Median of {meta['reps']} runs after a warm-up; "
+        "peak = max RSS (sampled every ms) above the RSS before one fwd+bwd.",
+        "",
+        f"Matmul reference: {summary['matmul_gflops']:.1f} GFLOP/s (2048^3 fp32 in the same run).",
+        "",
+        "| method | " + " | ".join(f"N={n}" for n in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    by = {(r["method"], r["n"]): r for r in rows}
+    for method, (description, _) in METHODS.items():
+        cells = []
+        for n in lengths:
+            row = by.get((method, n))
+            if row is None:
+                cells.append("—")
+            elif "error" in row or "skipped" in row:
+                cells.append(row.get("skipped") or row["error"])
+            else:
+                fwd = _median_ms(row, "forward_s")
+                fb = _median_ms(row, "forward_backward_s")
+                fb_text = f"{fb:.0f}" if fb is not None else "n/a"
+                peak = f"{row['peak_mib']:.0f} MiB" + (" (fwd)" if row.get("peak_is_forward_only") else "")
+                cells.append(f"{fwd:.0f} / {fb_text} ms, {peak}")
+        lines.append(f"| {description} | " + " | ".join(cells) + " |")
+    errors = sorted({r.get("forward_backward_error") for r in rows if r.get("forward_backward_error")})
+    lines += ["", "Cells: forward / forward+backward median, peak memory."]
+    for error in errors:
+        lines.append(f"- forward+backward n/a: {error}")
+    s = summary
+
+    def fmt(x, suffix="x"):
+        return "n/a" if x is None else f"{x:.2f}{suffix}"
+
+    lines += [
+        "",
+        "## Targets",
+        "",
+        f"- local L=R=128 at N={s['at_n']}, fwd+bwd: {fmt(s['local_vs_sdpa_dense_fwd_bwd'])} faster than dense SDPA "
+        f"(target >= 15x), {fmt(s['local_vs_sdpa_band_fwd_bwd'])} faster than band-masked SDPA, "
+        f"{fmt(s['local_vs_lucidrains_fwd_bwd'])} faster than lucidrains local-attention (target >= 1.5x).",
+        f"- causal local L=256 vs lucidrains causal: {fmt(s['causal_local_vs_lucidrains_fwd_bwd'])}.",
+        f"- time growth N={s['growth_from']} -> N={s['growth_to']} (fwd+bwd): {fmt(s['local_time_growth_fwd_bwd'])} "
+        "(target <= 4.5x).",
+        "- peak MiB per 1k tokens (linear memory means flat): "
+        + ", ".join(f"N={n}: {v:.1f}" for n, v in s["local_peak_mib_per_1k_tokens"].items()),
+        f"- routing at N={s['routing_vs_lucidrains_fwd_bwd_at']}: {fmt(s['routing_vs_lucidrains_fwd_bwd'])} faster "
+        f"fwd+bwd, {fmt(s['routing_vs_lucidrains_fwd'])} forward, than KmeansAttention (target >= 1.5x).",
+        "- local forward efficiency (useful band FLOPs 4*N*(L+R+1)*D*H / time, as a share of matmul GFLOP/s): "
+        + ", ".join(f"N={n}: {e['gflops']:.0f} GFLOP/s = {100 * e['fraction_of_matmul']:.0f}%"
+                    for n, e in s["local_forward_efficiency"].items())
+        + " (target >= 30%).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 reps: a smoke run for the tests")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--max-dense-n", type=int, default=16384, help="skip dense SDPA above this length")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per (method, N) subprocess")
+    parser.add_argument("--out-dir", default="bench_out/attention")
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.n, args.reps, args.threads)))
+        return
+    if args.quick:
+        args.lengths, args.reps = [512, 1024], 2
+        args.methods = [m for m in args.methods if m != "flex_sliding"]  # compiling takes ~30 s
+    import torch
+    from tqdm import tqdm
+
+    gflops = matmul_gflops(args.threads)
+    rows = []
+    jobs = [(m, n) for n in args.lengths for m in args.methods]
+    for method, n in tqdm(jobs, desc="bench_attention", unit="run"):
+        if METHODS[method][1] and n > args.max_dense_n:
+            rows.append({"method": method, "n": n, "skipped": f"skipped (> --max-dense-n {args.max_dense_n})"})
+            continue
+        rows.append(run_one(method, n, args.reps, args.threads, args.timeout))
+    summary = summarize(rows, gflops, args.lengths)
+    meta = {
+        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "reps": args.reps,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=2))
+    table = markdown(rows, summary, args.lengths, meta)
+    (out_dir / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
