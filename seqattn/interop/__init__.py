@@ -1,0 +1,1 @@
+"""Checkpoint interop with Hugging Face transformers and fairseq (no dependency on either at import)."""

@@ -1,0 +1,175 @@
+"""Building blocks of wav2vec 2.0, each passing ``(x, lengths)`` or ``(x, padding_mask)`` explicitly.
+
+Layouts match fairseq / HF / torchaudio so their weights load one to one:
+feature CNN (7 convs, 320x down-sampling), convolutional positional embedding (weight-normed, K=128,
+16 groups), and post-LN (base) or pre-LN (large) transformer layers whose attention is any seqattn mix.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqattn.nn import AttentionConfig, MultiHeadAttention
+
+
+class ConvLayer(nn.Module):
+    """Conv1d -> optional norm -> GELU. ``norm`` is "group" (per-channel GroupNorm), "layer" or None."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool, norm: str | None):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        self.norm_kind = norm
+        if norm == "group":
+            self.norm = nn.GroupNorm(out_channels, out_channels, affine=True)
+        elif norm == "layer":
+            self.norm = nn.LayerNorm(out_channels)
+        else:
+            self.norm = None
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths - self.kernel, self.stride, rounding_mode="floor") + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, S) -> (B, C_out, S')."""
+        x = self.conv(x)
+        if self.norm_kind == "group":
+            x = self.norm(x)
+        elif self.norm_kind == "layer":
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)  # LN over channels
+        return F.gelu(x)
+
+
+class FeatureExtractor(nn.Module):
+    """Waveform (B, S) -> CNN features (B, C, T) and frame lengths."""
+
+    def __init__(self, conv_layers: list, mode: str, bias: bool):
+        super().__init__()
+        layers, in_channels = [], 1
+        for i, (channels, kernel, stride) in enumerate(conv_layers):
+            norm = ("group" if i == 0 else None) if mode == "default" else "layer"
+            layers.append(ConvLayer(in_channels, channels, kernel, stride, bias, norm))
+            in_channels = channels
+        self.conv_layers = nn.ModuleList(layers)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for layer in self.conv_layers:
+            lengths = layer.output_lengths(lengths)
+        return lengths.clamp(min=0)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        x = waveforms[:, None]  # (B, 1, S)
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x  # (B, C, T)
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Grouped conv over time with weight norm (``weight = g * v / ||v||``, norm over dims 0 and 1).
+
+    The weight is stored as ``weight_g`` (1, 1, K) and ``weight_v`` (C, C/groups, K), fairseq's layout.
+    An even kernel drops the last output frame so the output keeps the input length.
+    """
+
+    def __init__(self, dim: int, kernel: int, groups: int):
+        super().__init__()
+        self.kernel, self.groups = kernel, groups
+        weight = torch.empty(dim, dim // groups, kernel)
+        std = (4.0 / (kernel * dim)) ** 0.5  # fairseq's init for this layer
+        nn.init.normal_(weight, mean=0.0, std=std)
+        self.weight_v = nn.Parameter(weight)
+        self.weight_g = nn.Parameter(weight.norm(dim=(0, 1), keepdim=True))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C)."""
+        weight = self.weight_g * self.weight_v / self.weight_v.norm(dim=(0, 1), keepdim=True)
+        y = F.conv1d(x.transpose(1, 2), weight, self.bias, padding=self.kernel // 2, groups=self.groups)  # (B, C, T')
+        if self.kernel % 2 == 0:
+            y = y[:, :, :-1]
+        return F.gelu(y).transpose(1, 2)  # (B, T, C)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation_dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(activation_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Transformer layer; post-LN (``layer_norm_first=False``, base) or pre-LN (large)."""
+
+    def __init__(self, dim: int, ffn_dim: int, attention: AttentionConfig, layer_norm_first: bool,
+                 dropout: float, activation_dropout: float, eps: float):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.attention = MultiHeadAttention(dim, attention)
+        self.attention_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn = FeedForward(dim, ffn_dim, activation_dropout)
+        self.final_norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, padding_mask=None, return_weights: bool = False):
+        """x (B, T, C) -> (x, aux_loss, attention weights or [])."""
+        residual = x
+        if self.layer_norm_first:
+            x = self.attention_norm(x)
+        attended = self.attention(x, padding_mask, return_weights=return_weights)
+        x = residual + self.dropout(attended.out)
+        if self.layer_norm_first:
+            x = x + self.dropout(self.ffn(self.final_norm(x)))
+        else:
+            x = self.attention_norm(x)
+            x = self.final_norm(x + self.dropout(self.ffn(x)))
+        return x, attended.aux_loss, attended.weights
+
+
+class Encoder(nn.Module):
+    """Positional conv + transformer layers (+ final LN for pre-LN models)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.layer_norm_first = config.layer_norm_first
+        self.layerdrop = config.layerdrop
+        self.pos_conv = ConvPositionalEmbedding(config.embed_dim, config.conv_pos, config.conv_pos_groups)
+        self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                config.embed_dim, config.ffn_dim, config.attention_for(i), config.layer_norm_first, config.dropout,
+                config.activation_dropout, config.layer_norm_eps,
+            )
+            for i in range(config.num_layers)
+        )
+
+    def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False):
+        """x (B, T, C) -> (final output, per-layer outputs, aux loss, per-layer weights).
+
+        Per-layer output i is layer i's output before any final LN (fairseq ``layer_results[i][0]``).
+        Padded frames are zeroed before the positional conv so they never leak into real frames.
+        """
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask[..., None], 0.0)
+        x = x + self.pos_conv(x)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        outputs, weights = [], []
+        aux = x.new_zeros(())
+        limit = len(self.layers) if num_layers is None else num_layers
+        for layer in self.layers[:limit]:
+            if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
+                continue
+            x, layer_aux, layer_weights = layer(x, padding_mask, return_weights)
+            aux = aux + layer_aux
+            outputs.append(x)
+            weights.append(layer_weights)
+        if self.layer_norm_first and limit == len(self.layers):
+            x = self.layer_norm(x)
+        return x, outputs, aux, weights

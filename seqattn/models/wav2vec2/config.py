@@ -1,0 +1,111 @@
+"""Configuration of wav2vec 2.0 models: one dataclass of values, no behaviour.
+
+Field names follow fairseq's ``Wav2Vec2Config`` where one exists, so that its checkpoints map over
+directly. The transformer's attention is a :class:`seqattn.nn.AttentionConfig`: the same for every layer,
+or one per layer through ``layer_attention``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from seqattn.nn import AttentionConfig
+
+BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
+
+
+@dataclass
+class Wav2Vec2Config:
+    # feature CNN: (channels, kernel, stride) per layer
+    conv_layers: list = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
+    extractor_mode: str = "default"  # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
+    conv_bias: bool = False
+    # transformer
+    embed_dim: int = 768
+    ffn_dim: int = 3072
+    num_layers: int = 12
+    attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(num_heads=12))
+    layer_attention: list | None = None  # optional per-layer AttentionConfig list (len == num_layers)
+    layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base)
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+    layer_norm_eps: float = 1e-5
+    # regularisation
+    dropout: float = 0.1
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.1
+    dropout_features: float = 0.1
+    layerdrop: float = 0.05
+    feature_grad_mult: float = 0.1
+    # quantizer and projections (pretraining)
+    final_dim: int = 256
+    latent_vars: int = 320
+    latent_groups: int = 2
+    latent_dim: int = 0  # 0: use final_dim
+    latent_temp: list = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # max, min, decay per update
+    # masking
+    mask_prob: float = 0.65
+    mask_length: int = 10
+    mask_channel_prob: float = 0.0
+    mask_channel_length: int = 10
+    # contrastive loss
+    num_negatives: int = 100
+    logit_temp: float = 0.1
+    diversity_weight: float = 0.1
+    feature_pen_weight: float = 10.0
+    # CTC head (fine-tuning); 0 means no head
+    vocab_size: int = 0
+    final_dropout: float = 0.0
+
+    def attention_for(self, layer: int) -> AttentionConfig:
+        if self.layer_attention is not None:
+            return self.layer_attention[layer]
+        return self.attention
+
+    def validate(self) -> None:
+        if self.extractor_mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
+        if self.layer_attention is not None and len(self.layer_attention) != self.num_layers:
+            raise ValueError(
+                f"layer_attention has {len(self.layer_attention)} entries for num_layers={self.num_layers}"
+            )
+        for i in range(self.num_layers):
+            attention = self.attention_for(i)
+            attention.validate()
+            if self.embed_dim % attention.num_heads:
+                raise ValueError(f"layer {i}: embed_dim {self.embed_dim} not divisible by {attention.num_heads} heads")
+            if attention.causal:
+                raise ValueError(f"layer {i}: wav2vec2 encoders are bidirectional; attention.causal must be False")
+        if self.embed_dim % self.conv_pos_groups:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by conv_pos_groups {self.conv_pos_groups}")
+        vq_dim = self.latent_dim or self.final_dim
+        if vq_dim % self.latent_groups:
+            raise ValueError(f"latent dim {vq_dim} must be divisible by latent_groups {self.latent_groups}")
+
+    # ------------------------------------------------------------------ (de)serialisation, values only
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Wav2Vec2Config":
+        """Build from plain values; unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown wav2vec2 config keys: {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("attention"), dict):
+            values["attention"] = attention_from_dict(values["attention"])
+        if values.get("layer_attention") is not None:
+            values["layer_attention"] = [
+                a if isinstance(a, AttentionConfig) else attention_from_dict(a) for a in values["layer_attention"]
+            ]
+        return cls(**values)
+
+
+def attention_from_dict(values: dict) -> AttentionConfig:
+    known = {f.name for f in dataclasses.fields(AttentionConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown attention config keys: {', '.join(unknown)}")
+    return AttentionConfig(**values)

@@ -1,0 +1,225 @@
+"""wav2vec 2.0 models: the encoder backbone, the pretraining model (quantizer + contrastive heads), and CTC.
+
+All follow torchaudio's convention: ``model(waveforms (B, S), lengths (B,) or None) -> (output, out_lengths)``
+and ``model.extract_features(waveforms, lengths, num_layers) -> (per-layer outputs, out_lengths)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .components import Encoder, FeatureExtractor
+from .config import Wav2Vec2Config
+from .masking import channel_mask, sample_negatives, span_mask
+from .quantizer import GumbelQuantizer
+
+
+class _GradMultiply(torch.autograd.Function):
+    """Identity forward; scales the gradient (fairseq's feature_grad_mult)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+@dataclass
+class Features:
+    x: torch.Tensor  # (B, T, C_conv) CNN features after the feature layer norm
+    penalty: torch.Tensor  # mean squared CNN activation (before the norm), fairseq's features_pen
+    padding_mask: torch.Tensor | None  # (B, T) bool, True = padding
+    lengths: torch.Tensor | None  # (B,) valid frames
+
+
+class Wav2Vec2Model(nn.Module):
+    """Feature CNN + feature norm/projection + transformer encoder."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        config.validate()
+        self.config = config
+        conv_dim = config.conv_layers[-1][0]
+        self.feature_extractor = FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
+        self.feature_norm = nn.LayerNorm(conv_dim)
+        self.feature_projection = nn.Linear(conv_dim, config.embed_dim)
+        self.dropout_input = nn.Dropout(config.dropout_input)
+        self.mask_emb = nn.Parameter(torch.empty(config.embed_dim).uniform_())
+        self.encoder = Encoder(config)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.feature_extractor.output_lengths(lengths)
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> Features:
+        """Run the CNN (with fairseq's gradient scaling) and the feature layer norm."""
+        mult = self.config.feature_grad_mult
+        if mult > 0 or not self.training:
+            x = self.feature_extractor(waveforms)
+            if self.training and mult != 1.0:
+                x = _GradMultiply.apply(x, mult)
+        else:
+            with torch.no_grad():
+                x = self.feature_extractor(waveforms)
+        x = x.transpose(1, 2)  # (B, T, C)
+        penalty = x.float().pow(2).mean()
+        x = self.feature_norm(x)
+        padding_mask = frame_lengths = None
+        if lengths is not None:
+            frame_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
+            padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
+        return Features(x, penalty, padding_mask, frame_lengths)
+
+    def apply_mask(self, x, padding_mask, generator: torch.Generator, mask_prob=None, channel_prob=None):
+        """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T))."""
+        c = self.config
+        batch, length, dim = x.shape
+        lengths = torch.full((batch,), length) if padding_mask is None else (~padding_mask).sum(-1).cpu()
+        mask_prob = c.mask_prob if mask_prob is None else mask_prob
+        time_mask = span_mask(lengths, length, mask_prob, c.mask_length, generator).to(x.device)
+        if mask_prob > 0:
+            x = torch.where(time_mask[..., None], self.mask_emb.to(x.dtype), x)
+        channel_prob = c.mask_channel_prob if channel_prob is None else channel_prob
+        if channel_prob > 0:
+            channels = channel_mask(batch, dim, channel_prob, c.mask_channel_length, generator).to(x.device)
+            x = x.masked_fill(channels[:, None, :], 0.0)
+        return x, time_mask
+
+    def encode(self, features: Features, num_layers=None, return_weights=False, mask_generator=None):
+        """Project features and run the encoder; with ``mask_generator`` (training) apply span masking."""
+        x = self.dropout_input(self.feature_projection(features.x))
+        time_mask = None
+        if mask_generator is not None:
+            x, time_mask = self.apply_mask(x, features.padding_mask, mask_generator)
+        out, layers, aux, weights = self.encoder(x, features.padding_mask, num_layers, return_weights)
+        return out, layers, aux, weights, time_mask
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
+        features = self.features(waveforms, lengths)
+        out, _, _, _, _ = self.encode(features)
+        return out, features.lengths
+
+    def extract_features(self, waveforms, lengths=None, num_layers: int | None = None):
+        """Per-layer outputs (list of (B, T, C)): entry i is layer i's output, fairseq's layer_results[i][0]."""
+        features = self.features(waveforms, lengths)
+        _, layers, _, _, _ = self.encode(features, num_layers=num_layers)
+        return layers, features.lengths
+
+
+@dataclass
+class PretrainingOutput:
+    loss: torch.Tensor  # per-target mean of contrastive + weighted diversity and feature penalty
+    contrastive: torch.Tensor  # summed InfoNCE over targets
+    diversity: torch.Tensor  # (G*V - prob_perplexity) / (G*V)
+    feature_penalty: torch.Tensor
+    aux: torch.Tensor  # attention auxiliary losses (routing commitment)
+    num_targets: int
+    correct: int  # targets whose true quantized vector scored highest
+    code_perplexity: torch.Tensor
+    prob_perplexity: torch.Tensor
+    temperature: float
+
+
+class Wav2Vec2ForPretraining(nn.Module):
+    """Backbone + quantizer + ``project_q`` / ``final_proj``; ``forward`` returns projected states (B, T, F)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        self.config = config
+        self.wav2vec2 = Wav2Vec2Model(config)
+        vq_dim = config.latent_dim or config.final_dim
+        conv_dim = config.conv_layers[-1][0]
+        self.quantizer = GumbelQuantizer(
+            conv_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
+        )
+        self.project_q = nn.Linear(vq_dim, config.final_dim)
+        self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
+        self.dropout_features = nn.Dropout(config.dropout_features)
+
+    def forward(self, waveforms, lengths=None):
+        out, out_lengths = self.wav2vec2(waveforms, lengths)
+        return self.final_proj(out), out_lengths
+
+    def extract_features(self, waveforms, lengths=None, num_layers=None):
+        return self.wav2vec2.extract_features(waveforms, lengths, num_layers)
+
+    def quantize(self, waveforms, lengths=None):
+        """Quantized CNN features of every frame: (:class:`Quantized`, project_q(quantized.x))."""
+        features = self.wav2vec2.features(waveforms, lengths)
+        frames = None if features.padding_mask is None else ~features.padding_mask
+        quantized = self.quantizer(features.x, frames)
+        return quantized, self.project_q(quantized.x)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.quantizer.set_num_updates(num_updates)
+
+    def pretraining_loss(self, waveforms, lengths, generator: torch.Generator) -> PretrainingOutput:
+        """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE)."""
+        c = self.config
+        features = self.wav2vec2.features(waveforms, lengths)
+        unmasked = self.dropout_features(features.x)
+        x, _, aux, _, time_mask = self.wav2vec2.encode(features, mask_generator=generator)
+        batch = x.shape[0]
+        per_row = int(time_mask.sum(-1).min()) if batch else 0
+        targets = unmasked[time_mask].view(batch, per_row, -1)  # (B, M, C_conv)
+        quantized = self.quantizer(targets)
+        y = self.project_q(quantized.x)  # (B, M, F)
+        negative_idx = sample_negatives(per_row, batch, c.num_negatives, generator).to(y.device)  # (K, B, M)
+        batch_idx = torch.arange(batch, device=y.device)[None, :, None]
+        negatives = y[batch_idx, negative_idx]  # (K, B, M, F)
+        predictions = self.final_proj(x[time_mask].view(batch, per_row, -1))  # (B, M, F)
+        logits = contrastive_logits(predictions, y, negatives, c.logit_temp)  # (B*M, 1+K)
+        contrastive = F.cross_entropy(logits.float(), logits.new_zeros(logits.shape[0], dtype=torch.long), reduction="sum")
+        num_targets = logits.shape[0]
+        diversity = (quantized.num_vars - quantized.prob_perplexity) / quantized.num_vars
+        total = contrastive + num_targets * (c.diversity_weight * diversity + c.feature_pen_weight * features.penalty)
+        loss = total / max(num_targets, 1) + aux
+        with torch.no_grad():
+            best = logits.argmax(-1) == 0
+            tied = (logits.max(-1).values == logits.min(-1).values)  # all equal: count as wrong, like fairseq
+            correct = int((best & ~tied).sum())
+        return PretrainingOutput(
+            loss=loss, contrastive=contrastive, diversity=diversity, feature_penalty=features.penalty, aux=aux,
+            num_targets=num_targets, correct=correct, code_perplexity=quantized.code_perplexity,
+            prob_perplexity=quantized.prob_perplexity, temperature=self.quantizer.temperature,
+        )
+
+
+def contrastive_logits(predictions, targets, negatives, temperature: float) -> torch.Tensor:
+    """Cosine similarity of each prediction to its target (column 0) and K negatives, over temperature.
+
+    A negative identical to the target is set to -inf. Shapes: (B, M, F), (B, M, F), (K, B, M, F) -> (B*M, 1+K).
+    """
+    candidates = torch.cat([targets[None], negatives], dim=0)  # (1+K, B, M, F)
+    logits = F.cosine_similarity(predictions[None].float(), candidates.float(), dim=-1) / temperature  # (1+K, B, M)
+    same = (negatives == targets[None]).all(-1)  # (K, B, M)
+    if bool(same.any()):
+        logits[1:][same] = float("-inf")
+    return logits.permute(1, 2, 0).reshape(-1, logits.shape[0])  # (B*M, 1+K)
+
+
+class Wav2Vec2ForCTC(nn.Module):
+    """Backbone + linear head over the vocabulary (blank = 0); ``forward`` returns raw logits (B, T, V)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError(f"a CTC model needs vocab_size > 0, got {config.vocab_size}")
+        self.config = config
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.final_dropout = nn.Dropout(config.final_dropout)
+        self.head = nn.Linear(config.embed_dim, config.vocab_size)
+
+    def forward(self, waveforms, lengths=None, mask_generator: torch.Generator | None = None):
+        features = self.wav2vec2.features(waveforms, lengths)
+        out, _, aux, _, _ = self.wav2vec2.encode(features, mask_generator=mask_generator)
+        self.last_aux_loss = aux
+        return self.head(self.final_dropout(out)), features.lengths
+
+    def extract_features(self, waveforms, lengths=None, num_layers=None):
+        return self.wav2vec2.extract_features(waveforms, lengths, num_layers)

@@ -1,0 +1,74 @@
+"""Gumbel product quantizer of wav2vec 2.0: G groups of V learned code vectors each.
+
+In training a straight-through Gumbel-softmax picks one entry per group (temperature annealed per update);
+in eval mode the argmax does. The concatenation of the picked entries is the quantized target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Quantized:
+    x: torch.Tensor  # (B, T, vq_dim) quantized vectors
+    targets: torch.Tensor  # (B, T, G) chosen entry per group
+    code_perplexity: torch.Tensor  # perplexity of hard choices (how many entries are used)
+    prob_perplexity: torch.Tensor  # perplexity of the averaged softmax (what the diversity loss maximises)
+    num_vars: int  # G * V
+
+
+class GumbelQuantizer(nn.Module):
+    def __init__(self, dim: int, num_vars: int, groups: int, vq_dim: int, temp: tuple[float, float, float]):
+        super().__init__()
+        if vq_dim % groups:
+            raise ValueError(f"vq_dim {vq_dim} must be divisible by groups {groups}")
+        self.num_vars, self.groups = num_vars, groups
+        self.codevectors = nn.Parameter(torch.empty(1, groups * num_vars, vq_dim // groups))
+        nn.init.uniform_(self.codevectors)
+        self.weight_proj = nn.Linear(dim, groups * num_vars)
+        nn.init.normal_(self.weight_proj.weight, mean=0.0, std=1.0)
+        nn.init.zeros_(self.weight_proj.bias)
+        self.max_temp, self.min_temp, self.temp_decay = temp
+        self.temperature = self.max_temp
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.temperature = max(self.max_temp * self.temp_decay**num_updates, self.min_temp)
+
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> Quantized:
+        """x (B, T, dim) -> :class:`Quantized`. ``frame_mask`` (B, T) bool selects frames for the perplexities."""
+        batch, length, _ = x.shape
+        logits = self.weight_proj(x).view(batch * length, self.groups, self.num_vars)  # (BT, G, V)
+        targets = logits.argmax(-1)  # (BT, G)
+        hard = F.one_hot(targets, self.num_vars).to(logits.dtype)  # (BT, G, V)
+        soft = torch.softmax(logits.float(), dim=-1)  # (BT, G, V)
+        keep = None if frame_mask is None else frame_mask.reshape(-1)
+        code_perplexity = _perplexity(hard.float(), keep)
+        prob_perplexity = _perplexity(soft, keep)
+        if self.training:
+            choice = F.gumbel_softmax(logits.float(), tau=self.temperature, hard=True).type_as(logits)
+        else:
+            choice = hard
+        choice = choice.view(batch * length, -1)  # (BT, G*V)
+        vectors = choice[..., None] * self.codevectors  # (BT, G*V, d)
+        vectors = vectors.view(batch * length, self.groups, self.num_vars, -1).sum(-2)  # (BT, G, d)
+        return Quantized(
+            x=vectors.view(batch, length, -1),
+            targets=targets.view(batch, length, self.groups),
+            code_perplexity=code_perplexity,
+            prob_perplexity=prob_perplexity,
+            num_vars=self.groups * self.num_vars,
+        )
+
+
+def _perplexity(probs: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Sum over groups of exp(entropy of the mean distribution). probs (BT, G, V)."""
+    if keep is not None:
+        probs = probs[keep]
+    if probs.shape[0] == 0:
+        return probs.new_zeros(())
+    mean = probs.mean(0)  # (G, V)
+    return torch.exp(-torch.sum(torch.xlogy(mean, mean), dim=-1)).sum()
