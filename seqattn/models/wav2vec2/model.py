@@ -33,7 +33,8 @@ class _GradMultiply(torch.autograd.Function):
 @dataclass
 class Features:
     x: torch.Tensor  # (B, T, C_conv) CNN features after the feature layer norm
-    penalty: torch.Tensor  # mean squared CNN activation (before the norm), fairseq's features_pen
+    penalty_sum: torch.Tensor  # sum of squared CNN activations (before the norm): fairseq's features_pen is
+    penalty_count: torch.Tensor  # penalty_sum / penalty_count
     padding_mask: torch.Tensor | None  # (B, T) bool, True = padding
     lengths: torch.Tensor | None  # (B,) valid frames
 
@@ -67,35 +68,37 @@ class Wav2Vec2Model(nn.Module):
             with torch.no_grad():
                 x = self.feature_extractor(waveforms)
         x = x.transpose(1, 2)  # (B, T, C)
-        penalty = x.float().pow(2).mean()
+        penalty_sum = x.float().pow(2).sum()
+        penalty_count = torch.tensor(float(x.numel()), device=x.device)
         x = self.feature_norm(x)
         padding_mask = frame_lengths = None
         if lengths is not None:
             frame_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
             padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
-        return Features(x, penalty, padding_mask, frame_lengths)
+        return Features(x, penalty_sum, penalty_count, padding_mask, frame_lengths)
 
-    def apply_mask(self, x, padding_mask, generator: torch.Generator, mask_prob=None, channel_prob=None):
-        """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T))."""
+    def apply_mask(self, x, padding_mask, generators: list[torch.Generator], sync_min=None):
+        """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T)).
+
+        ``generators`` holds one generator per row; ``sync_min`` equalises the masked count across ranks.
+        """
         c = self.config
         batch, length, dim = x.shape
         lengths = torch.full((batch,), length) if padding_mask is None else (~padding_mask).sum(-1).cpu()
-        mask_prob = c.mask_prob if mask_prob is None else mask_prob
-        time_mask = span_mask(lengths, length, mask_prob, c.mask_length, generator).to(x.device)
-        if mask_prob > 0:
+        time_mask = span_mask(lengths, length, c.mask_prob, c.mask_length, generators, sync_min=sync_min).to(x.device)
+        if c.mask_prob > 0:
             x = torch.where(time_mask[..., None], self.mask_emb.to(x.dtype), x)
-        channel_prob = c.mask_channel_prob if channel_prob is None else channel_prob
-        if channel_prob > 0:
-            channels = channel_mask(batch, dim, channel_prob, c.mask_channel_length, generator).to(x.device)
+        if c.mask_channel_prob > 0:
+            channels = channel_mask(batch, dim, c.mask_channel_prob, c.mask_channel_length, generators).to(x.device)
             x = x.masked_fill(channels[:, None, :], 0.0)
         return x, time_mask
 
-    def encode(self, features: Features, num_layers=None, return_weights=False, mask_generator=None):
-        """Project features and run the encoder; with ``mask_generator`` (training) apply span masking."""
+    def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None):
+        """Project features and run the encoder; with ``mask_generators`` (training) apply span masking."""
         x = self.dropout_input(self.feature_projection(features.x))
         time_mask = None
-        if mask_generator is not None:
-            x, time_mask = self.apply_mask(x, features.padding_mask, mask_generator)
+        if mask_generators is not None:
+            x, time_mask = self.apply_mask(x, features.padding_mask, mask_generators, sync_min)
         out, layers, aux, weights = self.encoder(x, features.padding_mask, num_layers, return_weights)
         return out, layers, aux, weights, time_mask
 
@@ -113,13 +116,13 @@ class Wav2Vec2Model(nn.Module):
 
 @dataclass
 class PretrainingOutput:
-    loss: torch.Tensor  # per-target mean of contrastive + weighted diversity and feature penalty
-    contrastive: torch.Tensor  # summed InfoNCE over targets
+    loss: torch.Tensor  # per-target mean InfoNCE + weighted diversity and feature penalty (+ attention aux)
+    contrastive: torch.Tensor  # summed InfoNCE over this process's targets
     diversity: torch.Tensor  # (G*V - prob_perplexity) / (G*V)
     feature_penalty: torch.Tensor
     aux: torch.Tensor  # attention auxiliary losses (routing commitment)
-    num_targets: int
-    correct: int  # targets whose true quantized vector scored highest
+    num_targets: int  # this process's masked targets
+    correct: int  # of those, how many scored their true quantized vector highest
     code_perplexity: torch.Tensor
     prob_perplexity: torch.Tensor
     temperature: float
@@ -158,35 +161,46 @@ class Wav2Vec2ForPretraining(nn.Module):
     def set_num_updates(self, num_updates: int) -> None:
         self.quantizer.set_num_updates(num_updates)
 
-    def pretraining_loss(self, waveforms, lengths, generator: torch.Generator) -> PretrainingOutput:
-        """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE)."""
+    def pretraining_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
+                         reduce=None, sync_min=None) -> PretrainingOutput:
+        """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE).
+
+        ``generators`` (one per utterance) draw masks, negatives and Gumbel noise. Under DDP, ``reduce`` is a
+        differentiable all-reduce sum and ``sync_min`` an all-reduce min: the diversity and feature penalties
+        and the target count are then those of the whole global batch, and the per-rank contrastive sum is
+        scaled by ``world_size`` so that DDP's gradient average equals one process on the full batch.
+        """
         c = self.config
+        reduce = reduce or (lambda t: t)
         features = self.wav2vec2.features(waveforms, lengths)
         unmasked = self.dropout_features(features.x)
-        x, _, aux, _, time_mask = self.wav2vec2.encode(features, mask_generator=generator)
+        x, _, aux, _, time_mask = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
         batch = x.shape[0]
         per_row = int(time_mask.sum(-1).min()) if batch else 0
         targets = unmasked[time_mask].view(batch, per_row, -1)  # (B, M, C_conv)
-        quantized = self.quantizer(targets)
+        quantized = self.quantizer(targets, generators=generators, reduce=reduce)
         y = self.project_q(quantized.x)  # (B, M, F)
-        negative_idx = sample_negatives(per_row, batch, c.num_negatives, generator).to(y.device)  # (K, B, M)
+        negative_idx = sample_negatives(per_row, c.num_negatives, generators).to(y.device)  # (K, B, M)
         batch_idx = torch.arange(batch, device=y.device)[None, :, None]
         negatives = y[batch_idx, negative_idx]  # (K, B, M, F)
         predictions = self.final_proj(x[time_mask].view(batch, per_row, -1))  # (B, M, F)
         logits = contrastive_logits(predictions, y, negatives, c.logit_temp)  # (B*M, 1+K)
-        contrastive = F.cross_entropy(logits.float(), logits.new_zeros(logits.shape[0], dtype=torch.long), reduction="sum")
-        num_targets = logits.shape[0]
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        contrastive = F.cross_entropy(logits.float(), labels, reduction="sum")
+        num_targets = int(reduce(torch.tensor(float(logits.shape[0]))).item())
+        penalty = reduce(features.penalty_sum) / reduce(features.penalty_count)
         diversity = (quantized.num_vars - quantized.prob_perplexity) / quantized.num_vars
-        total = contrastive + num_targets * (c.diversity_weight * diversity + c.feature_pen_weight * features.penalty)
-        loss = total / max(num_targets, 1) + aux
+        loss = world_size * contrastive / max(num_targets, 1) + c.diversity_weight * diversity
+        loss = loss + c.feature_pen_weight * penalty + aux
         with torch.no_grad():
             best = logits.argmax(-1) == 0
-            tied = (logits.max(-1).values == logits.min(-1).values)  # all equal: count as wrong, like fairseq
+            tied = logits.max(-1).values == logits.min(-1).values  # all equal: count as wrong, like fairseq
             correct = int((best & ~tied).sum())
         return PretrainingOutput(
-            loss=loss, contrastive=contrastive, diversity=diversity, feature_penalty=features.penalty, aux=aux,
-            num_targets=num_targets, correct=correct, code_perplexity=quantized.code_perplexity,
-            prob_perplexity=quantized.prob_perplexity, temperature=self.quantizer.temperature,
+            loss=loss, contrastive=contrastive.detach(), diversity=diversity.detach(), feature_penalty=penalty.detach(),
+            aux=aux.detach(), num_targets=logits.shape[0], correct=correct,
+            code_perplexity=quantized.code_perplexity.detach(), prob_perplexity=quantized.prob_perplexity.detach(),
+            temperature=self.quantizer.temperature,
         )
 
 
@@ -215,10 +229,9 @@ class Wav2Vec2ForCTC(nn.Module):
         self.final_dropout = nn.Dropout(config.final_dropout)
         self.head = nn.Linear(config.embed_dim, config.vocab_size)
 
-    def forward(self, waveforms, lengths=None, mask_generator: torch.Generator | None = None):
+    def forward(self, waveforms, lengths=None):
         features = self.wav2vec2.features(waveforms, lengths)
-        out, _, aux, _, _ = self.wav2vec2.encode(features, mask_generator=mask_generator)
-        self.last_aux_loss = aux
+        out, _, _, _, _ = self.wav2vec2.encode(features)
         return self.head(self.final_dropout(out)), features.lengths
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):

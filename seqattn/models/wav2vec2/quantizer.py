@@ -6,6 +6,7 @@ in eval mode the argmax does. The concatenation of the picked entries is the qua
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +39,24 @@ class GumbelQuantizer(nn.Module):
     def set_num_updates(self, num_updates: int) -> None:
         self.temperature = max(self.max_temp * self.temp_decay**num_updates, self.min_temp)
 
-    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> Quantized:
-        """x (B, T, dim) -> :class:`Quantized`. ``frame_mask`` (B, T) bool selects frames for the perplexities."""
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None,
+                generators: list[torch.Generator] | None = None, reduce: Callable | None = None) -> Quantized:
+        """x (B, T, dim) -> :class:`Quantized`.
+
+        ``frame_mask`` (B, T) bool selects frames for the perplexities. In training, ``generators`` (one per
+        row) draw the Gumbel noise, and ``reduce`` (a differentiable all-reduce sum) makes the perplexities
+        those of the whole distributed batch.
+        """
         batch, length, _ = x.shape
         logits = self.weight_proj(x).view(batch * length, self.groups, self.num_vars)  # (BT, G, V)
         targets = logits.argmax(-1)  # (BT, G)
         hard = F.one_hot(targets, self.num_vars).to(logits.dtype)  # (BT, G, V)
         soft = torch.softmax(logits.float(), dim=-1)  # (BT, G, V)
         keep = None if frame_mask is None else frame_mask.reshape(-1)
-        code_perplexity = _perplexity(hard.float(), keep)
-        prob_perplexity = _perplexity(soft, keep)
+        code_perplexity = _perplexity(hard.float(), keep, reduce)
+        prob_perplexity = _perplexity(soft, keep, reduce)
         if self.training:
-            choice = F.gumbel_softmax(logits.float(), tau=self.temperature, hard=True).type_as(logits)
+            choice = _gumbel_hard(logits.float(), self.temperature, batch, generators).type_as(logits)
         else:
             choice = hard
         choice = choice.view(batch * length, -1)  # (BT, G*V)
@@ -64,11 +71,28 @@ class GumbelQuantizer(nn.Module):
         )
 
 
-def _perplexity(probs: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+def _gumbel_hard(logits: torch.Tensor, tau: float, batch: int, generators) -> torch.Tensor:
+    """Straight-through Gumbel-softmax over the last dim; noise from per-row generators when given."""
+    if generators is None:
+        uniform = torch.rand_like(logits)
+    else:
+        per_row = logits.shape[0] // batch
+        uniform = torch.cat([torch.rand((per_row, *logits.shape[1:]), generator=g) for g in generators]).to(logits)
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-10, 1 - 1e-7)))
+    soft = torch.softmax((logits + gumbel) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
+def _perplexity(probs: torch.Tensor, keep: torch.Tensor | None, reduce: Callable | None = None) -> torch.Tensor:
     """Sum over groups of exp(entropy of the mean distribution). probs (BT, G, V)."""
     if keep is not None:
         probs = probs[keep]
-    if probs.shape[0] == 0:
+    total = probs.sum(0)  # (G, V)
+    count = probs.new_tensor(float(probs.shape[0]))
+    if reduce is not None:
+        total, count = reduce(total), reduce(count)
+    if float(count) == 0:
         return probs.new_zeros(())
-    mean = probs.mean(0)  # (G, V)
+    mean = total / count
     return torch.exp(-torch.sum(torch.xlogy(mean, mean), dim=-1)).sum()

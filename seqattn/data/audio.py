@@ -1,0 +1,159 @@
+"""Audio input: soundfile for decoding, torchaudio for resampling, Kaldi-style pipes for ``cmd |`` sources.
+
+Every failure is an :class:`AudioError` that names the source, so batch jobs can report it and go on.
+"""
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+
+
+class AudioError(Exception):
+    """An audio source that cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class AudioSource:
+    """Where audio comes from: a file path or a Kaldi pipe (a command ending in ``|``), optionally a segment."""
+
+    location: str
+    start: float | None = None  # seconds
+    end: float | None = None  # seconds (None: to the end)
+
+    @property
+    def is_pipe(self) -> bool:
+        return self.location.rstrip().endswith("|")
+
+    def __str__(self) -> str:
+        if self.start is None:
+            return self.location
+        return f"{self.location} [{self.start:.2f}-{'' if self.end is None else f'{self.end:.2f}'}]"
+
+
+def run_pipe(command: str, timeout: float) -> bytes:
+    """Run a Kaldi ``wav.scp`` pipe command with the shell, as Kaldi does, and return its stdout."""
+    command = command.rstrip()[:-1]
+    try:
+        proc = subprocess.run(command, shell=True, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"pipe command timed out after {timeout:.0f} s: {command}") from None
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"pipe command failed (exit {proc.returncode}): {command}" + (f": {detail[-1]}" if detail else ""))
+    if not proc.stdout:
+        raise AudioError(f"pipe command produced no audio: {command}")
+    return proc.stdout
+
+
+def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the native sample rate, segment applied."""
+    try:
+        if source.is_pipe:
+            if not allow_pipes:
+                raise AudioError(f"pipe sources are disabled (--no-pipes): {source.location}")
+            handle = io.BytesIO(run_pipe(source.location, pipe_timeout))
+        else:
+            handle = source.location
+        with sf.SoundFile(handle) as f:
+            rate = f.samplerate
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise AudioError(f"{source}: sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]")
+            start = 0 if source.start is None else int(round(source.start * rate))
+            stop = f.frames if source.end is None else min(f.frames, int(round(source.end * rate)))
+            if source.start is not None and (start < 0 or start >= max(f.frames, 1) or stop <= start):
+                raise AudioError(
+                    f"{source}: segment [{source.start}, {source.end}] s lies outside the recording "
+                    f"({f.frames / rate:.2f} s)"
+                )
+            f.seek(start)
+            data = f.read(stop - start, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except FileNotFoundError:
+        raise AudioError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise AudioError(f"{source}: is a directory, not an audio file") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError) as error:
+        raise AudioError(f"{source}: cannot decode audio ({error})") from None
+    return data, rate
+
+
+def load_audio(
+    source: AudioSource | str,
+    sample_rate: int = 16000,
+    *,
+    channel: int | None = None,
+    pipe_timeout: float = 120.0,
+    allow_pipes: bool = True,
+) -> torch.Tensor:
+    """Decode to a mono float32 tensor (S,) at ``sample_rate``.
+
+    Multi-channel audio is averaged, or ``channel`` picks one. Non-finite samples are an error. An empty
+    recording returns an empty tensor (the caller decides whether that is an error).
+    """
+    if isinstance(source, str):
+        source = AudioSource(source)
+    data, rate = _decode(source, pipe_timeout, allow_pipes)
+    if channel is not None:
+        if not 0 <= channel < data.shape[1]:
+            raise AudioError(f"{source}: channel {channel} requested but the audio has {data.shape[1]} channels")
+        mono = data[:, channel]
+    else:
+        mono = data.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise AudioError(f"{source}: contains NaN or infinite samples")
+    wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    if rate != sample_rate and wave.numel() > 0:
+        import torchaudio.functional as AF
+
+        wave = AF.resample(wave, rate, sample_rate)
+    return wave
+
+
+def audio_duration(source: AudioSource | str, *, pipe_timeout: float = 120.0, allow_pipes: bool = True) -> float:
+    """Duration in seconds, from the header when possible (pipes must be run)."""
+    if isinstance(source, str):
+        source = AudioSource(source)
+    if source.is_pipe:
+        data, rate = _decode(source, pipe_timeout, allow_pipes)
+        return data.shape[0] / rate
+    if source.start is not None and source.end is not None:
+        if source.end <= source.start or source.start < 0:
+            raise AudioError(f"{source}: segment end {source.end} is not after start {source.start}")
+        return source.end - source.start
+    try:
+        info = sf.info(source.location)
+    except FileNotFoundError:
+        raise AudioError(f"{source}: no such file") from None
+    except (sf.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioError(f"{source}: cannot read audio header ({error})") from None
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{source}: sample rate {info.samplerate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]")
+    total = info.frames / info.samplerate
+    start = source.start or 0.0
+    if start >= total and total > 0:
+        raise AudioError(f"{source}: segment start {start} s is beyond the recording ({total:.2f} s)")
+    return max(0.0, total - start)
+
+
+def normalize_waveform(wave: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the utterance (fairseq's ``task.normalize``)."""
+    if wave.numel() == 0:
+        return wave
+    return torch.nn.functional.layer_norm(wave, wave.shape)
+
+
+def frames_to_seconds(frames: int, hop: int = 320, sample_rate: int = 16000) -> float:
+    return frames * hop / sample_rate
+
+
+def seconds_to_samples(seconds: float, sample_rate: int = 16000) -> int:
+    return int(math.floor(seconds * sample_rate + 0.5))
