@@ -1,0 +1,1 @@
+"""Training loops (pretraining, fine-tuning, LM), checkpoints, schedules, distributed helpers."""

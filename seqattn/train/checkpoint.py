@@ -1,0 +1,86 @@
+"""Training checkpoints: a model directory per save plus ``training_state.pt``, written atomically.
+
+``checkpoints/update_00001000/`` holds ``config.json``, ``model.safetensors``, ``README.md`` and
+``training_state.pt`` (optimizer, scheduler, counters, data position; loadable with
+``torch.load(weights_only=True)``). ``LAST`` and ``BEST`` name the newest and the best directory. Rotation
+keeps the last ``keep_last`` and the best. Every file is written through a temporary directory and a rename,
+so an interrupted save leaves the previous checkpoints untouched.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from seqattn.models.io import WEIGHTS_FILE, save_model
+from seqattn.utils.atomic import atomic_write_text
+
+STATE_FILE = "training_state.pt"
+
+
+class CheckpointManager:
+    def __init__(self, directory: str | Path, keep_last: int = 3):
+        self.directory = Path(directory)
+        self.keep_last = max(1, keep_last)
+
+    def _complete(self, path: Path) -> bool:
+        return all((path / name).is_file() for name in ("config.json", WEIGHTS_FILE, STATE_FILE))
+
+    def save(self, model, state: dict, step: int, metric: float | None = None, *, higher_is_better=False,
+             extra_files: dict | None = None, command: str | None = None) -> Path:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        name = f"update_{step:08d}"
+        files = dict(extra_files or {})
+        files[STATE_FILE] = buffer.getvalue()
+        path = save_model(model, self.directory / name, extra_files=files, command=command)
+        atomic_write_text(self.directory / "LAST", name + "\n")
+        if metric is not None:
+            best = self.best_metric()
+            if best is None or (metric > best if higher_is_better else metric < best):
+                atomic_write_text(self.directory / "BEST", f"{name} {metric}\n")
+        self._rotate()
+        return path
+
+    def best_metric(self) -> float | None:
+        best = self.directory / "BEST"
+        if not best.is_file():
+            return None
+        parts = best.read_text().split()
+        return float(parts[1]) if len(parts) > 1 else None
+
+    def best(self) -> Path | None:
+        best = self.directory / "BEST"
+        if not best.is_file():
+            return None
+        path = self.directory / best.read_text().split()[0]
+        return path if self._complete(path) else None
+
+    def _rotate(self) -> None:
+        keep = {p.name for p in (self.latest(), self.best()) if p is not None}
+        saves = sorted(p for p in self.directory.glob("update_*") if p.is_dir())
+        keep.update(p.name for p in saves[-self.keep_last:])
+        for path in saves:
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint (``LAST`` if intact, else the newest complete directory)."""
+        last = self.directory / "LAST"
+        if last.is_file():
+            path = self.directory / last.read_text().strip()
+            if self._complete(path):
+                return path
+        for path in sorted(self.directory.glob("update_*"), reverse=True):
+            if path.is_dir() and self._complete(path):
+                return path
+        return None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module) -> dict:
+    """Load weights into ``model`` and return the training state (no pickled code is executed)."""
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
+    return torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")

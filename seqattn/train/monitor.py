@@ -1,0 +1,58 @@
+"""Progress bar, console/file log lines and tensorboard scalars for training loops (main rank only)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class TrainMonitor:
+    def __init__(self, output_dir: Path, enabled: bool, total: int, initial: int, desc: str, tensorboard: bool = True):
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="upd", disable=not enabled, dynamic_ncols=True)
+        self.writer = None
+        self.log_file = None
+        if enabled:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(output_dir / "train.log", "a", encoding="utf-8")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%H:%M:%S')}] {text}"
+        tqdm.write(line)
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+
+    def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+            self.writer.flush()
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        self.message(f"{prefix} update {step}: {shown}")
+        self.log_file.write(json.dumps({"prefix": prefix, "update": step, **values}) + "\n")
+        self.log_file.flush()
+
+    def advance(self, postfix: dict | None = None) -> None:
+        if not self.enabled:
+            return
+        self.bar.update(1)
+        if postfix:
+            self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.log_file.close()
