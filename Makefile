@@ -7,6 +7,7 @@ PY := .venv/bin/python
 
 setup:
 	bash tools/setup_env.sh test
+	bash tools/install_system_deps.sh
 
 demo: setup
 	bash tools/demo.sh

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import matmul_gflops, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
 
 B, H, D = 1, 8, 64
 LEFT = RIGHT = 128  # bidirectional local window
@@ -95,35 +93,6 @@ def _build(method: str, n: int):
     raise SystemExit(f"unknown method {method}")
 
 
-def _current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PeakRss:
-    """Samples this process's RSS every millisecond in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self):
-        import threading
-
-        self.peak, self._stop = _current_rss_mib(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _current_rss_mib())
-            self._stop.wait(0.001)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _current_rss_mib())
-
-
 def worker(method: str, n: int, reps: int, threads: int) -> dict:
     import torch
 
@@ -133,15 +102,6 @@ def worker(method: str, n: int, reps: int, threads: int) -> dict:
     forward, _ = _build(method, n)
     result = {"method": method, "n": n}
 
-    def timed(fn):
-        fn()  # warm-up (compiles FlexAttention, initialises k-means)
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return times
-
     def fwd():
         with torch.no_grad():
             forward(q, k, v)
@@ -149,53 +109,26 @@ def worker(method: str, n: int, reps: int, threads: int) -> dict:
     def fwd_bwd():
         forward(q, k, v).sum().backward()
 
-    result["forward_s"] = timed(fwd)
+    result["forward_s"] = timed(fwd, reps)  # the warm-up compiles FlexAttention and initialises k-means
     try:
         fwd_bwd()  # warm-up outside the memory window
-        baseline = _current_rss_mib()
-        with PeakRss() as rss:
-            fwd_bwd()
-        result["peak_mib"] = rss.peak - baseline
-        result["forward_backward_s"] = timed(fwd_bwd)
+        result["peak_mib"] = peak_above_baseline(fwd_bwd)
+        result["forward_backward_s"] = timed(fwd_bwd, reps, warmup=0)
     except Exception as error:  # FlexAttention has no CPU backward in this torch
         result["forward_backward_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
-        baseline = _current_rss_mib()
-        with PeakRss() as rss:
-            fwd()
-        result["peak_mib"] = rss.peak - baseline
+        result["peak_mib"] = peak_above_baseline(fwd)
         result["peak_is_forward_only"] = True
     return result
 
 
 # ----------------------------------------------------------------------------------------------- parent
-def matmul_gflops(threads: int, size: int = 2048, reps: int = 7) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
-
-
 def run_one(method: str, n: int, reps: int, threads: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--n", str(n), "--reps", str(reps), "--threads", str(threads)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"method": method, "n": n, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"method": method, "n": n, "error": f"exit {proc.returncode}: {last}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    args = ["--worker", method, "--n", str(n), "--reps", str(reps), "--threads", str(threads)]
+    return {"method": method, "n": n, **run_worker(__file__, args, timeout)}
 
 
 def _median_ms(row: dict, key: str):
-    return statistics.median(row[key]) * 1e3 if key in row else None
+    return median_ms(row.get(key))
 
 
 def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
@@ -331,20 +264,9 @@ def main() -> None:
             continue
         rows.append(run_one(method, n, args.reps, args.threads, args.timeout))
     summary = summarize(rows, gflops, args.lengths)
-    meta = {
-        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "reps": args.reps,
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=2))
-    table = markdown(rows, summary, args.lengths, meta)
-    (out_dir / "results.md").write_text(table)
-    print(table)
+    info = meta(sys.argv, args.threads, args.reps)
+    write_outputs(args.out_dir, {"meta": info, "rows": rows, "summary": summary},
+                  markdown(rows, summary, args.lengths, info))
 
 
 if __name__ == "__main__":

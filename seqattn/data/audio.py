@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import subprocess
 from dataclasses import dataclass
 
@@ -62,6 +63,10 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
             handle = io.BytesIO(run_pipe(source.location, pipe_timeout))
         else:
             handle = source.location
+            if os.path.isdir(handle):
+                raise AudioError(f"{source}: is a directory, not an audio file")
+            if not os.path.exists(handle):
+                raise AudioError(f"{source}: no such file" + (" (broken symlink)" if os.path.islink(handle) else ""))
         with sf.SoundFile(handle) as f:
             rate = f.samplerate
             if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -129,10 +134,10 @@ def audio_duration(source: AudioSource | str, *, pipe_timeout: float = 120.0, al
         if source.end <= source.start or source.start < 0:
             raise AudioError(f"{source}: segment end {source.end} is not after start {source.start}")
         return source.end - source.start
+    if not os.path.isfile(source.location):
+        raise AudioError(f"{source}: no such file" if not os.path.isdir(source.location) else f"{source}: is a directory")
     try:
         info = sf.info(source.location)
-    except FileNotFoundError:
-        raise AudioError(f"{source}: no such file") from None
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioError(f"{source}: cannot read audio header ({error})") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:

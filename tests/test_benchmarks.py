@@ -1,0 +1,40 @@
+"""--quick smoke runs of the benchmarks: they run, time the competitors, and write JSON + markdown."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _run(script, out, *args):
+    result = subprocess.run([sys.executable, str(TOOLS / script), "--quick", "--out-dir", str(out), *args],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text()
+
+
+def test_bench_attention_quick(tmp_path):
+    pytest.importorskip("local_attention", reason="bench extra (local-attention) not installed")
+    pytest.importorskip("routing_transformer", reason="bench extra (routing-transformer) not installed")
+    methods = ["seqattn_local", "lucidrains_local", "sdpa_dense", "seqattn_routing", "lucidrains_routing"]
+    payload, table = _run("bench_attention.py", tmp_path, "--methods", *methods)
+    rows = {(r["method"], r["n"]): r for r in payload["rows"]}
+    for method in methods:
+        row = rows[(method, 1024)]
+        assert "error" not in row, row
+        assert len(row["forward_s"]) == 2 and len(row["forward_backward_s"]) == 2
+    summary = payload["summary"]
+    assert summary["matmul_gflops"] > 0 and summary["local_vs_lucidrains_fwd_bwd"] > 0
+    assert "| seqattn local L=R=128 |" in table and "## Targets" in table
+
+
+def test_bench_wav2vec2_quick(tmp_path):
+    pytest.importorskip("transformers", reason="test extra (transformers) not installed")
+    payload, table = _run("bench_wav2vec2.py", tmp_path)
+    impls = {r["impl"]: r for r in payload["rows"]}
+    assert set(impls) == {"hf", "seqattn_full", "seqattn_local"}
+    assert all("error" not in r and len(r["step_s"]) == 2 for r in impls.values()), impls
+    assert "HF time / seqattn time" in table

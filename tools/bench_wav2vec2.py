@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""One wav2vec 2.0 pretraining step (forward + backward) in seqattn vs HF transformers, same config.
+
+Run:  .venv/bin/python tools/bench_wav2vec2.py [--quick] [--out-dir bench_out/wav2vec2]
+
+The model is seqattn's ``small()`` preset (4 layers, 256 dims, 256-channel CNN) and the HF
+``Wav2Vec2ForPreTraining`` built with the same sizes (SDPA attention). Both include their masking and
+negative sampling in the step. seqattn runs with full attention (the original model) and with local
+attention of 128 frames each side. Each (implementation, crop) runs in its own subprocess: median of
+--reps steps after a warm-up, and peak RSS above the pre-step level. Batch size 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
+
+IMPLEMENTATIONS = {
+    "hf": "HF Wav2Vec2ForPreTraining (SDPA)",
+    "seqattn_full": "seqattn, full attention",
+    "seqattn_local": "seqattn, local attention L=R=128 frames",
+}
+
+
+def _hf_model():
+    import transformers
+
+    from seqattn.models.wav2vec2 import small
+
+    c = small()
+    config = transformers.Wav2Vec2Config(
+        hidden_size=c.embed_dim, num_hidden_layers=c.num_layers, num_attention_heads=c.attention.num_heads,
+        intermediate_size=c.ffn_dim, conv_dim=[l[0] for l in c.conv_layers], conv_kernel=[l[1] for l in c.conv_layers],
+        conv_stride=[l[2] for l in c.conv_layers], conv_bias=c.conv_bias, feat_extract_norm="group",
+        num_conv_pos_embeddings=c.conv_pos, num_conv_pos_embedding_groups=c.conv_pos_groups,
+        num_codevector_groups=c.latent_groups, num_codevectors_per_group=c.latent_vars,
+        codevector_dim=c.latent_dim or c.final_dim, proj_codevector_dim=c.final_dim, num_negatives=c.num_negatives,
+        mask_time_prob=c.mask_prob, mask_time_length=c.mask_length, layerdrop=0.0, hidden_dropout=c.dropout,
+        attention_dropout=0.0, activation_dropout=c.activation_dropout, feat_proj_dropout=c.dropout_input,
+        feat_quantizer_dropout=c.dropout_features, attn_implementation="sdpa",
+    )
+    return transformers.Wav2Vec2ForPreTraining(config).train()
+
+
+def _step(impl: str, seconds: float):
+    import torch
+
+    waves = torch.randn(1, int(seconds * 16000))
+    if impl == "hf":
+        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+        model = _hf_model()
+        frames = int(model._get_feat_extract_output_lengths(waves.shape[1]))
+
+        def step():
+            mask = _compute_mask_indices((1, frames), model.config.mask_time_prob, model.config.mask_time_length)
+            negatives = _sample_negative_indices((1, frames), model.config.num_negatives, mask)
+            out = model(waves, mask_time_indices=torch.from_numpy(mask),
+                        sampled_negative_indices=torch.from_numpy(negatives))
+            out.loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        return step
+    from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, small
+    from seqattn.models.wav2vec2.masking import generators_for
+    from seqattn.nn import AttentionConfig
+
+    config = small(layerdrop=0.0)
+    if impl == "seqattn_local":
+        config.attention = AttentionConfig(num_heads=4, local_heads=4, window_left=128, window_right=128)
+    model = Wav2Vec2ForPretraining(config).train()
+    counter = iter(range(10**9))
+
+    def step():
+        model.pretraining_loss(waves, None, generators_for([next(counter)])).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def worker(impl: str, seconds: float, reps: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    step = _step(impl, seconds)
+    step()  # warm-up
+    peak = peak_above_baseline(step)
+    return {"impl": impl, "seconds": seconds, "step_s": timed(step, reps, warmup=0), "peak_mib": peak}
+
+
+def markdown(rows, info, crops) -> str:
+    by = {(r["impl"], r["seconds"]): r for r in rows}
+    lines = [
+        "# wav2vec 2.0 pretraining step benchmark",
+        "",
+        f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
+        f"Batch 1, `small()` preset, median of {info['reps']} steps (forward + backward incl. masking); "
+        "peak = max RSS above the pre-step level.",
+        "",
+        "| implementation | " + " | ".join(f"{s:.0f} s crop" for s in crops) + " |",
+        "|---|" + "---|" * len(crops),
+    ]
+    for impl, name in IMPLEMENTATIONS.items():
+        cells = []
+        for s in crops:
+            row = by.get((impl, s), {})
+            if "error" in row or not row:
+                cells.append(row.get("error", "—"))
+            else:
+                cells.append(f"{median_ms(row['step_s']):.0f} ms, {row['peak_mib']:.0f} MiB")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Ratios (HF time / seqattn time; > 1 means seqattn is faster)", ""]
+    for s in crops:
+        hf = by.get(("hf", s), {})
+        for impl in ("seqattn_full", "seqattn_local"):
+            row = by.get((impl, s), {})
+            if "step_s" in hf and "step_s" in row:
+                ratio = median_ms(hf["step_s"]) / median_ms(row["step_s"])
+                mem = f"{row['peak_mib']:.0f} vs HF {hf['peak_mib']:.0f} MiB"
+                lines.append(f"- {s:.0f} s, {IMPLEMENTATIONS[impl]}: {ratio:.2f}x ({mem})")
+    lines += ["", "Targets: full attention no slower than HF (HF/seqattn >= 0.95, i.e. time ratio <= 1.05); "
+              "local at 60 s at least 2x faster than HF with lower peak memory."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="2 s crops, 2 reps: a smoke run for the tests")
+    parser.add_argument("--crops", type=float, nargs="+", default=[15.0, 60.0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--out-dir", default="bench_out/wav2vec2")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.seconds, args.reps, args.threads)))
+        return
+    if args.quick:
+        args.crops, args.reps = [2.0], 2
+    from tqdm import tqdm
+
+    rows = []
+    for seconds in args.crops:
+        for impl in tqdm(IMPLEMENTATIONS, desc=f"{seconds:.0f} s crops"):
+            worker_args = ["--worker", impl, "--seconds", str(seconds), "--reps", str(args.reps),
+                           "--threads", str(args.threads)]
+            rows.append({"impl": impl, "seconds": seconds, **run_worker(__file__, worker_args, args.timeout)})
+    info = meta(sys.argv, args.threads, args.reps)
+    write_outputs(args.out_dir, {"meta": info, "rows": rows}, markdown(rows, info, args.crops))
+
+
+if __name__ == "__main__":
+    main()

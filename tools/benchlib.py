@@ -1,0 +1,109 @@
+"""Shared helpers for the benchmarks in tools/: timing, peak-RSS sampling, subprocess workers, output files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """Samples this process's RSS every millisecond in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self):
+        self.peak, self._stop = current_rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_rss_mib())
+            self._stop.wait(0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss_mib())
+
+
+def timed(fn, reps: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_above_baseline(fn) -> float:
+    """MiB of RSS above the level just before ``fn`` runs (call after a warm-up)."""
+    baseline = current_rss_mib()
+    with PeakRss() as rss:
+        fn()
+    return rss.peak - baseline
+
+
+def median_ms(times: list[float] | None):
+    return statistics.median(times) * 1e3 if times else None
+
+
+def run_worker(script: str, args: list[str], timeout: float) -> dict:
+    """Run ``script --worker ...`` in a fresh interpreter; its last stdout line is a JSON result."""
+    try:
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"error": f"exit {proc.returncode}: {last}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def meta(argv: list[str], threads: int, reps: int) -> dict:
+    import torch
+
+    return {
+        "command": " ".join([Path(argv[0]).as_posix()] + argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": threads,
+        "reps": reps,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def write_outputs(out_dir: str, payload: dict, table: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
+    (out / "results.md").write_text(table)
+    print(table)
+
+
+def matmul_gflops(threads: int, size: int = 2048, reps: int = 7) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
