@@ -238,3 +238,13 @@ def test_kmeans_statistics_are_all_reduced_under_ddp(tmp_path):
         both = torch.cat(data[step], dim=0)
         single.update(both, assign(both, single.means), torch.ones(both.shape[:3], dtype=torch.bool))
     torch.testing.assert_close(ranks[0], single.means, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradcheck_float64(causal):
+    q, k, v = _inputs(b=1, h=1, n=9, d=4)
+    centroids = _centroids(1, 2, 4)
+    mask = _mask(1, 9, [7])
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: routing_attention(a, b, c, centroids, 3, causal=causal, key_padding_mask=mask), (q, k, v)
+    )

@@ -173,3 +173,10 @@ def test_bad_head_config():
         MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=-1))
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(30, AttentionConfig(num_heads=4))
+
+
+def test_gradcheck_float64():
+    q, k, v = _inputs(b=1, h=1, n=10, d=3)
+    mask = _mask(1, 10, [8])
+    assert torch.autograd.gradcheck(lambda a, b, c: shifted_window_attention(a, b, c, 4, 2, mask), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: pooled_attention(a, b, c, 3, mask, causal=True), (q, k, v))

@@ -50,7 +50,6 @@ class PretrainData:
     max_tokens: int = 1400000  # samples per global batch (count x longest)
     alpha: float = 0.7  # language sampling temperature
     num_workers: int = 0
-    normalize: bool = False  # zero-mean unit-variance waveforms (large models)
     fix_data_dirs: bool = False  # drop invalid data-dir entries instead of failing
 
 
@@ -208,7 +207,8 @@ def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Pat
     stop = False
     while position.step < optim.max_updates and not stop:
         plan = plan_epoch(report.items, position.epoch, run.seed, data.alpha, data.max_tokens, data.max_sample_size)
-        dataset = CroppedBatches(report.items, plan, run.seed, data.max_sample_size, data.sample_rate, data.normalize,
+        dataset = CroppedBatches(report.items, plan, run.seed, data.max_sample_size, data.sample_rate,
+                                 config.model.normalize_waveform,
                                  ctx.rank, ctx.world_size)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=range(position.batch, len(dataset)), num_workers=data.num_workers,

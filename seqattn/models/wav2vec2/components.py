@@ -20,6 +20,7 @@ class ConvLayer(nn.Module):
         super().__init__()
         self.kernel, self.stride = kernel, stride
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        nn.init.kaiming_normal_(self.conv.weight)  # fairseq/HF init: keeps the activation scale through 7 convs
         self.norm_kind = norm
         if norm == "group":
             self.norm = nn.GroupNorm(out_channels, out_channels, affine=True)
@@ -147,6 +148,11 @@ class Encoder(nn.Module):
             )
             for i in range(config.num_layers)
         )
+        for module in self.layers.modules():  # BERT-style init of the transformer (fairseq init_bert_params)
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False):
         """x (B, T, C) -> (final output, per-layer outputs, aux loss, per-layer weights).

@@ -30,6 +30,7 @@ class Wav2Vec2Config:
     conv_pos: int = 128
     conv_pos_groups: int = 16
     layer_norm_eps: float = 1e-5
+    normalize_waveform: bool = False  # inputs are zero-mean unit-variance per utterance (fairseq task.normalize)
     # regularisation
     dropout: float = 0.1
     activation_dropout: float = 0.0
