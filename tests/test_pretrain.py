@@ -141,3 +141,13 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     assert any("kmeans.means" in key for key in one)
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=2e-5, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+
+
+def test_bf16_autocast_and_gradient_accumulation(data, tmp_path):
+    final = train(_config(data, tmp_path, "optim.bf16=true", "optim.update_freq=2", "optim.max_updates=2",
+                          "run.save_every=2", "run.log_every=1"))
+    state = torch.load(final / "training_state.pt", weights_only=True)
+    assert state["position"]["step"] == 2
+    assert state["position"]["batch"] == 4  # two micro-batches per update
+    weights = load_file(str(final / "model.safetensors"))
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())

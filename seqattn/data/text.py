@@ -1,0 +1,104 @@
+"""Transcript normalisation and the character vocabulary of CTC models.
+
+Indic scripts need Unicode NFC: the same grapheme can arrive composed or decomposed (a nukta consonant,
+say), and without normalisation the two spellings become different labels. Words are separated by ``|``
+(fairseq's ``.ltr`` convention) and index 0 is the CTC blank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+BLANK, UNK, WORD_BOUNDARY = "<blank>", "<unk>", "|"
+
+
+def normalize_text(text: str, strip_punctuation: bool = True, lowercase: bool = False) -> str:
+    """NFC, optionally drop punctuation (Unicode categories P*) and lowercase, collapse whitespace.
+
+    Indic sentence marks (danda ``।``, double danda ``॥``) are punctuation (category Po) and go too.
+    """
+    text = unicodedata.normalize("NFC", text)
+    if strip_punctuation:
+        text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
+    if lowercase:
+        text = text.lower()
+    return " ".join(text.split())
+
+
+class VocabularyError(ValueError):
+    """Characters missing from the vocabulary (the message lists them)."""
+
+
+@dataclass
+class CharVocabulary:
+    """tokens[0] is the blank, tokens[1] ``<unk>``, tokens[2] the word boundary ``|``, then characters."""
+
+    tokens: list[str]
+    strip_punctuation: bool = True
+    lowercase: bool = False
+
+    def __post_init__(self):
+        if self.tokens[:3] != [BLANK, UNK, WORD_BOUNDARY]:
+            raise ValueError(f"a vocabulary must start with {BLANK}, {UNK}, {WORD_BOUNDARY}")
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, texts, strip_punctuation: bool = True, lowercase: bool = False, min_count: int = 1):
+        counts = Counter()
+        for text in texts:
+            counts.update(normalize_text(text, strip_punctuation, lowercase).replace(" ", ""))
+        chars = sorted(c for c, n in counts.items() if n >= min_count)
+        return cls([BLANK, UNK, WORD_BOUNDARY] + chars, strip_punctuation, lowercase)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def blank(self) -> int:
+        return 0
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text, self.strip_punctuation, self.lowercase)
+
+    def missing(self, text: str) -> set[str]:
+        return {c for c in self.normalize(text).replace(" ", "") if c not in self.index}
+
+    def encode(self, text: str, allow_unknown: bool = False) -> list[int]:
+        """Normalised text -> ids with ``|`` between words (no leading/trailing boundary)."""
+        normalized = self.normalize(text)
+        missing = {c for c in normalized.replace(" ", "") if c not in self.index}
+        if missing and not allow_unknown:
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in sorted(missing))
+            raise VocabularyError(f"characters not in the vocabulary: {shown}")
+        ids = []
+        for w, word in enumerate(normalized.split()):
+            if w:
+                ids.append(self.index[WORD_BOUNDARY])
+            ids.extend(self.index.get(c, self.index[UNK]) for c in word)
+        return ids
+
+    def decode(self, ids) -> str:
+        """Ids (already collapsed, no blanks) -> text with spaces for word boundaries."""
+        text = "".join(WORD_BOUNDARY if i == self.index[WORD_BOUNDARY] else self.tokens[i] for i in ids if i > 0)
+        return " ".join(part for part in text.split(WORD_BOUNDARY) if part)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps({"type": "char", "tokens": self.tokens, "strip_punctuation":
+                                          self.strip_punctuation, "lowercase": self.lowercase}, ensure_ascii=False,
+                                         indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CharVocabulary":
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise VocabularyError(f"vocabulary file {path} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise VocabularyError(f"vocabulary file {path} is not valid JSON: {error}") from None
+        if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
+            raise VocabularyError(f"{path} is not a seqattn character vocabulary")
+        return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False))
