@@ -234,6 +234,21 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     return probs
 
 
+def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale):
+    """Yield ``(start, stop, probs, scratch)`` for every chunk of global blocks.
+
+    ``probs`` (c, b, W) are the chunk's softmax probabilities; ``scratch`` is a free buffer of the same shape.
+    Both are views of two buffers allocated once and reused by every chunk.
+    """
+    layout = flat.layout
+    step = _chunk_blocks(layout, flat.blocks)
+    buffers = [qg.new_empty(step, layout.block, layout.window) for _ in range(2)]
+    for start in range(0, flat.blocks, step):
+        stop = min(start + step, flat.blocks)
+        scores, probs = (buf[: stop - start] for buf in buffers)
+        yield start, stop, _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs), scores
+
+
 class _BandedAttention(torch.autograd.Function):
     """Chunked band attention; the backward recomputes each chunk's probabilities (flash-style).
 
@@ -243,18 +258,12 @@ class _BandedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float):
-        batch, heads = q.shape[:2]
-        flat = _FlatLayout(layout, batch, heads)
+        flat = _FlatLayout(layout, *q.shape[:2])
         qg = flat.queries(q)  # (G, b, D)
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
         masks = flat.masks(key_valid, segments, self_bias, q.dtype)
         out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
-        step = _chunk_blocks(layout, flat.blocks)
-        buffers = [q.new_empty(step, layout.block, layout.window) for _ in range(2)]  # scores, probs
-        for start in range(0, flat.blocks, step):
-            stop = min(start + step, flat.blocks)
-            scores, probs = (buf[: stop - start] for buf in buffers)
-            p = _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs)
+        for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale):
             torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
         ctx.flat, ctx.scale, ctx.masks = flat, scale, masks
         ctx.save_for_backward(qg, kf, vf, out)
@@ -270,15 +279,10 @@ class _BandedAttention(torch.autograd.Function):
         dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)  # (rows, D)
         dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+span-1, b, D)
         dv_blocks = dvf.view(-1, layout.block, vf.shape[-1])  # (G+span-1, b, Dv)
-        step = _chunk_blocks(layout, flat.blocks)
-        buffers = [qg.new_empty(step, layout.block, layout.window) for _ in range(2)]  # scores, probs
-        for start in range(0, flat.blocks, step):
-            stop = min(start + step, flat.blocks)
-            scores, probs = (buf[: stop - start] for buf in buffers)
-            p = _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs)
+        for start, stop, p, scratch in _iter_chunk_probs(flat, masks, qg, kf, scale):
             g = go[start:stop]  # (c, b, Dv)
             dvw = torch.bmm(p.transpose(1, 2), g)  # (c, W, Dv)
-            dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scores)  # (c, b, W)
+            dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scratch)  # (c, b, W)
             row = (g * out[start:stop]).sum(-1, keepdim=True)  # (c, b, 1) = sum_j p_j dp_j
             ds = dp.sub_(row).mul_(p).mul_(scale)  # softmax backward, times d(score)/d(q.k)
             torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
