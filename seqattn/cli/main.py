@@ -27,6 +27,74 @@ def _pretrain(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from seqattn.train.config_io import load_config
+    from seqattn.train.finetune import FinetuneConfig, train
+
+    config = load_config(FinetuneConfig, args.config, args.overrides)
+    if args.print_config:
+        import json
+
+        from seqattn.train.config_io import to_plain
+
+        print(json.dumps(to_plain(config), indent=2))
+        return 0
+    best = train(config, command=" ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]]))
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _transcribe(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from seqattn.decode.transcribe import Beam, collect_inputs, kaldi_score_lines, load_recognizer, transcribe
+    from seqattn.decode.writers import FORMATS, WRITERS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.inputs and not args.data_dir and not args.manifest:
+        print("seqattn transcribe: error: give audio files/directories, --data-dir or --manifest", file=sys.stderr)
+        return 2
+    model, vocab = load_recognizer(args.model_dir, args.device)
+    items, failures = collect_inputs(args.inputs, args.data_dir, args.manifest)
+    beam = None
+    if args.beam_size > 1 or args.lm or args.lexicon:
+        beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score)
+    chunk = None if args.chunk_seconds is None else args.chunk_seconds
+    result = transcribe(model, vocab, items, chunk_seconds=chunk, beam=beam, allow_pipes=not args.no_pipes,
+                        pipe_timeout=args.pipe_timeout, progress=not args.quiet)
+    result.failures = failures + result.failures
+    formats = FORMATS if args.output_format == "all" else (args.output_format,)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for transcript in result.transcripts:
+        for fmt in formats:
+            (out / f"{transcript.utt_id}.{fmt}").write_text(WRITERS[fmt](transcript), encoding="utf-8")
+    if not args.quiet:
+        for transcript in result.transcripts:
+            print(f"{transcript.utt_id}\t{transcript.text}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    hours = result.audio_seconds / 3600
+    print(f"transcribed {len(result.transcripts)} of {len(result.transcripts) + len(result.failures)} inputs: "
+          f"{hours:.3f} h of audio in {result.wall_seconds:.1f} s, RTF {result.rtf:.3f}", file=sys.stderr)
+    wer, cer, alignments = kaldi_score_lines(result)
+    if wer:
+        print(wer)
+        print(cer)
+        (out / "wer").write_text(f"{wer}\n{cer}\n")
+        (out / "per_utt").write_text("\n".join(alignments) + "\n", encoding="utf-8")
+    if result.failures:
+        (out / "failed.txt").write_text("".join(f"{f.name}\t{f.reason}\n" for f in result.failures), encoding="utf-8")
+        print(f"{len(result.failures)} input(s) failed (listed in {out / 'failed.txt'}):", file=sys.stderr)
+        for failure in result.failures[:20]:
+            print(f"  {failure.name}: {failure.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqattn",
@@ -46,6 +114,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 run.max_time_s=900")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     p.set_defaults(handler=_pretrain)
+
+    p = commands.add_parser(
+        "finetune", help="CTC fine-tuning of a (pretrained) wav2vec 2.0 encoder",
+        description="Fine-tune wav2vec 2.0 with CTC on labelled Kaldi data dirs or manifests. The character "
+                    "vocabulary comes from the training text (NFC); utterances with uncovered characters or "
+                    "labels longer than their frames are reported in rejected_utterances.txt. Validation "
+                    "WER/CER every validate_every updates; the best checkpoint is kept.",
+        epilog="example: seqattn finetune recipes/wav2vec2/finetune_tiny.yaml init=exp/pt/checkpoints/update_00000400 "
+               "data.train='[{path: data/train_hi}]' data.valid='[{path: data/dev_hi}]' run.output_dir=exp/ft",
+    )
+    p.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 freeze_updates=100")
+    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    p.set_defaults(handler=_finetune)
+
+    p = commands.add_parser(
+        "transcribe", help="transcribe audio with a fine-tuned CTC model",
+        description="Transcribe audio files (any sample rate, mono or multi-channel), directories, a Kaldi "
+                    "data dir or a JSONL manifest. Word times come from CTC forced alignment. With reference "
+                    "transcripts (Kaldi text or manifest) it prints Kaldi-style %%WER/%%CER. Unreadable inputs "
+                    "are listed and skipped; the exit status is 1 when any input failed.",
+        epilog="example: seqattn transcribe exp/ft/checkpoints/update_00000600 talk.wav --output-format all",
+    )
+    p.add_argument("model_dir", help="a seqattn CTC model directory (config.json, model.safetensors, tokens.json)")
+    p.add_argument("inputs", nargs="*", help="audio files or directories")
+    p.add_argument("--data-dir", help="a Kaldi data dir (honours segments and piped wav.scp)")
+    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text)")
+    p.add_argument("--output-dir", default="transcripts")
+    p.add_argument("--output-format", default="txt", choices=["txt", "json", "ctm", "srt", "vtt", "all"])
+    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy; >1 = flashlight beam search")
+    p.add_argument("--lm", help="KenLM binary or ARPA file for beam search")
+    p.add_argument("--lexicon", help="lexicon file (word followed by its characters and |)")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--word-score", type=float, default=0.0)
+    p.add_argument("--chunk-seconds", type=float, default=None,
+                   help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-pipes", action="store_true", help="refuse piped wav.scp entries (they become errors)")
+    p.add_argument("--pipe-timeout", type=float, default=120.0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=_transcribe)
     return parser
 
 
@@ -56,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.data.kaldi import DataDirError
     from seqattn.models.io import ModelDirError
     from seqattn.train.config_io import ConfigError
-    from seqattn.train.pretrain import TrainingError
+    from seqattn.data.text import VocabularyError
+    from seqattn.train.loop import TrainingError
 
     try:
         return args.handler(args)
-    except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, FileNotFoundError) as error:
+    except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
+            FileNotFoundError) as error:
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

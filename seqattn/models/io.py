@@ -51,7 +51,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
                command: str | None = None, notes: str = "") -> Path:
     """Write a complete model directory atomically (the old directory stays intact until the new is complete).
 
-    ``extra_files`` maps file names to source paths (tokenizer files) or to ``str``/``bytes`` contents.
+    ``extra_files`` maps file names to a ``pathlib.Path`` to copy (tokenizer files) or to ``str``/``bytes`` contents.
     """
     path = Path(path)
     model_type = model_type_of(model)
@@ -61,10 +61,10 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model_type": model_type})
         for name, source in (extra_files or {}).items():
-            if isinstance(source, (str, bytes)) and not (isinstance(source, str) and os.path.exists(source)):
-                (tmp / name).write_bytes(source.encode() if isinstance(source, str) else source)
-            else:
+            if isinstance(source, os.PathLike):
                 shutil.copyfile(source, tmp / name)
+            else:
+                (tmp / name).write_bytes(source.encode("utf-8") if isinstance(source, str) else source)
         params = sum(v.numel() for v in state.values())
         (tmp / README_FILE).write_text(
             f"# seqattn model\n\n- type: {model_type}\n- parameters: {params:,}\n- seqattn version: {__version__}\n"

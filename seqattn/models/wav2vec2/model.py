@@ -5,6 +5,7 @@ and ``model.extract_features(waveforms, lengths, num_layers) -> (per-layer outpu
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -230,9 +231,20 @@ class Wav2Vec2ForCTC(nn.Module):
         self.head = nn.Linear(config.embed_dim, config.vocab_size)
 
     def forward(self, waveforms, lengths=None):
-        features = self.wav2vec2.features(waveforms, lengths)
-        out, _, _, _, _ = self.wav2vec2.encode(features)
-        return self.head(self.final_dropout(out)), features.lengths
+        """Raw logits (B, T, V) and frame lengths (None without ``lengths``)."""
+        logits, out_lengths, _ = self.training_forward(waveforms, lengths)
+        return logits, out_lengths
+
+    def training_forward(self, waveforms, lengths=None, mask_generators=None, freeze_encoder: bool = False):
+        """(logits, frame lengths, attention aux loss) for fine-tuning.
+
+        ``mask_generators`` (one per utterance) apply time and channel masking; ``freeze_encoder`` runs the
+        backbone without gradients so only the head learns, as fairseq does for ``freeze_finetune_updates``.
+        """
+        with torch.no_grad() if freeze_encoder else contextlib.nullcontext():
+            features = self.wav2vec2.features(waveforms, lengths)
+            out, _, aux, _, _ = self.wav2vec2.encode(features, mask_generators=mask_generators)
+        return self.head(self.final_dropout(out)), features.lengths, aux
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):
         return self.wav2vec2.extract_features(waveforms, lengths, num_layers)

@@ -1,0 +1,252 @@
+"""Batch transcription with a fine-tuned CTC model directory: inputs, long audio, decoding, timestamps.
+
+Every input ends either transcribed or listed as failed with its reason (``inputs = transcribed + failed``).
+Models whose layers are all local/routing attention transcribe a long file in one pass (memory linear in
+its length); a model with any full-attention layer is run on overlapping chunks whose logits are stitched.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
+from seqattn.data.kaldi import read_data_dir
+from seqattn.data.manifest import read_jsonl_manifest
+from seqattn.data.text import CharVocabulary
+from seqattn.models.io import ModelDirError, load_model
+
+from .align import AlignmentError, align_words
+from .ctc import greedy_decode
+from .writers import Transcript
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
+VOCAB_FILE = "tokens.json"
+
+
+@dataclass
+class InputItem:
+    utt_id: str
+    source: AudioSource
+    reference: str | None = None
+
+
+@dataclass
+class Failure:
+    name: str
+    reason: str
+
+
+@dataclass
+class TranscriptionResult:
+    transcripts: list[Transcript] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    references: dict[str, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+
+def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str | None = None) -> tuple[list[InputItem], list[Failure]]:
+    """Files, directories (searched recursively for audio), a Kaldi data dir or a JSONL manifest."""
+    items, failures, seen = [], [], set()
+
+    def add(item: InputItem):
+        utt = item.utt_id
+        suffix = 1
+        while item.utt_id in seen:  # two files with the same stem in different folders
+            suffix += 1
+            item.utt_id = f"{utt}-{suffix}"
+        seen.add(item.utt_id)
+        items.append(item)
+
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink()))
+            if not found:
+                failures.append(Failure(path, "directory holds no audio files"))
+            for f in found:
+                add(InputItem(f.stem, AudioSource(str(f))))
+        elif p.exists() or p.is_symlink():
+            add(InputItem(p.stem or p.name, AudioSource(str(p))))
+        else:
+            failures.append(Failure(path, "no such file or directory"))
+    if data_dir is not None:
+        data = read_data_dir(data_dir, fix=True, check_audio=False)
+        for problem in data.problems:
+            failures.append(Failure(f"{data_dir}", str(problem)))
+        for utt in data.utterances:
+            add(InputItem(utt.utt_id, utt.source, utt.text))
+    if manifest is not None:
+        for utt in read_jsonl_manifest(manifest):
+            add(InputItem(utt.utt_id, utt.source, utt.text))
+    return items, failures
+
+
+def load_recognizer(model_dir: str | os.PathLike, device: str = "cpu"):
+    model = load_model(model_dir, device)
+    if not hasattr(model, "head"):
+        raise ModelDirError(f"{model_dir} is not a CTC model (model_type must be wav2vec2_ctc)")
+    vocab_path = Path(model_dir) / VOCAB_FILE
+    if not vocab_path.is_file():
+        raise ModelDirError(f"{model_dir} is incomplete: {VOCAB_FILE} (the output vocabulary) is missing")
+    vocab = CharVocabulary.load(vocab_path)
+    if len(vocab) != model.config.vocab_size:
+        raise ModelDirError(f"{vocab_path} has {len(vocab)} tokens but the model outputs {model.config.vocab_size}")
+    return model, vocab
+
+
+def has_full_attention(model) -> bool:
+    config = model.config
+    return any(config.attention_for(i).full_heads > 0 for i in range(config.num_layers))
+
+
+def frame_hop(model) -> int:
+    hop = 1
+    for _, _, stride in model.config.conv_layers:
+        hop *= stride
+    return hop
+
+
+def logits_in_chunks(model, wave: torch.Tensor, chunk: int, overlap: int) -> torch.Tensor:
+    """(T, V) logits of a long waveform from chunks of ``chunk`` samples overlapping by ``overlap`` on each
+    side; each chunk contributes only its central frames, so every frame sees at least ``overlap`` of context."""
+    hop = frame_hop(model)
+    total_frames = int(model.wav2vec2.output_lengths(torch.tensor([wave.numel()]))[0])
+    pieces, frame = [], 0
+    step = chunk - 2 * overlap
+    start = 0
+    while frame < total_frames:
+        begin = max(0, start - overlap)
+        end = min(wave.numel(), start + step + overlap)
+        with torch.no_grad():
+            logits, _ = model(wave[None, begin:end])
+        offset = (start - begin) // hop  # frames of left context to drop
+        want = min(total_frames - frame, max(1, step // hop))
+        piece = logits[0, offset : offset + want]
+        if piece.shape[0] == 0:
+            break
+        pieces.append(piece)
+        frame += piece.shape[0]
+        start += step
+    return torch.cat(pieces)[:total_frames]
+
+
+class Beam:
+    """Beam search through torchaudio's flashlight-text CTC decoder (lexicon-free or lexicon + KenLM)."""
+
+    def __init__(self, vocab: CharVocabulary, beam_size: int, lm: str | None, lexicon: str | None,
+                 lm_weight: float, word_score: float, sil_score: float = 0.0):
+        try:
+            from torchaudio.models.decoder import ctc_decoder
+        except (ImportError, RuntimeError) as error:  # flashlight-text is an optional dependency
+            raise ModelDirError(f"beam search needs flashlight-text (pip install flashlight-text): {error}") from None
+        for name, path in (("--lm", lm), ("--lexicon", lexicon)):
+            if path is not None and not Path(path).is_file():
+                raise ModelDirError(f"{name} file {path} does not exist")
+        self.vocab = vocab
+        self.decoder = ctc_decoder(
+            lexicon=lexicon, tokens=vocab.tokens, lm=lm, nbest=1, beam_size=beam_size, lm_weight=lm_weight,
+            word_score=word_score, sil_score=sil_score, blank_token=vocab.tokens[0], sil_token="|",
+            unk_word=vocab.tokens[1],
+        )
+
+    def __call__(self, log_probs: torch.Tensor) -> list[int]:
+        hypothesis = self.decoder(log_probs[None].float().contiguous())[0][0]
+        return [t for t in hypothesis.tokens.tolist() if t != 0]
+
+
+def _strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
+    """Collapse repeated word boundaries and drop leading/trailing ones."""
+    result = []
+    for t in tokens:
+        if t == boundary and (not result or result[-1] == boundary):
+            continue
+        result.append(t)
+    while result and result[-1] == boundary:
+        result.pop()
+    return result
+
+
+def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
+               chunk_seconds: float | None = None, beam: Beam | None = None, timestamps: bool = True,
+               allow_pipes: bool = True, pipe_timeout: float = 120.0, progress: bool = True) -> TranscriptionResult:
+    """Transcribe ``items`` one by one (each fully, whatever its length). ``chunk_seconds=None`` chooses:
+    chunks of 30 s for models with full attention, one pass otherwise; 0 forces one pass."""
+    from tqdm import tqdm
+
+    result = TranscriptionResult()
+    if chunk_seconds is None:
+        chunk_seconds = 30.0 if has_full_attention(model) else 0.0
+    hop = frame_hop(model)
+    boundary = vocab.index["|"]
+    started = time.perf_counter()
+    for item in tqdm(items, desc="transcribe", unit="file", disable=not progress):
+        try:
+            wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
+        except AudioError as error:
+            result.failures.append(Failure(item.utt_id, str(error)))
+            continue
+        seconds = wave.numel() / sample_rate
+        result.audio_seconds += seconds
+        if item.reference is not None:
+            result.references[item.utt_id] = vocab.normalize(item.reference)
+        if wave.numel() < 400 or float(wave.abs().max()) == 0.0:
+            result.warnings.append(f"{item.utt_id}: {'empty' if wave.numel() < 400 else 'silent'} audio, empty transcript")
+            result.transcripts.append(Transcript(item.utt_id, str(item.source), "", seconds))
+            continue
+        if model.config.normalize_waveform:
+            wave = normalize_waveform(wave)
+        with torch.no_grad():
+            if chunk_seconds and seconds > chunk_seconds:
+                chunk = int(chunk_seconds * sample_rate)
+                logits = logits_in_chunks(model, wave, chunk, overlap=chunk // 6)
+            else:
+                logits = model(wave[None])[0][0]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
+        tokens = _strip_boundaries(tokens, boundary)
+        text = vocab.decode(tokens)
+        words = []
+        if timestamps and text:
+            try:
+                words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
+            except AlignmentError as error:
+                result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
+        result.transcripts.append(Transcript(item.utt_id, str(item.source), text, seconds, words))
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def kaldi_score_lines(result: TranscriptionResult) -> tuple[str, str, list[str]]:
+    """Kaldi-style ``%WER``/``%CER`` lines and per-utterance alignments (jiwer) for utterances with references."""
+    import jiwer
+
+    pairs = [(result.references[t.utt_id], t.text) for t in result.transcripts if t.utt_id in result.references]
+    if not pairs:
+        return "", "", []
+    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    lines = []
+
+    def line(name, out):
+        errors = out.substitutions + out.deletions + out.insertions
+        total = out.substitutions + out.deletions + out.hits
+        rate = 100.0 * errors / max(total, 1)
+        return (f"%{name} {rate:.2f} [ {errors} / {total}, {out.insertions} ins, {out.deletions} del, "
+                f"{out.substitutions} sub ]")
+
+    words = jiwer.process_words(refs, [h if h else "" for h in hyps])
+    chars = jiwer.process_characters(refs, hyps)
+    utts = [t.utt_id for t in result.transcripts if t.utt_id in result.references]
+    alignment = jiwer.visualize_alignment(words, show_measures=False).split("\n")
+    for utt, ref, hyp in zip(utts, refs, hyps):
+        lines.append(f"{utt} ref {ref}\n{utt} hyp {hyp}")
+    return line("WER", words), line("CER", chars), lines + [""] + alignment

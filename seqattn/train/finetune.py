@@ -1,0 +1,243 @@
+"""CTC fine-tuning of a (pretrained) wav2vec 2.0 encoder.
+
+Run:  seqattn finetune recipes/wav2vec2/finetune_tiny.yaml init=exp/pretrain/checkpoints/update_00000400 \
+          data.train='[{path: data/train_hi}]' data.valid='[{path: data/dev_hi}]' run.output_dir=exp/ft
+
+Top to bottom: vocabulary from the training text, checks of every utterance (coverage, label length),
+model (pretrained backbone + new head), the tri-stage schedule, then the shared update loop with
+validation WER/CER every ``validate_every`` updates and the best checkpoint kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jiwer
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from seqattn.data.labelled import PaddedBatches, prepare, read_texts
+from seqattn.data.text import CharVocabulary
+from seqattn.decode.ctc import greedy_decode
+from seqattn.models.io import read_model_config
+from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
+from seqattn.models.wav2vec2.masking import generators_for
+
+from .checkpoint import CheckpointManager
+from .config_io import to_plain
+from .distributed import DistributedContext, init_distributed, shutdown_distributed
+from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, checkpoint_saver, resume, run_updates
+from .monitor import TrainMonitor
+from .pretrain import DataSource
+from .schedule import tri_stage
+
+VOCAB_FILE = "tokens.json"
+
+
+@dataclass
+class FinetuneData:
+    train: list[DataSource] = field(default_factory=list)
+    valid: list[DataSource] = field(default_factory=list)
+    sample_rate: int = 16000
+    max_tokens: int = 1_000_000  # padded samples per global batch
+    min_sample_size: int = 4000
+    max_sample_size: int = 480_000  # longer utterances are reported and skipped
+    strip_punctuation: bool = True
+    lowercase: bool = False
+    num_workers: int = 0
+    fix_data_dirs: bool = False
+
+
+@dataclass
+class TriStage:
+    warmup_ratio: float = 0.1
+    hold_ratio: float = 0.4
+    init_scale: float = 0.01
+    final_scale: float = 0.05
+
+
+@dataclass
+class FinetuneConfig:
+    init: str | None = None  # pretrained seqattn model directory; None = random init from `model`
+    model: Wav2Vec2Config = field(default_factory=Wav2Vec2Config)  # used for random init
+    model_overrides: dict = field(default_factory=dict)  # fields changed on the pretrained config (masking...)
+    freeze_cnn: bool = True
+    freeze_updates: int = 0  # the transformer stays frozen (head only) for this many updates
+    validate_every: int = 100
+    data: FinetuneData = field(default_factory=FinetuneData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, max_updates=20000))
+    schedule: TriStage = field(default_factory=TriStage)
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="exp/finetune"))
+
+
+def build_model(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2ForCTC:
+    """A CTC model: the pretrained backbone (``init``) with a new head, or random init."""
+    if config.init is None:
+        model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
+    else:
+        meta = read_model_config(config.init)
+        values = {**meta["config"], **config.model_overrides, "vocab_size": vocab_size}
+        model_config = Wav2Vec2Config.from_dict(values)
+    if config.freeze_cnn:
+        model_config.feature_grad_mult = 0.0
+    model = Wav2Vec2ForCTC(model_config)
+    if config.init is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(config.init) / "model.safetensors"))
+        backbone = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
+        if not backbone:
+            raise TrainingError(f"{config.init} holds no wav2vec2 backbone weights")
+        model.wav2vec2.load_state_dict(backbone, strict=True)
+    return model
+
+
+class CTCStep(nn.Module):
+    """CTC loss inside ``forward`` (for DDP): summed over utterances, divided by the global count."""
+
+    def __init__(self, model: Wav2Vec2ForCTC, context: DistributedContext):
+        super().__init__()
+        self.model, self.context = model, context
+
+    def forward(self, waves, lengths, labels, label_lengths, generators, freeze_encoder: bool):
+        logits, frames, aux = self.model.training_forward(waves, lengths, generators, freeze_encoder)
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
+        total = F.ctc_loss(log_probs, labels, frames, label_lengths, blank=0, reduction="sum", zero_infinity=True)
+        count = self.context.sum_floats([float(waves.shape[0])])[0]
+        return total * self.context.world_size / max(count, 1.0) + aux, total.detach()
+
+
+class FinetuneTask(Task):
+    def __init__(self, config, model, vocab, train_items, valid_items, ctx, monitor):
+        self.config, self.model, self.vocab, self.ctx, self.monitor = config, model, vocab, ctx, monitor
+        self.train_items, self.valid_items = train_items, valid_items
+        step = CTCStep(model, ctx)
+        self.step_module = DistributedDataParallel(step, find_unused_parameters=True) if ctx.enabled else step
+        self.frozen = True
+
+    def epoch_dataset(self, epoch: int):
+        data = self.config.data
+        return PaddedBatches(self.train_items, epoch, self.config.run.seed, data.max_tokens, data.sample_rate,
+                             self.model.config.normalize_waveform, self.ctx.rank, self.ctx.world_size)
+
+    def is_empty(self, batch) -> bool:
+        return batch["waves"].shape[0] == 0
+
+    def no_sync(self):
+        return self.step_module.no_sync()
+
+    def before_update(self, step: int) -> None:
+        self.frozen = step < self.config.freeze_updates
+
+    def forward(self, batch) -> StepOutput:
+        loss, total = self.step_module(batch["waves"], batch["lengths"], batch["labels"], batch["label_lengths"],
+                                       generators_for(batch["keys"]), self.frozen)
+        sums = {"loss": float(total), "utterances": batch["waves"].shape[0],
+                "labels": int(batch["label_lengths"].sum()), "audio_s": float(batch["lengths"].sum()) / 16000}
+        return StepOutput(loss, sums, {"loss": float(total) / max(batch["waves"].shape[0], 1)})
+
+    def log_values(self, sums: dict, elapsed: float) -> dict:
+        return {"loss_per_utterance": sums["loss"] / max(sums["utterances"], 1),
+                "loss_per_label": sums["loss"] / max(sums["labels"], 1), "audio_s_per_s": sums["audio_s"] / elapsed}
+
+    def validate(self, step: int) -> float | None:
+        if not self.valid_items:
+            return None
+        scores = evaluate(self.model, self.valid_items, self.vocab, self.config.data, self.ctx)
+        self.monitor.scalars(step, scores, prefix="valid")
+        self.model.train()
+        return scores["wer"]
+
+
+def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: FinetuneData, ctx: DistributedContext) -> dict:
+    """Greedy WER/CER (%) over ``items`` (each rank scores its share; counts are summed)."""
+    model.eval()
+    dataset = PaddedBatches(items, 0, 0, data.max_tokens, data.sample_rate, model.config.normalize_waveform,
+                            ctx.rank, ctx.world_size, shuffle=False)
+    refs, hyps = [], []
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            batch = dataset[index]
+            if batch["waves"].shape[0] == 0:
+                continue
+            logits, frames = model(batch["waves"], batch["lengths"])
+            for row, text in enumerate(batch["texts"]):
+                hyps.append(vocab.decode(greedy_decode(logits[row], int(frames[row])).tokens))
+                refs.append(text)
+    words = jiwer.process_words(refs, hyps) if refs else None
+    chars = jiwer.process_characters(refs, hyps) if refs else None
+    w_err = (words.substitutions + words.deletions + words.insertions) if words else 0
+    w_ref = (words.substitutions + words.deletions + words.hits) if words else 0
+    c_err = (chars.substitutions + chars.deletions + chars.insertions) if chars else 0
+    c_ref = (chars.substitutions + chars.deletions + chars.hits) if chars else 0
+    w_err, w_ref, c_err, c_ref = ctx.sum_floats([w_err, w_ref, c_err, c_ref])
+    return {"wer": 100 * w_err / max(w_ref, 1), "cer": 100 * c_err / max(c_ref, 1)}
+
+
+def train(config: FinetuneConfig, command: str = "seqattn finetune") -> Path:
+    if not config.data.train:
+        raise TrainingError("data.train is empty: give at least one labelled data dir or manifest")
+    for source in config.data.train + config.data.valid:
+        if not Path(source.path).exists():
+            raise TrainingError(f"data source {source.path} does not exist")
+    ctx = init_distributed()
+    try:
+        return _train(config, ctx, command)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Path:
+    run, data, optim = config.run, config.data, config.optim
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    out = Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manager = CheckpointManager(out / "checkpoints", run.keep_last)
+    train_sources = [(s.path, s.language) for s in data.train]
+    valid_sources = [(s.path, s.language) for s in data.valid]
+    vocab = CharVocabulary.build(read_texts(train_sources, data.fix_data_dirs), data.strip_punctuation, data.lowercase)
+    torch.manual_seed(run.seed)
+    model = build_model(config, len(vocab))
+    frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731
+    train_report = prepare(train_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
+                           frames_of, data.fix_data_dirs)
+    valid_report = prepare(valid_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
+                           frames_of, data.fix_data_dirs)
+    if not train_report.items:
+        raise TrainingError("no usable training utterances (see rejected_utterances.txt)")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                                  weight_decay=optim.weight_decay)
+    s = config.schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: tri_stage(step, optim.max_updates, s.warmup_ratio, s.hold_ratio, s.init_scale,
+                                          s.final_scale))
+    position, resumed_from = resume(manager, model, optimizer, scheduler)
+    monitor = TrainMonitor(out, ctx.is_main, optim.max_updates, position.step, "finetune", run.tensorboard)
+    if ctx.is_main:
+        vocab.save(out / VOCAB_FILE)
+        (out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
+        rejected = [f"train {r}" for r in train_report.rejected] + [f"valid {r}" for r in valid_report.rejected]
+        if rejected:
+            (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
+        monitor.message(f"vocabulary of {len(vocab)} tokens; {len(train_report.items)} training and "
+                        f"{len(valid_report.items)} validation utterances; {len(rejected)} rejected "
+                        "(see rejected_utterances.txt)")
+        if resumed_from is not None:
+            monitor.message(f"resumed from {resumed_from} at update {position.step}")
+    model.train()
+    task = FinetuneTask(config, model, vocab, train_report.items, valid_report.items, ctx, monitor)
+    save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
+                            json.dumps(to_plain(config)), higher_is_better=False,
+                            extra_files={VOCAB_FILE: out / VOCAB_FILE})
+    try:
+        run_updates(task, model, optimizer, scheduler, position, optim, run, ctx, monitor, save,
+                    num_workers=data.num_workers, validate_every=config.validate_every)
+    finally:
+        monitor.close()
+    return manager.best() or manager.latest()

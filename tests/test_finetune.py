@@ -1,0 +1,82 @@
+"""CTC fine-tuning loop: pretrained init, freezing, rejected utterances, validation and best checkpoint."""
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from audio_fixtures import make_data_dir
+from seqattn import load_model
+from seqattn.cli.main import main as cli_main
+from seqattn.data.text import CharVocabulary
+from seqattn.models.io import save_model
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
+from seqattn.train.config_io import load_config
+from seqattn.train.finetune import FinetuneConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"
+TEXTS = ["नमस्ते दुनिया", "भारत देश", "हिंदी भाषा", "नमस्ते भारत"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    train_dir = make_data_dir(root, "train_hi", 12, "hi", seconds=(1.0, 1.5), seed=1, texts=TEXTS)
+    valid_dir = make_data_dir(root, "dev_hi", 4, "hi", seconds=(1.0, 1.5), seed=2,
+                              texts=["नमस्ते देश", "ক বাংলা", "भारत " * 40, "हिंदी दुनिया"])
+    torch.manual_seed(0)
+    pretrained = save_model(Wav2Vec2ForPretraining(tiny(normalize_waveform=True)), root / "pretrained")
+    return train_dir, valid_dir, pretrained
+
+
+def _config(setup, out, *extra):
+    train_dir, valid_dir, pretrained = setup
+    return load_config(FinetuneConfig, str(RECIPE), [
+        f"init={pretrained}", f"data.train=[{{path: {train_dir}}}]", f"data.valid=[{{path: {valid_dir}}}]",
+        f"run.output_dir={out}", "data.max_tokens=48000", "optim.max_updates=4", "validate_every=2",
+        "run.log_every=2", "run.save_every=4", "freeze_updates=2", "run.tensorboard=false", *extra,
+    ])
+
+
+def test_finetune_validates_keeps_best_and_reports_rejections(setup, tmp_path):
+    best = train(_config(setup, tmp_path))
+    assert best.parent.name == "checkpoints" and (best / "tokens.json").is_file()
+    rejected = (tmp_path / "rejected_utterances.txt").read_text(encoding="utf-8")
+    assert "characters not in the vocabulary" in rejected and "U+0995" in rejected  # Bengali KA in a Hindi model
+    assert "labels need" in rejected  # the 40-word transcript cannot fit its 1.5 s of frames
+    log = (tmp_path / "train.log").read_text(encoding="utf-8")
+    assert "valid update 2: wer=" in log and "cer=" in log
+    assert (tmp_path / "checkpoints" / "BEST").is_file()
+    model = load_model(best)
+    assert isinstance(model, Wav2Vec2ForCTC)
+    vocab = CharVocabulary.load(best / "tokens.json")
+    assert model.config.vocab_size == len(vocab) and model.config.normalize_waveform  # carried from init
+
+
+def test_backbone_comes_from_init_and_stays_frozen(setup, tmp_path):
+    train(_config(setup, tmp_path, "optim.max_updates=2", "run.save_every=2", "validate_every=0"))
+    tuned = load_file(str(tmp_path / "checkpoints" / "update_00000002" / "model.safetensors"))
+    pretrained = load_file(str(setup[2] / "model.safetensors"))
+    for key, value in pretrained.items():
+        if key.startswith("wav2vec2."):
+            assert torch.equal(tuned[key], value), key  # frozen for the first 2 updates (and the CNN always)
+    assert not torch.equal(tuned["head.weight"], Wav2Vec2ForCTC(tiny(vocab_size=tuned["head.weight"].shape[0])).head.weight)
+
+
+def test_unfrozen_transformer_trains_but_cnn_stays(setup, tmp_path):
+    train(_config(setup, tmp_path, "freeze_updates=0", "validate_every=0"))
+    tuned = load_file(str(tmp_path / "checkpoints" / "update_00000004" / "model.safetensors"))
+    pretrained = load_file(str(setup[2] / "model.safetensors"))
+    assert not torch.equal(tuned["wav2vec2.encoder.layers.0.ffn.fc1.weight"],
+                           pretrained["wav2vec2.encoder.layers.0.ffn.fc1.weight"])
+    assert torch.equal(tuned["wav2vec2.feature_extractor.conv_layers.0.conv.weight"],
+                       pretrained["wav2vec2.feature_extractor.conv_layers.0.conv.weight"])
+
+
+def test_cli_errors(setup, tmp_path, capsys):
+    assert cli_main(["finetune", str(RECIPE), "freeze_update=3"]) == 2
+    assert "unknown config key(s): freeze_update" in capsys.readouterr().err
+    assert cli_main(["finetune", str(RECIPE), f"init={tmp_path}/missing", f"data.train=[{{path: {setup[0]}}}]",
+                     f"run.output_dir={tmp_path}/o"]) == 2
+    assert "does not exist" in capsys.readouterr().err

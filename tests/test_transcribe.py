@@ -1,0 +1,120 @@
+"""`seqattn transcribe`: every kind of input, bad inputs counted and reported, output files parsed back."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio_fixtures import make_data_dir, tone_wave
+from seqattn.cli.main import main as cli_main
+from seqattn.data.text import CharVocabulary
+from seqattn.decode.transcribe import logits_in_chunks
+from seqattn.models.io import save_model
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny
+from seqattn.nn import AttentionConfig
+
+LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+
+
+def _ctc_model_dir(path, **config):
+    vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), **config)).eval()
+    with torch.no_grad():  # make blank not always win, so transcripts are non-empty
+        model.head.bias.copy_(torch.linspace(-1, 1, len(vocab)))
+        model.head.bias[0] = -3.0
+    vocab.save(path.parent / "tokens.tmp.json")
+    save_model(model, path, extra_files={"tokens.json": path.parent / "tokens.tmp.json"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return _ctc_model_dir(tmp_path_factory.mktemp("model") / "ctc")
+
+
+def _write(path, seconds, rate=16000, channels=1, seed=0):
+    wave = tone_wave(seconds, rate, np.random.default_rng(seed))
+    sf.write(path, np.stack([wave] * channels, 1) if channels > 1 else wave, rate)
+
+
+def test_files_directories_and_bad_inputs(model_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    _write(inputs / "a.wav", 1.2)
+    _write(inputs / "sub" / "b.flac", 0.8, rate=48000, channels=2)
+    _write(inputs / "c.wav", 1.0, rate=8000)
+    sf.write(inputs / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(inputs / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    (inputs / "garbage.wav").write_bytes(b"not audio at all" * 100)
+    (inputs / "broken.wav").symlink_to(tmp_path / "nowhere.wav")
+    out = tmp_path / "out"
+    code = cli_main(["transcribe", str(model_dir), str(inputs), str(tmp_path / "missing.wav"), "--output-dir",
+                     str(out), "--output-format", "all", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    failed = (out / "failed.txt").read_text()
+    assert "garbage" in failed and "broken" in failed and "missing.wav" in failed
+    assert "transcribed 5 of 8 inputs" in err  # a, b, c, silent, empty; 3 failed: counts are conserved
+    assert "silent audio, empty transcript" in err and "empty audio" in err
+    assert "Traceback" not in err
+    for name, seconds in (("a", 1.2), ("b", 0.8), ("c", 1.0)):
+        data = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        assert data["text"] and data["duration"] == pytest.approx(seconds, abs=0.01)
+        starts = [w["start"] for w in data["words"]]
+        assert starts == sorted(starts) and all(0 <= w["start"] < w["end"] <= seconds + 0.03 for w in data["words"])
+        srt = (out / f"{name}.srt").read_text(encoding="utf-8")
+        assert srt.startswith("1\n00:00:0") and " --> " in srt
+        assert (out / f"{name}.vtt").read_text(encoding="utf-8").startswith("WEBVTT")
+        ctm = [line.split() for line in (out / f"{name}.ctm").read_text(encoding="utf-8").splitlines()]
+        assert len(ctm) == len(data["words"]) and all(row[0] == name for row in ctm)
+    assert (out / "silent.txt").read_text() == "\n"
+
+
+def test_data_dir_with_references_prints_kaldi_scores(model_dir, tmp_path, capsys):
+    data_dir = make_data_dir(tmp_path, "test", 3, "hi", texts=["नमस्ते दुनिया", "भारत"])
+    out = tmp_path / "out"
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data_dir), "--output-dir", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("%WER ") and "\n%CER " in printed and " ins, " in printed
+    assert (out / "per_utt").is_file() and (out / "wer").read_text().startswith("%WER")
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (tools/install_system_deps.sh)")
+def test_piped_wav_scp_and_segments_and_no_pipes(model_dir, tmp_path, capsys):
+    _write(tmp_path / "rec.wav", 3.0)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"rec1 sox {tmp_path / 'rec.wav'} -t wav - |\nrec2 false |\n")
+    (data / "segments").write_text("u1 rec1 0.0 1.5\nu2 rec1 1.5 3.0\nu3 rec2 0 1\n")
+    (data / "utt2spk").write_text("u1 s\nu2 s\nu3 s\n")
+    out = tmp_path / "out"
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data), "--output-dir", str(out), "--quiet"]) == 1
+    assert "transcribed 2 of 3 inputs" in capsys.readouterr().err
+    assert "pipe command failed" in (out / "failed.txt").read_text()
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data), "--output-dir", str(out), "--quiet",
+                     "--no-pipes"]) == 1
+    assert "transcribed 0 of 3 inputs" in capsys.readouterr().err
+
+
+def test_model_dir_errors(tmp_path, capsys):
+    assert cli_main(["transcribe", str(tmp_path / "nope"), "x.wav"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    model = _ctc_model_dir(tmp_path / "m")
+    (model / "tokens.json").unlink()
+    assert cli_main(["transcribe", str(model), "x.wav"]) == 2
+    assert "tokens.json" in capsys.readouterr().err
+
+
+def test_chunked_logits_match_one_pass_for_local_models(tmp_path):
+    """With a layer-norm extractor and local attention every frame's context is bounded, so overlapping
+    chunks reproduce the one-pass logits."""
+    model = Wav2Vec2ForCTC(tiny(vocab_size=8, extractor_mode="layer_norm", attention=LOCAL)).eval()
+    wave = torch.from_numpy(tone_wave(12.0, 16000, np.random.default_rng(0)))
+    with torch.no_grad():
+        full = model(wave[None])[0][0]
+        chunked = logits_in_chunks(model, wave, chunk=16000 * 3, overlap=16000)
+    assert chunked.shape == full.shape
+    torch.testing.assert_close(chunked, full, atol=2e-4, rtol=1e-3)
