@@ -51,7 +51,8 @@ def timed(fn, reps: int, warmup: int = 1) -> list[float]:
 
 
 def peak_above_baseline(fn) -> float:
-    """MiB of RSS above the level just before ``fn`` runs (call after a warm-up)."""
+    """MiB of RSS above the level just before ``fn`` runs. Call it first in a fresh process, before any
+    warm-up: afterwards the allocator holds freed memory and the figure would undercount."""
     baseline = current_rss_mib()
     with PeakRss() as rss:
         fn()
@@ -62,10 +63,18 @@ def median_ms(times: list[float] | None):
     return statistics.median(times) * 1e3 if times else None
 
 
-def run_worker(script: str, args: list[str], timeout: float) -> dict:
+# glibc serves allocations above its (dynamic, at most 32 MiB) mmap threshold with fresh mmaps, so every large
+# temporary is page-faulted and zeroed again on each call. Raising the threshold keeps freed memory for reuse,
+# which is what `seqattn` commands do at start-up (seqattn.utils.malloc); benchmarks use it unless told not to.
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**31 - 1), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def run_worker(script: str, args: list[str], timeout: float, tuned_malloc: bool = True) -> dict:
     """Run ``script --worker ...`` in a fresh interpreter; its last stdout line is a JSON result."""
+    env = {**os.environ, **(TUNED_MALLOC if tuned_malloc else {})}
     try:
-        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout,
+                              env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:

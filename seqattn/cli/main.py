@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from seqattn.utils.malloc import tune_glibc_malloc
+
+    tune_glibc_malloc()
     from seqattn.data.audio import AudioError
     from seqattn.data.kaldi import DataDirError
     from seqattn.models.io import ModelDirError
