@@ -33,7 +33,7 @@ def _compare(q, k, v, left, right, mask=None, atol=1e-10, block_size=None):
     want = torch.autograd.grad(ref, (q, k, v), grad)
     torch.testing.assert_close(out, ref, atol=atol, rtol=atol)
     for g, w, name in zip(got, want, "qkv"):
-        torch.testing.assert_close(g, w, atol=atol, rtol=atol, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(g, w, atol=atol, rtol=atol, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 CASES = [

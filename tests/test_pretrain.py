@@ -64,7 +64,7 @@ def test_resume_continues_exactly(data, tmp_path):
     train(_config(data, interrupted))  # resumes at 5, finishes at 6
     a, b = _weights(straight, 6), _weights(interrupted, 6)
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_unreadable_audio_is_skipped_and_listed(data, tmp_path):
@@ -140,7 +140,7 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     one, two = runs[1], runs[2]
     assert any("kmeans.means" in key for key in one)
     for key in one:
-        torch.testing.assert_close(one[key], two[key], atol=2e-5, rtol=1e-4, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(one[key], two[key], atol=2e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_bf16_autocast_and_gradient_accumulation(data, tmp_path):
