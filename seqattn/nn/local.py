@@ -234,27 +234,25 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     return probs
 
 
-def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale):
+def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, probs_out: torch.Tensor | None = None):
     """Yield ``(start, stop, probs, scratch)`` for every chunk of global blocks.
 
-    ``probs`` (c, b, W) are the chunk's softmax probabilities; ``scratch`` is a free buffer of the same shape.
-    Both are views of two buffers allocated once and reused by every chunk.
+    ``probs`` (c, b, W) are the chunk's softmax probabilities, written into ``probs_out[start:stop]`` when a
+    (G, b, W) buffer is given; ``scratch`` is a chunk-sized buffer allocated once and reused.
     """
     layout = flat.layout
     step = _chunk_blocks(layout, flat.blocks)
-    buffers = [qg.new_empty(step, layout.block, layout.window) for _ in range(2)]
+    buffers = [qg.new_empty(step, layout.block, layout.window) for _ in range(1 if probs_out is not None else 2)]
     for start in range(0, flat.blocks, step):
         stop = min(start + step, flat.blocks)
-        scores, probs = (buf[: stop - start] for buf in buffers)
+        scores = buffers[0][: stop - start]
+        probs = probs_out[start:stop] if probs_out is not None else buffers[1][: stop - start]
         yield start, stop, _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs), scores
 
 
 class _BandedAttention(torch.autograd.Function):
-    """Chunked band attention; the backward recomputes each chunk's probabilities (flash-style).
-
-    Nothing of size N x window is kept between forward and backward: the forward saves the padded
-    q, k, v and the output, and both passes reuse one chunk-sized score buffer.
-    """
+    """Chunked band attention: forward and backward run chunk by chunk over cache-sized slabs of blocks;
+    the probabilities (G, b, W) are kept between them, everything else is O(N * D)."""
 
     @staticmethod
     def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float):
@@ -263,37 +261,43 @@ class _BandedAttention(torch.autograd.Function):
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
         masks = flat.masks(key_valid, segments, self_bias, q.dtype)
         out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
-        for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale):
+        # The probabilities are kept for the backward: N * span * b values per head, linear in N, and it saves
+        # recomputing every score and softmax there (about 15% of a forward+backward).
+        probs = q.new_empty(flat.blocks, layout.block, layout.window)  # (G, b, W)
+        for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale, probs):
             torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
-        ctx.flat, ctx.scale, ctx.masks = flat, scale, masks
-        ctx.save_for_backward(qg, kf, vf, out)
+        ctx.flat, ctx.scale = flat, scale
+        ctx.save_for_backward(qg, kf, vf, out, probs)
         return flat.unflatten_queries(out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        qg, kf, vf, out = ctx.saved_tensors
-        flat, scale, masks = ctx.flat, ctx.scale, ctx.masks
+        qg, kf, vf, out, probs = ctx.saved_tensors
+        flat, scale = ctx.flat, ctx.scale
         layout = flat.layout
         go = flat.queries(grad_out)  # (G, b, Dv)
-        dq = torch.empty_like(qg)  # (G, b, D)
+        dq = torch.empty_like(qg)  # (G, b, D), gradient w.r.t. q * scale until the final rescale
         dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)  # (rows, D)
         dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+span-1, b, D)
         dv_blocks = dvf.view(-1, layout.block, vf.shape[-1])  # (G+span-1, b, Dv)
-        for start, stop, p, scratch in _iter_chunk_probs(flat, masks, qg, kf, scale):
-            g = go[start:stop]  # (c, b, Dv)
+        step = _chunk_blocks(layout, flat.blocks)
+        scratch = qg.new_empty(step, layout.block, layout.window)
+        for start in range(0, flat.blocks, step):
+            stop = min(start + step, flat.blocks)
+            p, g = probs[start:stop], go[start:stop]  # (c, b, W), (c, b, Dv)
             dvw = torch.bmm(p.transpose(1, 2), g)  # (c, W, Dv)
-            dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scratch)  # (c, b, W)
+            dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scratch[: stop - start])  # (c, b, W)
             row = (g * out[start:stop]).sum(-1, keepdim=True)  # (c, b, 1) = sum_j p_j dp_j
-            ds = dp.sub_(row).mul_(p).mul_(scale)  # softmax backward, times d(score)/d(q.k)
+            ds = dp.sub_(row).mul_(p)  # softmax backward, in place: d loss / d score
             torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
-            dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop])  # (c, W, D)
+            dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop]).mul_(scale)  # (c, W, D)
             # Window slot s of global block g is key block g+s: fold the windows back onto the blocks.
             dkw = dkw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, D)
             dvw = dvw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, Dv)
             for s in range(layout.span):
                 dk_blocks[start + s : stop + s] += dkw[:, s]
                 dv_blocks[start + s : stop + s] += dvw[:, s]
-        dq = flat.unflatten_queries(dq)  # (B, H, N, D)
+        dq = flat.unflatten_queries(dq.mul_(scale))  # (B, H, N, D)
         return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None, None, None
 
 

@@ -20,13 +20,15 @@ pretrain_langs=hi,bn,mr,gu,pa,or,as,ne,ta,te,kn,ml
 pretrain_utts=120
 pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_small_cpu.yaml
 pretrain_time=900
+pretrain_overrides=""
 . ./local/parse_options.sh "$@"
 
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   pretrain_langs=hi,ta
   pretrain_utts=6
   pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_tiny.yaml
-  pretrain_time=60
+  pretrain_time=120
+  pretrain_overrides="optim.max_updates=20 optim.warmup_updates=5 run.save_every=10 run.log_every=5"
   data=data_quick; exp=exp_quick
 else
   data=data; exp=exp
@@ -68,7 +70,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   if [ ! -f $marker ]; then
     sources=$(for lang in ${pretrain_langs//,/ }; do printf '{path: %s/train_%s, language: %s}, ' $data $lang $lang; done)
     seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
-      run.max_time_s=$pretrain_time 2>&1 | tee $exp/log/pretrain.log
+      run.max_time_s=$pretrain_time $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
     touch $marker
   else
     echo "already done ($marker)"
