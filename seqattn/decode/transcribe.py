@@ -81,8 +81,10 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
             failures.append(Failure(path, "no such file or directory"))
     if data_dir is not None:
         data = read_data_dir(data_dir, fix=True, check_audio=False)
-        for problem in data.problems:
-            failures.append(Failure(f"{data_dir}", str(problem)))
+        dropped = {p.key for p in data.problems if p.key is not None}
+        for key in sorted(dropped):  # utterances the data dir names but cannot give: each one a failed input
+            reasons = "; ".join(str(p) for p in data.problems if p.key == key)
+            failures.append(Failure(key, f"invalid data-dir entry: {reasons}"))
         for utt in data.utterances:
             add(InputItem(utt.utt_id, utt.source, utt.text))
     if manifest is not None:
