@@ -77,7 +77,13 @@ def _build(method: str, n: int):
 
         block_mask = create_block_mask(band_mod, None, None, n, n, device="cpu")
         compiled = torch.compile(flex_attention)
-        return (lambda q, k, v: compiled(q, k, v, block_mask=block_mask)), True
+
+        def flex(q, k, v):  # on CPU it refuses inputs that require grad, even under no_grad
+            if not torch.is_grad_enabled():
+                q, k, v = q.detach(), k.detach(), v.detach()
+            return compiled(q, k, v, block_mask=block_mask)
+
+        return flex, True
     if method in ("seqattn_routing", "seqattn_routing_causal"):
         from seqattn.nn import RoutingAttention
 
