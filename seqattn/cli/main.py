@@ -10,38 +10,31 @@ import shlex
 import sys
 
 
-def _pretrain(args) -> int:
-    from seqattn.train.config_io import load_config
-    from seqattn.train.pretrain import PretrainConfig, train
+def _run_training(args, config_class, train, result_label: str) -> int:
+    """Shared body of the training commands: YAML + overrides -> dataclass config -> train()."""
+    import json
 
-    config = load_config(PretrainConfig, args.config, args.overrides)
+    from seqattn.train.config_io import load_config, to_plain
+
+    config = load_config(config_class, args.config, args.overrides)
     if args.print_config:
-        import json
-
-        from seqattn.train.config_io import to_plain
-
         print(json.dumps(to_plain(config), indent=2))
         return 0
-    final = train(config, command=" ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]]))
-    print(f"final checkpoint: {final}")
+    path = train(config, command=" ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]]))
+    print(f"{result_label}: {path}")
     return 0
+
+
+def _pretrain(args) -> int:
+    from seqattn.train.pretrain import PretrainConfig, train
+
+    return _run_training(args, PretrainConfig, train, "final checkpoint")
 
 
 def _finetune(args) -> int:
-    from seqattn.train.config_io import load_config
     from seqattn.train.finetune import FinetuneConfig, train
 
-    config = load_config(FinetuneConfig, args.config, args.overrides)
-    if args.print_config:
-        import json
-
-        from seqattn.train.config_io import to_plain
-
-        print(json.dumps(to_plain(config), indent=2))
-        return 0
-    best = train(config, command=" ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]]))
-    print(f"best checkpoint: {best}")
-    return 0
+    return _run_training(args, FinetuneConfig, train, "best checkpoint")
 
 
 def _transcribe(args) -> int:
