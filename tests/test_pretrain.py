@@ -63,8 +63,10 @@ def test_resume_continues_exactly(data, tmp_path):
     train(_config(data, interrupted, "run.stop_after=3"))  # resumes at 2, stops at 5
     train(_config(data, interrupted))  # resumes at 5, finishes at 6
     a, b = _weights(straight, 6), _weights(interrupted, 6)
+    # 2-thread CPU convolution backward sums in a run-dependent order: single elements can differ by ~1e-6
+    # between two identical runs; a wrong data position or RNG state moves weights by 1e-3 or more.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_unreadable_audio_is_skipped_and_listed(data, tmp_path):
