@@ -88,6 +88,14 @@ def _transcribe(args) -> int:
     return 0
 
 
+def _training_arguments(parser, override_example: str, handler) -> None:
+    """CONFIG, key=value overrides and --print-config: the same for every training command."""
+    parser.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
+    parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {override_example}")
+    parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    parser.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqattn",
@@ -103,10 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: seqattn pretrain recipes/wav2vec2/pretrain_tiny.yaml "
                "data.train='[{path: data/hi, language: hi}]' run.output_dir=exp/pt optim.lr=1e-3",
     )
-    p.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 run.max_time_s=900")
-    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    p.set_defaults(handler=_pretrain)
+    _training_arguments(p, "optim.lr=1e-4 run.max_time_s=900", _pretrain)
 
     p = commands.add_parser(
         "finetune", help="CTC fine-tuning of a (pretrained) wav2vec 2.0 encoder",
@@ -117,10 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: seqattn finetune recipes/wav2vec2/finetune_tiny.yaml init=exp/pt/checkpoints/update_00000400 "
                "data.train='[{path: data/train_hi}]' data.valid='[{path: data/dev_hi}]' run.output_dir=exp/ft",
     )
-    p.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 freeze_updates=100")
-    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    p.set_defaults(handler=_finetune)
+    _training_arguments(p, "optim.lr=1e-4 freeze_updates=100", _finetune)
 
     p = commands.add_parser(
         "transcribe", help="transcribe audio with a fine-tuned CTC model",

@@ -29,8 +29,11 @@ from seqattn.models.wav2vec2.masking import generators_for
 
 from .checkpoint import CheckpointManager
 from .config_io import to_plain
-from .distributed import DistributedContext, init_distributed, shutdown_distributed
-from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, checkpoint_saver, resume, run_updates
+from .distributed import DistributedContext
+from .loop import (
+    OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, check_sources, checkpoint_saver, launch, resume,
+    run_updates,
+)
 from .monitor import TrainMonitor
 from .pretrain import DataSource
 from .schedule import tri_stage
@@ -179,16 +182,10 @@ def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: Finetune
 
 
 def train(config: FinetuneConfig, command: str = "seqattn finetune") -> Path:
-    if not config.data.train:
-        raise TrainingError("data.train is empty: give at least one labelled data dir or manifest")
-    for source in config.data.train + config.data.valid:
-        if not Path(source.path).exists():
-            raise TrainingError(f"data source {source.path} does not exist")
-    ctx = init_distributed()
-    try:
-        return _train(config, ctx, command)
-    finally:
-        shutdown_distributed(ctx)
+    """Run (or resume) fine-tuning; returns the best checkpoint (by validation WER) or the last one."""
+    check_sources([s.path for s in config.data.train], "labelled")
+    check_sources([s.path for s in config.data.valid] or [config.data.train[0].path], "validation")
+    return launch(_train, config, command)
 
 
 def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Path:
@@ -211,8 +208,7 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     if not train_report.items:
         raise TrainingError("no usable training utterances (see rejected_utterances.txt)")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                  weight_decay=optim.weight_decay)
+    optimizer = adamw(params, optim)
     s = config.schedule
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: tri_stage(step, optim.max_updates, s.warmup_ratio, s.hold_ratio, s.init_scale,

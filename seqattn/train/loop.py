@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .distributed import DistributedContext
+from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .monitor import TrainMonitor
 
 
@@ -220,6 +220,30 @@ def checkpoint_saver(manager, model, optimizer, scheduler, position: Position, c
         return path
 
     return save
+
+
+def check_sources(paths: list[str], what: str) -> None:
+    """Fail before any training starts when data is missing."""
+    if not paths:
+        raise TrainingError(f"data.train is empty: give at least one {what} data dir or manifest, e.g. "
+                            "data.train='[{path: data/train_hi, language: hi}]'")
+    for path in paths:
+        if not Path(path).exists():
+            raise TrainingError(f"data source {path} does not exist")
+
+
+def launch(train_fn, config, command: str):
+    """Run ``train_fn(config, ctx, command)`` inside an initialised (and afterwards destroyed) process group."""
+    ctx = init_distributed()
+    try:
+        return train_fn(config, ctx, command)
+    finally:
+        shutdown_distributed(ctx)
+
+
+def adamw(params, optim: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                             weight_decay=optim.weight_decay)
 
 
 def resume(manager, model, optimizer, scheduler) -> tuple[Position, Path | None]:

@@ -22,8 +22,11 @@ from seqattn.models.wav2vec2.masking import generators_for
 
 from .checkpoint import CheckpointManager
 from .config_io import to_plain
-from .distributed import DistributedContext, init_distributed, shutdown_distributed
-from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, checkpoint_saver, resume, run_updates
+from .distributed import DistributedContext
+from .loop import (
+    OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, check_sources, checkpoint_saver, launch, resume,
+    run_updates,
+)
 from .monitor import TrainMonitor
 from .schedule import polynomial_decay
 
@@ -119,24 +122,11 @@ class PretrainTask(Task):
         }
 
 
-def _validate_sources(config: PretrainConfig) -> None:
-    if not config.data.train:
-        raise TrainingError("data.train is empty: give at least one data dir or manifest, e.g. "
-                            "data.train='[{path: data/train_hi, language: hi}]'")
-    for source in config.data.train:
-        if not Path(source.path).exists():
-            raise TrainingError(f"data source {source.path} does not exist")
-
-
 def train(config: PretrainConfig, command: str = "seqattn pretrain") -> Path:
     """Run (or resume) pretraining; returns the directory of the final checkpoint."""
     config.model.validate()
-    _validate_sources(config)
-    ctx = init_distributed()
-    try:
-        return _train(config, ctx, command)
-    finally:
-        shutdown_distributed(ctx)
+    check_sources([s.path for s in config.data.train], "unlabelled")
+    return launch(_train, config, command)
 
 
 def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Path:
@@ -147,8 +137,7 @@ def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Pat
     manager = CheckpointManager(out / "checkpoints", run.keep_last)
     torch.manual_seed(run.seed)
     model = Wav2Vec2ForPretraining(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                                  weight_decay=optim.weight_decay)
+    optimizer = adamw(model.parameters(), optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: polynomial_decay(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio, optim.power)
     )
