@@ -118,3 +118,88 @@ def test_chunked_logits_match_one_pass_for_local_models(tmp_path):
         chunked = logits_in_chunks(model, wave, chunk=16000 * 3, overlap=16000)
     assert chunked.shape == full.shape
     torch.testing.assert_close(chunked, full, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("extractor_mode", ["default", "layer_norm"])
+def test_long_input_cnn_in_chunks_equals_one_pass(extractor_mode):
+    """forward_long must reproduce the whole-utterance CNN exactly, including the base model's GroupNorm,
+    whose statistics span the entire input (gathered in a first pass)."""
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(tiny(vocab_size=8, extractor_mode=extractor_mode)).eval()
+    wave = torch.from_numpy(tone_wave(7.3, 16000, np.random.default_rng(1)))
+    extractor = model.wav2vec2.feature_extractor
+    with torch.no_grad():
+        whole = extractor(wave[None])
+        for frames in (1, 37, 100, 10_000):
+            chunked = extractor.forward_long(wave, frames_per_chunk=frames)
+            assert chunked.shape == whole.shape
+            torch.testing.assert_close(chunked, whole, atol=2e-5, rtol=1e-4)
+
+
+def test_feed_forward_slices_long_inputs_without_changing_them(monkeypatch):
+    from seqattn.models.wav2vec2.components import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 64, 0.0).eval()
+    x = torch.randn(2, 501, 16)
+    with torch.no_grad():
+        whole = ffn(x)
+        monkeypatch.setattr(FeedForward, "INFERENCE_SLICE", 50)
+        sliced = ffn(x)
+    torch.testing.assert_close(sliced, whole, atol=1e-6, rtol=1e-5)
+    assert ffn(x.requires_grad_()).requires_grad  # training path unchanged
+
+
+@pytest.mark.parametrize("extractor_mode", ["default", "layer_norm"])
+def test_batched_logits_equal_single_utterance_logits(extractor_mode):
+    """Padding must not change any utterance's logits, even with the GroupNorm extractor (each utterance
+    goes through the CNN alone) and with local and full attention heads mixed."""
+    torch.manual_seed(0)
+    mixed = AttentionConfig(num_heads=4, local_heads=2, window_left=6, window_right=6)
+    model = Wav2Vec2ForCTC(tiny(vocab_size=9, extractor_mode=extractor_mode, attention=mixed)).eval()
+    rng = np.random.default_rng(2)
+    waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (0.41, 1.73, 0.97, 1.2)]
+    batched = model.logits_for(waves)
+    for wave, logits in zip(waves, batched):
+        single = model.logits_for([wave])[0]
+        with torch.no_grad():
+            reference = model(wave[None])[0][0]
+        assert logits.shape == single.shape == reference.shape
+        torch.testing.assert_close(logits, reference, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(single, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_cli_batch_size_gives_the_same_transcripts(model_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, seconds in enumerate((0.6, 1.9, 1.1, 0.8, 1.4)):
+        _write(inputs / f"u{i}.wav", seconds, seed=i)
+    outputs = {}
+    for batch in ("1", "3"):
+        out = tmp_path / f"out{batch}"
+        assert cli_main(["transcribe", str(model_dir), str(inputs), "--output-dir", str(out), "--output-format",
+                         "json", "--batch-size", batch, "--quiet"]) == 0
+        outputs[batch] = {p.name: json.loads(p.read_text(encoding="utf-8"))["text"] for p in sorted(out.glob("*.json"))}
+    assert len(outputs["1"]) == 5 and outputs["1"] == outputs["3"]
+    assert any(outputs["1"].values())
+    assert cli_main(["transcribe", str(model_dir), str(inputs), "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("heads", ["local", "mixed"])
+def test_encoder_time_slices_equal_one_pass(heads, monkeypatch):
+    """Long-input inference runs all-local layers (and the positional conv) on overlapping time slices;
+    the result must equal the one-pass encoder, with padding in the batch. Mixed layers run whole."""
+    from seqattn.models.wav2vec2.components import Encoder
+
+    torch.manual_seed(0)
+    local_heads = 4 if heads == "local" else 2
+    attention = AttentionConfig(num_heads=4, local_heads=local_heads, window_left=5, window_right=3)
+    model = Wav2Vec2ForCTC(tiny(vocab_size=7, attention=attention)).eval()
+    rng = np.random.default_rng(3)
+    waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (2.3, 1.7)]
+    whole = model.logits_for(waves)
+    monkeypatch.setattr(Encoder, "INFERENCE_SLICE", 9)  # slices of 9 frames, far shorter than the 16-frame conv
+    sliced = model.logits_for(waves)
+    for a, b in zip(whole, sliced):
+        torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)

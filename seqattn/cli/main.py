@@ -56,7 +56,11 @@ def _transcribe(args) -> int:
     if args.beam_size > 1 or args.lm or args.lexicon:
         beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score)
     chunk = None if args.chunk_seconds is None else args.chunk_seconds
-    result = transcribe(model, vocab, items, chunk_seconds=chunk, beam=beam, allow_pipes=not args.no_pipes,
+    if args.batch_size < 1:
+        print(f"seqattn transcribe: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    result = transcribe(model, vocab, items, chunk_seconds=chunk, beam=beam, batch_size=args.batch_size,
+                        allow_pipes=not args.no_pipes,
                         pipe_timeout=args.pipe_timeout, progress=not args.quiet)
     result.failures = failures + result.failures
     formats = FORMATS if args.output_format == "all" else (args.output_format,)
@@ -145,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--word-score", type=float, default=0.0)
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="utterances per encoder batch (sorted by length; inputs over a minute run alone)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-pipes", action="store_true", help="refuse piped wav.scp entries (they become errors)")
     p.add_argument("--pipe-timeout", type=float, default=120.0)

@@ -129,11 +129,10 @@ def logits_in_chunks(model, wave: torch.Tensor, chunk: int, overlap: int) -> tor
     while frame < total_frames:
         begin = max(0, start - overlap)
         end = min(wave.numel(), start + step + overlap)
-        with torch.no_grad():
-            logits, _ = model(wave[None, begin:end])
+        logits = model.logits_for([wave[begin:end]])[0]  # (frames, V)
         offset = (start - begin) // hop  # frames of left context to drop
         want = min(total_frames - frame, max(1, step // hop))
-        piece = logits[0, offset : offset + want]
+        piece = logits[offset : offset + want]
         if piece.shape[0] == 0:
             break
         pieces.append(piece)
@@ -178,20 +177,66 @@ def _strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
     return result
 
 
+@dataclass
+class _Loaded:
+    index: int  # position in the input list, so outputs keep the input order
+    item: InputItem
+    wave: torch.Tensor  # (S,) at the model's rate, normalised if the model expects it
+    seconds: float
+
+
+ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
+
+
 def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
                chunk_seconds: float | None = None, beam: Beam | None = None, timestamps: bool = True,
-               allow_pipes: bool = True, pipe_timeout: float = 120.0, progress: bool = True) -> TranscriptionResult:
-    """Transcribe ``items`` one by one (each fully, whatever its length). ``chunk_seconds=None`` chooses:
-    chunks of 30 s for models with full attention, one pass otherwise; 0 forces one pass."""
+               batch_size: int = 1, allow_pipes: bool = True, pipe_timeout: float = 120.0,
+               progress: bool = True) -> TranscriptionResult:
+    """Transcribe every item fully, whatever its length.
+
+    ``chunk_seconds=None`` chooses: chunks of 30 s for models with full attention, one pass otherwise; 0 forces
+    one pass. ``batch_size`` > 1 runs up to that many utterances of similar length through the encoder together
+    (each still gets its own CNN pass, so the result equals unbatched decoding up to float rounding); inputs
+    longer than a minute or than ``chunk_seconds`` are always run alone.
+    """
     from tqdm import tqdm
 
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     result = TranscriptionResult()
     if chunk_seconds is None:
         chunk_seconds = 30.0 if has_full_attention(model) else 0.0
     hop = frame_hop(model)
+    device = next(model.parameters()).device
     boundary = vocab.index["|"]
+    finished: list[tuple[int, Transcript]] = []
+    pool: list[_Loaded] = []
+    pool_size = 1 if batch_size == 1 else 8 * batch_size  # inputs read ahead, then sorted by length into batches
+
+    def finish(loaded: _Loaded, logits: torch.Tensor) -> None:
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
+        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
+        tokens = _strip_boundaries(tokens, boundary)
+        text = vocab.decode(tokens)
+        words = []
+        if timestamps and text:
+            try:
+                words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
+            except AlignmentError as error:
+                result.warnings.append(f"{loaded.item.utt_id}: no word timestamps ({error})")
+        item = loaded.item
+        finished.append((loaded.index, Transcript(item.utt_id, str(item.source), text, loaded.seconds, words)))
+
+    def run_pool() -> None:
+        pool.sort(key=lambda loaded: loaded.wave.numel())
+        for b in range(0, len(pool), batch_size):
+            batch = pool[b : b + batch_size]
+            for loaded, logits in zip(batch, model.logits_for([loaded.wave for loaded in batch])):
+                finish(loaded, logits)
+        pool.clear()
+
     started = time.perf_counter()
-    for item in tqdm(items, desc="transcribe", unit="file", disable=not progress):
+    for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
         try:
             wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
         except AudioError as error:
@@ -203,27 +248,22 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             result.references[item.utt_id] = vocab.normalize(item.reference)
         if wave.numel() < 400 or float(wave.abs().max()) == 0.0:
             result.warnings.append(f"{item.utt_id}: {'empty' if wave.numel() < 400 else 'silent'} audio, empty transcript")
-            result.transcripts.append(Transcript(item.utt_id, str(item.source), "", seconds))
+            finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
             continue
         if model.config.normalize_waveform:
             wave = normalize_waveform(wave)
-        with torch.no_grad():
-            if chunk_seconds and seconds > chunk_seconds:
-                chunk = int(chunk_seconds * sample_rate)
-                logits = logits_in_chunks(model, wave, chunk, overlap=chunk // 6)
-            else:
-                logits = model(wave[None])[0][0]
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
-        tokens = _strip_boundaries(tokens, boundary)
-        text = vocab.decode(tokens)
-        words = []
-        if timestamps and text:
-            try:
-                words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
-            except AlignmentError as error:
-                result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
-        result.transcripts.append(Transcript(item.utt_id, str(item.source), text, seconds, words))
+        loaded = _Loaded(index, item, wave.to(device), seconds)
+        if chunk_seconds and seconds > chunk_seconds:
+            chunk = int(chunk_seconds * sample_rate)
+            finish(loaded, logits_in_chunks(model, wave, chunk, overlap=chunk // 6))
+        elif seconds > ALONE_SECONDS or batch_size == 1:
+            finish(loaded, model.logits_for([wave])[0])
+        else:
+            pool.append(loaded)
+            if len(pool) >= pool_size:
+                run_pool()
+    run_pool()
+    result.transcripts = [transcript for _, transcript in sorted(finished, key=lambda pair: pair[0])]
     result.wall_seconds = time.perf_counter() - started
     return result
 

@@ -261,13 +261,16 @@ class _BandedAttention(torch.autograd.Function):
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
         masks = flat.masks(key_valid, segments, self_bias, q.dtype)
         out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
-        # The probabilities are kept for the backward: N * span * b values per head, linear in N, and it saves
-        # recomputing every score and softmax there (about 15% of a forward+backward).
-        probs = q.new_empty(flat.blocks, layout.block, layout.window)  # (G, b, W)
+        # For a backward the probabilities are kept: N * span * b values per head, linear in N, and it saves
+        # recomputing every score and softmax there (about 15% of a forward+backward). Inference keeps only
+        # one chunk's worth (for an hour of audio the kept probabilities would be 3 GB per layer).
+        needs_backward = any(ctx.needs_input_grad[:3])
+        probs = q.new_empty(flat.blocks, layout.block, layout.window) if needs_backward else None  # (G, b, W)
         for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale, probs):
             torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
         ctx.flat, ctx.scale = flat, scale
-        ctx.save_for_backward(qg, kf, vf, out, probs)
+        if needs_backward:
+            ctx.save_for_backward(qg, kf, vf, out, probs)
         return flat.unflatten_queries(out)
 
     @staticmethod

@@ -51,6 +51,15 @@ class AttentionConfig:
     def full_heads(self) -> int:
         return self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
 
+    @property
+    def reach(self) -> tuple[int, int] | None:
+        """(frames left, frames right) beyond which no query looks, or None when some head sees the whole
+        sequence (routing, pooled, full) or works on absolute window positions (shifted windows). A layer with
+        a bounded reach can be run on overlapping time slices with the same result."""
+        if self.local_heads == self.num_heads:
+            return self.window_left, self.window_right
+        return None
+
     def validate(self) -> None:
         counts = dict(
             local_heads=self.local_heads,

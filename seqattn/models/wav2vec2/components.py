@@ -65,6 +65,63 @@ class FeatureExtractor(nn.Module):
             x = layer(x)
         return x  # (B, C, T)
 
+    def receptive_field(self) -> tuple[int, int]:
+        """(samples seen by one output frame, samples between output frames): (400, 320) for wav2vec 2.0."""
+        field, hop = 1, 1
+        for layer in self.conv_layers:
+            field += (layer.kernel - 1) * hop
+            hop *= layer.stride
+        return field, hop
+
+    @torch.no_grad()
+    def forward_long(self, waveform: torch.Tensor, frames_per_chunk: int = 1024) -> torch.Tensor:
+        """Inference on one long waveform (S,) -> (1, C, T), equal to ``forward`` but with memory bounded by
+        the chunk instead of the whole input (the first layer alone holds 512 x S/5 floats: 24 GB for an hour).
+
+        The convolutions have no padding, so output frames [f0, f1) depend only on samples
+        [f0*hop, (f1-1)*hop + field) and each chunk is computed exactly. The base model's GroupNorm on the
+        first layer normalises every channel over the *whole* utterance, so its statistics are gathered in a
+        first pass (float64 sums) and applied as a fixed affine map in the second.
+        """
+        field, hop = self.receptive_field()
+        total = int(self.output_lengths(torch.tensor([waveform.numel()]))[0])
+        first = self.conv_layers[0]
+        statistics = None
+        if first.norm_kind == "group":
+            statistics = self._first_layer_statistics(waveform, frames_per_chunk * hop)
+        pieces = []
+        for f0 in range(0, total, frames_per_chunk):
+            f1 = min(total, f0 + frames_per_chunk)
+            x = waveform[f0 * hop : (f1 - 1) * hop + field][None, None]  # (1, 1, samples of this chunk)
+            for i, layer in enumerate(self.conv_layers):
+                if i == 0 and statistics is not None:
+                    mean, inv_std = statistics
+                    y = (layer.conv(x) - mean) * inv_std  # GroupNorm with whole-utterance statistics
+                    x = F.gelu(y * layer.norm.weight[:, None] + layer.norm.bias[:, None])
+                else:
+                    x = layer(x)
+            pieces.append(x)  # (1, C, f1 - f0)
+        if not pieces:
+            return self.forward(waveform[None])
+        return torch.cat(pieces, dim=2)
+
+    def _first_layer_statistics(self, waveform: torch.Tensor, samples_per_chunk: int):
+        """Per-channel mean and 1/std of the first conv's output over the whole waveform, chunk by chunk."""
+        layer = self.conv_layers[0]
+        frames = (waveform.numel() - layer.kernel) // layer.stride + 1
+        per_chunk = max(1, samples_per_chunk // layer.stride)
+        total = sum_sq = None
+        for j0 in range(0, frames, per_chunk):
+            j1 = min(frames, j0 + per_chunk)
+            y = layer.conv(waveform[j0 * layer.stride : (j1 - 1) * layer.stride + layer.kernel][None, None])[0]
+            y = y.double()  # (C, j1 - j0)
+            total = y.sum(1) if total is None else total + y.sum(1)
+            sum_sq = y.square().sum(1) if sum_sq is None else sum_sq + y.square().sum(1)
+        mean = total / frames
+        variance = (sum_sq / frames - mean.square()).clamp(min=0.0)  # biased, as GroupNorm uses
+        inv_std = (variance + layer.norm.eps).rsqrt()
+        return mean.float()[:, None], inv_std.float()[:, None]
+
 
 class ConvPositionalEmbedding(nn.Module):
     """Grouped conv over time with weight norm (``weight = g * v / ||v||``, norm over dims 0 and 1).
@@ -93,6 +150,8 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class FeedForward(nn.Module):
+    INFERENCE_SLICE = 8192  # frames per slice for inference on long inputs
+
     def __init__(self, dim: int, hidden: int, activation_dropout: float):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
@@ -100,6 +159,14 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). Without autograd, long inputs go through in slices of time so the
+        (T, 4C) hidden activations of an hour of audio (2 GB each for the base model) never exist at once."""
+        if not torch.is_grad_enabled() and x.shape[0] * x.shape[1] > self.INFERENCE_SLICE:
+            step = max(1, self.INFERENCE_SLICE // x.shape[0])
+            return torch.cat([self._hidden_and_out(x[:, t : t + step]) for t in range(0, x.shape[1], step)], dim=1)
+        return self._hidden_and_out(x)
+
+    def _hidden_and_out(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(F.gelu(self.fc1(x))))
 
 
@@ -131,8 +198,26 @@ class EncoderLayer(nn.Module):
         return x, attended.aux_loss, attended.weights
 
 
+def map_time_slices(x: torch.Tensor, fn, halo: int, slice_frames: int, padding_mask=None) -> torch.Tensor:
+    """``fn(x, padding_mask)`` for a length-preserving ``fn`` whose output frame t depends only on input frames
+    t - halo .. t + halo, computed on slices of ``slice_frames`` frames (plus the halo each side) so that its
+    temporaries are bounded by the slice instead of the sequence. x (B, T, C) -> (B, T, C)."""
+    length = x.shape[1]
+    if length <= slice_frames + 2 * halo:
+        return fn(x, padding_mask)
+    out = torch.empty_like(x)
+    for start in range(0, length, slice_frames):
+        stop = min(length, start + slice_frames)
+        lo, hi = max(0, start - halo), min(length, stop + halo)
+        mask = None if padding_mask is None else padding_mask[:, lo:hi]
+        out[:, start:stop] = fn(x[:, lo:hi], mask)[:, start - lo : stop - lo]
+    return out
+
+
 class Encoder(nn.Module):
     """Positional conv + transformer layers (+ final LN for pre-LN models)."""
+
+    INFERENCE_SLICE = 4096  # frames per time slice for inference on long inputs
 
     def __init__(self, config):
         super().__init__()
@@ -154,15 +239,24 @@ class Encoder(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False):
+    def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False,
+                keep_layer_outputs: bool = True):
         """x (B, T, C) -> (final output, per-layer outputs, aux loss, per-layer weights).
 
-        Per-layer output i is layer i's output before any final LN (fairseq ``layer_results[i][0]``).
+        Per-layer output i is layer i's output before any final LN (fairseq ``layer_results[i][0]``);
+        ``keep_layer_outputs=False`` returns none, so inference holds one layer's activations at a time.
         Padded frames are zeroed before the positional conv so they never leak into real frames.
         """
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
-        x = x + self.pos_conv(x)
+        # Inference on long inputs: layers whose every head is local (and the positional conv) run on
+        # overlapping time slices, so an hour of audio holds a few (T, C) tensors instead of a dozen.
+        sliced = not torch.is_grad_enabled() and not return_weights and x.shape[1] > 2 * self.INFERENCE_SLICE
+        if sliced:
+            x = x + map_time_slices(x, lambda part, _: self.pos_conv(part), self.pos_conv.kernel // 2,
+                                    self.INFERENCE_SLICE)
+        else:
+            x = x + self.pos_conv(x)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
@@ -172,9 +266,16 @@ class Encoder(nn.Module):
         for layer in self.layers[:limit]:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
                 continue
-            x, layer_aux, layer_weights = layer(x, padding_mask, return_weights)
+            reach = layer.attention.config.reach
+            if sliced and reach is not None:
+                x = map_time_slices(x, lambda part, mask: layer(part, mask)[0], max(reach), self.INFERENCE_SLICE,
+                                    padding_mask)
+                layer_aux, layer_weights = aux.new_zeros(()), []
+            else:
+                x, layer_aux, layer_weights = layer(x, padding_mask, return_weights)
             aux = aux + layer_aux
-            outputs.append(x)
+            if keep_layer_outputs:
+                outputs.append(x)
             weights.append(layer_weights)
         if self.layer_norm_first and limit == len(self.layers):
             x = self.layer_norm(x)
