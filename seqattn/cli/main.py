@@ -92,6 +92,19 @@ def _transcribe(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from seqattn.interop import convert
+
+    if args.source_format == "fairseq":
+        out = convert.convert_fairseq(args.source, args.out_dir, args.dict)
+    elif args.source_format == "hf-import":
+        out = convert.hf_import(args.source, args.out_dir)
+    else:
+        out = convert.hf_export(args.source, args.out_dir)
+    print(f"wrote {out}")
+    return 0
+
+
 def _training_arguments(parser, override_example: str, handler) -> None:
     """CONFIG, key=value overrides and --print-config: the same for every training command."""
     parser.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
@@ -157,6 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipe-timeout", type=float, default=120.0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_transcribe)
+
+    p = commands.add_parser(
+        "convert", help="import fairseq / HF wav2vec2 models, export to HF",
+        description="Convert models between formats. Outputs appear complete or not at all.",
+    )
+    formats = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
+    q = formats.add_parser(
+        "fairseq", help="fairseq wav2vec 2.0 checkpoint (pretraining or CTC, e.g. IndicWav2Vec) -> seqattn",
+        description="Read a fairseq checkpoint without fairseq (safe loading: only the classes fairseq files "
+                    "contain are accepted) and write a seqattn model directory. CTC models get tokens.json from "
+                    "the checkpoint's target dictionary or --dict.",
+        epilog="example: seqattn convert fairseq indicw2v_base_pretrained.pt exp/indicw2v_base",
+    )
+    q.add_argument("source", help="fairseq .pt checkpoint")
+    q.add_argument("out_dir", help="seqattn model directory to write")
+    q.add_argument("--dict", help="fairseq dict.ltr.txt (when the checkpoint holds no target dictionary)")
+    q.set_defaults(handler=_convert)
+    q = formats.add_parser("hf-import", help="HF Wav2Vec2ForCTC / Wav2Vec2ForPreTraining directory -> seqattn")
+    q.add_argument("source", help="HF save_pretrained directory (config.json, model.safetensors, vocab.json)")
+    q.add_argument("out_dir", help="seqattn model directory to write")
+    q.set_defaults(handler=_convert)
+    q = formats.add_parser("hf-export", help="seqattn model directory (full attention only) -> HF directory")
+    q.add_argument("source", help="seqattn model directory")
+    q.add_argument("out_dir", help="HF directory to write (loads with transformers' from_pretrained)")
+    q.set_defaults(handler=_convert)
     return parser
 
 
@@ -172,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.train.config_io import ConfigError
     from seqattn.data.text import VocabularyError
     from seqattn.train.loop import TrainingError
+    from seqattn.interop.convert import ConversionError
 
     try:
         return args.handler(args)
     except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
-            FileNotFoundError) as error:
+            ConversionError, FileNotFoundError) as error:
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

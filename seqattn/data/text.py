@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BLANK, UNK, WORD_BOUNDARY = "<blank>", "<unk>", "|"
+SILENT_TOKENS = frozenset({"<pad>", "</s>", "<s>"})  # outputs of imported fairseq models that write no text
 
 
 def normalize_text(text: str, strip_punctuation: bool = True, lowercase: bool = False) -> str:
@@ -83,13 +84,18 @@ class CharVocabulary:
 
     def decode(self, ids) -> str:
         """Ids (already collapsed, no blanks) -> text with spaces for word boundaries."""
-        text = "".join(WORD_BOUNDARY if i == self.index[WORD_BOUNDARY] else self.tokens[i] for i in ids if i > 0)
+        boundary = self.index[WORD_BOUNDARY]
+        text = "".join(WORD_BOUNDARY if i == boundary else self.tokens[i] for i in ids
+                       if i > 0 and self.tokens[i] not in SILENT_TOKENS)
         return " ".join(part for part in text.split(WORD_BOUNDARY) if part)
 
+    def to_json(self) -> str:
+        """The ``tokens.json`` text: tokens in output order plus the normalisation settings."""
+        return json.dumps({"type": "char", "tokens": self.tokens, "strip_punctuation": self.strip_punctuation,
+                           "lowercase": self.lowercase}, ensure_ascii=False, indent=1)
+
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps({"type": "char", "tokens": self.tokens, "strip_punctuation":
-                                          self.strip_punctuation, "lowercase": self.lowercase}, ensure_ascii=False,
-                                         indent=1), encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CharVocabulary":

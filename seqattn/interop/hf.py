@@ -128,3 +128,37 @@ def config_from_hf(hf: dict) -> Wav2Vec2Config:
         vocab_size=hf.get("vocab_size", 0) or 0,
         final_dropout=hf.get("final_dropout", 0.0),
     )
+
+
+def config_to_hf(config: Wav2Vec2Config) -> dict:
+    """:class:`Wav2Vec2Config` -> keyword values for HF ``Wav2Vec2Config`` (the inverse of :func:`config_from_hf`).
+
+    HF wav2vec2 has only full attention, so a config with local/routing/other heads in any layer is refused:
+    HF would silently run it with full attention and compute something else.
+    """
+    for i in range(config.num_layers):
+        attention = config.attention_for(i)
+        if attention.full_heads != attention.num_heads or attention.rotary:
+            raise ValueError(
+                f"layer {i} uses {attention.num_heads - attention.full_heads} non-full attention heads"
+                f"{' and rotary positions' if attention.rotary else ''}; HF wav2vec2 only has full attention, so "
+                "it cannot represent this model (keep it in seqattn's format)")
+    return dict(
+        conv_dim=[c[0] for c in config.conv_layers], conv_kernel=[c[1] for c in config.conv_layers],
+        conv_stride=[c[2] for c in config.conv_layers],
+        feat_extract_norm="group" if config.extractor_mode == "default" else "layer",
+        conv_bias=config.conv_bias, hidden_size=config.embed_dim, intermediate_size=config.ffn_dim,
+        num_hidden_layers=config.num_layers, num_attention_heads=config.attention.num_heads,
+        do_stable_layer_norm=config.layer_norm_first, num_conv_pos_embeddings=config.conv_pos,
+        num_conv_pos_embedding_groups=config.conv_pos_groups, layer_norm_eps=config.layer_norm_eps,
+        hidden_dropout=config.dropout, attention_dropout=0.0, activation_dropout=config.activation_dropout,
+        feat_proj_dropout=config.dropout_input, feat_quantizer_dropout=config.dropout_features,
+        layerdrop=config.layerdrop, proj_codevector_dim=config.final_dim,
+        num_codevectors_per_group=config.latent_vars, num_codevector_groups=config.latent_groups,
+        codevector_dim=config.latent_dim or config.final_dim, mask_time_prob=config.mask_prob,
+        mask_time_length=config.mask_length, mask_feature_prob=config.mask_channel_prob,
+        mask_feature_length=config.mask_channel_length, num_negatives=config.num_negatives,
+        contrastive_logits_temperature=config.logit_temp, diversity_loss_weight=config.diversity_weight,
+        vocab_size=config.vocab_size or 32, final_dropout=config.final_dropout,
+        feat_extract_activation="gelu", hidden_act="gelu",
+    )

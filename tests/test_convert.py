@@ -1,0 +1,169 @@
+"""`seqattn convert`: fairseq import used end to end, HF import/export checked by transformers itself."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audio_fixtures import make_data_dir, tone_wave
+from seqattn import load_model
+from seqattn.cli.main import main as cli_main
+from seqattn.data.text import CharVocabulary
+from seqattn.models.io import save_model
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
+from seqattn.nn import AttentionConfig
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "fairseq"
+needs_fixtures = pytest.mark.skipif(not (FIXTURES / "inputs.npz").is_file(),
+                                    reason=f"fairseq reference fixtures not found at {FIXTURES} (../shared is absent)")
+
+
+@needs_fixtures
+def test_converted_fairseq_ctc_model_transcribes_and_keeps_fairseq_logits(tmp_path, capsys):
+    out = tmp_path / "indic_ctc"
+    assert cli_main(["convert", "fairseq", str(FIXTURES / "w2v2_ctc_base_like.pt"), str(out)]) == 0
+    assert {"config.json", "model.safetensors", "tokens.json", "README.md"} <= {p.name for p in out.iterdir()}
+    model = load_model(out)
+    inputs = np.load(FIXTURES / "inputs.npz")
+    reference = np.load(FIXTURES / "w2v2_ctc_base_like.npz")["nopad.encoder_out"]  # (T, B, V) fairseq order
+    order = [0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1, 2]
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(inputs["source"]))
+    theirs = torch.from_numpy(reference).transpose(0, 1)[..., order]
+    assert (logits - theirs).abs().max() <= 1e-4  # survives the safetensors round trip
+    audio = tmp_path / "speech.wav"
+    sf.write(audio, tone_wave(2.0, 22050, np.random.default_rng(0)), 22050)
+    capsys.readouterr()
+    assert cli_main(["transcribe", str(out), str(audio), "--output-dir", str(tmp_path / "tr"), "--quiet",
+                     "--output-format", "json"]) == 0
+    text = json.loads((tmp_path / "tr" / "speech.json").read_text(encoding="utf-8"))["text"]
+    assert text and set(text.replace("<unk>", "")) <= set("ETAONIH ")  # <pad> and </s> write nothing
+
+
+@needs_fixtures
+def test_finetune_continues_from_a_converted_fairseq_model(tmp_path):
+    from seqattn.train.config_io import load_config
+    from seqattn.train.finetune import FinetuneConfig, train
+
+    converted = tmp_path / "pretrained"
+    assert cli_main(["convert", "fairseq", str(FIXTURES / "w2v2_large_like.pt"), str(converted)]) == 0
+    train_dir = make_data_dir(tmp_path, "train", 6, "hi", seconds=(1.0, 1.4), texts=["नमस्ते भारत", "हिंदी"])
+    config = load_config(FinetuneConfig, str(REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"), [
+        f"init={converted}", f"data.train=[{{path: {train_dir}}}]", f"run.output_dir={tmp_path / 'ft'}",
+        "optim.max_updates=2", "run.save_every=2", "validate_every=0", "freeze_updates=0",
+        "run.tensorboard=false", "data.max_tokens=48000"])
+    best = train(config)
+    tuned = load_model(best)
+    assert tuned.config.normalize_waveform and tuned.config.layer_norm_first  # fairseq settings carried over
+    assert tuned.config.embed_dim == 64
+
+
+@needs_fixtures
+def test_failed_conversion_writes_nothing(tmp_path, capsys):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((FIXTURES / "w2v2_base_like.pt").read_bytes()[:5000])
+    out = tmp_path / "out"
+    assert cli_main(["convert", "fairseq", str(broken), str(out)]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == [broken]
+
+
+transformers = pytest.importorskip("transformers", reason="transformers is a test-only reference dependency")
+
+STYLES = {
+    "base": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
+    "large": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+}
+HF_VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "क": 5, "ा": 6, "म": 7, "ल": 8}
+
+
+def _hf_ctc_dir(tmp_path, style):
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=len(HF_VOCAB), pad_token_id=0,
+        **STYLES[style])
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2ForCTC(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    directory = tmp_path / f"hf_{style}"
+    model.save_pretrained(directory)
+    (directory / "vocab.json").write_text(json.dumps(HF_VOCAB, ensure_ascii=False), encoding="utf-8")
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
+    tokenizer.save_pretrained(directory)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=style == "large").save_pretrained(directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("style", ["base", "large"])
+def test_hf_import_gives_the_same_logits_and_hidden_states(style, tmp_path):
+    hf, hf_dir = _hf_ctc_dir(tmp_path, style)
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "ours")]) == 0
+    ours = load_model(tmp_path / "ours")
+    vocab = CharVocabulary.load(tmp_path / "ours" / "tokens.json")
+    assert vocab.tokens[:3] == ["<blank>", "<unk>", "|"] and vocab.tokens[-2:] == ["<s>", "</s>"]
+    order = [0, 3, 4, 5, 6, 7, 8, 1, 2]  # seqattn output i = HF output order[i]; HF's pad (0) is the blank
+    assert ours.config.normalize_waveform == (style == "large")
+    waves = torch.randn(2, 9000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = hf(waves, output_hidden_states=True)
+        logits, _ = ours(waves)
+        layers, _ = ours.extract_features(waves)
+    assert (logits - ref.logits[..., order]).abs().max() <= 1e-4
+    for i, layer in enumerate(layers):
+        assert (layer - ref.hidden_states[i + 1]).abs().max() <= 1e-4, f"layer {i}"
+
+
+def _seqattn_ctc_dir(tmp_path, **config):
+    vocab = CharVocabulary.build(["कमला मकान"])
+    torch.manual_seed(4)
+    model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), **config)).eval()
+    return save_model(model, tmp_path / "seqattn_ctc", extra_files={"tokens.json": vocab.to_json()}), model, vocab
+
+
+@pytest.mark.parametrize("style", ["default", "layer_norm"])
+def test_hf_export_loads_in_transformers_with_the_same_logits(style, tmp_path):
+    model_dir, ours, vocab = _seqattn_ctc_dir(tmp_path, extractor_mode=style, layer_norm_first=style == "layer_norm",
+                                              conv_bias=style == "layer_norm")
+    assert cli_main(["convert", "hf-export", str(model_dir), str(tmp_path / "hf")]) == 0
+    hf = transformers.Wav2Vec2ForCTC.from_pretrained(tmp_path / "hf").eval()
+    processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "hf")
+    waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        theirs = hf(waves).logits
+        mine, _ = ours(waves)
+    assert (theirs - mine).abs().max() <= 1e-4
+    assert hf.config.pad_token_id == 0 and processor.tokenizer.pad_token == "<pad>"
+    ids = [vocab.index[c] for c in "कमला"] + [vocab.index["|"]] + [vocab.index[c] for c in "मकान"]
+    assert processor.tokenizer.decode(ids) == vocab.decode(ids) == "कमला मकान"
+
+
+def test_export_then_import_is_bit_identical(tmp_path):
+    model_dir, ours, vocab = _seqattn_ctc_dir(tmp_path)
+    assert cli_main(["convert", "hf-export", str(model_dir), str(tmp_path / "hf")]) == 0
+    assert cli_main(["convert", "hf-import", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    back = load_model(tmp_path / "back")
+    assert CharVocabulary.load(tmp_path / "back" / "tokens.json").tokens == vocab.tokens
+    for key, tensor in ours.state_dict().items():
+        assert torch.equal(back.state_dict()[key], tensor), key
+    pretraining = save_model(Wav2Vec2ForPretraining(tiny()).eval(), tmp_path / "pt")
+    assert cli_main(["convert", "hf-export", str(pretraining), str(tmp_path / "hf_pt")]) == 0
+    assert transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "hf_pt") is not None
+    assert cli_main(["convert", "hf-import", str(tmp_path / "hf_pt"), str(tmp_path / "pt_back")]) == 0
+    original, again = load_model(pretraining).state_dict(), load_model(tmp_path / "pt_back").state_dict()
+    assert set(original) == set(again) and all(torch.equal(original[k], again[k]) for k in original)
+
+
+def test_export_of_local_attention_is_refused(tmp_path, capsys):
+    local = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+    model_dir, _, _ = _seqattn_ctc_dir(tmp_path, attention=local)
+    assert cli_main(["convert", "hf-export", str(model_dir), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "HF wav2vec2 only has full attention" in err and "4 non-full attention heads" in err
+    assert not (tmp_path / "hf").exists()

@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Greedy CTC transcription speed on CPU: seqattn (local attention, one pass) vs HF transformers' pipeline.
+
+Run:  .venv/bin/python tools/bench_transcribe.py [--quick] [--out-dir bench_out/transcribe]
+
+Both models are wav2vec 2.0 BASE size (95M parameters, GroupNorm extractor, 12 post-LN layers, randomly
+initialised: speed does not depend on the weights) with a 70-symbol CTC head and per-utterance waveform
+normalisation. seqattn's model has local attention (128 frames = 2.56 s each side) in every layer and
+transcribes each file in one pass through ``seqattn.decode.transcribe`` (the CLI's code: file reading,
+resampling check, greedy decoding; word timestamps off since HF computes none). HF's
+``Wav2Vec2ForCTC`` (SDPA attention) runs in its ``automatic-speech-recognition`` pipeline with
+``chunk_length_s`` (stride = chunk/6 each side, HF's default), the documented way to transcribe long audio;
+its time includes reading the file with soundfile. Each (implementation, length) runs in a fresh subprocess;
+RTF = wall time / audio time, median of --reps runs after one warm-up (no warm-up for inputs over 10
+minutes). Peak RSS is the worker's ru_maxrss (model, audio and all). The --hour run transcribes a 1-hour file
+once with seqattn.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import meta, run_worker, write_outputs  # noqa: E402
+
+SAMPLE_RATE = 16000
+VOCAB_CHARS = list("अआइईउऊऋएऐओऔकखगघङचछजझञटठडढणतथदधनपफबभमयरलवशषसहािीुूृेैोौंःँ़्")[:66]
+
+
+def _vocabulary():
+    from seqattn.data.text import CharVocabulary
+
+    return CharVocabulary.build(["".join(VOCAB_CHARS)])
+
+
+def _config(quick: bool, local: bool):
+    from seqattn.models.wav2vec2 import base, small
+    from seqattn.nn import AttentionConfig
+
+    config = small(dropout=0.0, dropout_input=0.0) if quick else base()
+    heads = config.attention.num_heads
+    attention = AttentionConfig(num_heads=heads, local_heads=heads if local else 0, window_left=128, window_right=128)
+    config.attention, config.normalize_waveform = attention, True
+    config.vocab_size = len(_vocabulary())
+    return config
+
+
+def _write_audio(path: str, seconds: float) -> None:
+    """Speech-like test signal: noise shaped by a slow syllable-rate envelope over a few harmonics."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", SAMPLE_RATE, 1, "PCM_16") as out:
+        block = 60 * SAMPLE_RATE
+        for start in range(0, int(seconds * SAMPLE_RATE), block):
+            n = min(block, int(seconds * SAMPLE_RATE) - start)
+            t = (start + np.arange(n)) / SAMPLE_RATE
+            envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t) ** 2
+            voiced = sum(np.sin(2 * np.pi * f * t) / (i + 1) for i, f in enumerate((140, 280, 420, 700)))
+            out.write((0.1 * envelope * (voiced + 0.5 * rng.standard_normal(n))).astype(np.float32))
+
+
+def _seqattn_runner(path: str, quick: bool):
+    import torch
+
+    from seqattn.data.audio import AudioSource
+    from seqattn.decode.transcribe import InputItem, transcribe
+    from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
+
+    model = Wav2Vec2ForCTC(_config(quick, local=True)).eval()
+    vocab = _vocabulary()
+
+    def run() -> str:
+        result = transcribe(model, vocab, [InputItem("bench", AudioSource(path))], timestamps=False,
+                            progress=False)
+        if result.failures:
+            raise RuntimeError(result.failures[0].reason)
+        return result.transcripts[0].text
+
+    return run, torch
+
+
+def _hf_runner(path: str, quick: bool, chunk_seconds: float):
+    import soundfile as sf
+    import transformers
+
+    from seqattn.interop.hf import config_to_hf
+
+    config = _config(quick, local=False)
+    hf_config = transformers.Wav2Vec2Config(**config_to_hf(config), attn_implementation="sdpa")
+    model = transformers.Wav2Vec2ForCTC(hf_config).eval()
+    vocab = _vocabulary()
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = os.path.join(tmp, "vocab.json")
+        tokens = {t: i for i, t in enumerate(vocab.tokens)}
+        with open(vocab_file, "w", encoding="utf-8") as f:
+            json.dump(tokens, f, ensure_ascii=False)
+        tokenizer = transformers.Wav2Vec2CTCTokenizer(vocab_file, pad_token=vocab.tokens[0],
+                                                      unk_token=vocab.tokens[1], word_delimiter_token="|")
+    extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, do_normalize=True,
+                                                      return_attention_mask=False)
+    asr = transformers.pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer,
+                                feature_extractor=extractor, chunk_length_s=chunk_seconds, device="cpu")
+
+    def run() -> str:
+        audio, rate = sf.read(path, dtype="float32")
+        return asr({"raw": audio, "sampling_rate": rate})["text"]
+
+    return run, None
+
+
+def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_chunk: float) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "input.wav")
+        _write_audio(path, seconds)
+        run = _seqattn_runner(path, quick)[0] if impl == "seqattn_local" else _hf_runner(path, quick, hf_chunk)[0]
+        with torch.inference_mode():
+            if seconds <= 600:
+                run()  # warm-up
+            times, chars = [], 0
+            for _ in range(reps):
+                start = time.perf_counter()
+                chars = len(run())
+                times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"impl": impl, "seconds": seconds, "times_s": times, "rtf": [t / seconds for t in times],
+            "peak_rss_mib": peak, "transcript_chars": chars}
+
+
+IMPLEMENTATIONS = {
+    "seqattn_local": "seqattn, local attention L=R=128, one pass",
+    "hf_pipeline": "HF Wav2Vec2ForCTC pipeline, chunk_length_s={chunk:g}",
+}
+
+
+def markdown(rows, info, hf_chunk) -> str:
+    by = {(r["impl"], r["seconds"]): r for r in rows}
+    lengths = sorted({r["seconds"] for r in rows})
+    lines = [
+        "# Transcription speed: seqattn vs HF transformers",
+        "",
+        f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
+        f"Greedy CTC, batch 1, median of {info['reps']} runs (one run for inputs over 10 minutes); "
+        "RTF = wall / audio time; peak = the worker's max RSS.",
+        "",
+        "| implementation | " + " | ".join(_length_name(s) for s in lengths) + " |",
+        "|---|" + "---|" * len(lengths),
+    ]
+    for impl, name in IMPLEMENTATIONS.items():
+        cells = []
+        for s in lengths:
+            row = by.get((impl, s))
+            if row is None:
+                cells.append("—")
+            elif "error" in row:
+                cells.append(row["error"])
+            else:
+                cells.append(f"RTF {statistics.median(row['rtf']):.3f}, {row['peak_rss_mib']:.0f} MiB")
+        lines.append(f"| {name.format(chunk=hf_chunk)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Ratios (HF time / seqattn time; > 1 means seqattn is faster)", ""]
+    for s in lengths:
+        ours, hf = by.get(("seqattn_local", s), {}), by.get(("hf_pipeline", s), {})
+        if "times_s" in ours and "times_s" in hf:
+            ratio = statistics.median(hf["times_s"]) / statistics.median(ours["times_s"])
+            lines.append(f"- {_length_name(s)}: {ratio:.2f}x")
+    lines += ["", "Targets: >= 1.3x faster than HF at 60 s and 10 min; a 1-hour file in one pass with peak RSS "
+              "<= 6 GB; RTF <= 0.3 on 2 cores."]
+    return "\n".join(lines) + "\n"
+
+
+def _length_name(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="small() models, 4 s and 12 s inputs, 2 reps: a smoke run for the tests")
+    parser.add_argument("--lengths", type=float, nargs="+", default=[60.0, 600.0], help="input lengths in seconds")
+    parser.add_argument("--hour", action="store_true", help="also transcribe a 1-hour file with seqattn (once)")
+    parser.add_argument("--hf-chunk", type=float, default=30.0, help="HF pipeline chunk_length_s")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--out-dir", default="bench_out/transcribe")
+    args = parser.parse_args()
+    if args.worker:
+        reps = args.reps if args.seconds <= 600 else 1
+        print(json.dumps(worker(args.worker, args.seconds, reps, args.threads, args.quick, args.hf_chunk)))
+        return
+    if args.quick:
+        args.lengths, args.reps, args.hf_chunk = [4.0, 12.0], 2, 4.0
+    from tqdm import tqdm
+
+    jobs = [(impl, s) for s in args.lengths for impl in IMPLEMENTATIONS]
+    if args.hour:
+        jobs.append(("seqattn_local", 3600.0))
+    rows = []
+    for impl, seconds in tqdm(jobs, desc="transcription benchmark", unit="run"):
+        worker_args = ["--worker", impl, "--seconds", str(seconds), "--reps", str(args.reps), "--threads",
+                       str(args.threads), "--hf-chunk", str(args.hf_chunk)] + (["--quick"] if args.quick else [])
+        rows.append({"impl": impl, "seconds": seconds, **run_worker(__file__, worker_args, args.timeout)})
+    info = meta(sys.argv, args.threads, args.reps)
+    write_outputs(args.out_dir, {"meta": info, "hf_chunk_s": args.hf_chunk, "rows": rows},
+                  markdown(rows, info, args.hf_chunk))
+
+
+if __name__ == "__main__":
+    main()
