@@ -1,5 +1,6 @@
 """Audio loading, Kaldi data dirs (validation, --fix, pipes, segments), manifests, language sampling."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -103,6 +104,44 @@ def test_missing_audio_is_reported(tmp_path):
     with pytest.raises(DataDirError, match="audio file not found"):
         read_data_dir(data_dir)
     assert len(read_data_dir(data_dir, fix=True).utterances) == 2
+
+
+def test_validate_cli_reports_and_fix_rewrites_a_valid_dir(tmp_path, capsys):
+    from seqattn.cli.main import main as cli_main
+
+    data_dir = make_data_dir(tmp_path, "train", 5, "hi", texts=["नमस्ते दुनिया"])
+    assert cli_main(["validate-data-dir", str(data_dir)]) == 0
+    _break(data_dir, "text", lambda b: b.replace(b"\n", b"\r\n", 1) + b.split(b"\n")[2] + b"\n")  # CRLF + dup
+    next((tmp_path / "wav" / "train").glob("*-0004.wav")).unlink()  # missing audio
+    capsys.readouterr()
+    assert cli_main(["validate-data-dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "text:1: CRLF" in err and "text:6: duplicate id" in err
+    assert re.search(r"wav\.scp:\d: audio file not found: .*-0004\.wav", err)
+    assert cli_main(["validate-data-dir", str(data_dir), "--fix"]) == 0
+    assert "dropped 2 utterance(s), kept 3" in capsys.readouterr().out
+    assert (data_dir / ".backup" / "text").read_bytes().count(b"\r\n") == 1  # originals kept
+    fixed = read_data_dir(data_dir, require_text=True)  # now valid: sorted, consistent, spk2utt rebuilt
+    assert len(fixed.utterances) == 3
+    assert len((data_dir / "spk2utt").read_text().split()) == 3 + len({u.speaker for u in fixed.utterances})
+
+
+def test_fix_keeps_segments_layout(tmp_path):
+    from seqattn.data.kaldi import fix_data_dir
+
+    rec = tmp_path / "rec.wav"
+    _wav(rec, seconds=3.0)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"r1 {rec}\nr2 {tmp_path / 'gone.wav'}\n")
+    (data / "segments").write_text("a r1 0.0 1.0\nb r1 1.0 2.5\nc r2 0 1\nd r1 2.0 1.0\n")
+    (data / "utt2spk").write_text("a s\nb s\nc s\nd s\n")
+    (data / "text").write_text("a x\nb y\nc z\nd w\n")
+    result = fix_data_dir(data)
+    assert result.dropped == 2  # c: its recording is missing; d: ends before it starts
+    assert (data / "segments").read_text() == "a r1 0.00 1.00\nb r1 1.00 2.50\n"
+    assert (data / "wav.scp").read_text() == f"r1 {rec}\n"
+    assert [u.utt_id for u in read_data_dir(data).utterances] == ["a", "b"]
 
 
 def test_manifests(tmp_path):

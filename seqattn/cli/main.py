@@ -92,6 +92,53 @@ def _transcribe(args) -> int:
     return 0
 
 
+def _validate_data_dir(args) -> int:
+    from seqattn.data.kaldi import DataDirError, fix_data_dir, read_data_dir
+
+    if args.fix:
+        data = fix_data_dir(args.data_dir, check_audio=args.check_audio)
+        for problem in data.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print(f"{args.data_dir}: {len(data.problems)} problem(s); dropped {data.dropped} utterance(s), kept "
+              f"{len(data.utterances)} (originals in {args.data_dir}/.backup)")
+        return 0
+    try:
+        data = read_data_dir(args.data_dir, check_audio=args.check_audio)
+    except DataDirError as error:
+        print(f"seqattn validate-data-dir: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.data_dir}: valid, {len(data.utterances)} utterances")
+    return 0
+
+
+def _build_lm(args) -> int:
+    from pathlib import Path
+
+    from seqattn.data.text import CharVocabulary
+    from seqattn.decode.ngram import build_lm, normalized_corpus, write_lexicon
+
+    vocab = CharVocabulary.load(args.vocab)
+    texts = []
+    for name in args.text:
+        path = Path(name)
+        if not path.is_file():
+            print(f"seqattn build-lm: error: {path} does not exist", file=sys.stderr)
+            return 2
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if args.kaldi_text:  # "<utt-id> <transcript>"
+                line = line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 else ""
+            texts.append(line)
+    sentences = normalized_corpus(texts, vocab)
+    if not sentences:
+        print("seqattn build-lm: error: no sentence of the text can be spelled with the vocabulary", file=sys.stderr)
+        return 2
+    out = Path(args.out_dir)
+    model = build_lm(sentences, out, order=args.order)
+    words = write_lexicon(sentences, vocab, out / "lexicon.txt")
+    print(f"{len(sentences)} of {len(texts)} sentences, {words} lexicon words: {model} and {out / 'lexicon.txt'}")
+    return 0
+
+
 def _convert(args) -> int:
     from seqattn.interop import convert
 
@@ -172,6 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_transcribe)
 
     p = commands.add_parser(
+        "validate-data-dir", help="check a Kaldi data dir (and --fix it)",
+        description="Validate a Kaldi data dir the way utils/validate_data_dir.sh does: sorted files, ids "
+                    "present in every file, no duplicates, no empty transcripts, no CRLF or non-UTF-8 lines, "
+                    "segments inside wav.scp recordings, audio files present. Every problem is reported with "
+                    "its file and line; exit status 1 if there are any. --fix drops the offending entries "
+                    "(like utils/fix_data_dir.sh), reports how many, and keeps the originals in .backup/.",
+        epilog="example: seqattn validate-data-dir data/train_hi --fix",
+    )
+    p.add_argument("data_dir")
+    p.add_argument("--fix", action="store_true", help="drop offending entries and rewrite the directory")
+    p.add_argument("--check-audio", action=argparse.BooleanOptionalAction, default=True,
+                   help="check that every plain wav.scp file exists (default: yes)")
+    p.set_defaults(handler=_validate_data_dir)
+
+    p = commands.add_parser(
+        "build-lm", help="KenLM n-gram LM + lexicon for beam search",
+        description="Train an n-gram LM with KenLM's lmplz/build_binary (tools/install_kenlm.sh) on transcripts "
+                    "and write the lexicon (word, its characters, |) of the words the CTC vocabulary can spell. "
+                    "Sentences with characters outside the vocabulary are left out.",
+        epilog="example: seqattn build-lm data/train_hi/text --kaldi-text --vocab exp/ft/best/tokens.json "
+               "--out-dir exp/lm/hi",
+    )
+    p.add_argument("text", nargs="+", help="text files: one sentence per line, or Kaldi text with --kaldi-text")
+    p.add_argument("--kaldi-text", action="store_true", help="lines start with an utterance id")
+    p.add_argument("--vocab", required=True, help="the model's tokens.json")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--order", type=int, default=3)
+    p.set_defaults(handler=_build_lm)
+
+    p = commands.add_parser(
         "convert", help="import fairseq / HF wav2vec2 models, export to HF",
         description="Convert models between formats. Outputs appear complete or not at all.",
     )
@@ -211,11 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.data.text import VocabularyError
     from seqattn.train.loop import TrainingError
     from seqattn.interop.convert import ConversionError
+    from seqattn.decode.ngram import KenLMError
 
     try:
         return args.handler(args)
     except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
-            ConversionError, FileNotFoundError) as error:
+            ConversionError, KenLMError, FileNotFoundError) as error:
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

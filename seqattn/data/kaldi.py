@@ -202,3 +202,30 @@ def write_data_dir(path: str | os.PathLike, utterances: list[Utterance], recordi
     write("spk2utt", [(s, " ".join(sorted(us))) for s, us in speakers.items()])
     if any(u.language for u in utts):
         write("utt2lang", [(u.utt_id, u.language) for u in utts])
+
+
+def fix_data_dir(path: str | os.PathLike, check_audio: bool = True) -> DataDir:
+    """Drop every offending entry and rewrite ``path`` sorted and consistent, like Kaldi's
+    ``utils/fix_data_dir.sh``; the original files are kept in ``path/.backup/``. Returns what was read
+    (``problems`` and ``dropped`` say what was removed)."""
+    import shutil
+
+    path = Path(path)
+    data = read_data_dir(path, fix=True, check_audio=check_audio)
+    recordings = segments = None
+    if (path / "segments").is_file():
+        ignored: list[Problem] = []
+        recordings = {rec: value for rec, (value, _) in read_table(path / "wav.scp", ignored).items()}
+        rec_of = {value: rec for rec, value in recordings.items()}
+        segments = {u.utt_id: (rec_of[u.source.location], u.source.start, -1 if u.source.end is None else u.source.end)
+                    for u in data.utterances}
+        used = {rec for rec, _, _ in segments.values()}
+        recordings = {rec: value for rec, value in recordings.items() if rec in used}
+    backup = path / ".backup"
+    backup.mkdir(exist_ok=True)
+    for name in ("wav.scp", "segments", "text", "utt2spk", "spk2utt", "utt2lang"):
+        if (path / name).is_file():
+            shutil.copy2(path / name, backup / name)
+            (path / name).unlink()
+    write_data_dir(path, data.utterances, recordings, segments)
+    return data

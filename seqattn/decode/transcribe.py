@@ -165,7 +165,7 @@ class Beam:
         return [t for t in hypothesis.tokens.tolist() if t != 0]
 
 
-def _strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
+def strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
     """Collapse repeated word boundaries and drop leading/trailing ones."""
     result = []
     for t in tokens:
@@ -216,7 +216,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     def finish(loaded: _Loaded, logits: torch.Tensor) -> None:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
         tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
-        tokens = _strip_boundaries(tokens, boundary)
+        tokens = strip_boundaries(tokens, boundary)
         text = vocab.decode(tokens)
         words = []
         if timestamps and text:
@@ -268,15 +268,9 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     return result
 
 
-def kaldi_score_lines(result: TranscriptionResult) -> tuple[str, str, list[str]]:
-    """Kaldi-style ``%WER``/``%CER`` lines and per-utterance alignments (jiwer) for utterances with references."""
+def kaldi_scores(refs: list[str], hyps: list[str]) -> tuple[str, str, object]:
+    """Kaldi-style ``%WER`` and ``%CER`` lines over all pairs, and jiwer's word alignment."""
     import jiwer
-
-    pairs = [(result.references[t.utt_id], t.text) for t in result.transcripts if t.utt_id in result.references]
-    if not pairs:
-        return "", "", []
-    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
-    lines = []
 
     def line(name, out):
         errors = out.substitutions + out.deletions + out.insertions
@@ -285,10 +279,21 @@ def kaldi_score_lines(result: TranscriptionResult) -> tuple[str, str, list[str]]
         return (f"%{name} {rate:.2f} [ {errors} / {total}, {out.insertions} ins, {out.deletions} del, "
                 f"{out.substitutions} sub ]")
 
-    words = jiwer.process_words(refs, [h if h else "" for h in hyps])
+    words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
+    return line("WER", words), line("CER", chars), words
+
+
+def kaldi_score_lines(result: TranscriptionResult) -> tuple[str, str, list[str]]:
+    """Kaldi-style ``%WER``/``%CER`` lines and per-utterance alignments (jiwer) for utterances with references."""
+    import jiwer
+
+    pairs = [(result.references[t.utt_id], t.text) for t in result.transcripts if t.utt_id in result.references]
+    if not pairs:
+        return "", "", []
+    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    wer, cer, words = kaldi_scores(refs, hyps)
     utts = [t.utt_id for t in result.transcripts if t.utt_id in result.references]
+    lines = [f"{utt} ref {ref}\n{utt} hyp {hyp}" for utt, ref, hyp in zip(utts, refs, hyps)]
     alignment = jiwer.visualize_alignment(words, show_measures=False).split("\n")
-    for utt, ref, hyp in zip(utts, refs, hyps):
-        lines.append(f"{utt} ref {ref}\n{utt} hyp {hyp}")
-    return line("WER", words), line("CER", chars), lines + [""] + alignment
+    return wer, cer, lines + [""] + alignment

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Multilingual Indic demo on synthetic espeak-ng speech: corpus -> wav2vec 2.0 pretraining.
-# (Fine-tuning, LM, decoding and scoring stages are added with the CTC issue.)
+# Multilingual Indic ASR demo on synthetic espeak-ng speech, end to end on a CPU:
+#   corpus (16 espeak-ng Indian voices, CLDR text) -> wav2vec 2.0 pretraining on all of them (temperature
+#   sampling) -> one multilingual CTC model fine-tuned on 6 labelled languages (Indo-Aryan and Dravidian)
+#   -> KenLM n-gram LMs + lexicons -> greedy and LM decoding of dev/test -> Kaldi-style scoring, RESULTS.md
+#   -> a several-minute recording transcribed in one pass (CTM/SRT), a segments file and a piped wav.scp.
 #
-# Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--nj 2]
-# Every stage logs to exp/log/ and leaves a marker in exp/done/, so a re-run skips finished work and an
-# interrupted stage starts again (pretraining resumes from its last checkpoint).
+# Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
+#   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
+#   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
+# Every stage logs to $exp/log/, leaves a marker in $exp/done/ and records its time in $exp/time/, so a
+# re-run skips finished work and an interrupted stage starts again (training resumes from its last checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -13,68 +18,158 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 quick=false
+ablation=false
 nj=2
 seed=1
-# Pretraining uses the unlabelled audio of many espeak-ng Indian voices (Indo-Aryan and Dravidian).
-pretrain_langs=hi,bn,mr,gu,pa,or,as,ne,ta,te,kn,ml
-pretrain_utts=120
+# Unlabelled pretraining audio: every espeak-ng voice of an Indian language (bpy reads Bengali-script text).
+pretrain_langs=hi,mr,bn,gu,pa,or,as,ne,kok,sd,ur,bpy,ta,te,kn,ml
+# Labelled languages (fine-tuning, LMs, dev/test): 3 Indo-Aryan + 3 Dravidian.
+asr_langs=hi,mr,bn,ta,te,kn
+longform_lang=hi
+train_utts=300          # per language; the labelled languages' train sets are also pretraining audio
+test_utts=40            # dev and test, per labelled language
+longform_utts=60        # segments in the long recording (about 4 minutes)
 pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_small_cpu.yaml
-pretrain_time=900
+pretrain_time=360
 pretrain_overrides=""
+finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_small_cpu.yaml
+finetune_time=720
+finetune_overrides=""
+lm_order=2
+beam_size=50
 . ./local/parse_options.sh "$@"
 
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
-  pretrain_langs=hi,ta
-  pretrain_utts=6
-  pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_tiny.yaml
-  pretrain_time=120
-  pretrain_overrides="optim.max_updates=20 optim.warmup_updates=5 run.save_every=10 run.log_every=5"
+  pretrain_langs=hi,ta,bpy; asr_langs=hi,ta; train_utts=8; test_utts=4; longform_utts=4
+  pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_tiny.yaml; pretrain_time=60
+  pretrain_overrides="optim.max_updates=6 optim.warmup_updates=2 run.save_every=3 run.log_every=2"
+  finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml; finetune_time=60
+  finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 freeze_updates=2"
+  beam_size=5
   data=data_quick; exp=exp_quick
 else
   data=data; exp=exp
 fi
-mkdir -p $exp/log $exp/done
+mkdir -p $exp/log $exp/done $exp/time
+langs_of() { echo "${1//,/ }"; }
 
-stage_banner() { echo "=== stage $1: $2 ($(date +%H:%M:%S))"; }
-done_marker() { echo "$exp/done/$1"; }
+# run_stage NUMBER NAME: true if the stage is selected and not done yet (then its timer starts)
+run_stage() {
+  [ $stage -le $1 ] && [ $stop_stage -ge $1 ] || return 1
+  echo "=== stage $1: $2 ($(date +%H:%M:%S))"
+  if [ -f $exp/done/$1 ]; then echo "already done ($exp/done/$1)"; return 1; fi
+  stage_started=$SECONDS
+}
+# finish_stage NUMBER NAME: marker + time
+finish_stage() {
+  printf '%s\t%s\n' "$1 $2" $((SECONDS - stage_started)) > $exp/time/$(printf %02d $1)
+  touch $exp/done/$1
+}
 
-if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
-  stage_banner 0 "system dependencies"
-  if ! command -v espeak-ng > /dev/null; then
-    echo "installing espeak-ng and sox (apt)"
-    (apt-get install -y espeak-ng sox > $exp/log/apt.log 2>&1 || \
-     (apt-get update > /dev/null 2>&1 && apt-get install -y espeak-ng sox >> $exp/log/apt.log 2>&1)) || \
-      { echo "could not install espeak-ng: see $exp/log/apt.log" >&2; exit 1; }
+if run_stage 0 "system dependencies"; then
+  missing=""
+  command -v espeak-ng > /dev/null || missing="$missing espeak-ng"
+  command -v sox > /dev/null || missing="$missing sox"
+  if [ -n "$missing" ]; then
+    echo "installing$missing (apt)"
+    (apt-get install -y $missing > $exp/log/apt.log 2>&1 || \
+     (apt-get update > /dev/null 2>&1 && apt-get install -y $missing >> $exp/log/apt.log 2>&1)) || \
+      { echo "could not install$missing: see $exp/log/apt.log" >&2; exit 1; }
   fi
   python -c "import babel" 2> /dev/null || pip install -q babel
+  # KenLM for the LM stage; without it (no compiler) the recipe still runs and skips LM decoding.
+  bash $SEQATTN_ROOT/tools/install_kenlm.sh > $exp/log/kenlm.log 2>&1 || echo "KenLM unavailable: see $exp/log/kenlm.log"
+  finish_stage 0 deps
 fi
 
-if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  stage_banner 1 "synthesise unlabelled pretraining audio ($pretrain_langs)"
-  marker=$(done_marker synth_pretrain)
-  if [ ! -f $marker ]; then
-    python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $pretrain_utts \
-      --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_pretrain.log
-    for lang in ${pretrain_langs//,/ }; do
-      python -c "from seqattn.data.kaldi import read_data_dir; read_data_dir('$data/train_$lang')"
+if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; then
+  python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $train_utts \
+    --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_train.log
+  for split in dev test; do
+    python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
+      --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_$split.log
+  done
+  python local/make_longform.py --src $data/test_$longform_lang --long $data/test_long_$longform_lang \
+    --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
+    2>&1 | tee $exp/log/longform_data.log
+  for dir in $data/train_* $data/dev_* $data/test_*; do
+    seqattn validate-data-dir $dir --check-audio
+  done 2>&1 | tee $exp/log/validate.log
+  finish_stage 1 corpus
+fi
+
+if run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)"; then
+  sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
+  seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
+    run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
+  finish_stage 2 pretrain
+fi
+
+# finetune NAME INIT: one multilingual CTC model over all labelled languages (one output layer over the
+# union of their scripts; the scripts do not overlap, so the model also identifies the language).
+finetune() {
+  local name=$1 init=$2
+  local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s/train_%s}, ' $data $l; done)
+  local valid=$(for l in $(langs_of $asr_langs); do printf '{path: %s/dev_%s}, ' $data $l; done)
+  seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
+    run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides \
+    2>&1 | tee $exp/log/$name.log
+  ln -sfn "$(cat $exp/$name/checkpoints/BEST)" $exp/$name/best
+}
+models=ft
+[ "$ablation" = true ] && models="ft ft_scratch"
+
+if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)"; then
+  finetune ft "init=$(pwd)/$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST)"
+  finish_stage 3 finetune
+fi
+
+if [ "$ablation" = true ] && run_stage 4 "ablation: the same fine-tuning from random initialisation"; then
+  finetune ft_scratch "init=null freeze_cnn=false freeze_updates=0"
+  finish_stage 4 finetune_scratch
+fi
+
+if run_stage 5 "n-gram LMs and lexicons from the training text"; then
+  for l in $(langs_of $asr_langs); do
+    seqattn build-lm $data/train_$l/text --kaldi-text --vocab $exp/ft/best/tokens.json --order $lm_order \
+      --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
+  done 2>&1 | tee $exp/log/lm.log
+  finish_stage 5 lm
+fi
+
+if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights tuned on dev)"; then
+  for model in $models; do
+    for l in $(langs_of $asr_langs); do
+      for set in dev_$l test_$l; do
+        seqattn transcribe $exp/$model/best --data-dir $data/$set --output-dir $exp/decode/$model/greedy/$set \
+          --batch-size 8 --quiet
+      done
     done
-    touch $marker
-  else
-    echo "already done ($marker)"
-  fi
+    if [ -f $exp/lm/$(langs_of $asr_langs | cut -d' ' -f1)/lexicon.txt ]; then
+      python local/decode_lm.py --model $exp/$model/best --data $data --lm-dir $exp/lm --langs $asr_langs \
+        --out $exp/decode/$model/lm --beam-size $beam_size
+    fi
+  done 2>&1 | tee $exp/log/decode.log
+  finish_stage 6 decode
 fi
 
-if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  stage_banner 2 "wav2vec 2.0 pretraining on all languages (temperature sampling)"
-  marker=$(done_marker pretrain)
-  if [ ! -f $marker ]; then
-    sources=$(for lang in ${pretrain_langs//,/ }; do printf '{path: %s/train_%s, language: %s}, ' $data $lang $lang; done)
-    seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
-      run.max_time_s=$pretrain_time $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
-    touch $marker
-  else
-    echo "already done ($marker)"
-  fi
-  grep "train update" $exp/pretrain/train.log | tail -3
+if run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp"; then
+  out=$exp/longform
+  seqattn transcribe $exp/ft/best $data/wav/long_$longform_lang.wav --output-dir $out/one_pass \
+    --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log
+  python local/longform_reference.py --data $data/test_long_$longform_lang --hyp $out/one_pass/long_$longform_lang.txt \
+    --out $out/one_pass/wer
+  seqattn transcribe $exp/ft/best --data-dir $data/test_long_$longform_lang --output-dir \
+    $exp/decode/ft/greedy/test_long_$longform_lang --quiet --batch-size 8 | tee -a $exp/log/longform.log
+  seqattn transcribe $exp/ft/best --data-dir $data/test_pipe_$longform_lang --output-dir \
+    $exp/decode/ft/greedy/test_pipe_$longform_lang --quiet --batch-size 8 | tee -a $exp/log/longform.log
+  head -n 4 $out/one_pass/long_$longform_lang.srt
+  finish_stage 7 longform
 fi
-echo "done: results under $(pwd)/$exp"
+
+if run_stage 8 "scoring: RESULTS.md"; then
+  python local/make_results.py --exp $exp --out $exp/RESULTS.md \
+    --command "egs/indic_synth/asr/run.sh $*"
+  finish_stage 8 results
+fi
+echo "done: results in $(pwd)/$exp/RESULTS.md"

@@ -28,17 +28,21 @@ import torchaudio.functional as AF
 # espeak-ng voice variants: train speakers and held-out speakers are disjoint
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2", "f3"]
 HELDOUT_VARIANTS = ["m5", "m6", "f4", "f5"]
-FAMILY = {"hi": "indo-aryan", "bn": "indo-aryan", "mr": "indo-aryan", "gu": "indo-aryan", "pa": "indo-aryan",
+FAMILY = {"bpy": "indo-aryan", "hi": "indo-aryan", "bn": "indo-aryan", "mr": "indo-aryan", "gu": "indo-aryan", "pa": "indo-aryan",
           "or": "indo-aryan", "as": "indo-aryan", "ne": "indo-aryan", "ur": "indo-aryan", "sd": "indo-aryan",
           "si": "indo-aryan", "kok": "indo-aryan", "ta": "dravidian", "te": "dravidian", "kn": "dravidian",
           "ml": "dravidian"}
+
+
+# espeak-ng voices whose language CLDR lacks read text of a language in the same script
+TEXT_FROM = {"bpy": "bn"}  # Bishnupriya Manipuri is written in the Bengali script
 
 
 def vocabulary(lang: str) -> list[str]:
     """Words in the language's own script from CLDR (no Latin letters or digits), NFC-normalised."""
     from babel import Locale
 
-    locale = Locale.parse(lang)
+    locale = Locale.parse(TEXT_FROM.get(lang, lang))
     names = list(locale.territories.values()) + list(locale.languages.values())
     names += list(locale.months["format"]["wide"].values()) + list(locale.days["format"]["wide"].values())
     words = set()
@@ -68,7 +72,10 @@ def sentences(lang: str, split: str, count: int, seed: int, min_words=3, max_wor
     return result
 
 
-def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int) -> float:
+def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
+          snr_db: float | None = None, seed: int = 0) -> float:
+    """Synthesise ``text`` into ``out`` (16-bit PCM at ``sample_rate``); with ``snr_db``, add white noise at
+    that signal-to-noise ratio. Returns the duration in seconds."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-a", str(amplitude),
                         "-w", tmp.name, text], check=True, capture_output=True)
@@ -76,6 +83,11 @@ def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Pat
     wave = torch.from_numpy(np.ascontiguousarray(audio))
     if rate_in != sample_rate:
         wave = AF.resample(wave, rate_in, sample_rate)
+    if snr_db is not None and wave.numel():
+        noise = torch.randn(wave.numel(), generator=torch.Generator().manual_seed(seed))
+        power = wave.pow(2).mean().clamp(min=1e-10)
+        wave = wave + noise * (power / 10 ** (snr_db / 10)).sqrt()
+        wave = wave / max(1.0, float(wave.abs().max()) / 0.99)  # no clipping in the 16-bit file
     sf.write(out, wave.numpy(), sample_rate, subtype="PCM_16")
     return wave.numel() / sample_rate
 
@@ -89,6 +101,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--noise-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -104,12 +118,13 @@ def main() -> None:
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
             speaker = f"{lang}-{variant}"
             utt = f"{speaker}-{args.split}-{i:05d}"
-            jobs.append((utt, speaker, text, f"{lang}+{variant}", rate, pitch, amp, wav_dir / f"{utt}.wav"))
+            snr = rng.uniform(*args.noise_snr) if args.noise_snr else None
+            jobs.append((utt, speaker, text, f"{lang}+{variant}", rate, pitch, amp, wav_dir / f"{utt}.wav", snr, i))
         with ThreadPoolExecutor(args.nj) as pool:
-            durations = list(pool.map(lambda j: speak(j[2], j[3], j[4], j[5], j[6], j[7], args.sample_rate), jobs))
+            durations = list(pool.map(lambda j: speak(*j[2:8], args.sample_rate, j[8], j[9]), jobs))
         data_dir.mkdir(parents=True, exist_ok=True)
-        rows = sorted(jobs)
-        (data_dir / "wav.scp").write_text("".join(f"{u} {p.resolve()}\n" for u, _, _, _, _, _, _, p in rows))
+        rows = sorted(jobs, key=lambda job: job[0])  # Kaldi files are sorted by utterance id
+        (data_dir / "wav.scp").write_text("".join(f"{job[0]} {job[7].resolve()}\n" for job in rows))
         (data_dir / "text").write_text("".join(f"{u} {t}\n" for u, _, t, *_ in rows), encoding="utf-8")
         (data_dir / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s, *_ in rows))
         (data_dir / "utt2lang").write_text("".join(f"{u} {lang}\n" for u, *_ in rows))
