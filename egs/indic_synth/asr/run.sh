@@ -25,7 +25,7 @@ seed=1
 pretrain_langs=hi,mr,bn,gu,pa,or,as,ne,kok,sd,ur,bpy,ta,te,kn,ml
 # Labelled languages (fine-tuning, LMs, dev/test): 3 Indo-Aryan + 3 Dravidian.
 asr_langs=hi,mr,bn,ta,te,kn
-longform_lang=hi
+longform_lang=hi        # "" = no long-form recording
 train_utts=300          # per language; the labelled languages' train sets are also pretraining audio
 test_utts=40            # dev and test, per labelled language
 longform_utts=60        # segments in the long recording (about 4 minutes)
@@ -37,6 +37,9 @@ finetune_time=720
 finetune_overrides=""
 lm_order=2
 beam_size=50
+data=""                 # data and exp roots (default: data/ and exp/, or data_quick/ and exp_quick/ with --quick)
+exp=""
+pretrained=""           # a seqattn model dir (e.g. a converted IndicWav2Vec checkpoint): skip pretraining
 . ./local/parse_options.sh "$@"
 
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
@@ -46,9 +49,9 @@ if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml; finetune_time=60
   finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 freeze_updates=2"
   beam_size=5
-  data=data_quick; exp=exp_quick
+  data=${data:-data_quick}; exp=${exp:-exp_quick}
 else
-  data=data; exp=exp
+  data=${data:-data}; exp=${exp:-exp}
 fi
 mkdir -p $exp/log $exp/done $exp/time
 langs_of() { echo "${1//,/ }"; }
@@ -89,7 +92,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; 
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
       --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_$split.log
   done
-  python local/make_longform.py --src $data/test_$longform_lang --long $data/test_long_$longform_lang \
+  [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang --long $data/test_long_$longform_lang \
     --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
     2>&1 | tee $exp/log/longform_data.log
   for dir in $data/train_* $data/dev_* $data/test_*; do
@@ -98,7 +101,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; 
   finish_stage 1 corpus
 fi
 
-if run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)"; then
+if [ -z "$pretrained" ] && run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)"; then
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
     run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
@@ -120,7 +123,11 @@ models=ft
 [ "$ablation" = true ] && models="ft ft_scratch"
 
 if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)"; then
-  finetune ft "init=$(pwd)/$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST)"
+  if [ -n "$pretrained" ]; then
+    finetune ft "init=$pretrained"
+  else
+    finetune ft "init=$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"
+  fi
   finish_stage 3 finetune
 fi
 
@@ -153,7 +160,7 @@ if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights 
   finish_stage 6 decode
 fi
 
-if run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp"; then
+if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp"; then
   out=$exp/longform
   seqattn transcribe $exp/ft/best $data/wav/long_$longform_lang.wav --output-dir $out/one_pass \
     --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# FLEURS (google/fleurs on the HF hub), Indic configs: multilingual ASR.
+#   stage 0: download the dataset repository's own files (split TSVs and audio/<split>.tar.gz) with resumable
+#            curl; the HF hub's LFS files carry sha256 ids, recorded on first download and checked afterwards
+#   stage 1: data prep -> data/{train,dev,test}_<lang>, validated
+#   stage 2+: the demo's later stages (egs/indic_synth/asr/run.sh), as in egs/mucs2021/asr
+#
+# Run:  ./run.sh [--configs hi_in,ta_in] [--pretrained exp/indicw2v_base] [--stage 0]
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=0
+stop_stage=100
+nj=4
+configs=hi_in,mr_in,bn_in,ta_in,te_in,kn_in
+base_url=https://huggingface.co/datasets/google/fleurs/resolve/main/data
+downloads=downloads
+pretrained=""
+finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_indicwav2vec.yaml
+. ./local/parse_options.sh "$@"
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  echo "=== stage 0: download"
+  for config in ${configs//,/ }; do
+    mkdir -p $downloads/$config/audio
+    for split in train dev test; do
+      curl -fL -C - -o $downloads/$config/$split.tsv $base_url/$config/$split.tsv
+      if [ ! -d $downloads/$config/audio/$split ]; then
+        archive=$downloads/$config/audio/$split.tar.gz
+        curl -fL -C - -o $archive $base_url/$config/audio/$split.tar.gz  # -C - resumes
+        sum=$(sha256sum $archive | cut -d' ' -f1)
+        if grep -q " $config/$split.tar.gz\$" $downloads/SHA256SUMS 2> /dev/null; then
+          [ "$(grep " $config/$split.tar.gz\$" $downloads/SHA256SUMS | cut -d' ' -f1)" = "$sum" ] || \
+            { echo "$archive: checksum mismatch (delete it and re-run)" >&2; exit 1; }
+        else
+          echo "$sum  $config/$split.tar.gz" >> $downloads/SHA256SUMS
+        fi
+        tar -xzf $archive -C $downloads/$config/audio  # unpacks to audio/<split>/
+      fi
+    done
+  done
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  echo "=== stage 1: data preparation"
+  python local/prepare_fleurs.py --corpus $downloads --configs $configs --out data
+  for dir in data/train_* data/dev_* data/test_*; do seqattn validate-data-dir $dir; done
+fi
+
+codes=$(echo $configs | sed 's/_[a-z]*//g')
+if [ $stop_stage -ge 2 ]; then
+  extra=()
+  [ -n "$pretrained" ] && extra=(--pretrained "$(cd "$pretrained" && pwd)")
+  ../../indic_synth/asr/run.sh --stage $((stage > 2 ? stage : 2)) --stop-stage $stop_stage --nj $nj \
+    --data "$(pwd)/data" --exp "$(pwd)/exp" --pretrain-langs $codes --asr-langs $codes --longform-lang= \
+    --finetune-config $finetune_config --pretrain-time 36000 --finetune-time 360000 "${extra[@]}"
+fi

@@ -1,0 +1,82 @@
+"""Data prep of the real-corpus recipes, on tiny corpora built here with each corpus's real directory and file
+layout and transcripts in the real scripts (the corpora themselves cannot be downloaded in CI)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from audio_fixtures import tone_wave
+from seqattn.data.kaldi import read_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+MUCS = {  # language -> transcripts in its script
+    "Hindi": ["मैं घर जा रहा हूँ", "आज मौसम अच्छा है", "यह किताब मेरी है", "वह स्कूल गया"],
+    "Odia": ["ମୁଁ ଘରକୁ ଯାଉଛି", "ଆଜି ପାଗ ଭଲ ଅଛି", "ଏହା ମୋର ବହି", "ସେ ସ୍କୁଲ ଗଲା"],
+}
+FLEURS = {
+    "ta_in": ["நான் வீட்டுக்குப் போகிறேன்", "இன்று வானிலை நன்றாக இருக்கிறது", "இது என் புத்தகம்"],
+    "hi_in": ["मैं घर जा रहा हूँ", "आज मौसम अच्छा है", "यह किताब मेरी है"],
+}
+
+
+def _wav(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone_wave(0.5, 16000, np.random.default_rng(seed)), 16000, subtype="PCM_16")
+
+
+def _run(script, *args):
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_mucs2021_layout_to_kaldi_dirs(tmp_path):
+    corpus = tmp_path / "mucs"
+    for language, texts in MUCS.items():
+        for split in ("train", "test"):
+            rows = []
+            for i in range(12 if split == "train" else 3):
+                utt = f"{abs(hash((language, split, i))) % 10**8:08d}"  # MUCS ids are opaque numbers
+                _wav(corpus / language / split / "audio" / f"{utt}.wav", i)
+                rows.append(f"{utt} {texts[i % len(texts)]}")
+            rows.append("99999999 " + texts[0])  # audio missing: reported, left out
+            (corpus / language / split / "transcription.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "data"
+    err = _run(REPO / "egs/mucs2021/asr/local/prepare_mucs.py", "--corpus", str(corpus), "--langs", "Hindi,Odia",
+               "--out", str(out), "--dev-fraction", "0.25")
+    assert "transcription.txt:13: audio" in err and "4 utterance(s) left out" in err
+    for code, texts in (("hi", MUCS["Hindi"]), ("or", MUCS["Odia"])):
+        train, dev, test = (read_data_dir(out / f"{s}_{code}", require_text=True) for s in ("train", "dev", "test"))
+        assert len(train.utterances) + len(dev.utterances) == 12 and len(test.utterances) == 3
+        assert dev.utterances and not {u.utt_id for u in dev.utterances} & {u.utt_id for u in train.utterances}
+        assert {u.text for u in train.utterances + dev.utterances} <= set(texts)
+        assert all(u.language == code and u.utt_id.startswith(f"{code}-") for u in train.utterances)
+
+
+def test_fleurs_layout_to_kaldi_dirs(tmp_path):
+    corpus = tmp_path / "fleurs"
+    for config, texts in FLEURS.items():
+        for split in ("train", "dev", "test"):
+            lines = []
+            for i, text in enumerate(texts):
+                for take in range(2):  # FLEURS has several readings of each sentence
+                    name = f"{1000 + 10 * i + take}{split}.wav"
+                    _wav(corpus / config / "audio" / split / name, i)
+                    chars = " ".join(text.replace(" ", "|"))
+                    lines.append("\t".join([str(i), name, text + "।", text, chars, "8000", "FEMALE"]))
+            lines.append("9\tmissing.wav\tx\tx\tx\t1\tMALE")
+            lines.append("only\tthree\tfields")
+            (corpus / config / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "data"
+    err = _run(REPO / "egs/fleurs/asr/local/prepare_fleurs.py", "--corpus", str(corpus), "--configs",
+               "ta_in,hi_in", "--out", str(out))
+    assert "train.tsv:7: audio" in err and "train.tsv:8: expected 7 tab-separated fields" in err
+    for config, texts in FLEURS.items():
+        code = config.split("_")[0]
+        for split in ("train", "dev", "test"):
+            data = read_data_dir(out / f"{split}_{code}", require_text=True)
+            assert len(data.utterances) == 2 * len(texts)
+            assert sorted({u.text for u in data.utterances}) == sorted(texts)  # normalised column, no danda
+        assert (out / f"train_{code}" / "utt2gender").read_text().split()[1] == "female"
