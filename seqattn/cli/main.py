@@ -52,6 +52,9 @@ def _transcribe(args) -> int:
         return 2
     model, vocab = load_recognizer(args.model_dir, args.device)
     items, failures = collect_inputs(args.inputs, args.data_dir, args.manifest)
+    if args.language:
+        for item in items:
+            item.language = item.language or args.language
     beam = None
     if args.beam_size > 1 or args.lm or args.lexicon:
         beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score)
@@ -128,13 +131,17 @@ def _build_lm(args) -> int:
             if args.kaldi_text:  # "<utt-id> <transcript>"
                 line = line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 else ""
             texts.append(line)
-    sentences = normalized_corpus(texts, vocab)
+    if vocab.common_script and not args.language:
+        print("seqattn build-lm: error: this vocabulary uses the common Indic label set: give --language",
+              file=sys.stderr)
+        return 2
+    sentences = normalized_corpus(texts, vocab, args.language)
     if not sentences:
         print("seqattn build-lm: error: no sentence of the text can be spelled with the vocabulary", file=sys.stderr)
         return 2
     out = Path(args.out_dir)
     model = build_lm(sentences, out, order=args.order)
-    words = write_lexicon(sentences, vocab, out / "lexicon.txt")
+    words = write_lexicon(sentences, vocab, out / "lexicon.txt", language=args.language)
     print(f"{len(sentences)} of {len(texts)} sentences, {words} lexicon words: {model} and {out / 'lexicon.txt'}")
     return 0
 
@@ -209,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--word-score", type=float, default=0.0)
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
+    p.add_argument("--language", help="language of inputs that do not name one (utt2lang, manifest): models "
+                                      "trained with the common Indic label set write this language's script")
     p.add_argument("--batch-size", type=int, default=1,
                    help="utterances per encoder batch (sorted by length; inputs over a minute run alone)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
@@ -246,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", required=True, help="the model's tokens.json")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--order", type=int, default=3)
+    p.add_argument("--language", help="the text's language (needed for common-label-set vocabularies)")
     p.set_defaults(handler=_build_lm)
 
     p = commands.add_parser(

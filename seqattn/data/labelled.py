@@ -13,7 +13,7 @@ import torch
 
 from .audio import AudioError, audio_duration, load_audio, normalize_waveform
 from .sampling import duration_batches
-from .text import CharVocabulary
+from .text import CharVocabulary, VocabularyError
 from .unlabelled import item_seed, read_utterances
 
 
@@ -34,11 +34,12 @@ class LabelledReport:
     fixed: list[str] = field(default_factory=list)  # data-dir problems dropped under fix
 
 
-def read_texts(sources: list[tuple[str, str | None]], fix: bool = False) -> list[str]:
+def read_texts(sources: list[tuple[str, str | None]], fix: bool = False) -> list[tuple[str, str | None]]:
+    """(transcript, language) of every utterance that has a transcript."""
     texts = []
     for path, language in sources:
         utterances, _ = read_utterances(path, language, fix)
-        texts.extend(u.text for u in utterances if u.text)
+        texts.extend((u.text, u.language) for u in utterances if u.text)
     return texts
 
 
@@ -53,7 +54,11 @@ def prepare(sources: list[tuple[str, str | None]], vocab: CharVocabulary, sample
             if not utt.text:
                 report.rejected.append(f"{utt.utt_id}: no transcript")
                 continue
-            missing = vocab.missing(utt.text)
+            try:
+                missing = vocab.missing(utt.text, utt.language)
+            except VocabularyError as error:  # e.g. a common-label vocabulary and no language for this utterance
+                report.rejected.append(f"{utt.utt_id}: {error}")
+                continue
             if missing:
                 shown = " ".join(f"{c!r}(U+{ord(c):04X})" for c in sorted(missing))
                 report.rejected.append(f"{utt.utt_id}: characters not in the vocabulary: {shown}")
@@ -67,7 +72,7 @@ def prepare(sources: list[tuple[str, str | None]], vocab: CharVocabulary, sample
                 report.rejected.append(f"{utt.utt_id}: {samples / sample_rate:.2f} s is outside "
                                        f"[{min_samples / sample_rate:.2f}, {max_samples / sample_rate:.2f}] s")
                 continue
-            labels = vocab.encode(utt.text)
+            labels = vocab.encode(utt.text, language=utt.language)
             needed = len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
             frames = frames_of(samples)
             if needed > frames:
@@ -118,4 +123,5 @@ class PaddedBatches(torch.utils.data.Dataset):
             "labels": torch.tensor([t for item in chosen for t in item.labels], dtype=torch.long),
             "label_lengths": torch.tensor([len(item.labels) for item in chosen], dtype=torch.long),
             "texts": [item.text for item in chosen], "utt_ids": [item.utt_id for item in chosen],
+            "languages": [item.language for item in chosen],
         }

@@ -41,6 +41,7 @@ class CharVocabulary:
     tokens: list[str]
     strip_punctuation: bool = True
     lowercase: bool = False
+    common_script: bool = False  # Indic scripts share one label set (seqattn.data.indic); needs each text's language
 
     def __post_init__(self):
         if self.tokens[:3] != [BLANK, UNK, WORD_BOUNDARY]:
@@ -48,12 +49,31 @@ class CharVocabulary:
         self.index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, texts, strip_punctuation: bool = True, lowercase: bool = False, min_count: int = 1):
+    def build(cls, texts, strip_punctuation: bool = True, lowercase: bool = False, min_count: int = 1,
+              languages=None, common_script: bool = False):
+        """The characters of ``texts`` (with ``common_script``, of their common-label spelling, for which
+        ``languages`` gives each text's language)."""
+        vocab = cls([BLANK, UNK, WORD_BOUNDARY], strip_punctuation, lowercase, common_script)
+        languages = list(languages) if languages is not None else [None] * len(texts)
         counts = Counter()
-        for text in texts:
-            counts.update(normalize_text(text, strip_punctuation, lowercase).replace(" ", ""))
+        for text, language in zip(texts, languages):
+            counts.update(vocab.label_text(text, language).replace(" ", ""))
         chars = sorted(c for c, n in counts.items() if n >= min_count)
-        return cls([BLANK, UNK, WORD_BOUNDARY] + chars, strip_punctuation, lowercase)
+        return cls([BLANK, UNK, WORD_BOUNDARY] + chars, strip_punctuation, lowercase, common_script)
+
+    def label_text(self, text: str, language: str | None = None) -> str:
+        """The normalised text as the model spells it: native characters, or common labels."""
+        normalized = self.normalize(text)
+        if not self.common_script:
+            return normalized
+        if language is None:
+            raise VocabularyError("this vocabulary uses the common Indic label set: the text's language is needed")
+        from .indic import UnknownLanguageError, to_common
+
+        try:
+            return to_common(normalized, language)
+        except UnknownLanguageError as error:
+            raise VocabularyError(str(error)) from None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -65,12 +85,12 @@ class CharVocabulary:
     def normalize(self, text: str) -> str:
         return normalize_text(text, self.strip_punctuation, self.lowercase)
 
-    def missing(self, text: str) -> set[str]:
-        return {c for c in self.normalize(text).replace(" ", "") if c not in self.index}
+    def missing(self, text: str, language: str | None = None) -> set[str]:
+        return {c for c in self.label_text(text, language).replace(" ", "") if c not in self.index}
 
-    def encode(self, text: str, allow_unknown: bool = False) -> list[int]:
+    def encode(self, text: str, allow_unknown: bool = False, language: str | None = None) -> list[int]:
         """Normalised text -> ids with ``|`` between words (no leading/trailing boundary)."""
-        normalized = self.normalize(text)
+        normalized = self.label_text(text, language)
         missing = {c for c in normalized.replace(" ", "") if c not in self.index}
         if missing and not allow_unknown:
             shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in sorted(missing))
@@ -82,17 +102,24 @@ class CharVocabulary:
             ids.extend(self.index.get(c, self.index[UNK]) for c in word)
         return ids
 
-    def decode(self, ids) -> str:
-        """Ids (already collapsed, no blanks) -> text with spaces for word boundaries."""
+    def decode(self, ids, language: str | None = None) -> str:
+        """Ids (already collapsed, no blanks) -> text with spaces for word boundaries; a common-label vocabulary
+        writes the ``language``'s script (common labels when the language is unknown)."""
         boundary = self.index[WORD_BOUNDARY]
         text = "".join(WORD_BOUNDARY if i == boundary else self.tokens[i] for i in ids
                        if i > 0 and self.tokens[i] not in SILENT_TOKENS)
-        return " ".join(part for part in text.split(WORD_BOUNDARY) if part)
+        text = " ".join(part for part in text.split(WORD_BOUNDARY) if part)
+        if self.common_script and language is not None:
+            from .indic import from_common
+
+            text = from_common(text, language)
+        return text
 
     def to_json(self) -> str:
         """The ``tokens.json`` text: tokens in output order plus the normalisation settings."""
         return json.dumps({"type": "char", "tokens": self.tokens, "strip_punctuation": self.strip_punctuation,
-                           "lowercase": self.lowercase}, ensure_ascii=False, indent=1)
+                           "lowercase": self.lowercase, "common_script": self.common_script},
+                          ensure_ascii=False, indent=1)
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(self.to_json(), encoding="utf-8")
@@ -107,4 +134,5 @@ class CharVocabulary:
             raise VocabularyError(f"vocabulary file {path} is not valid JSON: {error}") from None
         if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn character vocabulary")
-        return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False))
+        return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),
+                   values.get("common_script", False))

@@ -31,12 +31,12 @@ def find_kenlm_tool(name: str) -> str:
     return found
 
 
-def normalized_corpus(texts, vocab: CharVocabulary) -> list[str]:
+def normalized_corpus(texts, vocab: CharVocabulary, language: str | None = None) -> list[str]:
     """Normalised sentences that the model can spell (sentences with other characters are dropped)."""
     sentences = []
     for text in texts:
         normalized = vocab.normalize(text)
-        if normalized and not vocab.missing(normalized):
+        if normalized and not vocab.missing(normalized, language):
             sentences.append(normalized)
     return sentences
 
@@ -63,10 +63,12 @@ def build_lm(sentences: list[str], out_dir: str | os.PathLike, order: int = 3, b
     return model
 
 
-def write_lexicon(sentences: list[str], vocab: CharVocabulary, path: str | os.PathLike, min_count: int = 1) -> int:
-    """Write ``word c h a r s |`` lines for every word seen ``min_count`` times; returns the word count."""
+def write_lexicon(sentences: list[str], vocab: CharVocabulary, path: str | os.PathLike, min_count: int = 1,
+                  language: str | None = None) -> int:
+    """Write ``word s p e l l i n g |`` lines (the spelling in the model's labels) for every word seen
+    ``min_count`` times; returns the word count."""
     counts = Counter(word for sentence in sentences for word in sentence.split())
-    lines = [f"{word} {' '.join(word)} |" for word, n in sorted(counts.items()) if n >= min_count
-             and not vocab.missing(word)]
+    lines = [f"{word} {' '.join(vocab.label_text(word, language))} |" for word, n in sorted(counts.items())
+             if n >= min_count and not vocab.missing(word, language)]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)

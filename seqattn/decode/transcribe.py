@@ -32,6 +32,7 @@ class InputItem:
     utt_id: str
     source: AudioSource
     reference: str | None = None
+    language: str | None = None  # needed to write the script of a common-label (multi-script) model
 
 
 @dataclass
@@ -86,10 +87,10 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
             reasons = "; ".join(str(p) for p in data.problems if p.key == key)
             failures.append(Failure(key, f"invalid data-dir entry: {reasons}"))
         for utt in data.utterances:
-            add(InputItem(utt.utt_id, utt.source, utt.text))
+            add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
     if manifest is not None:
         for utt in read_jsonl_manifest(manifest):
-            add(InputItem(utt.utt_id, utt.source, utt.text))
+            add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
     return items, failures
 
 
@@ -204,6 +205,9 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     result = TranscriptionResult()
+    if vocab.common_script and any(item.language is None for item in items):
+        result.warnings.append("this model writes a common label set for all Indic scripts; inputs without a "
+                               "language (utt2lang, a manifest's language, or --language) come out in Devanagari")
     if chunk_seconds is None:
         chunk_seconds = 30.0 if has_full_attention(model) else 0.0
     hop = frame_hop(model)
@@ -217,7 +221,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
         tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
         tokens = strip_boundaries(tokens, boundary)
-        text = vocab.decode(tokens)
+        text = vocab.decode(tokens, loaded.item.language)
         words = []
         if timestamps and text:
             try:

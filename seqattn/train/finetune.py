@@ -51,6 +51,7 @@ class FinetuneData:
     max_sample_size: int = 480_000  # longer utterances are reported and skipped
     strip_punctuation: bool = True
     lowercase: bool = False
+    common_script: bool = False  # one label set for all Indic scripts (seqattn.data.indic); needs utt2lang
     num_workers: int = 0
     fix_data_dirs: bool = False
 
@@ -168,8 +169,8 @@ def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: Finetune
             if batch["waves"].shape[0] == 0:
                 continue
             logits, frames = model(batch["waves"], batch["lengths"])
-            for row, text in enumerate(batch["texts"]):
-                hyps.append(vocab.decode(greedy_decode(logits[row], int(frames[row])).tokens))
+            for row, (text, language) in enumerate(zip(batch["texts"], batch["languages"])):
+                hyps.append(vocab.decode(greedy_decode(logits[row], int(frames[row])).tokens, language))
                 refs.append(text)
     words = jiwer.process_words(refs, hyps) if refs else None
     chars = jiwer.process_characters(refs, hyps) if refs else None
@@ -197,7 +198,12 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     manager = CheckpointManager(out / "checkpoints", run.keep_last)
     train_sources = [(s.path, s.language) for s in data.train]
     valid_sources = [(s.path, s.language) for s in data.valid]
-    vocab = CharVocabulary.build(read_texts(train_sources, data.fix_data_dirs), data.strip_punctuation, data.lowercase)
+    texts = read_texts(train_sources, data.fix_data_dirs)
+    if data.common_script and any(language is None for _, language in texts):
+        raise TrainingError("data.common_script needs every training utterance's language (utt2lang in the data "
+                            "dirs, or a language on each data source)")
+    vocab = CharVocabulary.build([t for t, _ in texts], data.strip_punctuation, data.lowercase,
+                                 languages=[language for _, language in texts], common_script=data.common_script)
     torch.manual_seed(run.seed)
     model = build_model(config, len(vocab))
     frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731

@@ -139,7 +139,7 @@ fi
 if run_stage 5 "n-gram LMs and lexicons from the training text"; then
   for l in $(langs_of $asr_langs); do
     seqattn build-lm $data/train_$l/text --kaldi-text --vocab $exp/ft/best/tokens.json --order $lm_order \
-      --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
+      --language $l --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
   done 2>&1 | tee $exp/log/lm.log
   finish_stage 5 lm
 fi
@@ -163,7 +163,7 @@ fi
 if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp"; then
   out=$exp/longform
   seqattn transcribe $exp/ft/best $data/wav/long_$longform_lang.wav --output-dir $out/one_pass \
-    --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log
+    --language $longform_lang --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log
   python local/longform_reference.py --data $data/test_long_$longform_lang --hyp $out/one_pass/long_$longform_lang.txt \
     --out $out/one_pass/wer
   seqattn transcribe $exp/ft/best --data-dir $data/test_long_$longform_lang --output-dir \

@@ -65,7 +65,7 @@ def main() -> None:
         for weight in LM_WEIGHTS:
             for word_score in WORD_SCORES:
                 beam = Beam(vocab, args.beam_size, str(lm), str(lexicon), weight, word_score)
-                hyps = [vocab.decode(strip_boundaries(beam(lp), boundary)) for lp in log_probs]
+                hyps = [vocab.decode(strip_boundaries(beam(lp), boundary), lang) for lp in log_probs]
                 score = (jiwer.cer(refs, hyps), jiwer.wer(refs, hyps))
                 print(f"{lang} dev lm_weight={weight} word_score={word_score}: cer={100 * score[0]:.2f} "
                       f"wer={100 * score[1]:.2f}", file=sys.stderr)

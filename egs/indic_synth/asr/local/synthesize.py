@@ -54,15 +54,13 @@ def vocabulary(lang: str) -> list[str]:
     return sorted(words)
 
 
-def sentences(lang: str, split: str, count: int, seed: int, min_words=3, max_words=7) -> list[str]:
-    """Deterministic word sequences; each split draws from its own seed, and held-out sentences never
-    repeat a training sentence."""
+def sentences(lang: str, split: str, count: int, seed: int, min_words: int = 3, max_words: int = 7,
+              exclude: set[str] | None = None) -> list[str]:
+    """Deterministic word sequences, a seed per split; none of them is in ``exclude`` (the training
+    sentences, when a held-out split is made) or repeated."""
     words = vocabulary(lang)
     rng = random.Random(f"{seed}-{lang}-{split}")
-    train_rng = random.Random(f"{seed}-{lang}-train")
-    seen = set()
-    if split != "train":  # the training sentences, to exclude them
-        seen = {" ".join(train_rng.choices(words, k=train_rng.randint(min_words, max_words))) for _ in range(count * 4)}
+    seen = set(exclude or ())
     result = []
     while len(result) < count:
         sentence = " ".join(rng.choices(words, k=rng.randint(min_words, max_words)))
@@ -101,6 +99,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--words", type=int, nargs=2, default=(3, 7), metavar=("MIN", "MAX"),
+                        help="words per sentence")
     parser.add_argument("--noise-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance")
     args = parser.parse_args()
@@ -112,7 +112,11 @@ def main() -> None:
         wav_dir = out / "wav" / f"{args.split}_{lang}"
         wav_dir.mkdir(parents=True, exist_ok=True)
         jobs = []
-        for i, text in enumerate(sentences(lang, args.split, args.utts, args.seed)):
+        train_text = out / f"train_{lang}" / "text"
+        exclude = set()
+        if args.split != "train" and train_text.is_file():  # held-out sentences never repeat a training one
+            exclude = {line.split(" ", 1)[1] for line in train_text.read_text(encoding="utf-8").splitlines()}
+        for i, text in enumerate(sentences(lang, args.split, args.utts, args.seed, *args.words, exclude=exclude)):
             rng = random.Random(hashlib.sha1(f"{args.seed}-{lang}-{args.split}-{i}".encode()).hexdigest())
             variant = rng.choice(variants)
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
