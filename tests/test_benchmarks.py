@@ -38,3 +38,14 @@ def test_bench_wav2vec2_quick(tmp_path):
     assert set(impls) == {"hf", "seqattn_full", "seqattn_local"}
     assert all("error" not in r and len(r["step_s"]) == 2 for r in impls.values()), impls
     assert "HF time / seqattn time" in table
+
+
+def test_bench_transcribe_quick(tmp_path):
+    pytest.importorskip("transformers", reason="test extra (transformers) not installed")
+    payload, table = _run("bench_transcribe.py", tmp_path)
+    rows = {(r["impl"], r["seconds"]): r for r in payload["rows"]}
+    assert set(rows) == {(impl, s) for impl in ("seqattn_local", "hf_pipeline") for s in (4.0, 12.0)}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert len(row["times_s"]) == 2 and row["peak_rss_mib"] > 0 and row["transcript_chars"] >= 0
+    assert "HF time / seqattn time" in table and "RTF" in table

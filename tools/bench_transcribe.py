@@ -11,8 +11,8 @@ resampling check, greedy decoding; word timestamps off since HF computes none). 
 ``Wav2Vec2ForCTC`` (SDPA attention) runs in its ``automatic-speech-recognition`` pipeline with
 ``chunk_length_s`` (stride = chunk/6 each side, HF's default), the documented way to transcribe long audio;
 its time includes reading the file with soundfile. Each (implementation, length) runs in a fresh subprocess;
-RTF = wall time / audio time, median of --reps runs after one warm-up (no warm-up for inputs over 10
-minutes). Peak RSS is the worker's ru_maxrss (model, audio and all). The --hour run transcribes a 1-hour file
+RTF = wall time / audio time, median of --reps runs (after one warm-up below 10 minutes; one run above
+10 minutes). Peak RSS is the worker's ru_maxrss (model, audio and all). The --hour run transcribes a 1-hour file
 once with seqattn.
 """
 from __future__ import annotations
@@ -126,8 +126,8 @@ def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_c
         _write_audio(path, seconds)
         run = _seqattn_runner(path, quick)[0] if impl == "seqattn_local" else _hf_runner(path, quick, hf_chunk)[0]
         with torch.inference_mode():
-            if seconds <= 600:
-                run()  # warm-up
+            if seconds < 600:
+                run()  # warm-up (long inputs amortise first-call costs themselves)
             times, chars = [], 0
             for _ in range(reps):
                 start = time.perf_counter()
@@ -151,7 +151,7 @@ def markdown(rows, info, hf_chunk) -> str:
         "# Transcription speed: seqattn vs HF transformers",
         "",
         f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
-        f"Greedy CTC, batch 1, median of {info['reps']} runs (one run for inputs over 10 minutes); "
+        f"Greedy CTC, batch 1, median of {info['reps']} runs (a warm-up first below 10 minutes; one run above); "
         "RTF = wall / audio time; peak = the worker's max RSS.",
         "",
         "| implementation | " + " | ".join(_length_name(s) for s in lengths) + " |",

@@ -26,13 +26,15 @@ pretrain_langs=hi,mr,bn,gu,pa,or,as,ne,kok,sd,ur,bpy,ta,te,kn,ml
 # Labelled languages (fine-tuning, LMs, dev/test): 3 Indo-Aryan + 3 Dravidian.
 asr_langs=hi,mr,bn,ta,te,kn
 longform_lang=hi        # "" = no long-form recording
-train_utts=300          # per language; the labelled languages' train sets are also pretraining audio
+train_utts=500          # per language; the labelled languages' train sets are also pretraining audio
+train_words="1 4"       # words per training sentence (short utterances let CTC find its alignment sooner)
+test_words="2 6"
 test_utts=40            # dev and test, per labelled language
 longform_utts=60        # segments in the long recording (about 4 minutes)
-pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_small_cpu.yaml
-pretrain_time=360
+pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_demo_cpu.yaml
+pretrain_time=300
 pretrain_overrides=""
-finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_small_cpu.yaml
+finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_demo_cpu.yaml
 finetune_time=720
 finetune_overrides=""
 lm_order=2
@@ -87,10 +89,10 @@ fi
 
 if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; then
   python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $train_utts \
-    --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_train.log
+    --seed $seed --nj $nj --words $train_words 2>&1 | tee $exp/log/synth_train.log
   for split in dev test; do
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
-      --seed $seed --nj $nj 2>&1 | tee $exp/log/synth_$split.log
+      --seed $seed --nj $nj --words $test_words 2>&1 | tee $exp/log/synth_$split.log
   done
   [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang --long $data/test_long_$longform_lang \
     --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
@@ -117,7 +119,7 @@ finetune() {
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
     run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides \
     2>&1 | tee $exp/log/$name.log
-  ln -sfn "$(cat $exp/$name/checkpoints/BEST)" $exp/$name/best
+  ln -sfn "checkpoints/$(cut -d' ' -f1 $exp/$name/checkpoints/BEST)" $exp/$name/best  # BEST: "<dir> <wer>"
 }
 models=ft
 [ "$ablation" = true ] && models="ft ft_scratch"
