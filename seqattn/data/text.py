@@ -86,12 +86,16 @@ class CharVocabulary:
         return normalize_text(text, self.strip_punctuation, self.lowercase)
 
     def missing(self, text: str, language: str | None = None) -> set[str]:
-        return {c for c in self.label_text(text, language).replace(" ", "") if c not in self.index}
+        """Characters of ``text`` that the model cannot write."""
+        return self.unknown_characters(self.label_text(text, language))
+
+    def unknown_characters(self, label_text: str) -> set[str]:
+        return {c for c in label_text.replace(" ", "") if c not in self.index}
 
     def encode(self, text: str, allow_unknown: bool = False, language: str | None = None) -> list[int]:
         """Normalised text -> ids with ``|`` between words (no leading/trailing boundary)."""
         normalized = self.label_text(text, language)
-        missing = {c for c in normalized.replace(" ", "") if c not in self.index}
+        missing = self.unknown_characters(normalized)
         if missing and not allow_unknown:
             shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in sorted(missing))
             raise VocabularyError(f"characters not in the vocabulary: {shown}")
@@ -99,8 +103,16 @@ class CharVocabulary:
         for w, word in enumerate(normalized.split()):
             if w:
                 ids.append(self.index[WORD_BOUNDARY])
-            ids.extend(self.index.get(c, self.index[UNK]) for c in word)
+            ids.extend(self.index.get(unit, self.index[UNK]) for unit in self.spell(word))
         return ids
+
+    def spell(self, word: str) -> list[str]:
+        """A word (already in label form) as output units: its characters here, pieces in subclasses."""
+        return list(word)
+
+    def spelling(self, word: str, language: str | None = None) -> list[str]:
+        """The output units of a (raw) word, e.g. for a beam-search lexicon."""
+        return self.spell(self.label_text(word, language))
 
     def decode(self, ids, language: str | None = None) -> str:
         """Ids (already collapsed, no blanks) -> text with spaces for word boundaries; a common-label vocabulary
@@ -132,6 +144,10 @@ class CharVocabulary:
             raise VocabularyError(f"vocabulary file {path} is missing") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise VocabularyError(f"vocabulary file {path} is not valid JSON: {error}") from None
+        if values.get("type") == "sentencepiece":
+            from .pieces import PieceVocabulary
+
+            return PieceVocabulary.from_values(values, path)
         if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn character vocabulary")
         return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),

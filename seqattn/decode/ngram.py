@@ -68,7 +68,7 @@ def write_lexicon(sentences: list[str], vocab: CharVocabulary, path: str | os.Pa
     """Write ``word s p e l l i n g |`` lines (the spelling in the model's labels) for every word seen
     ``min_count`` times; returns the word count."""
     counts = Counter(word for sentence in sentences for word in sentence.split())
-    lines = [f"{word} {' '.join(vocab.label_text(word, language))} |" for word, n in sorted(counts.items())
+    lines = [f"{word} {' '.join(vocab.spelling(word, language))} |" for word, n in sorted(counts.items())
              if n >= min_count and not vocab.missing(word, language)]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)

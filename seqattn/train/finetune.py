@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from seqattn.data.labelled import PaddedBatches, prepare, read_texts
+from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.text import CharVocabulary
 from seqattn.decode.ctc import greedy_decode
 from seqattn.models.io import read_model_config
@@ -52,6 +53,8 @@ class FinetuneData:
     strip_punctuation: bool = True
     lowercase: bool = False
     common_script: bool = False  # one label set for all Indic scripts (seqattn.data.indic); needs utt2lang
+    units: str = "char"  # CTC output units: "char", or "sentencepiece" (a unigram model learnt on the words)
+    sentencepiece_size: int = 200
     num_workers: int = 0
     fix_data_dirs: bool = False
 
@@ -202,8 +205,15 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     if data.common_script and any(language is None for _, language in texts):
         raise TrainingError("data.common_script needs every training utterance's language (utt2lang in the data "
                             "dirs, or a language on each data source)")
-    vocab = CharVocabulary.build([t for t, _ in texts], data.strip_punctuation, data.lowercase,
-                                 languages=[language for _, language in texts], common_script=data.common_script)
+    if data.units not in ("char", "sentencepiece"):
+        raise TrainingError(f"data.units must be 'char' or 'sentencepiece', got {data.units!r}")
+    texts_only, languages = [t for t, _ in texts], [language for _, language in texts]
+    if data.units == "sentencepiece":
+        vocab = PieceVocabulary.build(texts_only, data.strip_punctuation, data.lowercase, languages=languages,
+                                      common_script=data.common_script, size=data.sentencepiece_size)
+    else:
+        vocab = CharVocabulary.build(texts_only, data.strip_punctuation, data.lowercase, languages=languages,
+                                     common_script=data.common_script)
     torch.manual_seed(run.seed)
     model = build_model(config, len(vocab))
     frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731

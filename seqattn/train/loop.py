@@ -168,12 +168,13 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
                               skipped_batches=totals.get("skipped_batches", 0), unreadable=totals.get("unreadable", 0))
                 monitor.scalars(position.step, values)
                 sums, interval_start = {}, time.time()
-            metric = None
-            if validate_every and position.step % validate_every == 0:
-                metric = task.validate(position.step)
             out_of_time = run.max_time_s > 0 and ctx.any_flag(time.time() - started > run.max_time_s)
             out_of_time = out_of_time or (run.stop_after > 0 and position.step - first_step >= run.stop_after)
             done = position.step >= optim.max_updates
+            metric = None
+            # The last model is validated too, so that "best" can be the final one.
+            if validate_every and (position.step % validate_every == 0 or out_of_time or done):
+                metric = task.validate(position.step)
             if position.step % run.save_every == 0 or out_of_time or done or metric is not None:
                 save(out_of_time or done, metric)
             if out_of_time:

@@ -49,10 +49,4 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 codes=$(echo $configs | sed 's/_[a-z]*//g')
-if [ $stop_stage -ge 2 ]; then
-  extra=()
-  [ -n "$pretrained" ] && extra=(--pretrained "$(cd "$pretrained" && pwd)")
-  ../../indic_synth/asr/run.sh --stage $((stage > 2 ? stage : 2)) --stop-stage $stop_stage --nj $nj \
-    --data "$(pwd)/data" --exp "$(pwd)/exp" --pretrain-langs $codes --asr-langs $codes --longform-lang= \
-    --finetune-config $finetune_config --pretrain-time 36000 --finetune-time 360000 "${extra[@]}"
-fi
+../../indic_synth/asr/local/run_later_stages.sh $stage $stop_stage $nj $codes $finetune_config "$pretrained"

@@ -3,8 +3,9 @@
 
 Run: python local/make_results.py --exp exp --out RESULTS.md --command "./run.sh ..."
 
-Reads exp/decode/<model>/<mode>/<set>/wer (the %WER/%CER lines `seqattn transcribe` writes), the stage
-timings in exp/timing.tsv, and the LM settings chosen on dev (exp/decode/<model>/lm/chosen.txt).
+Reads exp/decode/<model>/<mode>/<set>/wer (the %WER/%CER lines `seqattn transcribe` writes), the one-pass
+long-recording score (exp/longform/*/wer), the stage timings in exp/time/, and the LM settings chosen on dev
+(exp/decode/<model>/lm/chosen.txt).
 """
 from __future__ import annotations
 
@@ -50,9 +51,8 @@ def main() -> None:
     for wer in sorted(exp.glob("decode/*/*/*/wer")):
         set_name, mode, model = wer.parent.name, wer.parent.parent.name, wer.parent.parent.parent.name
         results.setdefault((model, mode), {})[set_name] = read_scores(wer)
-    timing = []
-    if (exp / "timing.tsv").is_file():
-        timing = [line.split("\t") for line in (exp / "timing.tsv").read_text().splitlines() if line.strip()]
+    # exp/time/NN holds "<stage number> <name>\t<seconds>" for every stage that ran
+    timing = [path.read_text().strip().split("\t") for path in sorted((exp / "time").glob("[0-9]*"))]
 
     lines = [
         "# Results: multilingual Indic ASR on synthetic espeak-ng speech",
@@ -79,6 +79,11 @@ def main() -> None:
                 cells.append(f"{scores['CER'][0]:.2f} ({scores['WER'][0]:.2f})" if scores and "CER" in scores else "—")
             lines.append(f"| {set_name} | " + " | ".join(cells) + " |")
         lines.append("")
+    for wer in sorted(exp.glob("longform/*/wer")):
+        scores = read_scores(wer)
+        lines.append(f"- long recording ({wer.parent.name.replace('_', ' ')}, one file, greedy): "
+                     f"%CER {scores['CER'][0]:.2f}, %WER {scores['WER'][0]:.2f} against the segments' references "
+                     "in time order; CTM/SRT/VTT/JSON in `exp/longform/`")
     for chosen in sorted(exp.glob("decode/*/lm/chosen.txt")):
         lines.append(f"- LM settings chosen on dev for {MODEL_NAMES.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
                      f"{chosen.read_text().strip()}")
