@@ -57,7 +57,8 @@ def _transcribe(args) -> int:
             item.language = item.language or args.language
     beam = None
     if args.beam_size > 1 or args.lm or args.lexicon:
-        beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score)
+        beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score,
+                    args.sil_score)
     chunk = None if args.chunk_seconds is None else args.chunk_seconds
     if args.batch_size < 1:
         print(f"seqattn transcribe: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lexicon", help="lexicon file (word followed by its characters and |)")
     p.add_argument("--lm-weight", type=float, default=0.5)
     p.add_argument("--word-score", type=float, default=0.0)
+    p.add_argument("--sil-score", type=float, default=0.0, help="score added for the word boundary (silence) token")
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
     p.add_argument("--language", help="language of inputs that do not name one (utt2lang, manifest): models "
