@@ -129,7 +129,8 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         weights = {k: v for k, v in weights.items() if not k.startswith(("quantizer.", "project_q.", "final_proj."))}
     model = (Wav2Vec2ForCTC if ctc else Wav2Vec2ForPretraining)(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    missing = [k for k in missing if k != "wav2vec2.mask_emb" or ctc is False]
+    if ctc:  # HF CTC models trained without time masking have no masked_spec_embed; inference never uses it
+        missing = [k for k in missing if k != "wav2vec2.mask_emb"]
     if missing or unexpected:
         raise ConversionError(f"{hf_dir}: missing weights {missing}, unexpected weights {unexpected}")
     return _save_with_vocabulary(model.eval(), out_dir, vocabulary, f"HF directory {hf_dir.resolve()}")
