@@ -29,13 +29,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       if [ ! -d $downloads/$config/audio/$split ]; then
         archive=$downloads/$config/audio/$split.tar.gz
         curl -fL -C - -o $archive $base_url/$config/audio/$split.tar.gz  # -C - resumes
-        sum=$(sha256sum $archive | cut -d' ' -f1)
-        if grep -q " $config/$split.tar.gz\$" $downloads/SHA256SUMS 2> /dev/null; then
-          [ "$(grep " $config/$split.tar.gz\$" $downloads/SHA256SUMS | cut -d' ' -f1)" = "$sum" ] || \
-            { echo "$archive: checksum mismatch (delete it and re-run)" >&2; exit 1; }
-        else
-          echo "$sum  $config/$split.tar.gz" >> $downloads/SHA256SUMS
-        fi
+        ../../indic_synth/asr/local/check_sha256.sh $downloads/SHA256SUMS $archive $config/$split.tar.gz
         tar -xzf $archive -C $downloads/$config/audio  # unpacks to audio/<split>/
       fi
     done

@@ -29,12 +29,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       archive=${language}_${split}.tar.gz
       [ -f $downloads/$language/$split/transcription.txt ] && { echo "$language $split: unpacked"; continue; }
       wget -c -O $downloads/$archive $base_url/$archive  # -c resumes an interrupted download
-      sum=$(sha256sum $downloads/$archive | cut -d' ' -f1)
-      if grep -q " $archive\$" $downloads/SHA256SUMS 2> /dev/null; then
-        (cd $downloads && grep " $archive\$" SHA256SUMS | sha256sum -c -) || exit 1
-      else
-        echo "$sum  $archive" >> $downloads/SHA256SUMS
-      fi
+      ../../indic_synth/asr/local/check_sha256.sh $downloads/SHA256SUMS $downloads/$archive $archive
       tmp=$downloads/.unpack_${language}_${split}; rm -rf $tmp; mkdir -p $tmp
       tar -xzf $downloads/$archive -C $tmp
       found=$(find $tmp -name transcription.txt | head -n 1)  # archives unpack to <Language>/<split>/ or <split>/
