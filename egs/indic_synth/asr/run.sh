@@ -30,7 +30,7 @@ train_utts=500          # per language; the labelled languages' train sets are a
 train_words="1 4"       # words per training sentence (short utterances let CTC find its alignment sooner)
 test_words="2 6"
 test_utts=40            # dev and test, per labelled language
-longform_utts=60        # segments in the long recording (about 4 minutes)
+longform_utts=60        # segments in the long recording, at most test_utts (40 x ~3 s = 2 minutes by default)
 pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_demo_cpu.yaml
 pretrain_time=300
 pretrain_overrides=""
