@@ -29,6 +29,8 @@ from seqattn.data.text import BLANK, UNK, WORD_BOUNDARY, CharVocabulary
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.nn import AttentionConfig
 
+from .names import compile_names, rename
+
 
 class FairseqImportError(ValueError):
     """A fairseq file that cannot be converted; the message says which file and why."""
@@ -245,26 +247,7 @@ _NAMES = [
 ]
 
 
-def _name_table():
-    fields = {"i": r"(?P<i>\d+)", "p": r"(?P<p>weight|bias)", "m": r"(?P<m>q_proj|k_proj|v_proj|out_proj)"}
-    table = []
-    for theirs, ours in _NAMES:
-        pattern = re.escape(theirs)
-        for field, group in fields.items():
-            pattern = pattern.replace(re.escape("{" + field + "}"), group)
-        table.append((re.compile(pattern), ours))
-    return table
-
-
-_TABLE = _name_table()
-
-
-def _rename(name: str) -> str | None:
-    for pattern, template in _TABLE:
-        match = pattern.fullmatch(name)
-        if match:
-            return template.format(**match.groupdict())
-    return None
+_TABLE = compile_names(_NAMES)
 
 
 # Buffers / modules fairseq keeps that carry no learned weights seqattn needs.
@@ -329,9 +312,10 @@ def read_fairseq(path: str | os.PathLike, dict_path: str | os.PathLike | None = 
             if key in ("w2v_encoder.proj.weight", "w2v_encoder.proj.bias"):
                 state["head." + key.rsplit(".", 1)[1]] = tensor
                 continue
-            name = _rename(key[len("w2v_encoder.w2v_model."):]) if key.startswith("w2v_encoder.w2v_model.") else None
+            inner = key.removeprefix("w2v_encoder.w2v_model.")
+            name = rename(inner, _TABLE) if inner != key else None
         else:
-            name = _rename(key)
+            name = rename(key, _TABLE)
         if name is None:
             unknown.append(key)
         else:

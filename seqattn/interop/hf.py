@@ -5,12 +5,12 @@ convert CLI), never by the model code.
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.nn import AttentionConfig
+
+from .names import compile_names, rename
 
 # (seqattn name, HF name) templates: {i} a layer index, {p} weight/bias, {m} an attention projection.
 _NAME_PAIRS = [
@@ -34,7 +34,6 @@ _NAME_PAIRS = [
     ("final_proj.{p}", "project_hid.{p}"),
     ("head.{p}", "lm_head.{p}"),
 ]
-_FIELDS = {"i": r"(?P<i>\d+)", "p": r"(?P<p>weight|bias)", "m": r"(?P<m>q_proj|k_proj|v_proj|out_proj)"}
 _LEGACY_WEIGHT_NORM = {  # older transformers releases stored torch.nn.utils.weight_norm names
     "wav2vec2.encoder.pos_conv_embed.conv.weight_g": "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0",
     "wav2vec2.encoder.pos_conv_embed.conv.weight_v": "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1",
@@ -42,23 +41,8 @@ _LEGACY_WEIGHT_NORM = {  # older transformers releases stored torch.nn.utils.wei
 _HF_HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.")
 
 
-def _pattern(template: str) -> re.Pattern:
-    escaped = re.escape(template)
-    for field, group in _FIELDS.items():
-        escaped = escaped.replace(re.escape("{" + field + "}"), group)
-    return re.compile(escaped)
-
-
-_TO_HF = [(_pattern(ours), hf) for ours, hf in _NAME_PAIRS]
-_FROM_HF = [(_pattern(hf), ours) for ours, hf in _NAME_PAIRS]
-
-
-def _rename(name: str, table) -> str | None:
-    for pattern, template in table:
-        match = pattern.fullmatch(name)
-        if match:
-            return template.format(**match.groupdict())
-    return None
+_TO_HF = compile_names(_NAME_PAIRS)
+_FROM_HF = compile_names([(hf, ours) for ours, hf in _NAME_PAIRS])
 
 
 def state_dict_from_hf(hf_state: dict) -> dict[str, torch.Tensor]:
@@ -69,7 +53,7 @@ def state_dict_from_hf(hf_state: dict) -> dict[str, torch.Tensor]:
     converted, unknown = {}, []
     for key, tensor in hf_state.items():
         full = key if key.startswith("wav2vec2.") or key.startswith(_HF_HEADS) else f"wav2vec2.{key}"
-        name = _rename(_LEGACY_WEIGHT_NORM.get(full, full), _FROM_HF)
+        name = rename(_LEGACY_WEIGHT_NORM.get(full, full), _FROM_HF)
         if name is None:
             unknown.append(key)
         else:
@@ -83,7 +67,7 @@ def state_dict_to_hf(state: dict) -> dict[str, torch.Tensor]:
     """seqattn state dict -> HF names (the inverse of :func:`state_dict_from_hf`)."""
     converted = {}
     for key, tensor in state.items():
-        name = _rename(key, _TO_HF)
+        name = rename(key, _TO_HF)
         if name is None:
             raise ValueError(f"seqattn parameter {key} has no HF counterpart")
         converted[name] = tensor
