@@ -9,6 +9,8 @@ import argparse
 import shlex
 import sys
 
+from .analyze import add_analyze_parser, add_localize_parser
+
 
 def _run_training(args, config_class, train, result_label: str) -> int:
     """Shared body of the training commands: YAML + overrides -> dataclass config -> train()."""
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_build_lm)
 
     p = commands.add_parser(
-        "convert", help="import fairseq / HF wav2vec2 models, export to HF",
+        "convert", help="import fairseq / HF wav2vec2 models, export to HF, localize full attention",
         description="Convert models between formats. Outputs appear complete or not at all.",
     )
     formats = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
@@ -284,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("source", help="seqattn model directory")
     q.add_argument("out_dir", help="HF directory to write (loads with transformers' from_pretrained)")
     q.set_defaults(handler=_convert)
+    add_localize_parser(formats)
+    add_analyze_parser(commands)
     return parser
 
 
@@ -301,11 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.train.loop import TrainingError
     from seqattn.interop.convert import ConversionError
     from seqattn.decode.ngram import KenLMError
+    from seqattn.analysis.inputs import AnalysisInputError
+    from seqattn.analysis.localize import LocalizeError
 
     try:
         return args.handler(args)
     except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
-            ConversionError, KenLMError, FileNotFoundError) as error:
+            ConversionError, KenLMError, AnalysisInputError, LocalizeError, FileNotFoundError) as error:
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

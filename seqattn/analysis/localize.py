@@ -1,0 +1,212 @@
+"""Turn a full-attention wav2vec2 model into a local-attention one (the CLEAR recipe applied to speech).
+
+Each full-attention layer becomes a local layer whose +-w window is the smallest that holds the requested
+share of attention mass for every one of its heads, as measured by :mod:`.attention` on real audio. The
+softmax is unchanged (it is simply taken over the window), and the weights are reused as they are; an
+optional distillation of the attention projections (:mod:`seqattn.train.distill`) then recovers what the
+cut-off mass changed.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqattn.models.wav2vec2 import Wav2Vec2Config
+from seqattn.train.distill import DistillConfig
+
+from .attention import AttentionAnalysis, backbone_of
+
+
+class LocalizeError(ValueError):
+    """The model or the analysis cannot be localized as asked."""
+
+
+@dataclass
+class LayerWindow:
+    layer: int
+    window: int  # +-w in frames the layer needs for the coverage (after rounding)
+    head_windows: list[int]  # each head's own smallest window for the coverage
+    window_left: int  # the layer's window after conversion
+    window_right: int
+    converted: bool  # False for a local layer whose window was already no wider
+
+
+def choose_windows(config: Wav2Vec2Config, analysis: AttentionAnalysis, coverage: float, *, multiple: int = 1,
+                   min_window: int = 1) -> list[LayerWindow]:
+    """Per layer, the window covering ``coverage`` of the mass for every head (the largest head's need),
+    rounded up to a multiple of ``multiple`` frames and at least ``min_window``.
+
+    Full-attention layers become local with that window; local layers are narrowed to it when it is
+    smaller than the window they were trained with (never widened). Layers mixing kinds are refused.
+    """
+    if not 0 < coverage <= 1:
+        raise LocalizeError(f"coverage must be in (0, 1], got {coverage}")
+    windows = []
+    for layer in range(config.num_layers):
+        attention = config.attention_for(layer)
+        if attention.num_heads not in (attention.full_heads, attention.local_heads):
+            raise LocalizeError(f"layer {layer} mixes head kinds ({attention.local_heads} local, {attention.full_heads} "
+                                f"full of {attention.num_heads}); localize converts layers whose heads are all full "
+                                "or all local")
+        heads = [s for s in analysis.heads if s.layer == layer]
+        if len(heads) != attention.num_heads:
+            raise LocalizeError(f"the analysis has {len(heads)} heads for layer {layer}, the model {attention.num_heads}: "
+                                "was it made for another model?")
+        need = []
+        for s in heads:
+            if coverage not in s.coverage_windows:
+                known = ", ".join(str(c) for c in sorted(s.coverage_windows))
+                raise LocalizeError(f"the analysis holds windows for coverages {known}, not {coverage}: run it "
+                                    "again with this coverage (or pass --data so localize measures it)")
+            need.append(int(s.coverage_windows[coverage]))
+        window = multiple * math.ceil(max(min_window, max(need)) / multiple)
+        if attention.full_heads:
+            windows.append(LayerWindow(layer, window, need, window, window, converted=True))
+        else:
+            left, right = min(attention.window_left, window), min(attention.window_right, window)
+            narrowed = (left, right) != (attention.window_left, attention.window_right)
+            windows.append(LayerWindow(layer, window, need, left, right, converted=narrowed))
+    return windows
+
+
+def localized_config(config: Wav2Vec2Config, windows: list[LayerWindow]) -> Wav2Vec2Config:
+    """A copy of ``config`` whose converted layers have all heads local with their window."""
+    new = copy.deepcopy(config)
+    layers = []
+    for choice in windows:
+        attention = copy.deepcopy(config.attention_for(choice.layer))
+        if choice.converted:
+            attention.local_heads = attention.num_heads
+            attention.window_left, attention.window_right = choice.window_left, choice.window_right
+        layers.append(attention)
+    new.layer_attention = layers
+    new.validate()
+    return new
+
+
+def localize_model(model: torch.nn.Module, windows: list[LayerWindow]) -> torch.nn.Module:
+    """The same weights in a model whose layers use the chosen windows (eval mode)."""
+    config = localized_config(model.config, windows)
+    local = type(model)(config)
+    local.load_state_dict(model.state_dict(), strict=True)  # attention kinds own no parameters of their own
+    return local.eval()
+
+
+@torch.no_grad()
+def encoder_seconds(model: torch.nn.Module, seconds: float, reps: int = 3, seed: int = 0) -> dict:
+    """Median wall time of the backbone (CNN + encoder) on one random input of ``seconds`` seconds."""
+    wave = torch.randn(int(seconds * 16000), generator=torch.Generator().manual_seed(seed))
+    backbone = backbone_of(model)
+    times = []
+    for _ in range(reps + 1):  # the first run warms allocator and kernels and is not counted
+        start = time.perf_counter()
+        features = backbone.inference_features([wave])
+        backbone.encode(features, keep_layer_outputs=False)
+        times.append(time.perf_counter() - start)
+    return {"seconds_of_audio": seconds, "median_s": statistics.median(times[1:]), "runs_s": times[1:]}
+
+
+def _copy_tokenizer_files(model_dir: Path) -> dict:
+    """Every file of the source model directory except its weights, config and README (tokens.json, ...)."""
+    from seqattn.models.io import CONFIG_FILE, README_FILE, WEIGHTS_FILE
+
+    skip = {CONFIG_FILE, WEIGHTS_FILE, README_FILE, "localize.json"}
+    return {p.name: p for p in sorted(model_dir.iterdir()) if p.is_file() and p.name not in skip}
+
+
+def test_error_rates(model, model_dir: Path, test_dirs: list[str], progress: bool) -> dict:
+    """Greedy %WER/%CER of a CTC model on labelled data dirs or manifests."""
+    from seqattn.data.text import CharVocabulary
+    from seqattn.decode.transcribe import VOCAB_FILE, kaldi_scores, transcribe
+
+    from .inputs import gather_items
+
+    vocab = CharVocabulary.load(model_dir / VOCAB_FILE)
+    items, failures = gather_items(test_dirs)
+    items = [item for item in items if item.reference is not None]
+    if not items:
+        raise LocalizeError(f"--test {' '.join(test_dirs)} holds no utterances with transcripts")
+    result = transcribe(model, vocab, items, timestamps=False, batch_size=4, progress=progress)
+    pairs = [(result.references[t.utt_id], t.text) for t in result.transcripts if t.utt_id in result.references]
+    wer, cer, words = kaldi_scores([p[0] for p in pairs], [p[1] for p in pairs])
+    return {"wer_line": wer, "cer_line": cer, "wer": float(wer.split()[1]), "cer": float(cer.split()[1]),
+            "utterances": len(pairs), "failed": len(failures) + len(result.failures)}
+
+
+def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: list[str] | None = None,
+                 analysis_json: str | None = None, max_utterances: int = 64, max_seconds: float = 30.0,
+                 multiple: int = 1, distill_data: list[str] | None = None, distill: DistillConfig | None = None,
+                 test: list[str] | None = None, bench_seconds: float = 60.0, bench_reps: int = 3,
+                 command: str = "seqattn convert localize", progress: bool = True) -> dict:
+    """The whole of ``seqattn convert localize``: measure (or read) the attention, choose windows, convert,
+    optionally distil, time both models on a long input, score both on a test set, write OUT_DIR."""
+    import json
+
+    from seqattn.models.io import load_model, save_model
+    from seqattn.train.distill import distill_attention
+
+    from .attention import analyze_attention
+    from .inputs import load_inputs
+
+    source = Path(model_dir)
+    teacher = load_model(source)
+    normalize = teacher.config.normalize_waveform
+    if analysis_json:
+        analysis = AttentionAnalysis.from_json(json.loads(Path(analysis_json).read_text()))
+    elif data:
+        inputs = load_inputs(data, max_utterances=max_utterances, max_seconds=max_seconds, normalize=normalize)
+        analysis = analyze_attention(teacher, [u.wave for u in inputs.utterances], coverages=(coverage,),
+                                     progress=progress)
+    else:
+        raise LocalizeError("give --data (audio to measure the attention on) or --analysis (an attention.json "
+                            "written by `seqattn analyze attention`)")
+    windows = choose_windows(teacher.config, analysis, coverage, multiple=multiple)
+    converted = [w.layer for w in windows if w.converted]
+    if not converted:
+        raise LocalizeError(f"nothing to localize in {model_dir}: every layer is local already with a window no "
+                            f"wider than the {coverage} coverage needs")
+    student = localize_model(teacher, windows)
+    report = {
+        "source": str(source), "coverage": coverage,
+        "analysis": {"utterances": analysis.utterances, "seconds": round(analysis.seconds, 2),
+                     "from": analysis_json or data},
+        "windows": [{"layer": w.layer, "needed": w.window, "head_windows": w.head_windows, "window_left": w.window_left,
+                     "window_right": w.window_right, "converted": w.converted} for w in windows],
+        "frame_ms": analysis.frame_ms,
+    }
+    if distill_data:
+        distill = distill or DistillConfig()
+        waves = [u.wave for u in load_inputs(distill_data, normalize=normalize).utterances]
+        outcome = distill_attention(backbone_of(student), backbone_of(teacher), waves, converted, distill, progress)
+        student.eval()
+        report["distillation"] = {
+            "steps": distill.steps, "lr": distill.lr, "batch_size": distill.batch_size,
+            "crop_seconds": distill.crop_seconds, "trained_parameters": outcome.trained_parameters,
+            "held_out_loss_before": outcome.held_out_before, "held_out_loss_after": outcome.held_out_after,
+            "first_loss": outcome.losses[0], "last_loss": outcome.losses[-1],
+        }
+    if bench_seconds > 0:
+        before = encoder_seconds(teacher, bench_seconds, bench_reps)
+        after = encoder_seconds(student, bench_seconds, bench_reps)
+        report["speed"] = {"input_seconds": bench_seconds, "reps": bench_reps, "full_s": before["median_s"],
+                           "local_s": after["median_s"], "speedup": before["median_s"] / after["median_s"]}
+    if test:
+        if not hasattr(teacher, "head"):
+            raise LocalizeError("--test needs a CTC model (model_type wav2vec2_ctc) to transcribe with")
+        report["test"] = {"full": test_error_rates(teacher, source, test, progress),
+                          "local": test_error_rates(student, source, test, progress)}
+        report["test"]["cer_change"] = report["test"]["local"]["cer"] - report["test"]["full"]["cer"]
+    notes = f"## Localized (coverage {coverage})\n\n" + "\n".join(
+        f"- layer {w.layer}: -{w.window_left}/+{w.window_right} frames ({w.window_left * analysis.frame_ms:g} ms left)"
+        f"{'' if w.converted else ' (unchanged)'}" for w in windows
+    )
+    files = _copy_tokenizer_files(source)
+    files["localize.json"] = json.dumps(report, indent=1) + "\n"
+    save_model(student, out_dir, extra_files=files, command=command, notes=notes)
+    return report
