@@ -6,8 +6,9 @@
 - entropy ``-sum_j w_ij log w_ij`` (nats);
 - self mass ``w_ii``.
 
-Every statistic is an average over query rows (each real, non-padding query of each utterance counts
-once; a routed query that joined several clusters counts once per cluster). The band statistics come from
+Every statistic is an average over queries: each real (non-padding) query of each utterance counts once.
+A routed query that joined several clusters has its rows merged into one distribution; a query that
+joined none (balanced clusters leave some out) is not counted. The band statistics come from
 one histogram per head of mass by distance |i - j|, summed over rows: its cumulative sum is the mass
 within +-w for every w at once, so w90/w95 are exact integers rather than grid points.
 
@@ -82,18 +83,25 @@ class HeadStatistics:
             if query_valid is not None:
                 rows &= torch.gather(query_valid, 1, q.clamp(min=0))
             take = present & rows[..., None]  # (B, M, K)
-            distance = (k - q[..., None]).abs()[take]  # (S,) distance of every kept slot
-            if distance.numel() == 0:
+            if not bool(take.any()):
                 continue
-            counts = torch.bincount(distance, weights=w[take]).numpy()  # (D_max + 1,)
-            hist = self.hist[layer]
-            if counts.shape[0] > hist.shape[1]:
-                hist = np.pad(hist, ((0, 0), (0, counts.shape[0] - hist.shape[1])))
-                self.hist[layer] = hist
-            hist[head, : counts.shape[0]] += counts
-            self.entropy[layer][head] += float(-torch.xlogy(w, w)[take].sum())
-            self.rows[layer][head] += int(rows.sum())
-            self.kinds[layer][head] = weights.kind
+            if weights.query_index is None:  # row m is query m: each row is one query's distribution
+                distance, mass = (k - q[..., None]).abs()[take], w[take]  # (S,), (S,)
+                count = int(rows.sum())
+            else:  # routed rows: a query may own several rows (one per cluster it joined)
+                distance, mass, count = merge_rows_by_query(w, k, q, take)
+            self._accumulate(layer, head, distance, mass, count, weights.kind)
+
+    def _accumulate(self, layer, head, distance, mass, count, kind) -> None:
+        counts = torch.bincount(distance, weights=mass).numpy()  # (D_max + 1,)
+        hist = self.hist[layer]
+        if counts.shape[0] > hist.shape[1]:
+            hist = np.pad(hist, ((0, 0), (0, counts.shape[0] - hist.shape[1])))
+            self.hist[layer] = hist
+        hist[head, : counts.shape[0]] += counts
+        self.entropy[layer][head] += float(-torch.xlogy(mass, mass).sum())
+        self.rows[layer][head] += count
+        self.kinds[layer][head] = kind
 
     def results(self, frame_ms: float, windows=DEFAULT_WINDOWS, coverages=COVERAGES) -> list[HeadStats]:
         stats = []
@@ -116,6 +124,23 @@ class HeadStatistics:
                     coverage_windows=cover,
                 ))
         return stats
+
+
+def merge_rows_by_query(w, k, q, take):
+    """Routed heads: sum the weights a query gives each key over all its rows, and normalise each query's
+    total to 1 (the kernel averages a query's clusters). w, k: (B, M, K); q: (B, M); take: (B, M, K) bool.
+    Returns (distance (S,), mass (S,), number of queries) over the distinct (query, key) pairs."""
+    span = int(max(int(k.max()), int(q.max()))) + 1  # positions are < span
+    batch = torch.arange(w.shape[0])[:, None, None].expand_as(k)  # (B, M, K)
+    query = q[..., None].expand_as(k)  # (B, M, K)
+    pair = (batch * span + query) * span + k  # (B, M, K) one id per (utterance, query, key)
+    ids, inverse = torch.unique(pair[take], return_inverse=True)
+    mass = torch.zeros(ids.shape[0], dtype=w.dtype).scatter_add_(0, inverse, w[take])  # (S,)
+    owner_ids, owner = torch.unique(ids // span, return_inverse=True)  # the (utterance, query) of each pair
+    totals = torch.zeros(owner_ids.shape[0], dtype=w.dtype).scatter_add_(0, owner, mass)
+    mass = mass / totals[owner]
+    distance = ((ids // span) % span - ids % span).abs()
+    return distance, mass, int(owner_ids.shape[0])
 
 
 def smallest_window(cumulative: np.ndarray, coverage: float) -> int:
