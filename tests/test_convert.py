@@ -167,3 +167,35 @@ def test_export_of_local_attention_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "HF wav2vec2 only has full attention" in err and "4 non-full attention heads" in err
     assert not (tmp_path / "hf").exists()
+
+
+@needs_fixtures
+def test_converted_fairseq_models_run_through_analyze_and_localize(tmp_path, capsys):
+    """The imported IndicWav2Vec-style checkpoints work with every analysis command and with localize."""
+    pretrained, ctc = tmp_path / "pt", tmp_path / "ctc"
+    assert cli_main(["convert", "fairseq", str(FIXTURES / "w2v2_base_like.pt"), str(pretrained)]) == 0
+    assert cli_main(["convert", "fairseq", str(FIXTURES / "w2v2_ctc_base_like.pt"), str(ctc)]) == 0
+    data = {lang: make_data_dir(tmp_path, lang, 4, lang, seed=i, texts=["HELLO THERE", "TEA"])
+            for i, lang in enumerate(("hi", "ta"))}
+    both = [str(d) for d in data.values()]
+    assert cli_main(["analyze", "attention", str(pretrained), *both, "--out-dir", str(tmp_path / "att"), "--quiet"]) == 0
+    attention = json.loads((tmp_path / "att" / "attention.json").read_text())
+    assert {h["kind"] for h in attention["heads"]} == {"full"} and attention["utterances"] == 8
+    assert cli_main(["analyze", "codebook", str(pretrained), *both, "--out-dir", str(tmp_path / "cb"), "--quiet"]) == 0
+    codebook = json.loads((tmp_path / "cb" / "codebook.json").read_text())
+    assert codebook["languages"] == ["hi", "ta"] and codebook["groups"] == 2
+    assert cli_main(["analyze", "layers", str(ctc), *both, "--out-dir", str(tmp_path / "ly"), "--folds", "2",
+                     "--quiet"]) == 0
+    assert json.loads((tmp_path / "ly" / "layers.json").read_text())["families"] == {"hi": "Indo-Aryan",
+                                                                                     "ta": "Dravidian"}
+    local = tmp_path / "ctc_local"
+    assert cli_main(["convert", "localize", str(ctc), str(local), "--data", *both, "--test", str(data["hi"]),
+                     "--bench-seconds", "2", "--bench-reps", "1", "--quiet"]) == 0
+    report = json.loads((local / "localize.json").read_text())
+    assert all(w["converted"] for w in report["windows"]) and "cer_change" in report["test"]
+    model, source = load_model(local), load_model(ctc)
+    assert model.config.layer_attention[0].local_heads == model.config.attention.num_heads
+    same = {k: v for k, v in source.config.to_dict().items() if k not in ("attention", "layer_attention")}
+    assert {k: model.config.to_dict()[k] for k in same} == same  # everything else carried over from fairseq
+    assert cli_main(["transcribe", str(local), "--data-dir", str(data["ta"]), "--output-dir", str(tmp_path / "tr"),
+                     "--quiet"]) == 0
