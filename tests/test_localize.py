@@ -103,8 +103,8 @@ def test_cli_reports_windows_speed_and_error_rates_then_the_model_transcribes(tm
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "localize.json").read_text())
     assert report["coverage"] == 0.9 and len(report["windows"]) == 2
-    assert report["speed"]["full_s"] > 0 and report["speed"]["local_s"] > 0
-    assert report["test"]["full"]["utterances"] == 4 and "cer_change" in report["test"]
+    assert report["speed"]["before_encoder_s"] > 0 and report["speed"]["after_total_s"] > 0
+    assert report["test"]["before"]["utterances"] == 4 and "cer_change" in report["test"]
     assert report["distillation"]["steps"] == 3
     local = load_model(out)
     assert all(local.config.attention_for(i).local_heads == 4 for i in range(2))

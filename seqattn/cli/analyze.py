@@ -30,7 +30,7 @@ def _load(args, normalize_from):
     from seqattn.analysis.inputs import load_inputs
 
     inputs = load_inputs(args.data, max_utterances=args.max_utterances, max_seconds=args.max_seconds,
-                         per_language=getattr(args, "per_language", None),
+                         per_language=args.per_language,
                          normalize=normalize_from.config.normalize_waveform, seed=args.seed)
     for failure in inputs.failures:
         print(f"  skipped {failure.name}: {failure.reason}", file=sys.stderr)
@@ -137,13 +137,16 @@ def _localize(args) -> int:
     return 0
 
 
-def _data_options(p, default_utterances: int | None, default_seconds: float | None) -> None:
+def _data_options(p, default_utterances: int | None, default_seconds: float | None,
+                  default_per_language: int | None) -> None:
     p.add_argument("model_dir", help="a seqattn model directory (convert fairseq/HF checkpoints first)")
     p.add_argument("data", nargs="+", help="[LANG=]PATH: Kaldi data dirs, .jsonl manifests, audio files or folders; "
                                            "LANG= sets the language of every utterance of PATH")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-utterances", type=int, default=default_utterances, help="random sample of this many")
     p.add_argument("--max-seconds", type=float, default=default_seconds, help="crop each utterance to this length")
+    p.add_argument("--per-language", type=int, default=default_per_language,
+                   help="at most this many utterances per language (a seeded random sample)")
     p.add_argument("--plot-format", type=_formats, default=("png",), help="comma-separated: png,svg,pdf")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -161,7 +164,7 @@ def add_analyze_parser(commands) -> None:
                     "curves and example maps. Local/routed heads use banded weights (no N x N memory).",
         epilog="example: seqattn analyze attention exp/pt/final data/test_hi --out-dir exp/analysis/attention",
     )
-    _data_options(q, 64, 30.0)
+    _data_options(q, 64, 30.0, None)
     q.add_argument("--batch-size", type=int, default=1)
     q.add_argument("--map-frames", type=int, default=150, help="frames shown in the example attention maps")
     q.add_argument("--heads", type=_heads, help="LAYER:HEAD,... for the example maps (default: the most and "
@@ -177,8 +180,7 @@ def add_analyze_parser(commands) -> None:
                     "entries, the clustering) and plots.",
         epilog="example: seqattn analyze codebook exp/pt/final data/pretrain_* --out-dir exp/analysis/codebook",
     )
-    _data_options(q, None, None)
-    q.add_argument("--per-language", type=int, default=200, help="at most this many utterances per language")
+    _data_options(q, None, None, 200)
     q.add_argument("--top-k", type=int, default=32, help="entries per group for the Jaccard overlap")
     q.add_argument("--min-share", type=float, default=0.002,
                    help="an entry counts as used by a language above this share of its frames")
@@ -192,8 +194,7 @@ def add_analyze_parser(commands) -> None:
                     "2-D projection of the best layer.",
         epilog="example: seqattn analyze layers exp/pt/final data/test_* --out-dir exp/analysis/layers",
     )
-    _data_options(q, None, 30.0)
-    q.add_argument("--per-language", type=int, default=100, help="at most this many utterances per language")
+    _data_options(q, None, 30.0, 100)
     q.add_argument("--folds", type=int, default=5)
     q.add_argument("--projection", choices=["pca", "tsne"], default="pca")
     q.add_argument("--family", action="append", help="LANG=FAMILY for languages the table does not know")

@@ -3,7 +3,8 @@
 #   corpus (16 espeak-ng Indian voices, CLDR text) -> wav2vec 2.0 pretraining on all of them (temperature
 #   sampling) -> one multilingual CTC model fine-tuned on 6 labelled languages (Indo-Aryan and Dravidian)
 #   -> KenLM n-gram LMs + lexicons -> greedy and LM decoding of dev/test -> Kaldi-style scoring, RESULTS.md
-#   -> a several-minute recording transcribed in one pass (CTM/SRT), a segments file and a piped wav.scp.
+#   -> a several-minute recording transcribed in one pass (CTM/SRT), a segments file and a piped wav.scp
+#   -> analysis (attention locality, codebook use across languages, layer probes) and convert localize.
 #
 # Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
@@ -39,6 +40,9 @@ finetune_time=720
 finetune_overrides=""
 lm_order=2
 beam_size=50
+analysis_utts=40        # per language, for the attention/layer analyses
+localize_coverage=0.9   # convert localize: share of attention mass each layer's window keeps
+localize_distill_steps=150
 data=""                 # data and exp roots (default: data/ and exp/, or data_quick/ and exp_quick/ with --quick)
 exp=""
 pretrained=""           # a seqattn model dir (e.g. a converted IndicWav2Vec checkpoint): skip pretraining
@@ -50,7 +54,7 @@ if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   pretrain_overrides="optim.max_updates=6 optim.warmup_updates=2 run.save_every=3 run.log_every=2"
   finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml; finetune_time=60
   finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 freeze_updates=2"
-  beam_size=5
+  beam_size=5; analysis_utts=4; localize_distill_steps=3
   data=${data:-data_quick}; exp=${exp:-exp_quick}
 else
   data=${data:-data}; exp=${exp:-exp}
@@ -176,9 +180,37 @@ if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-mi
   finish_stage 7 longform
 fi
 
-if run_stage 8 "scoring: RESULTS.md"; then
+if run_stage 8 "analysis: attention locality, codebook use, layer probes, convert localize"; then
+  out=$exp/analysis
+  pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null)}
+  tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
+  devs=$(for l in $(langs_of $asr_langs); do printf '%s/dev_%s ' $data $l; done)
+  trains=$(for l in $(langs_of $pretrain_langs); do printf '%s/train_%s ' $data $l; done)
+  folds=$([ "$quick" = true ] && echo 2 || echo 5)
+  {
+    for model in pretrain:$pt_model ft:$exp/ft/best; do
+      seqattn analyze attention ${model#*:} $tests --per-language $analysis_utts --max-utterances 1000 --out-dir $out/attention_${model%%:*} --quiet
+      seqattn analyze layers ${model#*:} $tests --per-language $analysis_utts --folds $folds \
+        --out-dir $out/layers_${model%%:*} --quiet
+    done
+    if grep -q '"wav2vec2_pretraining"' $pt_model/config.json; then  # only pretraining models keep the quantizer
+      seqattn analyze codebook $pt_model $trains --per-language $((analysis_utts * 3)) --out-dir $out/codebook --quiet
+    else
+      echo "codebook analysis skipped: $pt_model has no quantizer (not a pretraining model)"
+    fi
+    # Localize the fine-tuned model: windows measured on dev, CER measured on test; once as it is, once
+    # with half the mass and the attention layers distilled on unlabelled training audio.
+    seqattn convert localize $exp/ft/best $exp/ft_local --data $devs --coverage $localize_coverage --test $tests \
+      --bench-seconds 60 --quiet
+    seqattn convert localize $exp/ft/best $exp/ft_local_distilled --data $devs --coverage 0.5 --test $tests \
+      --distill $trains --distill-steps $localize_distill_steps --bench-seconds 60 --quiet
+  } 2>&1 | tee $exp/log/analysis.log
+  finish_stage 8 analysis
+fi
+
+if run_stage 9 "scoring: RESULTS.md"; then
   python local/make_results.py --exp $exp --out $exp/RESULTS.md \
     --command "egs/indic_synth/asr/run.sh $*"
-  finish_stage 8 results
+  finish_stage 9 results
 fi
 echo "done: results in $(pwd)/$exp/RESULTS.md"
