@@ -4,6 +4,7 @@ Kernels take q, k, v of shape (B, H, N, D) and own no parameters; :class:`MultiH
 projections and splits its heads among kernels.
 """
 from .full import full_attention
+from .incremental import LayerCache, attention_step
 from .local import local_attention
 from .multihead import AttentionConfig, AttentionOutput, MultiHeadAttention
 from .rotary import Rotary
@@ -16,10 +17,12 @@ __all__ = [
     "AttentionOutput",
     "AttentionWeights",
     "KMeans",
+    "LayerCache",
     "MultiHeadAttention",
     "Rotary",
     "RoutingAttention",
     "RoutingOutput",
+    "attention_step",
     "full_attention",
     "local_attention",
     "pooled_attention",

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .full import full_attention
+from .incremental import prefill
 from .local import local_attention
 from .rotary import Rotary
 from .routing import RoutingAttention
@@ -169,11 +170,18 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         return_weights: bool = False,
         position_offset: int = 0,
+        cache=None,
     ) -> AttentionOutput:
+        """``cache``: an empty :class:`~seqattn.nn.incremental.LayerCache` to fill from this (prompt) pass, so
+        that generation can go on token by token with :func:`~seqattn.nn.incremental.attention_step`."""
         batch, length, _ = x.shape
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
         if self.rotary is not None:
             q, k = self.rotary(q, position_offset), self.rotary(k, position_offset)
+        if cache is not None:
+            if key_padding_mask is not None:
+                raise ValueError("a cached (generation) pass takes unpadded prompts")
+            prefill(self, q, k, v, cache)
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():

@@ -1,0 +1,239 @@
+"""Token-by-token attention for generation, with a cache whose size does not grow with the sequence for
+local and routed heads.
+
+- local heads keep a ring buffer of their last ``window_left`` keys/values (memory O(window));
+- causal routed heads keep, per cluster, a ring buffer of the last ``routing_window`` keys/values of
+  tokens filed in that cluster (memory O(clusters * window)): exactly what the causal routing kernel lets a
+  query see (its own cluster's most recent tokens, plus itself);
+- full heads keep every key/value (memory O(length)).
+
+Keys are stored after rotary (and, for routed heads, after the routing layer norm), so a cached step
+computes the same scores as the full forward pass; the order of keys inside a buffer does not matter to
+the softmax. The cache is filled by :func:`prefill` from a prompt's full forward pass, then advanced one
+token at a time by :func:`attention_step`; both need frozen centroids (eval mode) to match the forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .routing import normalize, similarities, unit
+
+
+@dataclass
+class RingBuffer:
+    """The last ``size`` keys/values of every (batch, head): keys (B, h, W, D), values (B, h, W, Dv)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    filled: int = 0  # slots holding a key (every row advances together)
+    next: int = 0  # slot the next key goes to
+
+    @classmethod
+    def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor) -> "RingBuffer":
+        return cls(like.new_zeros(batch, heads, size, dim), like.new_zeros(batch, heads, size, value_dim))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[2]
+
+    def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Load the last ``size`` of a prompt's keys/values (B, h, N, D)."""
+        length = keys.shape[2]
+        if self.size == 0:
+            return
+        last = torch.arange(max(0, length - self.size), length, device=keys.device)  # positions kept
+        self.keys[:, :, last % self.size] = keys[:, :, last]
+        self.values[:, :, last % self.size] = values[:, :, last]
+        self.filled, self.next = min(length, self.size), length % self.size
+
+    def push(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Append one key/value (B, h, D), overwriting the oldest when full."""
+        if self.size == 0:
+            return
+        self.keys[:, :, self.next] = key
+        self.values[:, :, self.next] = value
+        self.next = (self.next + 1) % self.size
+        self.filled = min(self.filled + 1, self.size)
+
+    def valid(self) -> torch.Tensor:
+        """(W,) bool: slots that hold a key."""
+        return torch.arange(self.size, device=self.keys.device) < self.filled
+
+
+@dataclass
+class ClusterBuffer:
+    """Per (batch, head, cluster), the last ``size`` routed keys/values: keys (B, h, C, W, D)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    filled: torch.Tensor  # (B, h, C) long
+    next: torch.Tensor  # (B, h, C) long
+
+    @classmethod
+    def empty(cls, batch, heads, clusters, size, dim, value_dim, like: torch.Tensor) -> "ClusterBuffer":
+        counts = torch.zeros(batch, heads, clusters, dtype=torch.long, device=like.device)
+        return cls(like.new_zeros(batch, heads, clusters, size, dim),
+                   like.new_zeros(batch, heads, clusters, size, value_dim), counts, counts.clone())
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[3]
+
+    def _flat_slots(self, ids: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Row numbers in keys.view(-1, D) of (batch, head, ids, slots); ids and slots (B, h, M)."""
+        batch, heads, clusters, size = self.keys.shape[:4]
+        bh = torch.arange(batch * heads, device=ids.device).view(batch, heads, 1)
+        return ((bh * clusters + ids) * size + slots).flatten()
+
+    def fill(self, ids: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Load a prompt: ids (B, h, N) cluster of each token; keys/values (B, h, N, D)."""
+        batch, heads, clusters, size = self.keys.shape[:4]
+        length = ids.shape[2]
+        positions = torch.arange(length, device=ids.device)
+        order = torch.argsort(ids * length + positions, dim=-1)  # (B, h, N) sorted by (cluster, position)
+        sorted_ids = torch.gather(ids, 2, order)
+        counts = torch.zeros(batch, heads, clusters, dtype=torch.long, device=ids.device)
+        counts.scatter_add_(2, ids, torch.ones_like(ids))  # (B, h, C) tokens per cluster
+        starts = torch.cumsum(counts, dim=2) - counts  # (B, h, C) first sorted index of each cluster
+        rank = positions.expand_as(order) - torch.gather(starts, 2, sorted_ids)  # (B, h, N) index in cluster
+        keep = rank >= torch.gather(counts, 2, sorted_ids) - size  # the last `size` tokens of each cluster
+        rows = self._flat_slots(sorted_ids, rank % size)[keep.flatten()]
+        dim, value_dim = keys.shape[-1], values.shape[-1]
+        sorted_keys = torch.gather(keys, 2, order[..., None].expand(-1, -1, -1, dim))
+        sorted_values = torch.gather(values, 2, order[..., None].expand(-1, -1, -1, value_dim))
+        self.keys.view(-1, dim).index_copy_(0, rows, sorted_keys.reshape(-1, dim)[keep.flatten()])
+        self.values.view(-1, value_dim).index_copy_(0, rows, sorted_values.reshape(-1, value_dim)[keep.flatten()])
+        self.filled = counts.clamp(max=size)
+        self.next = counts % size
+
+    def gather(self, ids: torch.Tensor):
+        """The buffers of cluster ``ids`` (B, h): keys (B, h, W, D), values (B, h, W, Dv), valid (B, h, W)."""
+        index = ids[:, :, None, None, None]
+        keys = torch.gather(self.keys, 2, index.expand(-1, -1, 1, *self.keys.shape[3:]))[:, :, 0]
+        values = torch.gather(self.values, 2, index.expand(-1, -1, 1, *self.values.shape[3:]))[:, :, 0]
+        filled = torch.gather(self.filled, 2, ids[..., None])  # (B, h, 1)
+        valid = torch.arange(self.size, device=ids.device) < filled  # (B, h, W)
+        return keys, values, valid
+
+    def push(self, ids: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Append one token per (batch, head): ids (B, h), key (B, h, D), value (B, h, Dv)."""
+        slots = torch.gather(self.next, 2, ids[..., None])  # (B, h, 1)
+        rows = self._flat_slots(ids[..., None], slots)
+        self.keys.view(-1, key.shape[-1]).index_copy_(0, rows, key.reshape(-1, key.shape[-1]))
+        self.values.view(-1, value.shape[-1]).index_copy_(0, rows, value.reshape(-1, value.shape[-1]))
+        one = torch.ones_like(slots)
+        self.next.scatter_(2, ids[..., None], (slots + one) % self.size)
+        self.filled.scatter_(2, ids[..., None], (torch.gather(self.filled, 2, ids[..., None]) + one).clamp(max=self.size))
+
+
+@dataclass
+class GrowingBuffer:
+    """Every key/value so far: keys (B, h, T, D)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def push(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.keys = torch.cat([self.keys, key[:, :, None]], dim=2)
+        self.values = torch.cat([self.values, value[:, :, None]], dim=2)
+
+
+@dataclass
+class LayerCache:
+    """One attention layer's cache: a buffer per head group, and the next token's position."""
+
+    buffers: dict = field(default_factory=dict)  # kind -> RingBuffer / ClusterBuffer / GrowingBuffer
+    position: int = 0
+
+    def memory_bytes(self) -> int:
+        total = 0
+        for buffer in self.buffers.values():
+            total += buffer.keys.numel() * buffer.keys.element_size() + buffer.values.numel() * buffer.values.element_size()
+        return total
+
+
+def _supported(mha) -> None:
+    for kind, _, _ in mha.head_groups():
+        if kind not in ("local", "routing", "full"):
+            raise ValueError(f"cached generation supports local, routing and full heads, not {kind!r} heads")
+    if not mha.config.causal:
+        raise ValueError("cached generation needs a causal attention layer")
+
+
+def prefill(mha, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache) -> None:
+    """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them."""
+    _supported(mha)
+    if cache.position != 0 or cache.buffers:
+        raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
+    c = mha.config
+    batch, _, length, dim = q.shape
+    for kind, start, count in mha.head_groups():
+        heads = slice(start, start + count)
+        qg, kg, vg = q[:, heads], k[:, heads], v[:, heads]
+        if kind == "local":
+            buffer = RingBuffer.empty(batch, count, c.window_left, dim, vg.shape[-1], qg)
+            buffer.fill(kg, vg)
+        elif kind == "routing":
+            routing = mha.routing
+            qn = normalize(qg)
+            kn = qn if routing.shared_qk else normalize(kg)
+            ids = similarities(unit(qn), routing.kmeans.means).argmax(-1)  # (B, h, N)
+            buffer = ClusterBuffer.empty(batch, count, routing.kmeans.num_clusters, routing.window, dim,
+                                         vg.shape[-1], qg)
+            buffer.fill(ids, kn, vg)
+        else:
+            buffer = GrowingBuffer(kg.clone(), vg.clone())
+        cache.buffers[kind] = buffer
+    cache.position = length
+
+
+def _attend_one(query, keys, values, valid, own_key, own_value, scale, own_bias=0.0):
+    """One query per (batch, head) over buffered keys and its own key.
+
+    query, own_key (B, h, D); keys (B, h, W, D); valid (B, h, W) or (W,); values (B, h, W, Dv) -> (B, h, Dv).
+    """
+    scores = torch.einsum("bhd,bhwd->bhw", query, keys) * scale  # (B, h, W)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    own = (query * own_key).sum(-1, keepdim=True) * scale + own_bias  # (B, h, 1)
+    probs = torch.softmax(torch.cat([scores, own], dim=-1), dim=-1)  # (B, h, W + 1)
+    return torch.einsum("bhw,bhwd->bhd", probs[..., :-1], values) + probs[..., -1:] * own_value
+
+
+def attention_step(mha, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    """Attention output (B, 1, E) for one new token x (B, 1, E) at position ``cache.position``; the cache
+    then holds it too."""
+    from .routing import SHARED_QK_SELF_BIAS
+
+    batch = x.shape[0]
+    q, k, v = mha._split(mha.q_proj(x)), mha._split(mha.k_proj(x)), mha._split(mha.v_proj(x))  # (B, H, 1, D)
+    if mha.rotary is not None:
+        q, k = mha.rotary(q, cache.position), mha.rotary(k, cache.position)
+    scale = mha.head_dim**-0.5
+    outputs = []
+    for kind, start, count in mha.head_groups():
+        heads = slice(start, start + count)
+        qg, kg, vg = q[:, heads, 0], k[:, heads, 0], v[:, heads, 0]  # (B, h, D)
+        buffer = cache.buffers[kind]
+        if kind == "local":
+            out = _attend_one(qg, buffer.keys, buffer.values, buffer.valid(), kg, vg, scale)
+            buffer.push(kg, vg)
+        elif kind == "routing":
+            routing = mha.routing
+            qn = normalize(qg)
+            kn = qn if routing.shared_qk else normalize(kg)
+            ids = similarities(unit(qn)[:, :, None], routing.kmeans.means)[:, :, 0].argmax(-1)  # (B, h)
+            keys, values, valid = buffer.gather(ids)
+            # shared QK: a token's own score is suppressed (a lone token still takes all its weight)
+            bias = SHARED_QK_SELF_BIAS if routing.shared_qk else 0.0
+            out = _attend_one(qn, keys, values, valid, kn, vg, scale, bias)
+            buffer.push(ids, kn, vg)
+        else:
+            out = _attend_one(qg, buffer.keys, buffer.values, torch.ones(buffer.keys.shape[2], dtype=torch.bool,
+                                                                         device=x.device), kg, vg, scale)
+            buffer.push(kg, vg)
+        outputs.append(out)
+    out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, D)
+    cache.position += 1
+    return mha.out_proj(out.reshape(batch, 1, mha.embed_dim))  # (B, 1, E)
