@@ -10,6 +10,7 @@ import shlex
 import sys
 
 from .analyze import add_analyze_parser, add_localize_parser
+from .lm import add_lm_parsers
 
 
 def _run_training(args, config_class, train, result_label: str) -> int:
@@ -164,7 +165,7 @@ def _convert(args) -> int:
 
 def _training_arguments(parser, override_example: str, handler) -> None:
     """CONFIG, key=value overrides and --print-config: the same for every training command."""
-    parser.add_argument("config", help="YAML config (see recipes/wav2vec2/)")
+    parser.add_argument("config", help="YAML config (see recipes/)")
     parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {override_example}")
     parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     parser.set_defaults(handler=handler)
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_convert)
     add_localize_parser(formats)
     add_analyze_parser(commands)
+    add_lm_parsers(commands, _training_arguments)
     return parser
 
 
@@ -307,11 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.decode.ngram import KenLMError
     from seqattn.analysis.inputs import AnalysisInputError
     from seqattn.analysis.localize import LocalizeError
+    from seqattn.data.lm_tokenizers import TokenizerError
 
     try:
         return args.handler(args)
     except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
-            ConversionError, KenLMError, AnalysisInputError, LocalizeError, FileNotFoundError) as error:
+            ConversionError, KenLMError, AnalysisInputError, LocalizeError, TokenizerError, FileNotFoundError) as error:
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from seqattn import __version__
 from seqattn.utils.atomic import atomic_directory
 
+from .lm import LMConfig, TransformerLM
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wav2Vec2Model
 
 CONFIG_FILE, WEIGHTS_FILE, README_FILE = "config.json", "model.safetensors", "README.md"
@@ -33,6 +34,8 @@ def model_type_of(model: torch.nn.Module) -> str:
         return "wav2vec2_ctc"
     if isinstance(model, Wav2Vec2Model):
         return "wav2vec2"
+    if isinstance(model, TransformerLM):
+        return "transformer_lm"
     raise ModelDirError(f"cannot save a {type(model).__name__}: not a seqattn model")
 
 
@@ -44,6 +47,8 @@ def build_model(model_type: str, config: dict) -> torch.nn.Module:
         if model_type == "wav2vec2_ctc":
             return Wav2Vec2ForCTC(cfg)
         return Wav2Vec2Model(cfg)
+    if model_type == "transformer_lm":
+        return TransformerLM(LMConfig.from_dict(config))
     raise ModelDirError(f"unknown model_type {model_type!r} in {CONFIG_FILE}")
 
 
@@ -56,7 +61,8 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
     path = Path(path)
     model_type = model_type_of(model)
     config = {"model_type": model_type, "seqattn_version": __version__, "config": model.config.to_dict()}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tied = tied_keys(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in tied}
     with atomic_directory(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model_type": model_type})
@@ -71,6 +77,18 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
             f"- written: {time.strftime('%Y-%m-%d %H:%M:%S')}\n- command: `{command or 'python API'}`\n\n{notes}\n"
         )
     return path
+
+
+def tied_keys(model: torch.nn.Module) -> set[str]:
+    """State-dict keys that share storage with an earlier key (tied embeddings): saved once, under the first
+    name, and re-tied by the model's constructor on load."""
+    seen, tied = set(), set()
+    for key, value in model.state_dict().items():
+        pointer = value.data_ptr()
+        if pointer in seen and value.numel():
+            tied.add(key)
+        seen.add(pointer)
+    return tied
 
 
 def read_model_config(path: str | os.PathLike) -> dict:
@@ -102,6 +120,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
         raise ModelDirError(f"cannot read {weights}: {error}") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = sorted(set(missing) - tied_keys(model))
     if missing or unexpected:
         raise ModelDirError(f"{weights} does not match its config: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
     return model.to(device).eval()

@@ -34,3 +34,11 @@ def cosine(step: int, warmup: int, total: int, end_ratio: float = 0.1) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return end_ratio + (1 - end_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def rsqrt(step: int, warmup: int) -> float:
+    """Linear warm-up, then inverse square-root decay (``sqrt(warmup / step)``)."""
+    warmup = max(1, warmup)
+    if step < warmup:
+        return (step + 1) / warmup
+    return (warmup / (step + 1)) ** 0.5

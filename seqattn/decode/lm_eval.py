@@ -1,0 +1,182 @@
+"""Perplexity of a language model on text files: ``seqattn eval-lm MODEL_DIR FILE...``.
+
+Each file is read as a stream (binary chunks, incremental UTF-8 decoding, cut at line ends), tokenized
+with the model's own tokenizer, prefixed with ``<bos>`` as in training, and scored token by token:
+
+- **blocks** (``--context N`` alone): non-overlapping windows of N input tokens; a token sees only the
+  tokens of its own block before it;
+- **sliding window** (``--context N --stride S``): windows of N tokens starting every S tokens; each window
+  scores only its last S targets (the first window scores all of its own), so every token is scored
+  exactly once with at least N - S tokens of context, as in fairseq's ``eval_lm --context-window`` and the
+  HF perplexity guide. ``S = N`` is the blocks scheme.
+
+Metrics: token perplexity ``exp(NLL / tokens)``; word perplexity ``exp(NLL / words)`` over whitespace
+words (comparable across tokenizers of the same text); bits per byte ``NLL / ln 2 / UTF-8 bytes``
+(tokenizer-independent).
+"""
+from __future__ import annotations
+
+import codecs
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+class LMEvalError(ValueError):
+    """A file that cannot be scored (missing, not UTF-8); the message names the file and byte offset."""
+
+
+@dataclass
+class Score:
+    name: str
+    tokens: int = 0  # tokens scored (excluding <bos>)
+    words: int = 0
+    bytes: int = 0
+    nll: float = 0.0  # nats, summed
+    error: str | None = None
+
+    def add(self, other: "Score") -> None:
+        self.tokens += other.tokens
+        self.words += other.words
+        self.bytes += other.bytes
+        self.nll += other.nll
+
+    def to_json(self) -> dict:
+        values = asdict(self)
+        values["token_ppl"] = math.exp(self.nll / self.tokens) if self.tokens else None
+        values["word_ppl"] = math.exp(min(self.nll / self.words, 700)) if self.words else None
+        values["bits_per_byte"] = self.nll / math.log(2) / self.bytes if self.bytes else None
+        values["loss"] = self.nll / self.tokens if self.tokens else None
+        if self.error is None and self.tokens == 0:
+            values["error"] = "empty: no text to score"
+        return values
+
+
+def text_chunks(path: str | os.PathLike, errors: str = "strict", chunk_bytes: int = 1 << 20):
+    """Decoded text of a file in pieces that end at a line end (or, for a huge line, at whitespace).
+
+    Invalid UTF-8 raises :class:`LMEvalError` with its byte offset, unless ``errors="replace"``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LMEvalError(f"{path}: is a directory, not a text file")
+    if not path.is_file():
+        raise LMEvalError(f"{path}: no such file")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
+    consumed, rest = 0, ""
+    with open(path, "rb") as handle:
+        while True:
+            raw = handle.read(chunk_bytes)
+            held = len(decoder.getstate()[0])  # bytes of an incomplete character kept from the last chunk
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as error:  # error.start indexes the held bytes + this chunk
+                offset = consumed - held + error.start
+                raise LMEvalError(f"{path}: invalid UTF-8 at byte {offset} ({error.reason}); pass --errors replace "
+                                  "to score it with U+FFFD in place of the bad bytes") from None
+            consumed += len(raw)
+            text = rest + text
+            if not raw:
+                if text:
+                    yield text
+                return
+            cut = text.rfind("\n") + 1
+            if cut == 0 and len(text) > 4 * chunk_bytes:  # one huge line: cut at whitespace, else anywhere
+                cut = max(text.rfind(" "), text.rfind("\t")) + 1 or len(text)
+            rest = text[cut:]
+            if cut:
+                yield text[:cut]
+
+
+class WindowScorer:
+    """Scores a token stream with windows of ``context`` input tokens starting every ``stride`` tokens."""
+
+    def __init__(self, model, context: int, stride: int, batch_size: int = 8, device: str = "cpu"):
+        if context < 1 or not 1 <= stride <= context:
+            raise LMEvalError(f"need context >= 1 and 1 <= stride <= context, got context={context} stride={stride}")
+        self.model, self.context, self.stride = model, context, stride
+        self.batch_size, self.device = batch_size, device
+
+    @torch.no_grad()
+    def _nll(self, windows: list[np.ndarray], first_scored: list[int]) -> float:
+        """Sum of NLL over the targets ``window[j + 1]`` with ``j >= first_scored`` of each window."""
+        batch = torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.device)  # (b, n + 1)
+        logits = self.model(batch[:, :-1]).logits.float()  # (b, n, V)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (b, n)
+        keep = torch.arange(nll.shape[1], device=nll.device)[None, :] >= torch.tensor(first_scored, device=nll.device)[:, None]
+        return float((nll * keep).sum())
+
+    def score(self, tokens_stream, progress=None) -> tuple[float, int]:
+        """(sum of NLL, targets scored) over a stream of token-id lists; the first token is context only."""
+        buffer = np.zeros(0, dtype=np.int64)
+        start = 0  # absolute position of buffer[0]
+        next_target = 1  # absolute position of the next token to score
+        total, scored = 0.0, 0
+        pending, pending_first = [], []
+
+        def flush():
+            nonlocal total
+            if pending:
+                total += self._nll(pending, pending_first)
+                pending.clear()
+                pending_first.clear()
+
+        for ids in tokens_stream:
+            buffer = np.concatenate([buffer, np.asarray(ids, dtype=np.int64)])
+            while buffer.shape[0] >= self.context + 1:
+                first = next_target - start - 1  # first target index inside this window
+                pending.append(buffer[: self.context + 1])
+                pending_first.append(first)
+                scored += self.context - first
+                next_target = start + self.context + 1
+                if len(pending) == self.batch_size:
+                    flush()
+                buffer, start = buffer[self.stride :], start + self.stride
+                if progress is not None:
+                    progress.update(self.stride)
+        flush()
+        if buffer.shape[0] >= 2 and start + buffer.shape[0] > next_target:  # the last, shorter window
+            first = next_target - start - 1
+            total += self._nll([buffer], [first])
+            scored += buffer.shape[0] - 1 - first
+        return total, scored
+
+
+def score_file(path, tokenizer, scorer: WindowScorer, errors: str = "strict", progress: bool = True) -> Score:
+    result = Score(str(path))
+    counts = {"words": 0, "bytes": 0}
+
+    def stream():
+        yield [tokenizer.bos_id]
+        for text in text_chunks(path, errors):
+            counts["words"] += len(text.split())
+            counts["bytes"] += len(text.encode("utf-8"))
+            yield tokenizer.encode(text)
+
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    with tqdm(total=size, unit="tok", desc=Path(path).name, disable=not progress, leave=False) as bar:
+        result.nll, result.tokens = scorer.score(stream(), bar)
+    result.words, result.bytes = counts["words"], counts["bytes"]
+    return result
+
+
+def evaluate_files(model, tokenizer, paths: list[str], *, context: int, stride: int | None = None,
+                   batch_size: int = 8, errors: str = "strict", device: str = "cpu",
+                   progress: bool = True) -> tuple[list[Score], Score]:
+    """Score every file (a failing file is reported and the others go on); returns (per file, overall)."""
+    model.eval()
+    scorer = WindowScorer(model, context, stride or context, batch_size, device)
+    per_file, overall = [], Score("overall")
+    for path in paths:
+        try:
+            score = score_file(path, tokenizer, scorer, errors, progress)
+            overall.add(score)
+        except LMEvalError as error:
+            score = Score(str(path), error=str(error))
+        per_file.append(score)
+    return per_file, overall

@@ -1,0 +1,211 @@
+"""Language-model training: ``seqattn train-lm CONFIG.yaml [key=value ...]``.
+
+Reads top to bottom: configuration; tokenizer (learnt from the training text, or reused); the corpus
+tokenized once into memory-mapped token files; model and optimiser; resume; then the shared update loop
+(:mod:`seqattn.train.loop`: accumulation, non-finite skipping, clipping, bf16 autocast, atomic checkpoints,
+exact resume, torchrun DDP) with validation loss/perplexity every ``validate_every`` updates.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from seqattn.data.lm_corpus import CorpusError, PackedBatches, blocks, tokenize_files
+from seqattn.data.lm_tokenizers import (
+    TOKENIZER_FILE, TokenizerConfig, TokenizerError, load_tokenizer, tokenizer_to_json, train_tokenizer,
+)
+from seqattn.models.lm import LMConfig, TransformerLM
+
+from .checkpoint import CheckpointManager
+from .config_io import to_plain
+from .distributed import DistributedContext
+from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, checkpoint_saver, launch, resume, run_updates
+from .monitor import TrainMonitor
+from .schedule import cosine, polynomial_decay, rsqrt
+
+__all__ = ["LMData", "LMTrainConfig", "train"]
+
+
+@dataclass
+class LMData:
+    train: list[str] = field(default_factory=list)  # text files
+    valid: list[str] = field(default_factory=list)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer_from: str | None = None  # a directory holding tokenizer.json to reuse instead of training one
+    seq_len: int = 256  # tokens per training sequence
+    batch_size: int = 32  # sequences per update (over all processes, before accumulation)
+    valid_tokens: int = 0  # score at most this many validation tokens (0 = all)
+
+
+@dataclass
+class LMTrainConfig:
+    model: LMConfig = field(default_factory=LMConfig)
+    data: LMData = field(default_factory=LMData)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, betas=[0.9, 0.99], eps=1e-8,
+                                                                   weight_decay=0.1, warmup_updates=100,
+                                                                   max_updates=5000, clip_norm=1.0))
+    schedule: str = "cosine"  # cosine (to end_lr_ratio), rsqrt, or polynomial
+    validate_every: int = 500
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="exp/lm"))
+
+
+class LossStep(nn.Module):
+    """Puts the loss inside ``forward`` so DDP sees it."""
+
+    def __init__(self, model: TransformerLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.loss(tokens[:, :-1], tokens[:, 1:])
+
+
+class LMTask(Task):
+    def __init__(self, config: LMTrainConfig, model: TransformerLM, train_tokens, valid_tokens, ctx: DistributedContext,
+                 monitor: TrainMonitor):
+        self.config, self.model, self.ctx, self.monitor = config, model, ctx, monitor
+        self.train_tokens, self.valid_tokens = train_tokens, valid_tokens
+        step = LossStep(model)
+        if ctx.enabled:  # centroids stay identical through their own all-reduce, not by copying rank 0's
+            step = DistributedDataParallel(step, broadcast_buffers=False)
+        self.step_module = step
+
+    def epoch_dataset(self, epoch: int):
+        data = self.config.data
+        return PackedBatches(self.train_tokens, data.seq_len, data.batch_size, epoch, self.config.run.seed,
+                             self.ctx.rank, self.ctx.world_size)
+
+    def is_empty(self, batch) -> bool:
+        return batch["tokens"].shape[0] == 0
+
+    def no_sync(self):
+        return self.step_module.no_sync()
+
+    def forward(self, batch) -> StepOutput:
+        tokens = batch["tokens"]
+        nll, loss = self.step_module(tokens)
+        count = tokens.shape[0] * (tokens.shape[1] - 1)
+        return StepOutput(loss, {"nll": float(nll.detach()) * count, "tokens": count}, {"loss": float(nll.detach())})
+
+    def log_values(self, sums: dict, elapsed: float) -> dict:
+        nll = sums["nll"] / max(sums["tokens"], 1)
+        return {"loss": nll, "ppl": math.exp(min(nll, 50)), "tokens_per_s": sums["tokens"] / elapsed}
+
+    @torch.no_grad()
+    def validate(self, step: int) -> float | None:
+        if self.valid_tokens is None:
+            return None
+        model = self.model
+        was_training = model.training
+        model.eval()
+        spans = blocks(self.valid_tokens, self.config.data.seq_len)
+        if self.config.data.valid_tokens:
+            spans = spans[: max(1, self.config.data.valid_tokens // self.config.data.seq_len)]
+        total, count = 0.0, 0
+        for start, stop in spans[self.ctx.rank :: self.ctx.world_size]:
+            window = torch.from_numpy(self.valid_tokens[start : stop + 1].astype("int64"))[None]  # (1, n + 1)
+            logits = model(window[:, :-1]).logits.float()
+            total += float(torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum"))
+            count += window.shape[1] - 1
+        total, count = self.ctx.sum_floats([total, float(count)])
+        model.train(was_training)
+        loss = total / max(count, 1)
+        self.monitor.scalars(step, {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": int(count)}, prefix="valid")
+        return loss
+
+
+def schedule_for(config: LMTrainConfig):
+    optim = config.optim
+    if config.schedule == "cosine":
+        return lambda s: cosine(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio)
+    if config.schedule == "rsqrt":
+        return lambda s: rsqrt(s, optim.warmup_updates)
+    if config.schedule == "polynomial":
+        return lambda s: polynomial_decay(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio, optim.power)
+    raise TrainingError(f"schedule must be cosine, rsqrt or polynomial, got {config.schedule!r}")
+
+
+def train(config: LMTrainConfig, command: str = "seqattn train-lm") -> Path:
+    """Train (or resume) a language model; returns the best checkpoint (the last one without validation)."""
+    if not config.data.train:
+        raise TrainingError("data.train is empty: give text files, e.g. data.train='[data/train.txt]'")
+    for path in config.data.train + config.data.valid:
+        if not Path(path).is_file():
+            raise TrainingError(f"text file {path} does not exist")
+    schedule_for(config)
+    return launch(_train, config, command)
+
+
+def _prepare_tokenizer(config: LMTrainConfig, out: Path, ctx: DistributedContext):
+    """Learn (rank 0) or reuse the tokenizer; every rank then reads the same tokenizer.json."""
+    saved = out / TOKENIZER_FILE
+    if ctx.is_main and not saved.is_file():
+        try:
+            tokenizer = load_tokenizer(config.data.tokenizer_from) if config.data.tokenizer_from else \
+                train_tokenizer(config.data.tokenizer, config.data.train)
+        except TokenizerError as error:
+            raise TrainingError(str(error)) from None
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(tokenizer_to_json(tokenizer), encoding="utf-8")
+    ctx.barrier()
+    return load_tokenizer(out)
+
+
+def _train(config: LMTrainConfig, ctx: DistributedContext, command: str) -> Path:
+    run, data, optim = config.run, config.data, config.optim
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    out = Path(run.output_dir)
+    tokenizer = _prepare_tokenizer(config, out, ctx)
+    try:
+        if ctx.is_main:
+            tokenize_files(tokenizer, data.train, out / "data" / "train.npy")
+            if data.valid:
+                tokenize_files(tokenizer, data.valid, out / "data" / "valid.npy")
+        ctx.barrier()
+        train_tokens = tokenize_files(tokenizer, data.train, out / "data" / "train.npy", progress=False)
+        valid_tokens = tokenize_files(tokenizer, data.valid, out / "data" / "valid.npy", progress=False) \
+            if data.valid else None
+    except CorpusError as error:
+        raise TrainingError(str(error)) from None
+    if config.model.vocab_size == 0:
+        config.model.vocab_size = tokenizer.vocab_size
+    elif config.model.vocab_size < tokenizer.vocab_size:
+        raise TrainingError(f"model.vocab_size {config.model.vocab_size} is smaller than the tokenizer's "
+                            f"{tokenizer.vocab_size}")
+    if config.model.positions == "learned" and data.seq_len > config.model.max_context:
+        raise TrainingError(f"data.seq_len {data.seq_len} exceeds model.max_context {config.model.max_context}")
+    manager = CheckpointManager(out / "checkpoints", run.keep_last)
+    torch.manual_seed(run.seed)
+    model = TransformerLM(config.model)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = adamw([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config))
+    position, resumed_from = resume(manager, model, optimizer, scheduler)
+    monitor = TrainMonitor(out, ctx.is_main, optim.max_updates, position.step, "train-lm", run.tensorboard)
+    if resumed_from is not None:
+        monitor.message(f"resumed from {resumed_from} at update {position.step} (epoch {position.epoch}, "
+                        f"batch {position.batch})")
+    if ctx.is_main:
+        (out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
+        params = sum(p.numel() for p in model.parameters())
+        monitor.message(f"{train_tokens.shape[0]:,} training tokens, "
+                        f"{0 if valid_tokens is None else valid_tokens.shape[0]:,} validation tokens; "
+                        f"vocabulary {tokenizer.vocab_size}; {params:,} parameters")
+    model.train()
+    task = LMTask(config, model, train_tokens, valid_tokens, ctx, monitor)
+    save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
+                            json.dumps(to_plain(config)), extra_files={TOKENIZER_FILE: out / TOKENIZER_FILE})
+    try:
+        run_updates(task, model, optimizer, scheduler, position, optim, run, ctx, monitor, save,
+                    validate_every=config.validate_every if valid_tokens is not None else 0)
+    finally:
+        monitor.close()
+    return manager.best() or manager.latest()
