@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from seqattn.models.io import WEIGHTS_FILE, save_model
+from seqattn.models.io import WEIGHTS_FILE, save_model, tied_keys
 from seqattn.utils.atomic import atomic_write_text
 
 STATE_FILE = "training_state.pt"
@@ -82,5 +82,9 @@ class CheckpointManager:
 
 def load_checkpoint(path: Path, model: torch.nn.Module) -> dict:
     """Load weights into ``model`` and return the training state (no pickled code is executed)."""
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
+    missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
+    missing = sorted(set(missing) - tied_keys(model))  # tied weights are saved once and re-tied already
+    if missing or unexpected:
+        raise RuntimeError(f"{path / WEIGHTS_FILE} does not match the model: missing {missing}, unexpected "
+                           f"{sorted(unexpected)}")
     return torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")

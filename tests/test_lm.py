@@ -1,0 +1,258 @@
+"""Routing Transformer LMs: strict causality end to end, cached generation = uncached, tokenizers,
+training/resume, and eval-lm perplexity against plain forward passes."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from seqattn import load_model
+from seqattn.cli.main import main as cli_main
+from seqattn.data.lm_tokenizers import (
+    ByteTokenizer, TokenizerConfig, load_tokenizer, tokenizer_from_dict, tokenizer_to_json, train_tokenizer,
+)
+from seqattn.decode.lm_eval import evaluate_files
+from seqattn.models.io import save_model
+from seqattn.models.lm import TransformerLM, generate, presets
+
+CONFIGS = {
+    "local+routing": presets.tiny(),
+    "shared-qk routing": presets.tiny(shared_qk=True),
+    "routing in the last layer only": presets.tiny(routing_layers=1),
+    "local+full": presets.tiny(local_heads=2, routing_heads=0),
+    "learned positions": presets.tiny(positions="learned"),
+}
+
+
+def trained_centroids(model: TransformerLM) -> TransformerLM:
+    """Move the k-means centroids away from their random start (train mode), then freeze (eval)."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randint(0, model.config.vocab_size, (2, 48)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_logits_at_t_ignore_every_later_token(name):
+    model = trained_centroids(TransformerLM(CONFIGS[name]))
+    tokens = torch.randint(0, 50, (2, 41))
+    base = model(tokens).logits
+    for t in (0, 7, 20, 39):
+        changed = tokens.clone()
+        changed[:, t + 1 :] = torch.randint(0, 50, changed[:, t + 1 :].shape)
+        out = model(changed).logits
+        assert torch.allclose(out[:, : t + 1], base[:, : t + 1], atol=1e-5), t
+    # and a change at t does move later logits (the test can fail)
+    changed = tokens.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % 50
+    assert not torch.allclose(model(changed).logits[:, 5:], base[:, 5:], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_cached_generation_equals_uncached(name):
+    model = trained_centroids(TransformerLM(CONFIGS[name]))
+    prompt = torch.randint(0, 50, (3, 9))
+    cached = generate(model, prompt, 40, temperature=0)
+    plain = generate(model, prompt, 40, temperature=0, use_cache=False)
+    assert torch.equal(cached, plain)
+    sampled = generate(model, prompt, 40, temperature=1.0, top_k=10, seed=3)
+    assert torch.equal(sampled, generate(model, prompt, 40, temperature=1.0, top_k=10, seed=3, use_cache=False))
+    # step logits equal the full pass at every position
+    caches = model.new_caches()
+    full = model(cached).logits
+    model(cached[:, :9], caches=caches)
+    for t in range(9, cached.shape[1] - 1):
+        assert torch.allclose(model.step(cached[:, t], caches), full[:, t], atol=1e-5)
+
+
+def test_cache_memory_is_bounded_by_the_windows():
+    config = presets.tiny(local_heads=2, routing_heads=2, window=4, routing_window=4, num_clusters=3)
+    model = trained_centroids(TransformerLM(config))
+    caches = model.new_caches()
+    model(torch.randint(0, 50, (1, 5)), caches=caches)
+    sizes = []
+    for t in range(300):
+        model.step(torch.randint(0, 50, (1,)), caches)
+        if t in (50, 299):
+            sizes.append(sum(c.memory_bytes() for c in caches))
+    assert sizes[0] == sizes[1]  # 50 or 300 tokens later: the same memory
+
+
+def test_generate_refuses_train_mode_and_empty_prompts():
+    model = TransformerLM(presets.tiny())
+    with pytest.raises(ValueError, match="eval"):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="length >= 1"):
+        generate(model.eval(), torch.zeros(1, 0, dtype=torch.long), 2)
+
+
+@pytest.mark.parametrize("kind", ["byte", "char", "word", "sentencepiece"])
+def test_tokenizers_round_trip_and_save(tmp_path, kind):
+    text = "".join(f"line {i} of the corpus, with words and words again.\nसमुद्र {i % 7}\n" for i in range(300))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    tokenizer = train_tokenizer(TokenizerConfig(type=kind, vocab_size=60), [corpus])
+    again = tokenizer_from_dict(json.loads(tokenizer_to_json(tokenizer)))
+    sample = "line 3 of the corpus, with words and words again.\nसमुद्र 2\n"
+    ids = again.encode(sample)
+    assert ids == tokenizer.encode(sample) and all(0 <= i < again.vocab_size for i in ids)
+    assert again.bos_id not in ids
+    assert again.decode(ids) == sample
+
+
+def test_missing_tokenizer_is_a_clear_error(tmp_path, capsys):
+    model_dir = save_model(TransformerLM(presets.tiny()), tmp_path / "lm")
+    (tmp_path / "t.txt").write_text("abc\n")
+    assert cli_main(["eval-lm", str(model_dir), str(tmp_path / "t.txt")]) == 2
+    assert "tokenizer.json" in capsys.readouterr().err
+
+
+def byte_lm(tmp_path, **overrides):
+    config = presets.tiny(vocab_size=257, **overrides)
+    model = trained_centroids(TransformerLM(config))
+    model_dir = save_model(model, tmp_path / "lm", extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
+    return load_model(model_dir), model_dir
+
+
+def reference_nll(model, ids: list[int], starts_and_first: list[tuple[int, int, int]]) -> float:
+    """Sum of -log p over explicitly listed windows: (input start, input stop, first scored target index)."""
+    total = 0.0
+    with torch.no_grad():
+        for start, stop, first in starts_and_first:
+            window = torch.tensor(ids[start : stop + 1])[None]
+            logp = torch.log_softmax(model(window[:, :-1]).logits[0].double(), -1)
+            targets = window[0, 1:]
+            total += -float(logp[torch.arange(first, targets.shape[0]), targets[first:]].sum())
+    return total
+
+
+def test_eval_lm_blocks_and_sliding_equal_plain_forward_passes(tmp_path):
+    model, model_dir = byte_lm(tmp_path)
+    text = "".join(f"the {i}th line, नमस्ते.\n" for i in range(9))
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    ids = [256] + list(text.encode("utf-8"))  # <bos> + bytes
+    n = len(ids) - 1  # targets
+    # blocks of 32: every window scores all its targets
+    (score,), _ = evaluate_files(model, ByteTokenizer(), [str(path)], context=32, batch_size=3, progress=False)
+    expected = reference_nll(model, ids, [(s, min(s + 32, n), 0) for s in range(0, n, 32)])
+    assert score.tokens == n and score.bytes == len(text.encode()) and score.words == len(text.split())
+    assert score.nll == pytest.approx(expected, rel=1e-5)
+    # sliding window 32 / stride 8: window b scores the targets after position b + 24 (all, in the first)
+    (score,), _ = evaluate_files(model, ByteTokenizer(), [str(path)], context=32, stride=8, progress=False)
+    windows, next_target, b = [], 1, 0
+    while True:
+        stop = min(b + 32, n)
+        windows.append((b, stop, next_target - b - 1))
+        next_target = stop + 1
+        if stop == n:
+            break
+        b += 8
+    assert score.tokens == n
+    assert score.nll == pytest.approx(reference_nll(model, ids, windows), rel=1e-5)
+
+
+def test_sliding_window_with_enough_context_equals_one_pass_over_everything(tmp_path):
+    """All heads local (window 4) in 2 layers: a token depends on at most 8 earlier tokens, so with
+    context - stride >= 8 the sliding-window score must equal one plain forward pass over the whole text."""
+    model, _ = byte_lm(tmp_path, local_heads=4, routing_heads=0)
+    text = "abcdefghij klmnop\n" * 12
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    ids = [256] + list(text.encode())
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor(ids[:-1])[None]).logits[0].double(), -1)
+    one_pass = -float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+    (score,), _ = evaluate_files(model, ByteTokenizer(), [str(path)], context=24, stride=12, progress=False)
+    assert score.nll == pytest.approx(one_pass, rel=1e-5)
+
+
+def test_eval_lm_cli_json_and_bad_files(tmp_path, capsys):
+    _, model_dir = byte_lm(tmp_path)
+    good, empty, bad = tmp_path / "good.txt", tmp_path / "empty.txt", tmp_path / "bad.txt"
+    good.write_text("hello world\nbye\n")
+    empty.write_text("")
+    bad.write_bytes(b"fine text\nthen \xff\xfe garbage\n")
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    report_path = tmp_path / "report.json"
+    code = cli_main(["eval-lm", str(model_dir), str(good), str(empty), str(bad), str(binary), "--context", "16",
+                     "--stride", "8", "--json", str(report_path), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "bad.txt: invalid UTF-8 at byte 15" in err and "empty: no text to score" in err
+    report = json.loads(report_path.read_text())
+    files = {f["name"].rsplit("/", 1)[-1]: f for f in report["files"]}
+    assert files["good.txt"]["tokens"] == 16 and files["good.txt"]["words"] == 3 and files["good.txt"]["bytes"] == 16
+    assert files["good.txt"]["bits_per_byte"] == pytest.approx(files["good.txt"]["nll"] / math.log(2) / 16)
+    assert files["empty.txt"]["tokens"] == 0 and files["empty.txt"]["token_ppl"] is None
+    assert files["binary.bin"]["error"].startswith(str(binary)) and "byte 128" in files["binary.bin"]["error"]
+    assert report["overall"]["tokens"] == 16 and report["scheme"] == "sliding"
+    code = cli_main(["eval-lm", str(model_dir), str(bad), "--context", "16", "--errors", "replace", "--quiet"])
+    assert code == 0
+
+
+def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
+    from seqattn.train.config_io import load_config
+    from seqattn.train.lm import LMTrainConfig, train
+
+    text = "".join(f"To be or not to be, that is question {i % 13}.\n" for i in range(400))
+    (tmp_path / "train.txt").write_text(text)
+    (tmp_path / "valid.txt").write_text(text[:2000])
+    common = [f"data.train=[{tmp_path / 'train.txt'}]", f"data.valid=[{tmp_path / 'valid.txt'}]",
+              "model.dim=32", "model.num_layers=2", "model.num_heads=4", "model.local_heads=2",
+              "model.routing_heads=2", "model.window=8", "model.routing_window=8", "model.num_clusters=2",
+              "model.max_context=32", "data.seq_len=32", "data.batch_size=4", "optim.max_updates=8",
+              "optim.warmup_updates=2", "run.log_every=2", "run.save_every=2", "validate_every=4",
+              "run.tensorboard=false", "data.valid_tokens=256"]
+    recipe = "recipes/lm/tinyshakespeare_char.yaml"
+    whole = train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'a'}"]))
+    first = load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}", "run.stop_after=3"])
+    train(first)
+    resumed = train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}"]))
+    a = load_model(tmp_path / "a" / "checkpoints" / "update_00000008")
+    b = load_model(tmp_path / "b" / "checkpoints" / "update_00000008")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert load_tokenizer(whole).vocab_size == a.config.vocab_size
+    assert '"prefix": "valid"' in (tmp_path / "a" / "train.log").read_text()
+    capsys.readouterr()
+    assert cli_main(["generate", str(whole), "To be", "--max-new-tokens", "20", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("To be") and len(out) > 20
+    assert cli_main(["eval-lm", str(whole), str(tmp_path / "valid.txt"), "--context", "32", "--quiet"]) == 0
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[1]
+    text = "".join(f"the quick brown fox {i % 17} jumps over the lazy dog.\n" for i in range(300))
+    (tmp_path / "train.txt").write_text(text)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    weights = {}
+    for procs in (1, 2):
+        out = tmp_path / f"procs{procs}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
+               str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "train-lm",
+               str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{tmp_path / 'train.txt'}]",
+               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.local_heads=2",
+               "model.routing_heads=2", "model.routing_layers=-1", "model.window=8", "model.routing_window=8",
+               "model.num_clusters=2", "model.max_context=32", "data.seq_len=32", "data.batch_size=4",
+               "optim.max_updates=3", "optim.warmup_updates=1", "run.save_every=3", "run.tensorboard=false",
+               "run.threads=1"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        weights[procs] = load_file(str(out / "checkpoints" / "update_00000003" / "model.safetensors"))
+    for key in weights[1]:
+        torch.testing.assert_close(weights[2][key], weights[1][key], atol=1e-4, rtol=1e-3,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+    assert any("kmeans" in key for key in weights[1])
