@@ -17,6 +17,9 @@ def full_attention(q, k, v, key_padding_mask=None, *, causal: bool = False, scal
     batch, heads, length, dim = q.shape
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
+    if causal and key_padding_mask is None and not return_weights:
+        # no explicit mask: SDPA picks its fused causal kernel (no N x N mask or score matrix in memory)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     allowed = None
     if key_padding_mask is not None:
         allowed = (~key_padding_mask)[:, None, None, :]  # (B, 1, 1, N)

@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""Language-model benchmarks: three experiments, each timing its competitors in the same run.
+
+  shakespeare  nanoGPT's CPU experiment (tiny Shakespeare, char-level, 90/10 split, 4 layers, 4 heads,
+               128 dims, context 64, batch 12, lr 1e-3 cosine to 1e-4, no dropout) under the same wall-clock
+               budget (default 180 s of training per model), for full, local-only and local+routing
+               attention. Each model's update count is set from a short timing run so that its cosine
+               schedule ends inside the budget. Val loss: `seqattn eval-lm` over all of the 10% split in
+               blocks of 64 (nats per character, as nanoGPT reports).
+  long         training throughput (tokens/s of forward + backward + AdamW) and peak RSS at 4k and 16k tokens
+               of context, full attention (SDPA's fused causal kernel) against local + routing heads, same
+               model size; each configuration in a fresh process.
+  wikitext2    local-only against local+routing at a long context (1024 characters) at equal updates,
+               trained on wikitext-2 valid.txt and evaluated on test.txt (`eval-lm`, blocks of 1024).
+
+Run:   python tools/bench_lm.py shakespeare long wikitext2 [--quick] [--out-dir bench_out/lm]
+Writes bench_out/lm/results.json and results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+from benchlib import PeakRss, meta, run_worker, write_outputs  # noqa: E402
+
+CORPORA = REPO.parent / "shared" / "corpora" / "english"
+RECIPE = REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"
+
+# attention variants: model overrides on top of the recipe
+SHAKESPEARE_VARIANTS = {
+    "full": ["model.local_heads=0", "model.routing_heads=0", "model.routing_layers=0"],
+    "local (window 32)": ["model.local_heads=4", "model.routing_heads=0", "model.routing_layers=0", "model.window=32"],
+    "local+routing (2+2)": ["model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1",
+                            "model.window=32", "model.num_clusters=4", "model.routing_window=32"],
+}
+LONG_VARIANTS = {
+    "full": dict(local_heads=0, routing_heads=0, routing_layers=0),
+    "local+routing": dict(local_heads=4, routing_heads=4, routing_layers=-1, window=256, num_clusters=8,
+                          routing_window=256),
+}
+WIKITEXT_VARIANTS = {
+    "local (window 128)": ["model.local_heads=4", "model.routing_heads=0", "model.routing_layers=0"],
+    "local+routing (2+2)": ["model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1"],
+}
+
+
+def seqattn(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "seqattn.cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def seconds_per_update(overrides: list[str], workdir: Path, updates: int = 30) -> float:
+    """Time ``updates`` updates of a throw-away run (after 5 warm-up updates) from its log."""
+    out = workdir / "calibrate"
+    result = seqattn("train-lm", str(RECIPE), *overrides, f"run.output_dir={out}", f"optim.max_updates={updates + 5}",
+                     "run.log_every=5", "run.save_every=100000", "validate_every=0", "run.tensorboard=false",
+                     "data.valid=[]")
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
+    tokens_per_s = statistics.median(row["tokens_per_s"] for row in logged[1:])  # skip the warm-up interval
+    return 12 * 64 / tokens_per_s
+
+
+def eval_loss(model_dir: Path, text: Path, context: int) -> dict:
+    result = seqattn("eval-lm", str(model_dir), str(text), "--context", str(context), "--json", "--quiet")
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout)["overall"]
+
+
+def shakespeare(args, workdir: Path) -> list[dict]:
+    text = (CORPORA / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    train, valid = workdir / "train.txt", workdir / "valid.txt"
+    train.write_text(text[:cut], encoding="utf-8")
+    valid.write_text(text[cut:], encoding="utf-8")
+    data = [f"data.train=[{train}]", f"data.valid=[{valid}]"]
+    rows = []
+    for name, overrides in SHAKESPEARE_VARIANTS.items():
+        per_update = seconds_per_update(data + overrides, workdir / f"cal_{len(rows)}")
+        # leave 5% of the budget for the one validation pass at the end (data.valid_tokens below)
+        updates = max(20, int(0.95 * args.budget / per_update))
+        out = workdir / f"run_{len(rows)}"
+        started = time.perf_counter()
+        result = seqattn("train-lm", str(RECIPE), *data, *overrides, f"run.output_dir={out}",
+                         f"optim.max_updates={updates}", f"run.max_time_s={args.budget}", f"validate_every={updates}",
+                         "data.valid_tokens=8192", "run.save_every=100000", "run.tensorboard=false", "run.log_every=100")
+        wall = time.perf_counter() - started
+        if result.returncode:
+            rows.append({"variant": name, "error": result.stderr[-500:]})
+            continue
+        model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+        log = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
+        trained = max(row["update"] for row in log)
+        score = eval_loss(model_dir, valid, 64)
+        rows.append({"variant": name, "updates": trained, "planned_updates": updates,
+                     "seconds_per_update": per_update, "train_wall_s": wall, "val_loss": score["loss"],
+                     "val_bits_per_byte": score["bits_per_byte"], "val_tokens": score["tokens"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def long_worker(variant: str, context: int, steps: int, dim: int, layers: int) -> dict:
+    import torch
+
+    from seqattn.models.lm import LMConfig, TransformerLM
+
+    torch.manual_seed(0)
+    config = LMConfig(vocab_size=256, dim=dim, num_layers=layers, num_heads=8, max_context=context,
+                      **LONG_VARIANTS[variant])
+    model = TransformerLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, 256, (1, context + 1))
+
+    def step():
+        nll, loss = model.loss(tokens[:, :-1], tokens[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with PeakRss() as rss:
+        step()  # warm-up (allocations, kernels)
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"seconds_per_step": median, "tokens_per_s": context / median, "peak_rss_mib": rss.peak,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def long_context(args) -> list[dict]:
+    rows = []
+    for context in args.contexts:
+        for variant in LONG_VARIANTS:
+            worker = ["long-worker", "--variant", variant, "--context", str(context), "--steps", str(args.steps),
+                      "--dim", str(args.dim), "--layers", str(args.layers)]
+            rows.append({"variant": variant, "context": context, **run_worker(__file__, worker, args.timeout)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def wikitext2(args, workdir: Path) -> list[dict]:
+    train, test = CORPORA / "wikitext-2" / "valid.txt", CORPORA / "wikitext-2" / "test.txt"
+    common = [f"data.train=[{train}]", "data.valid=[]", f"data.seq_len={args.wt_context}",
+              f"model.max_context={args.wt_context}", "model.window=128", "model.routing_window=128",
+              "model.num_clusters=8", "data.batch_size=8", f"optim.max_updates={args.wt_updates}",
+              "optim.warmup_updates=50", "validate_every=0", "run.save_every=100000", "run.tensorboard=false",
+              "run.log_every=50"]
+    rows = []
+    for name, overrides in WIKITEXT_VARIANTS.items():
+        out = workdir / f"wt_{len(rows)}"
+        started = time.perf_counter()
+        result = seqattn("train-lm", str(RECIPE), *common, *overrides, f"run.output_dir={out}")
+        wall = time.perf_counter() - started
+        if result.returncode:
+            rows.append({"variant": name, "error": result.stderr[-500:]})
+            continue
+        model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+        score = eval_loss(model_dir, test, args.wt_context)
+        rows.append({"variant": name, "updates": args.wt_updates, "context": args.wt_context, "train_wall_s": wall,
+                     "test_loss": score["loss"], "test_bits_per_byte": score["bits_per_byte"],
+                     "test_word_ppl": score["word_ppl"], "test_tokens": score["tokens"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(results: dict, info: dict) -> str:
+    lines = [f"# Language-model benchmarks ({info['machine']}, torch {info['torch']}, {info['date']})", "",
+             f"`{info['command']}`", ""]
+    if "shakespeare" in results:
+        lines += ["## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget", "",
+                  "| attention | updates in budget | s/update | val loss (nats/char) | target |", "|---|---|---|---|---|"]
+        for row in results["shakespeare"]:
+            if "error" in row:
+                lines.append(f"| {row['variant']} | error: {row['error'][:80]} | | | |")
+                continue
+            lines.append(f"| {row['variant']} | {row['updates']} | {row['seconds_per_update']:.3f} | "
+                         f"{row['val_loss']:.4f} | {'met' if row['val_loss'] <= 1.88 else 'not met'} (<= 1.88) |")
+        lines.append("")
+    if "long" in results:
+        lines += ["## Long-context training throughput (batch 1, forward + backward + AdamW)", "",
+                  "| context | attention | tokens/s | peak RSS (MiB) | speed-up over full |", "|---|---|---|---|---|"]
+        by_context = {}
+        for row in results["long"]:
+            by_context.setdefault(row["context"], {})[row["variant"]] = row
+        for context, variants in by_context.items():
+            full = variants.get("full", {}).get("tokens_per_s")
+            for name, row in variants.items():
+                if "error" in row:
+                    lines.append(f"| {context} | {name} | error: {row['error'][:80]} | | |")
+                    continue
+                ratio = f"{row['tokens_per_s'] / full:.2f}x" if full else "—"
+                lines.append(f"| {context} | {name} | {row['tokens_per_s']:.0f} | {row['peak_rss_mib']:.0f} | {ratio} |")
+        lines.append("")
+    if "wikitext2" in results:
+        lines += ["## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates)", "",
+                  "| attention | context | updates | test loss (nats/char) | bits/byte | word ppl |", "|---|---|---|---|---|---|"]
+        for row in results["wikitext2"]:
+            if "error" in row:
+                lines.append(f"| {row['variant']} | error: {row['error'][:80]} | | | | |")
+                continue
+            lines.append(f"| {row['variant']} | {row['context']} | {row['updates']} | {row['test_loss']:.4f} | "
+                         f"{row['test_bits_per_byte']:.4f} | {row['test_word_ppl']:.1f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="*", default=["shakespeare", "long", "wikitext2"],
+                        help="shakespeare, long, wikitext2 (or long-worker, internal)")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run of every experiment")
+    parser.add_argument("--budget", type=float, default=180.0, help="shakespeare: training seconds per model")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384])
+    parser.add_argument("--steps", type=int, default=3, help="long: timed steps per configuration")
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--wt-context", type=int, default=1024)
+    parser.add_argument("--wt-updates", type=int, default=300)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--out-dir", default="bench_out/lm")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--context", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.experiments == ["long-worker"]:
+        print(json.dumps(long_worker(args.variant, args.context, args.steps, args.dim, args.layers)))
+        return
+    if not (CORPORA / "tinyshakespeare.txt").is_file() and {"shakespeare", "wikitext2"} & set(args.experiments):
+        sys.exit(f"the corpora are not at {CORPORA} (../shared is absent)")
+    if args.quick:
+        args.budget, args.contexts, args.steps, args.dim, args.layers = 12.0, [256, 512], 1, 64, 2
+        args.wt_context, args.wt_updates = 128, 4
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for experiment in args.experiments:
+            if experiment == "shakespeare":
+                results["shakespeare"] = shakespeare(args, workdir)
+            elif experiment == "long":
+                results["long"] = long_context(args)
+            elif experiment == "wikitext2":
+                results["wikitext2"] = wikitext2(args, workdir)
+            else:
+                sys.exit(f"unknown experiment {experiment!r}")
+    info = meta(sys.argv, os.cpu_count() or 1, args.steps)
+    write_outputs(args.out_dir, {"meta": info, **results}, markdown(results, info))
+
+
+if __name__ == "__main__":
+    main()
