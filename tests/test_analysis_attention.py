@@ -198,3 +198,32 @@ def test_routed_rows_are_merged_per_query_like_the_dense_matrix():
         assert a.mean_distance_frames == pytest.approx(b.mean_distance_frames, rel=1e-9)
         assert a.entropy == pytest.approx(b.entropy, rel=1e-9)
         assert a.mass_within == pytest.approx(b.mass_within, rel=1e-9)
+
+
+def test_language_model_heads_from_text_match_analytic_values(tmp_path):
+    """An LM whose heads are forced uniform: local heads over the 3 previous tokens and itself, full heads
+    over every earlier token; analysed from a text file through the CLI."""
+    from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
+    from seqattn.models.lm import TransformerLM, presets
+
+    model = TransformerLM(presets.tiny(vocab_size=257, local_heads=2, routing_heads=0, window=3)).eval()
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.attention.q_proj.weight)  # the LM's projections have no bias
+    model_dir = save_model(model, tmp_path / "lm", extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
+    text = tmp_path / "text.txt"
+    text.write_text("abcdefghij" * 10)  # 100 bytes + <bos> = 101 tokens: windows of 40, 40, 21
+    out = tmp_path / "an"
+    assert cli_main(["analyze", "attention", str(model_dir), str(text), "--out-dir", str(out), "--context", "40",
+                     "--quiet"]) == 0
+    values = json.loads((out / "attention.json").read_text())
+    assert values["unit"] == "tokens" and values["utterances"] == 3
+    lengths = [40, 40, 21]
+    local = expected_from_rows([(i, list(range(max(0, i - 3), i + 1))) for n in lengths for i in range(n)])
+    full = expected_from_rows([(i, list(range(i + 1))) for n in lengths for i in range(n)])
+    for head in values["heads"]:
+        expected = local if head["kind"] == "local" else full
+        assert head["rows"] == expected["rows"]
+        assert head["mean_distance_frames"] == pytest.approx(expected["mean_distance_frames"], abs=1e-5)
+        assert head["entropy"] == pytest.approx(expected["entropy"], abs=1e-5)
+        assert head["w95"] == expected["w95"] and head["mean_distance_ms"] is None
+    assert {h["kind"] for h in values["heads"]} == {"local", "full"}

@@ -3,7 +3,6 @@ training/resume, and eval-lm perplexity against plain forward passes."""
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -211,7 +210,7 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
     whole = train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'a'}"]))
     first = load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}", "run.stop_after=3"])
     train(first)
-    resumed = train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}"]))
+    train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}"]))
     a = load_model(tmp_path / "a" / "checkpoints" / "update_00000008")
     b = load_model(tmp_path / "b" / "checkpoints" / "update_00000008")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -179,44 +178,40 @@ def wikitext2(args, workdir: Path) -> list[dict]:
     return rows
 
 
+def table(title: str, header: list[str], rows: list[dict], cells) -> list[str]:
+    """A markdown section: one line per row, ``cells(row)`` giving its columns (an error fills the row)."""
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row.get('variant', '')} | error: {row['error'][:80]} |" + " |" * (len(header) - 2))
+        else:
+            lines.append("| " + " | ".join(cells(row)) + " |")
+    return lines + [""]
+
+
 def markdown(results: dict, info: dict) -> str:
     lines = [f"# Language-model benchmarks ({info['machine']}, torch {info['torch']}, {info['date']})", "",
              f"`{info['command']}`", ""]
     if "shakespeare" in results:
-        lines += ["## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget", "",
-                  "| attention | updates in budget | s/update | val loss (nats/char) | target |", "|---|---|---|---|---|"]
-        for row in results["shakespeare"]:
-            if "error" in row:
-                lines.append(f"| {row['variant']} | error: {row['error'][:80]} | | | |")
-                continue
-            lines.append(f"| {row['variant']} | {row['updates']} | {row['seconds_per_update']:.3f} | "
-                         f"{row['val_loss']:.4f} | {'met' if row['val_loss'] <= 1.88 else 'not met'} (<= 1.88) |")
-        lines.append("")
+        lines += table(
+            "## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget",
+            ["attention", "updates in budget", "s/update", "val loss (nats/char)", "target (<= 1.88)"],
+            results["shakespeare"],
+            lambda r: [r["variant"], str(r["updates"]), f"{r['seconds_per_update']:.3f}", f"{r['val_loss']:.4f}",
+                       "met" if r["val_loss"] <= 1.88 else "not met"])
     if "long" in results:
-        lines += ["## Long-context training throughput (batch 1, forward + backward + AdamW)", "",
-                  "| context | attention | tokens/s | peak RSS (MiB) | speed-up over full |", "|---|---|---|---|---|"]
-        by_context = {}
-        for row in results["long"]:
-            by_context.setdefault(row["context"], {})[row["variant"]] = row
-        for context, variants in by_context.items():
-            full = variants.get("full", {}).get("tokens_per_s")
-            for name, row in variants.items():
-                if "error" in row:
-                    lines.append(f"| {context} | {name} | error: {row['error'][:80]} | | |")
-                    continue
-                ratio = f"{row['tokens_per_s'] / full:.2f}x" if full else "—"
-                lines.append(f"| {context} | {name} | {row['tokens_per_s']:.0f} | {row['peak_rss_mib']:.0f} | {ratio} |")
-        lines.append("")
+        full = {r["context"]: r.get("tokens_per_s") for r in results["long"] if r["variant"] == "full"}
+        lines += table(
+            "## Long-context training throughput (batch 1, forward + backward + AdamW)",
+            ["attention", "context", "tokens/s", "peak RSS (MiB)", "speed-up over full"], results["long"],
+            lambda r: [r["variant"], str(r["context"]), f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mib']:.0f}",
+                       f"{r['tokens_per_s'] / full[r['context']]:.2f}x" if full.get(r["context"]) else "—"])
     if "wikitext2" in results:
-        lines += ["## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates)", "",
-                  "| attention | context | updates | test loss (nats/char) | bits/byte | word ppl |", "|---|---|---|---|---|---|"]
-        for row in results["wikitext2"]:
-            if "error" in row:
-                lines.append(f"| {row['variant']} | error: {row['error'][:80]} | | | | |")
-                continue
-            lines.append(f"| {row['variant']} | {row['context']} | {row['updates']} | {row['test_loss']:.4f} | "
-                         f"{row['test_bits_per_byte']:.4f} | {row['test_word_ppl']:.1f} |")
-        lines.append("")
+        lines += table(
+            "## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates)",
+            ["attention", "context", "updates", "test loss (nats/char)", "bits/byte", "word ppl"], results["wikitext2"],
+            lambda r: [r["variant"], str(r["context"]), str(r["updates"]), f"{r['test_loss']:.4f}",
+                       f"{r['test_bits_per_byte']:.4f}", f"{r['test_word_ppl']:.1f}"])
     return "\n".join(lines) + "\n"
 
 

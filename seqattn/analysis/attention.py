@@ -51,7 +51,7 @@ class HeadStats:
     kind: str  # kernel that ran the head: full, local, routing, window, pooled
     rows: int  # query rows averaged over
     mean_distance_frames: float
-    mean_distance_ms: float
+    mean_distance_ms: float | None  # None for token models
     w90: int  # frames
     w95: int
     entropy: float  # nats
@@ -103,7 +103,7 @@ class HeadStatistics:
         self.rows[layer][head] += count
         self.kinds[layer][head] = kind
 
-    def results(self, frame_ms: float, windows=DEFAULT_WINDOWS, coverages=COVERAGES) -> list[HeadStats]:
+    def results(self, frame_ms: float | None, windows=DEFAULT_WINDOWS, coverages=COVERAGES) -> list[HeadStats]:
         stats = []
         for layer in range(self.num_layers):
             hist, rows = self.hist[layer], self.rows[layer]
@@ -117,7 +117,8 @@ class HeadStatistics:
                 cover = {q: smallest_window(cumulative, q) for q in sorted({*coverages, 0.9, 0.95})}
                 stats.append(HeadStats(
                     layer=layer, head=head, kind=self.kinds[layer][head], rows=n,
-                    mean_distance_frames=mean_distance, mean_distance_ms=mean_distance * frame_ms,
+                    mean_distance_frames=mean_distance,
+                    mean_distance_ms=None if frame_ms is None else mean_distance * frame_ms,
                     w90=cover[0.9], w95=cover[0.95], entropy=float(self.entropy[layer][head] / n),
                     self_mass=float(mass[0]),
                     mass_within={w: float(cumulative[min(w, cumulative.shape[0] - 1)]) for w in windows},
@@ -152,12 +153,13 @@ def smallest_window(cumulative: np.ndarray, coverage: float) -> int:
 @dataclass
 class AttentionAnalysis:
     heads: list[HeadStats]
-    frame_ms: float
+    frame_ms: float | None  # None when positions are tokens
     windows: list[int]
-    utterances: int
-    seconds: float
+    utterances: int  # utterances (or token windows) analysed
+    seconds: float  # audio seconds (or tokens)
     example_maps: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (layer, head) -> (F, F)
     example_utterance: str | None = None
+    unit: str = "frames"  # what a position is: frames (audio) or tokens (text)
 
     def head(self, layer: int, head: int) -> HeadStats:
         for stats in self.heads:
@@ -188,6 +190,7 @@ class AttentionAnalysis:
 
     def to_json(self) -> dict:
         return {
+            "unit": self.unit,
             "frame_ms": self.frame_ms,
             "windows": list(self.windows),
             "utterances": self.utterances,
@@ -209,7 +212,7 @@ class AttentionAnalysis:
                               "coverage_windows": {float(c): w for c, w in h.get("coverage_windows", {}).items()}})
                  for h in values["heads"]]
         return cls(heads, values["frame_ms"], values["windows"], values["utterances"], values["seconds"],
-                   example_utterance=values.get("example_utterance"))
+                   example_utterance=values.get("example_utterance"), unit=values.get("unit", "frames"))
 
     def write_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="") as handle:
@@ -217,8 +220,8 @@ class AttentionAnalysis:
             writer.writerow(["layer", "head", "kind", "rows", "mean_distance_frames", "mean_distance_ms", "w90",
                              "w95", "entropy", "self_mass"] + [f"mass_within_{w}" for w in self.windows])
             for s in self.heads:
-                writer.writerow([s.layer, s.head, s.kind, s.rows, f"{s.mean_distance_frames:.4f}",
-                                 f"{s.mean_distance_ms:.2f}", s.w90, s.w95, f"{s.entropy:.4f}", f"{s.self_mass:.4f}"]
+                ms = "" if s.mean_distance_ms is None else f"{s.mean_distance_ms:.2f}"
+                writer.writerow([s.layer, s.head, s.kind, s.rows, f"{s.mean_distance_frames:.4f}", ms, s.w90, s.w95, f"{s.entropy:.4f}", f"{s.self_mass:.4f}"]
                                 + [f"{s.mass_within[w]:.4f}" for w in self.windows])
 
 
@@ -226,17 +229,10 @@ def attention_modules(model: torch.nn.Module) -> list[MultiHeadAttention]:
     return [layer.attention for layer in backbone_of(model).encoder.layers]
 
 
-@torch.no_grad()
-def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_ids: list[str] | None = None,
-                      batch_size: int = 1, windows=DEFAULT_WINDOWS, coverages=COVERAGES, map_frames: int = 150,
-                      progress: bool = True) -> AttentionAnalysis:
-    """Run ``model`` (any wav2vec2 class, eval mode) over ``waves`` and measure every head.
-
-    Utterances go through in padded batches of ``batch_size`` (padding queries and keys are excluded). The
-    first utterance's weights over its first ``map_frames`` frames are kept for example attention maps.
-    """
-    backbone = backbone_of(model)
-    modules = attention_modules(model)
+def measure_heads(modules: list[MultiHeadAttention], batches, map_frames: int = 150):
+    """Statistics of every head of ``modules`` over ``batches``: an iterable of (valid (B, N) bool or None,
+    a callable that runs the model on that batch with ``return_weights=True``). The first batch's first
+    sequence gives the example maps (its first ``map_frames`` positions). Returns (HeadStatistics, maps)."""
     stats = HeadStatistics(len(modules), [m.num_heads for m in modules])
     maps: dict[tuple[int, int], np.ndarray] = {}
     state = {"valid": None, "first": False}
@@ -257,21 +253,54 @@ def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_
 
     handles = [m.register_forward_hook(make_hook(i), with_kwargs=True) for i, m in enumerate(modules)]
     try:
-        order = range(0, len(waves), batch_size)
-        for start in tqdm(order, desc="attention", unit="batch", disable=not progress):
-            features = backbone.inference_features(list(waves[start : start + batch_size]))
-            mask = features.padding_mask
-            state["valid"] = None if mask is None else ~mask
-            state["first"] = start == 0
-            backbone.encode(features, return_weights=True, keep_layer_outputs=False)
+        for index, (valid, run) in enumerate(batches):
+            state["valid"], state["first"] = valid, index == 0
+            run()
     finally:
         for handle in handles:
             handle.remove()
+    return stats, maps
+
+
+@torch.no_grad()
+def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_ids: list[str] | None = None,
+                      batch_size: int = 1, windows=DEFAULT_WINDOWS, coverages=COVERAGES, map_frames: int = 150,
+                      progress: bool = True) -> AttentionAnalysis:
+    """Run ``model`` (any wav2vec2 class, eval mode) over ``waves`` and measure every head.
+
+    Utterances go through in padded batches of ``batch_size`` (padding queries and keys are excluded). The
+    first utterance's weights over its first ``map_frames`` frames are kept for example attention maps.
+    """
+    backbone = backbone_of(model)
+
+    def batches():
+        for start in tqdm(range(0, len(waves), batch_size), desc="attention", unit="batch", disable=not progress):
+            features = backbone.inference_features(list(waves[start : start + batch_size]))
+            valid = None if features.padding_mask is None else ~features.padding_mask
+            yield valid, lambda: backbone.encode(features, return_weights=True, keep_layer_outputs=False)
+
+    stats, maps = measure_heads(attention_modules(model), batches(), map_frames)
     frame_ms = frame_milliseconds(model)
     return AttentionAnalysis(
         stats.results(frame_ms, windows, coverages), frame_ms, list(windows), len(waves),
         sum(w.numel() for w in waves) / 16000, maps, utt_ids[0] if utt_ids else None,
     )
+
+
+@torch.no_grad()
+def analyze_lm_attention(model: torch.nn.Module, token_windows: list[torch.Tensor], *, windows=DEFAULT_WINDOWS,
+                         coverages=COVERAGES, map_frames: int = 150, name: str | None = None,
+                         progress: bool = True) -> AttentionAnalysis:
+    """The same measurements for a :class:`~seqattn.models.lm.TransformerLM` over windows of token ids (each
+    (N,) long); distances are in tokens."""
+    def batches():
+        for tokens in tqdm(token_windows, desc="attention", unit="window", disable=not progress):
+            yield None, lambda tokens=tokens: model(tokens[None], return_weights=True)
+
+    modules = [block.attention for block in model.blocks]
+    stats, maps = measure_heads(modules, batches(), map_frames)
+    return AttentionAnalysis(stats.results(None, windows, coverages), None, list(windows), len(token_windows),
+                             float(sum(t.numel() for t in token_windows)), maps, name, unit="tokens")
 
 
 def first_row_dense(weights: AttentionWeights, length: int) -> torch.Tensor:
@@ -308,12 +337,12 @@ def write_attention_outputs(analysis: AttentionAnalysis, out_dir: str | Path, *,
     values = {**(extra or {}), **analysis.to_json()}
     (out_dir / "attention.json").write_text(json.dumps(values, indent=1) + "\n")
     analysis.write_csv(out_dir / "attention.csv")
-    plots.heatmap(analysis.matrix("mean_distance_frames"),
-                  f"mean attention distance (frames of {analysis.frame_ms:g} ms)", "frames", out_dir,
-                  "mean_distance", formats)
-    plots.heatmap(analysis.matrix("w95"), "w95: smallest +-w holding 95% of the mass", "frames", out_dir,
+    unit = analysis.unit if analysis.frame_ms is None else f"frames of {analysis.frame_ms:g} ms"
+    plots.heatmap(analysis.matrix("mean_distance_frames"), f"mean attention distance ({unit})", analysis.unit,
+                  out_dir, "mean_distance", formats)
+    plots.heatmap(analysis.matrix("w95"), "w95: smallest +-w holding 95% of the mass", analysis.unit, out_dir,
                   "w95", formats)
-    plots.mass_curves(analysis.windows, analysis.layer_mass_curves(), analysis.frame_ms, out_dir, formats)
+    plots.mass_curves(analysis.windows, analysis.layer_mass_curves(), unit, out_dir, formats)
     heads = example_heads or default_example_heads(analysis)
     maps = {key: analysis.example_maps[key] for key in heads if key in analysis.example_maps}
     if maps:

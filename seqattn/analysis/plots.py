@@ -45,14 +45,14 @@ def heatmap(matrix: np.ndarray, title: str, colorbar_label: str, out_dir: Path, 
     return save(fig, out_dir, name, formats)
 
 
-def mass_curves(windows, curves: np.ndarray, frame_ms: float, out_dir: Path, formats) -> list[Path]:
+def mass_curves(windows, curves: np.ndarray, unit: str, out_dir: Path, formats) -> list[Path]:
     """Mass inside +-w against w, one line per layer."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     colors = plt.cm.viridis(np.linspace(0, 1, curves.shape[0]))
     for layer, curve in enumerate(curves):
         ax.plot(windows, curve, marker="o", markersize=3, color=colors[layer], label=f"layer {layer}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(f"window +-w (frames; 1 frame = {frame_ms:g} ms)")
+    ax.set_xlabel(f"window +-w ({unit})")
     ax.set_ylabel("attention mass inside +-w")
     ax.set_ylim(0, 1.02)
     ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)

@@ -50,18 +50,59 @@ def _attention(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from seqattn.models.lm import TransformerLM
+
     model = load_model(args.model_dir)
-    inputs = _load(args, model)
-    analysis = analyze_attention(model, [u.wave for u in inputs.utterances], utt_ids=[u.utt_id for u in inputs.utterances],
-                                 batch_size=args.batch_size, map_frames=args.map_frames, progress=not args.quiet)
-    write_attention_outputs(analysis, args.out_dir, formats=args.plot_format, example_heads=args.heads,
-                            extra=_summary(args, inputs))
-    print(f"{len(inputs.utterances)} utterances ({inputs.seconds:.1f} s), {len(inputs.failures)} skipped")
-    print("layer  mean distance (frames)  max w95  mass in +-8")
+    if isinstance(model, TransformerLM):
+        analysis, extra = _lm_attention(args, model)
+    else:
+        inputs = _load(args, model)
+        analysis = analyze_attention(model, [u.wave for u in inputs.utterances],
+                                     utt_ids=[u.utt_id for u in inputs.utterances], batch_size=args.batch_size,
+                                     map_frames=args.map_frames, progress=not args.quiet)
+        extra = _summary(args, inputs)
+        print(f"{len(inputs.utterances)} utterances ({inputs.seconds:.1f} s), {len(inputs.failures)} skipped")
+    write_attention_outputs(analysis, args.out_dir, formats=args.plot_format, example_heads=args.heads, extra=extra)
+    print(f"layer  mean distance ({analysis.unit})  max w95  mass in +-8")
     for row in analysis.to_json()["layers"]:
         print(f"{row['layer']:5d}  {row['mean_distance_frames']:22.2f}  {row['max_w95']:7d}  {row['mass_within'].get('8', float('nan')):.3f}")
     print(f"wrote {args.out_dir}/attention.json, attention.csv and plots")
     return 0
+
+
+def _lm_attention(args, model):
+    """Text files -> token windows of --context tokens (<bos> + the text) -> attention statistics."""
+    import torch
+
+    from seqattn.analysis.attention import analyze_lm_attention
+    from seqattn.analysis.inputs import AnalysisInputError
+    from seqattn.data.lm_tokenizers import load_tokenizer
+    from seqattn.decode.lm_eval import text_chunks
+
+    tokenizer = load_tokenizer(args.model_dir)
+    context = args.context or model.config.max_context
+    limit = args.max_utterances or 64
+    windows, failures = [], []
+    for path in args.data:
+        ids = [tokenizer.bos_id]
+        try:
+            for text in text_chunks(path):
+                ids.extend(tokenizer.encode(text))
+                if len(ids) >= context * limit:
+                    break
+        except ValueError as error:  # not a file, not UTF-8
+            failures.append({"input": path, "reason": str(error)})
+            print(f"  skipped {path}: {error}", file=sys.stderr)
+            continue
+        for start in range(0, len(ids) - 1, context):
+            if len(windows) < limit and len(ids) - start >= 2:
+                windows.append(torch.tensor(ids[start : start + context]))
+    if not windows:
+        raise AnalysisInputError(f"no text to analyse in {' '.join(args.data)}")
+    analysis = analyze_lm_attention(model, windows, map_frames=args.map_frames, name=args.data[0],
+                                    progress=not args.quiet)
+    print(f"{len(windows)} windows of up to {context} tokens, {len(failures)} files skipped")
+    return analysis, {"model": args.model_dir, "data": args.data, "command": _command_line(), "failures": failures}
 
 
 def _codebook(args) -> int:
@@ -158,7 +199,8 @@ def add_analyze_parser(commands) -> None:
 
     q = kinds.add_parser(
         "attention", help="how local each head is",
-        description="Per layer and head: mean attention distance (frames, ms), mass within +-w, the smallest w "
+        description="Per layer and head: mean attention distance (frames and ms; tokens for language models, "
+                    "whose DATA are text files), mass within +-w, the smallest w "
                     "holding 90%%/95%% of the mass, entropy and self mass, averaged over the real query frames of "
                     "the sampled utterances. Writes attention.json, attention.csv, heatmaps, mass-vs-window "
                     "curves and example maps. Local/routed heads use banded weights (no N x N memory).",
@@ -166,6 +208,7 @@ def add_analyze_parser(commands) -> None:
     )
     _data_options(q, 64, 30.0, None)
     q.add_argument("--batch-size", type=int, default=1)
+    q.add_argument("--context", type=int, default=0, help="language models: tokens per window (default: max_context)")
     q.add_argument("--map-frames", type=int, default=150, help="frames shown in the example attention maps")
     q.add_argument("--heads", type=_heads, help="LAYER:HEAD,... for the example maps (default: the most and "
                                                 "least local head of the first, middle and last layer)")

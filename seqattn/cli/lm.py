@@ -79,7 +79,7 @@ def _generate(args) -> int:
     for i in range(args.num_samples):
         out = generate(model, tokens, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                        seed=args.seed + i, use_cache=not args.no_cache)
-        text = tokenizer.decode(out[0, 1:].tolist())
+        text = args.prompt + tokenizer.decode(out[0, tokens.shape[1]:].tolist())  # the prompt as typed
         print(text if args.num_samples == 1 else f"--- sample {i}\n{text}")
     return 0
 

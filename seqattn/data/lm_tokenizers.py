@@ -69,21 +69,14 @@ class ByteTokenizer:
 
 
 @dataclass
-class CharTokenizer:
-    """``<bos>``, ``<unk>``, then the characters of the training text."""
+class _TokenList:
+    """A tokenizer defined by its token list, ``<bos>`` first."""
 
     tokens: list[str]
-    kind = "char"
+    kind = ""
 
     def __post_init__(self):
         self.index = {t: i for i, t in enumerate(self.tokens)}
-
-    @classmethod
-    def train(cls, paths, min_count: int = 1) -> "CharTokenizer":
-        counts = Counter()
-        for chunk in iter_text(paths):
-            counts.update(chunk)
-        return cls([BOS, UNK] + sorted(c for c, n in counts.items() if n >= min_count))
 
     @property
     def vocab_size(self) -> int:
@@ -93,6 +86,23 @@ class CharTokenizer:
     def bos_id(self) -> int:
         return 0
 
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "tokens": self.tokens}
+
+
+@dataclass
+class CharTokenizer(_TokenList):
+    """``<bos>``, ``<unk>``, then the characters of the training text."""
+
+    kind = "char"
+
+    @classmethod
+    def train(cls, paths, min_count: int = 1) -> "CharTokenizer":
+        counts = Counter()
+        for chunk in iter_text(paths):
+            counts.update(chunk)
+        return cls([BOS, UNK] + sorted(c for c, n in counts.items() if n >= min_count))
+
     def encode(self, text: str) -> list[int]:
         unk = self.index[UNK]
         return [self.index.get(c, unk) for c in text]
@@ -100,19 +110,12 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         return "".join(self.tokens[i] for i in ids if i > 1)
 
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "tokens": self.tokens}
-
 
 @dataclass
-class WordTokenizer:
+class WordTokenizer(_TokenList):
     """Whitespace words (the most frequent ``max_words``), ``<unk>`` for the rest, ``<eos>`` at each line end."""
 
-    tokens: list[str]
     kind = "word"
-
-    def __post_init__(self):
-        self.index = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
     def train(cls, paths, max_words: int = 0, min_count: int = 1) -> "WordTokenizer":
@@ -122,14 +125,6 @@ class WordTokenizer:
         words = sorted((w for w, n in counts.items() if n >= min_count and w not in (BOS, UNK, EOS)),
                        key=lambda w: (-counts[w], w))
         return cls([BOS, UNK, EOS] + (words[:max_words] if max_words else words))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def bos_id(self) -> int:
-        return 0
 
     def encode(self, text: str) -> list[int]:
         unk, eos = self.index[UNK], self.index[EOS]
@@ -149,9 +144,6 @@ class WordTokenizer:
             elif i > 0:
                 line.append(self.tokens[i])
         return "".join(out) + " ".join(line)
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "tokens": self.tokens}
 
 
 @dataclass

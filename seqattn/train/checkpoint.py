@@ -9,6 +9,7 @@ so an interrupted save leaves the previous checkpoints untouched.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,25 @@ class CheckpointManager:
     def __init__(self, directory: str | Path, keep_last: int = 3):
         self.directory = Path(directory)
         self.keep_last = max(1, keep_last)
+
+    def remove_stale(self) -> list[Path]:
+        """Clean what a killed save left behind; called before resuming. A ``.update_*.tmp`` staging directory
+        is deleted. A ``.update_N.old-PID`` directory (the previous copy, moved aside just before the new one
+        was renamed in) is put back if ``update_N`` is missing, else deleted. Returns what was removed."""
+        removed = []
+        for path in sorted(self.directory.glob(".update_*")):
+            if not path.is_dir():
+                continue
+            if ".old-" in path.name:
+                target = self.directory / path.name[1:].split(".old-")[0]
+                if not target.exists():
+                    os.replace(path, target)
+                    continue
+            elif not path.name.endswith(".tmp"):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        return removed
 
     def _complete(self, path: Path) -> bool:
         return all((path / name).is_file() for name in ("config.json", WEIGHTS_FILE, STATE_FILE))

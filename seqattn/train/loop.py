@@ -111,6 +111,7 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
     started, first_step = time.time(), position.step
     sums, interval_start = {}, time.time()
     accumulated, bad = 0, False
+    consumed: list[int] = []  # micro-batches of the epoch that went into the update being accumulated
     optimizer.zero_grad(set_to_none=True)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if optim.bf16 else nullcontext
     while position.step < optim.max_updates:
@@ -129,6 +130,7 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
                 sums["skipped_batches"] = sums.get("skipped_batches", 0) + 1
                 continue
             task.before_update(position.step)
+            consumed.append(batch["batch_index"])
             torch.manual_seed((run.seed * 1_000_003 + position.step) * 4099 + ctx.rank * 131 + accumulated)
             last_micro = accumulated + 1 == optim.update_freq
             with nullcontext() if (last_micro or not ctx.enabled) else task.no_sync():
@@ -152,6 +154,8 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm or float("inf"))
             if bad or not math.isfinite(float(grad_norm)):
                 bad = False
+                monitor.trace(position.step, position.epoch, consumed, applied=False)
+                consumed = []
                 _skip(position, optimizer, monitor, run)
                 continue
             position.bad_streak = 0
@@ -159,6 +163,8 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             position.step += 1
+            monitor.trace(position.step, position.epoch, consumed, applied=True)
+            consumed = []
             monitor.advance(output.postfix)
             if position.step % run.log_every == 0:
                 keys = sorted(sums)
@@ -251,6 +257,8 @@ def resume(manager, model, optimizer, scheduler) -> tuple[Position, Path | None]
     """Load the newest complete checkpoint, if any, into model/optimizer/scheduler."""
     from .checkpoint import load_checkpoint
 
+    if manager.directory.is_dir():
+        manager.remove_stale()
     path = manager.latest()
     if path is None:
         return Position(), None

@@ -13,10 +13,11 @@ class TrainMonitor:
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="upd", disable=not enabled, dynamic_ncols=True)
         self.writer = None
-        self.log_file = None
+        self.log_file = self.trace_file = None
         if enabled:
             output_dir.mkdir(parents=True, exist_ok=True)
             self.log_file = open(output_dir / "train.log", "a", encoding="utf-8")
+            self.trace_file = open(output_dir / "updates.jsonl", "a", encoding="utf-8")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -42,6 +43,15 @@ class TrainMonitor:
         self.log_file.write(json.dumps({"prefix": prefix, "update": step, **values}) + "\n")
         self.log_file.flush()
 
+    def trace(self, step: int, epoch: int, batches: list[int], applied: bool) -> None:
+        """One line per update in ``updates.jsonl``: which micro-batches of which epoch it consumed, and whether
+        it was applied (or skipped as non-finite). After a resume, redone updates appear again; the last line
+        for an update is the one whose weights survive."""
+        if not self.enabled:
+            return
+        self.trace_file.write(json.dumps({"update": step, "epoch": epoch, "batches": batches, "applied": applied}) + "\n")
+        self.trace_file.flush()
+
     def advance(self, postfix: dict | None = None) -> None:
         if not self.enabled:
             return
@@ -56,3 +66,4 @@ class TrainMonitor:
         if self.writer is not None:
             self.writer.close()
         self.log_file.close()
+        self.trace_file.close()

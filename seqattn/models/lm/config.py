@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from seqattn.nn import AttentionConfig
+from seqattn.utils.values import check_known_keys
 
 
 @dataclass
@@ -69,8 +70,5 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LMConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config keys: {', '.join(unknown)}")
+        check_known_keys(cls, values, "LM config")
         return cls(**values)

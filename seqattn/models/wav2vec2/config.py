@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from seqattn.nn import AttentionConfig
+from seqattn.utils.values import check_known_keys
 
 BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
 
@@ -90,10 +91,7 @@ class Wav2Vec2Config:
     @classmethod
     def from_dict(cls, values: dict) -> "Wav2Vec2Config":
         """Build from plain values; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown wav2vec2 config keys: {', '.join(unknown)}")
+        check_known_keys(cls, values, "wav2vec2 config")
         values = dict(values)
         if isinstance(values.get("attention"), dict):
             values["attention"] = attention_from_dict(values["attention"])
@@ -105,8 +103,5 @@ class Wav2Vec2Config:
 
 
 def attention_from_dict(values: dict) -> AttentionConfig:
-    known = {f.name for f in dataclasses.fields(AttentionConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown attention config keys: {', '.join(unknown)}")
+    check_known_keys(AttentionConfig, values, "attention config")
     return AttentionConfig(**values)

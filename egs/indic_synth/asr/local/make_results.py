@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import time
 from pathlib import Path
+
+from seqattn.utils.machine import machine_line
 
 LINE = re.compile(r"%(WER|CER) ([\d.]+) \[ (\d+) / (\d+),")
 MODEL_NAMES = {"ft": "pretrained + fine-tuned", "ft_scratch": "fine-tuned from scratch (no pretraining)"}
@@ -28,16 +28,6 @@ def read_scores(path: Path) -> dict[str, tuple[float, int, int]]:
         if match:
             scores[match.group(1)] = (float(match.group(2)), int(match.group(3)), int(match.group(4)))
     return scores
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -60,7 +50,7 @@ def main() -> None:
         "",
         f"- command: `{args.command}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, CPU only",
+        f"- machine: {machine_line()}",
         "- data: espeak-ng speech of CLDR word sequences; dev/test use sentences and speaker settings (voice "
         "variants m5, m6, f4, f5) never seen in training",
         "- scoring: `seqattn transcribe` with references (jiwer), Kaldi-style %WER / %CER, totals over each set",

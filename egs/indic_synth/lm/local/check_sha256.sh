@@ -1,0 +1,1 @@
+../../../indic_synth/asr/local/check_sha256.sh

@@ -1,0 +1,1 @@
+../../../tinyshakespeare/lm/local/lm_results.py

@@ -1,0 +1,1 @@
+../../indic_synth/asr/path.sh

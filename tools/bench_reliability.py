@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Load tests for docs/RELIABILITY.md.
+
+  many-files  `seqattn transcribe` over N short files (default 1000) in one run: RSS of the process sampled
+              while it works, RSS when 10% and 100% of the outputs exist, and files/s over the first and the
+              last 10% of the files. Target: RSS after N <= 1.1x RSS after N/10, steady throughput.
+  long-audio  `seqattn transcribe` of one H-hour file (default 2) with a local-attention BASE-size model in
+              one pass: peak RSS and wall time.
+
+Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 2] [--quick]
+Writes bench_out/reliability/results.json and results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+from benchlib import meta, write_outputs  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def make_model(path: Path, size: str) -> Path:
+    import torch
+
+    from seqattn.data.text import CharVocabulary
+    from seqattn.models.io import save_model
+    from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, presets
+    from seqattn.nn import AttentionConfig
+
+    vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
+    local = AttentionConfig(num_heads=12 if size == "base" else 4, local_heads=12 if size == "base" else 4,
+                            window_left=128, window_right=128)
+    config = (presets.base if size == "base" else presets.tiny)(vocab_size=len(vocab), attention=local)
+    torch.manual_seed(0)
+    return save_model(Wav2Vec2ForCTC(config), path, extra_files={"tokens.json": vocab.to_json()})
+
+
+def watch(cmd: list[str], out_dir: Path | None, marks: list[int], extension: str = ".txt") -> dict:
+    """Run ``cmd``; sample its RSS every 50 ms; note RSS and time when ``out_dir`` holds each mark of outputs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak, seen = 0.0, {}
+    while proc.poll() is None:
+        rss = rss_mib(proc.pid)
+        peak = max(peak, rss)
+        if out_dir is not None and out_dir.is_dir():
+            done = sum(1 for p in out_dir.iterdir() if p.suffix == extension)
+            for mark in marks:
+                if done >= mark and mark not in seen:
+                    seen[mark] = {"rss_mib": rss, "seconds": time.perf_counter() - started}
+        time.sleep(0.05)
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    return {"returncode": proc.returncode, "wall_s": time.perf_counter() - started, "peak_rss_mib": peak,
+            "marks": seen, "stderr_tail": stderr[-300:]}
+
+
+def many_files(args, workdir: Path) -> dict:
+    model = make_model(workdir / "model", "tiny")
+    audio = workdir / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(args.files):
+        seconds = rng.uniform(1.0, 3.0)
+        t = np.arange(int(seconds * 16000)) / 16000
+        sf.write(audio / f"utt{i:05d}.wav", (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t)).astype(np.float32), 16000)
+    tenth = args.files // 10
+    marks = [tenth, 2 * tenth, args.files - tenth, args.files]
+    out = workdir / "out"
+    result = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(audio), "--output-dir",
+                    str(out), "--quiet", "--threads", "2"], out, marks)
+    m = result["marks"]
+    if len(m) == len(marks):
+        result["rss_ratio"] = m[args.files]["rss_mib"] / m[tenth]["rss_mib"]
+        result["first_files_per_s"] = tenth / (m[2 * tenth]["seconds"] - m[tenth]["seconds"])
+        result["last_files_per_s"] = tenth / (m[args.files]["seconds"] - m[args.files - tenth]["seconds"])
+    result["files"] = args.files
+    return result
+
+
+def long_audio(args, workdir: Path) -> dict:
+    model = make_model(workdir / "model_base", "base")
+    path = workdir / "long.flac"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", 16000, 1, format="FLAC") as handle:
+        for _ in range(int(args.hours * 60)):  # a minute at a time, so the file is never all in memory here
+            t = np.arange(60 * 16000) / 16000
+            handle.write((0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.01 * rng.standard_normal(t.size))
+                         .astype(np.float32))
+    result = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(path), "--output-dir",
+                    str(workdir / "long_out"), "--quiet", "--threads", "2", "--output-format", "ctm"], None, [])
+    result["hours"] = args.hours
+    return result
+
+
+def markdown(results: dict, info: dict) -> str:
+    lines = [f"# Load tests ({info['machine']}, torch {info['torch']}, {info['date']})", "", f"`{info['command']}`", ""]
+    if "many_files" in results:
+        r = results["many_files"]
+        lines += ["## Many short files in one `seqattn transcribe` run", "",
+                  "| files | exit | wall (s) | RSS at 10% (MiB) | RSS at 100% (MiB) | ratio (target <= 1.1) | files/s first 10% | files/s last 10% |",
+                  "|---|---|---|---|---|---|---|---|"]
+        m = r["marks"]
+        tenth = r["files"] // 10
+        lines.append(f"| {r['files']} | {r['returncode']} | {r['wall_s']:.0f} | {m.get(tenth, {}).get('rss_mib', float('nan')):.0f} | "
+                     f"{m.get(r['files'], {}).get('rss_mib', float('nan')):.0f} | {r.get('rss_ratio', float('nan')):.3f} | "
+                     f"{r.get('first_files_per_s', float('nan')):.1f} | {r.get('last_files_per_s', float('nan')):.1f} |")
+        lines.append("")
+    if "long_audio" in results:
+        r = results["long_audio"]
+        lines += ["## One long file, local-attention BASE model, one pass", "",
+                  "| hours | exit | wall (s) | RTF | peak RSS (MiB) |", "|---|---|---|---|---|",
+                  f"| {r['hours']} | {r['returncode']} | {r['wall_s']:.0f} | {r['wall_s'] / (r['hours'] * 3600):.3f} | "
+                  f"{r['peak_rss_mib']:.0f} |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", nargs="*", default=["many-files", "long-audio"])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="50 files and 1 minute of audio (a smoke run)")
+    parser.add_argument("--out-dir", default="bench_out/reliability")
+    args = parser.parse_args()
+    if args.quick:
+        args.files, args.hours = 50, 1 / 60
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for experiment in args.experiments:
+            workdir = Path(tmp) / experiment
+            workdir.mkdir()
+            if experiment == "many-files":
+                results["many_files"] = many_files(args, workdir)
+            elif experiment == "long-audio":
+                results["long_audio"] = long_audio(args, workdir)
+            else:
+                sys.exit(f"unknown experiment {experiment!r}")
+    info = meta(sys.argv, os.cpu_count() or 1, 1)
+    write_outputs(args.out_dir, {"meta": info, **results}, markdown(results, info))
+
+
+if __name__ == "__main__":
+    main()
