@@ -255,3 +255,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(weights[2][key], weights[1][key], atol=1e-4, rtol=1e-3,
                                    msg=lambda m, key=key: f"{key}: {m}")
     assert any("kmeans" in key for key in weights[1])
+
+
+def test_a_corpus_smaller_than_one_batch_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("a few lines of text\n" * 15)  # 4 sequences of 64, a batch is 12
+    code = cli_main(["train-lm", "recipes/lm/tinyshakespeare_char.yaml", f"data.train=[{tmp_path / 't.txt'}]",
+                     f"run.output_dir={tmp_path / 'o'}", "run.tensorboard=false"])
+    assert code == 2 and "fewer than one batch of 12" in capsys.readouterr().err

@@ -77,6 +77,9 @@ class PackedBatches(torch.utils.data.Dataset):
         generator = np.random.default_rng([seed, epoch])
         self.offset = int(generator.integers(0, length)) if tokens.shape[0] > 2 * length + 1 else 0
         count = (tokens.shape[0] - 1 - self.offset) // length
+        if count < batch_size:
+            raise CorpusError(f"the corpus holds {count} sequences of {length} tokens, fewer than one batch of "
+                              f"{batch_size}: lower data.batch_size or data.seq_len, or give more text")
         self.order = generator.permutation(count)
 
     def __len__(self) -> int:

@@ -78,8 +78,11 @@ class LMTask(Task):
 
     def epoch_dataset(self, epoch: int):
         data = self.config.data
-        return PackedBatches(self.train_tokens, data.seq_len, data.batch_size, epoch, self.config.run.seed,
-                             self.ctx.rank, self.ctx.world_size)
+        try:
+            return PackedBatches(self.train_tokens, data.seq_len, data.batch_size, epoch, self.config.run.seed,
+                                 self.ctx.rank, self.ctx.world_size)
+        except CorpusError as error:
+            raise TrainingError(str(error)) from None
 
     def is_empty(self, batch) -> bool:
         return batch["tokens"].shape[0] == 0

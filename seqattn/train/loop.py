@@ -116,6 +116,8 @@ def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, positi
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if optim.bf16 else nullcontext
     while position.step < optim.max_updates:
         dataset = task.epoch_dataset(position.epoch)
+        if len(dataset) == 0:
+            raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one batch")
         if describe_epoch is not None and position.batch == 0:
             describe_epoch(position.epoch, dataset)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(position.batch, len(dataset)),

@@ -28,7 +28,7 @@ extra=""
 text_opts=""
 if [ "$quick" = true ]; then
   langs=hi,ta; text_opts="--train-utts 30 --test-utts 5"
-  extra="optim.max_updates=6 run.save_every=3 validate_every=3"
+  extra="optim.max_updates=6 run.save_every=3 validate_every=3 data.seq_len=32 data.batch_size=4"
 fi
 mkdir -p $data $exp/log $exp/done $exp/time
 model=$exp/char
