@@ -64,7 +64,10 @@ def test_malicious_checkpoints_are_refused_at_import(tmp_path, capsys, layout):
     else:
         hf = tmp_path / "hf"
         hf.mkdir()
-        (hf / "config.json").write_text(json.dumps({"architectures": ["Wav2Vec2ForCTC"], "model_type": "wav2vec2"}))
+        transformers = pytest.importorskip("transformers")
+        config = transformers.Wav2Vec2Config(vocab_size=2, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=64, architectures=["Wav2Vec2ForCTC"])
+        config.to_json_file(str(hf / "config.json"))
         (hf / "vocab.json").write_text(json.dumps({"<pad>": 0, "a": 1}))
         evil_pickle(hf / "pytorch_model.bin", witness, lambda p: {"w": p})
         argv = ["convert", "hf-import", str(hf), str(tmp_path / "out")]

@@ -54,6 +54,26 @@ def run_pipe(command: str, timeout: float) -> bytes:
     return proc.stdout
 
 
+def check_wav_length(source: AudioSource) -> None:
+    """libsndfile quietly shortens a WAV whose data chunk is cut off; compare the chunk's declared size with
+    the bytes present and call a cut file what it is (a streaming placeholder size of 0 or 0xFFFFFFFF is fine)."""
+    with open(source.location, "rb") as handle:
+        head = handle.read(4096)
+        size = os.fstat(handle.fileno()).st_size
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    position = 12
+    while position + 8 <= len(head):
+        chunk, length = head[position : position + 4], int.from_bytes(head[position + 4 : position + 8], "little")
+        if chunk == b"data":
+            available = size - (position + 8)
+            if 0 < length < 0xFFFFFFFF and available < length:
+                raise AudioError(f"{source}: truncated: its data chunk declares {length} bytes, the file holds "
+                                 f"{available}")
+            return
+        position += 8 + length + (length & 1)
+
+
 def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 and the native sample rate, segment applied."""
     try:
@@ -80,6 +100,11 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
                 )
             f.seek(start)
             data = f.read(stop - start, dtype="float32", always_2d=True)
+            if data.shape[0] < stop - start:
+                raise AudioError(f"{source}: truncated: the header promises {stop - start} frames, the file holds "
+                                 f"{data.shape[0]}")
+        if not source.is_pipe:
+            check_wav_length(source)
     except AudioError:
         raise
     except FileNotFoundError:

@@ -8,6 +8,7 @@ With ``fix=True`` offending entries are dropped (and counted), like ``utils/fix_
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class DataDir:
     dropped: int = 0  # utterances dropped by fix
 
 
+FIELD_SEPARATOR = re.compile(r"[ \t]+")
+
+
 def read_table(path: Path, problems: list[Problem], min_fields: int = 2) -> dict[str, tuple[str, int]]:
     """Read ``key value...`` lines -> {key: (rest of line, line number)}, recording problems as found."""
     name = f"{path.parent.name}/{path.name}"
@@ -77,10 +81,12 @@ def read_table(path: Path, problems: list[Problem], min_fields: int = 2) -> dict
         except UnicodeDecodeError as error:
             problems.append(Problem(name, number, f"not valid UTF-8 (byte {error.start})", line_bytes.split()[0].decode("utf-8", "replace")))
             continue
-        parts = line.split(maxsplit=1)
+        parts = FIELD_SEPARATOR.split(line.strip(" \t"), maxsplit=1)  # Kaldi: fields are split on spaces/tabs
+        if not parts[0]:
+            continue
         key = parts[0]
-        value = parts[1].strip() if len(parts) > 1 else ""
-        if len(value.split()) < min_fields - 1:
+        value = parts[1].strip(" \t") if len(parts) > 1 else ""
+        if len([f for f in FIELD_SEPARATOR.split(value) if f]) < min_fields - 1:
             problems.append(Problem(name, number, f"expected at least {min_fields} fields", key))
             continue
         if key in table:
@@ -113,6 +119,32 @@ def _segments(path: Path, problems, recordings) -> dict[str, tuple[str, float, f
     return result
 
 
+SEGMENT_TOLERANCE_S = 0.05  # a segment may end this much after its recording (rounding of times)
+
+
+def _check_segment_bounds(path: Path, segments, recordings, problems) -> None:
+    """Segments must lie inside their recording (plain files only: a pipe's length is known once it runs)."""
+    import soundfile as sf
+
+    durations: dict[str, float | None] = {}
+    for utt, (rec, start, end, number) in segments.items():
+        location = recordings[rec][0]
+        if location.endswith("|") or not Path(location).is_file():
+            continue
+        if rec not in durations:
+            try:
+                info = sf.info(location)
+                durations[rec] = info.frames / info.samplerate
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                durations[rec] = None
+                problems.append(Problem(f"{path.name}/wav.scp", recordings[rec][1], f"cannot read the audio header of "
+                                        f"{location}", None))
+        duration = durations[rec]
+        if duration is not None and (start >= duration or end > duration + SEGMENT_TOLERANCE_S):
+            problems.append(Problem(f"{path.name}/segments", number, f"segment [{start}, {end}] s lies outside "
+                                    f"recording {rec} ({duration:.2f} s)", utt))
+
+
 def read_data_dir(
     path: str | os.PathLike, *, require_text: bool = False, fix: bool = False, check_audio: bool = True,
     language: str | None = None,
@@ -142,6 +174,8 @@ def read_data_dir(
                     for utt, src in list(sources.items()):
                         if src.location == value:
                             problems.append(Problem(f"{path.name}/segments", 0, f"{utt}: recording {rec} is missing", utt))
+    if check_audio and source_file == "segments":
+        _check_segment_bounds(path, segments, recordings, problems)
     tables = {}
     for name in ("text", "utt2spk", "utt2lang"):
         if (path / name).is_file():

@@ -54,6 +54,23 @@ def read_fairseq_manifest(path: str | os.PathLike, language: str | None = None) 
     ]
 
 
+def _wrong_types(item: dict) -> str | None:
+    """What is wrong with a manifest entry's field types or values, or None."""
+    import math
+
+    if not isinstance(item["audio_filepath"], str) or not item["audio_filepath"]:
+        return f"'audio_filepath' must be a non-empty string, got {item['audio_filepath']!r}"
+    for key in ("text", "lang", "language", "speaker"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            return f"{key!r} must be a string, got {item[key]!r}"
+    for key in ("offset", "duration"):
+        value = item.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            return f"{key!r} must be a non-negative number of seconds, got {value!r}"
+    return None
+
+
 def read_jsonl_manifest(path: str | os.PathLike, language: str | None = None) -> list[Utterance]:
     """One JSON object per line with ``audio_filepath`` and optionally ``text``, ``duration``, ``offset``,
     ``speaker``, ``lang``; relative paths are resolved against the manifest's directory."""
@@ -70,6 +87,10 @@ def read_jsonl_manifest(path: str | os.PathLike, language: str | None = None) ->
         if not isinstance(item, dict) or "audio_filepath" not in item:
             problems.append(Problem(path.name, number, "missing 'audio_filepath'"))
             continue
+        wrong = _wrong_types(item)
+        if wrong:
+            problems.append(Problem(path.name, number, wrong))
+            continue
         audio = Path(item["audio_filepath"])
         if not audio.is_absolute():
             audio = path.parent / audio
@@ -80,7 +101,7 @@ def read_jsonl_manifest(path: str | os.PathLike, language: str | None = None) ->
             source=AudioSource(str(audio), None if offset is None else float(offset), end),
             speaker=str(item.get("speaker", "unknown")),
             text=item.get("text"),
-            language=item.get("lang", language),
+            language=item.get("lang", item.get("language", language)),
         ))
     if problems:
         raise DataDirError(path, problems)

@@ -114,6 +114,11 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     ctc = "Wav2Vec2ForCTC" in architectures
     try:
         config = config_from_hf(hf_config)
+    except KeyError as error:
+        raise ConversionError(f"{hf_dir / 'config.json'}: lacks the key {error}") from None
+    except ValueError as error:
+        raise ConversionError(f"{hf_dir / 'config.json'}: {error}") from None
+    try:
         weights = state_dict_from_hf(_hf_weights(hf_dir))
     except (ValueError, KeyError) as error:
         raise ConversionError(f"{hf_dir}: {error}") from None

@@ -264,7 +264,13 @@ def resume(manager, model, optimizer, scheduler) -> tuple[Position, Path | None]
     path = manager.latest()
     if path is None:
         return Position(), None
-    state = load_checkpoint(path, model)
+    try:
+        state = load_checkpoint(path, model)
+    except Exception as error:  # noqa: BLE001 - unpickling refusals, truncation, mismatched weights
+        first = str(error).strip().splitlines()
+        reason = next((line for line in first if "GLOBAL" in line), first[0] if first else type(error).__name__)
+        raise TrainingError(f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
+                            "directory away to resume from an older checkpoint") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return Position(**state["position"]), path
