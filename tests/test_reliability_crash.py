@@ -81,7 +81,7 @@ def final_trace(out: Path) -> dict[int, dict]:
 
 @pytest.mark.parametrize("trainer", ["train-lm", "pretrain", "finetune"])
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(trainer, corpora, tmp_path):
-    updates = 30 if trainer == "train-lm" else 12
+    updates = 30
     reference = tmp_path / "reference"
     subprocess.run(command(trainer, corpora, reference, updates), check=True, capture_output=True, env=ENV, timeout=600)
     out = tmp_path / "killed"
@@ -96,7 +96,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
             if (out / "updates.jsonl").is_file() and len(final_trace(out)) > before:
                 break
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.15))
+        time.sleep(rng.uniform(0.0, 0.1))
         if proc.poll() is not None:  # finished before we could kill it: start again from scratch
             break
         proc.send_signal(signal.SIGKILL)

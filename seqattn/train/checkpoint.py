@@ -29,7 +29,7 @@ class CheckpointManager:
 
     def remove_stale(self) -> list[Path]:
         """Clean what a killed save left behind; called before resuming. A ``.update_*.tmp`` staging directory
-        is deleted. A ``.update_N.old-PID`` directory (the previous copy, moved aside just before the new one
+        and a ``.update_*.deleting`` rotated-out one are deleted. A ``.update_N.old-PID`` directory (the previous copy, moved aside just before the new one
         was renamed in) is put back if ``update_N`` is missing, else deleted. Returns what was removed."""
         removed = []
         for path in sorted(self.directory.glob(".update_*")):
@@ -40,7 +40,7 @@ class CheckpointManager:
                 if not target.exists():
                     os.replace(path, target)
                     continue
-            elif not path.name.endswith(".tmp"):
+            elif not path.name.endswith((".tmp", ".deleting")):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -85,7 +85,11 @@ class CheckpointManager:
         keep.update(p.name for p in saves[-self.keep_last:])
         for path in saves:
             if path.name not in keep:
-                shutil.rmtree(path, ignore_errors=True)
+                # rename first (atomic), then delete: a kill mid-delete leaves a hidden .deleting directory,
+                # never a half-deleted update_* that looks like a checkpoint
+                doomed = path.with_name(f".{path.name}.deleting")
+                os.replace(path, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint (``LAST`` if intact, else the newest complete directory)."""
