@@ -262,3 +262,20 @@ def test_a_corpus_smaller_than_one_batch_is_a_clear_error(tmp_path, capsys):
     code = cli_main(["train-lm", "recipes/lm/tinyshakespeare_char.yaml", f"data.train=[{tmp_path / 't.txt'}]",
                      f"run.output_dir={tmp_path / 'o'}", "run.tensorboard=false"])
     assert code == 2 and "fewer than one batch of 12" in capsys.readouterr().err
+
+
+def test_bf16_autocast_with_gradient_accumulation_trains(tmp_path):
+    from seqattn.train.config_io import load_config
+    from seqattn.train.lm import LMTrainConfig, train
+
+    (tmp_path / "t.txt").write_text("a small corpus, repeated for the language model.\n" * 100)
+    config = load_config(LMTrainConfig, "recipes/lm/tinyshakespeare_char.yaml", [
+        f"data.train=[{tmp_path / 't.txt'}]", f"run.output_dir={tmp_path / 'o'}", "model.dim=32",
+        "model.num_layers=1", "model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1",
+        "model.window=8", "model.routing_window=8", "model.num_clusters=2", "model.max_context=32",
+        "data.seq_len=32", "data.batch_size=4", "optim.max_updates=3", "optim.update_freq=2", "optim.bf16=true",
+        "run.save_every=3", "run.tensorboard=false"])
+    best = train(config)
+    trace = [json.loads(line) for line in (tmp_path / "o" / "updates.jsonl").read_text().splitlines()]
+    assert [row["batches"] for row in trace] == [[0, 1], [2, 3], [4, 5]]  # two micro-batches per update
+    assert all(torch.isfinite(v).all() for v in load_model(best).state_dict().values())

@@ -203,3 +203,36 @@ def test_encoder_time_slices_equal_one_pass(heads, monkeypatch):
     sliced = model.logits_for(waves)
     for a, b in zip(whole, sliced):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
+
+
+def test_greedy_path_word_times_equal_forced_alignment_of_the_greedy_transcript():
+    """Long inputs take their word times from the greedy path (forced alignment's trellis would not fit in
+    memory). For a greedy transcript that path is a best alignment: the words are forced alignment's and so
+    are the times, except where forced alignment gives a word the frames of a boundary token stripped from
+    the transcript (a few frames)."""
+    from seqattn.decode.align import align_words, greedy_path_words
+    from seqattn.decode.ctc import greedy_decode
+    from seqattn.decode.transcribe import strip_boundaries
+
+    vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
+    boundary = vocab.index["|"]
+    generator = torch.Generator().manual_seed(3)
+    checked, ends, same_ends = 0, 0, 0
+    for _ in range(20):
+        # peaked random posteriors over 300 frames: runs of tokens, blanks and boundaries
+        ids = torch.randint(0, len(vocab), (300,), generator=generator)
+        ids = torch.repeat_interleave(ids[::3], 3)
+        logits = torch.randn(300, len(vocab), generator=generator) + 8 * torch.nn.functional.one_hot(ids, len(vocab))
+        log_probs = torch.log_softmax(logits, -1)
+        tokens = strip_boundaries(greedy_decode(logits).tokens, boundary)
+        text = vocab.decode(tokens)
+        if not text:
+            continue
+        forced = align_words(log_probs, tokens, text.split(), boundary, 0.02)
+        path = greedy_path_words(log_probs, text.split(), boundary, 0.02)
+        assert [w.word for w in path] == [w.word for w in forced]
+        assert all(abs(p.start - f.start) <= 0.15 and abs(p.end - f.end) <= 0.15 for p, f in zip(path, forced))
+        ends += len(path)
+        same_ends += sum(abs(p.start - f.start) < 1e-9 and abs(p.end - f.end) < 1e-9 for p, f in zip(path, forced))
+        checked += 1
+    assert checked > 10 and same_ends >= 0.8 * ends

@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_dir", help="a seqattn CTC model directory (config.json, model.safetensors, tokens.json)")
     p.add_argument("inputs", nargs="*", help="audio files or directories")
-    p.add_argument("--data-dir", help="a Kaldi data dir (honours segments and piped wav.scp)")
+    p.add_argument("--data-dir", help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell "
+                                      "command whose stdout is the audio, run with sh -c as Kaldi does)")
     p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text)")
     p.add_argument("--output-dir", default="transcripts")
     p.add_argument("--output-format", default="txt", choices=["txt", "json", "ctm", "srt", "vtt", "all"])

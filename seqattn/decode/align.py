@@ -23,6 +23,44 @@ class AlignmentError(ValueError):
     pass
 
 
+# forced_align keeps a (frames x 2 * tokens) trellis: beyond this many frames (10 minutes) it is not used
+MAX_ALIGN_FRAMES = 30000
+
+
+def greedy_path_words(log_probs: torch.Tensor, words: list[str], boundary: int, frame_seconds: float,
+                      blank: int = 0) -> list[WordTiming]:
+    """Word timings read off the greedy (per-frame argmax) path, in O(frames) memory.
+
+    For a greedy transcript this path is a best alignment of that transcript (every frame already takes its
+    most likely token): the words and times are forced alignment's, except that forced alignment may hand a
+    word the frames of boundary tokens collapsed or stripped from the transcript. A token spans the frames of
+    its run in the path; a word spans its tokens.
+    """
+    best = log_probs.argmax(-1)  # (T,)
+    posterior = log_probs.gather(1, best[:, None])[:, 0].exp()  # (T,)
+    change = torch.ones_like(best, dtype=torch.bool)
+    change[1:] = best[1:] != best[:-1]
+    starts = torch.nonzero(change)[:, 0]  # (R,) first frame of each run
+    ends = torch.cat([starts[1:], torch.tensor([best.shape[0]])])  # (R,) one past its last frame
+    timings, current = [], []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        token = int(best[start])
+        if token == blank:
+            continue
+        if token == boundary:
+            if current:
+                timings.append(current)
+                current = []
+            continue
+        current.append((start, end, float(posterior[start:end].mean())))
+    if current:
+        timings.append(current)
+    if len(timings) != len(words):
+        raise AlignmentError(f"the greedy path holds {len(timings)} words for {len(words)} in the transcript")
+    return [WordTiming(word, spans[0][0] * frame_seconds, spans[-1][1] * frame_seconds,
+                       sum(c for _, _, c in spans) / len(spans)) for word, spans in zip(words, timings)]
+
+
 def align_words(log_probs: torch.Tensor, token_ids: list[int], words: list[str], boundary: int,
                 frame_seconds: float, blank: int = 0) -> list[WordTiming]:
     """Align ``token_ids`` (words separated by ``boundary``) to log_probs (T, V); one timing per word."""

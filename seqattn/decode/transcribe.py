@@ -19,7 +19,7 @@ from seqattn.data.manifest import read_jsonl_manifest
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import ModelDirError, load_model
 
-from .align import AlignmentError, align_words
+from .align import MAX_ALIGN_FRAMES, AlignmentError, align_words, greedy_path_words
 from .ctc import greedy_decode
 from .writers import Transcript
 
@@ -225,9 +225,18 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         words = []
         if timestamps and text:
             try:
-                words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
+                if log_probs.shape[0] <= MAX_ALIGN_FRAMES:
+                    words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
+                elif beam is None:  # long input, greedy transcript: its own path is its best alignment
+                    words = greedy_path_words(log_probs, text.split(), boundary, hop / sample_rate)
+                else:
+                    raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames "
+                                         f"and this input has {log_probs.shape[0]}; use greedy decoding for word "
+                                         "times of longer inputs")
             except AlignmentError as error:
                 result.warnings.append(f"{loaded.item.utt_id}: no word timestamps ({error})")
+            except MemoryError:
+                result.warnings.append(f"{loaded.item.utt_id}: no word timestamps (out of memory while aligning)")
         item = loaded.item
         finished.append((loaded.index, Transcript(item.utt_id, str(item.source), text, loaded.seconds, words)))
 
@@ -235,7 +244,14 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         pool.sort(key=lambda loaded: loaded.wave.numel())
         for b in range(0, len(pool), batch_size):
             batch = pool[b : b + batch_size]
-            for loaded, logits in zip(batch, model.logits_for([loaded.wave for loaded in batch])):
+            try:
+                outputs = model.logits_for([loaded.wave for loaded in batch])
+            except MemoryError:
+                for loaded in batch:  # reported like an unreadable input; the others go on
+                    result.failures.append(Failure(loaded.item.utt_id, f"out of memory in the encoder "
+                                                   f"({loaded.seconds:.0f} s of audio); try --chunk-seconds 600"))
+                continue
+            for loaded, logits in zip(batch, outputs):
                 finish(loaded, logits)
         pool.clear()
 
