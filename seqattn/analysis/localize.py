@@ -124,18 +124,21 @@ def _copy_tokenizer_files(model_dir: Path) -> dict:
     return {p.name: p for p in sorted(model_dir.iterdir()) if p.is_file() and p.name not in skip}
 
 
-def test_error_rates(model, model_dir: Path, test_dirs: list[str], progress: bool) -> dict:
-    """Greedy %WER/%CER of a CTC model on labelled data dirs or manifests."""
-    from seqattn.data.text import CharVocabulary
-    from seqattn.decode.transcribe import VOCAB_FILE, kaldi_scores, transcribe
-
+def labelled_items(test_dirs: list[str]):
+    """The utterances with transcripts in labelled data dirs or manifests, and the inputs that failed."""
     from .inputs import gather_items
 
-    vocab = CharVocabulary.load(model_dir / VOCAB_FILE)
     items, failures = gather_items(test_dirs)
     items = [item for item in items if item.reference is not None]
     if not items:
         raise LocalizeError(f"--test {' '.join(test_dirs)} holds no utterances with transcripts")
+    return items, failures
+
+
+def test_error_rates(model, vocab, items, failures, progress: bool) -> dict:
+    """Greedy %WER/%CER of a CTC model on labelled utterances."""
+    from seqattn.decode.transcribe import kaldi_scores, transcribe
+
     result = transcribe(model, vocab, items, timestamps=False, batch_size=4, progress=progress)
     pairs = [(result.references[t.utt_id], t.text) for t in result.transcripts if t.utt_id in result.references]
     wer, cer, words = kaldi_scores([p[0] for p in pairs], [p[1] for p in pairs])
@@ -208,8 +211,13 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     if test:
         if not hasattr(teacher, "head"):
             raise LocalizeError("--test needs a CTC model (model_type wav2vec2_ctc) to transcribe with")
-        report["test"] = {"before": test_error_rates(teacher, source, test, progress),
-                          "after": test_error_rates(student, source, test, progress)}
+        from seqattn.data.text import CharVocabulary
+        from seqattn.decode.transcribe import VOCAB_FILE
+
+        vocab = CharVocabulary.load(source / VOCAB_FILE)
+        items, failures = labelled_items(test)
+        report["test"] = {"before": test_error_rates(teacher, vocab, items, failures, progress),
+                          "after": test_error_rates(student, vocab, items, failures, progress)}
         report["test"]["cer_change"] = report["test"]["after"]["cer"] - report["test"]["before"]["cer"]
         report["test"]["wer_change"] = report["test"]["after"]["wer"] - report["test"]["before"]["wer"]
     notes = f"## Localized (coverage {coverage})\n\n" + "\n".join(

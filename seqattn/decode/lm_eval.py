@@ -111,7 +111,7 @@ class WindowScorer:
         keep = torch.arange(nll.shape[1], device=nll.device)[None, :] >= torch.tensor(first_scored, device=nll.device)[:, None]
         return float((nll * keep).sum())
 
-    def score(self, tokens_stream, progress=None) -> tuple[float, int]:
+    def score(self, tokens_stream) -> tuple[float, int]:
         """(sum of NLL, targets scored) over a stream of token-id lists; the first token is context only."""
         buffer = np.zeros(0, dtype=np.int64)
         start = 0  # absolute position of buffer[0]
@@ -137,8 +137,6 @@ class WindowScorer:
                 if len(pending) == self.batch_size:
                     flush()
                 buffer, start = buffer[self.stride :], start + self.stride
-                if progress is not None:
-                    progress.update(self.stride)
         flush()
         if buffer.shape[0] >= 2 and start + buffer.shape[0] > next_target:  # the last, shorter window
             first = next_target - start - 1
@@ -151,16 +149,18 @@ def score_file(path, tokenizer, scorer: WindowScorer, errors: str = "strict", pr
     result = Score(str(path))
     counts = {"words": 0, "bytes": 0}
 
-    def stream():
+    def stream(bar):
         yield [tokenizer.bos_id]
         for text in text_chunks(path, errors):
+            size = len(text.encode("utf-8"))
             counts["words"] += len(text.split())
-            counts["bytes"] += len(text.encode("utf-8"))
+            counts["bytes"] += size
+            bar.update(size)
             yield tokenizer.encode(text)
 
     size = Path(path).stat().st_size if Path(path).is_file() else 0
-    with tqdm(total=size, unit="tok", desc=Path(path).name, disable=not progress, leave=False) as bar:
-        result.nll, result.tokens = scorer.score(stream(), bar)
+    with tqdm(total=size, unit="B", unit_scale=True, desc=Path(path).name, disable=not progress, leave=False) as bar:
+        result.nll, result.tokens = scorer.score(stream(bar))
     result.words, result.bytes = counts["words"], counts["bytes"]
     return result
 

@@ -51,12 +51,9 @@ def main() -> None:
                     f"sliding {report['context']}/{report['stride']}"
                 if report["scheme"] == "blocks":
                     scheme = f"blocks of {report['context']}"
-                best = summary["best_valid_loss"]
+                best = "—" if summary["best_valid_loss"] is None else f"{summary['best_valid_loss']:.4f}"
                 lines.append(
-                    f"| {model.name} | {summary['updates']} | {best:.4f} | {Path(entry['name']).name} | {scheme} | "
-                    f"{entry['tokens']} | {entry['loss']:.4f} | {entry['token_ppl']:.3f} | {entry['word_ppl']:.2f} | "
-                    f"{entry['bits_per_byte']:.4f} |" if best is not None else
-                    f"| {model.name} | {summary['updates']} | — | {Path(entry['name']).name} | {scheme} | "
+                    f"| {model.name} | {summary['updates']} | {best} | {Path(entry['name']).name} | {scheme} | "
                     f"{entry['tokens']} | {entry['loss']:.4f} | {entry['token_ppl']:.3f} | {entry['word_ppl']:.2f} | "
                     f"{entry['bits_per_byte']:.4f} |")
         if (model / "sample.txt").is_file():
