@@ -49,3 +49,16 @@ def test_bench_transcribe_quick(tmp_path):
         assert "error" not in row, row
         assert len(row["times_s"]) == 2 and row["peak_rss_mib"] > 0 and row["transcript_chars"] >= 0
     assert "HF time / seqattn time" in table and "RTF" in table
+
+
+def test_bench_lm_medians_summarise_runs_and_keep_failures():
+    sys.path.insert(0, str(TOOLS))
+    import bench_lm
+
+    rows = [{"variant": "a", "seed": s, "val_loss": v, "updates": u} for s, v, u in [(0, 2.0, 10), (1, 1.5, 30), (2, 1.7, 20)]]
+    rows += [{"variant": "b", "seed": 0, "val_loss": 1.0, "updates": 5}, {"variant": "b", "seed": 1, "error": "boom"}]
+    a, b = bench_lm.medians(rows, ["val_loss", "updates"])
+    assert (a["variant"], a["runs"], a["val_loss"], a["val_loss_min"], a["val_loss_max"], a["updates"]) == \
+           ("a", 3, 1.7, 1.5, 2.0, 20)
+    assert b == {"variant": "b", "error": "boom"}  # a failed run is never hidden behind a median
+    assert bench_lm.spread(a, "val_loss", 2) == "1.70 (1.50–2.00)"

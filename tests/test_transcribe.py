@@ -210,7 +210,7 @@ def test_greedy_path_word_times_equal_forced_alignment_of_the_greedy_transcript(
     memory). For a greedy transcript that path is a best alignment: the words are forced alignment's and so
     are the times, except where forced alignment gives a word the frames of a boundary token stripped from
     the transcript (a few frames)."""
-    from seqattn.decode.align import align_words, greedy_path_words
+    from seqattn.decode.align import GreedyPath, align_words, greedy_path_words
     from seqattn.decode.ctc import greedy_decode
     from seqattn.decode.transcribe import strip_boundaries
 
@@ -229,7 +229,7 @@ def test_greedy_path_word_times_equal_forced_alignment_of_the_greedy_transcript(
         if not text:
             continue
         forced = align_words(log_probs, tokens, text.split(), boundary, 0.02)
-        path = greedy_path_words(log_probs, text.split(), boundary, 0.02)
+        path = greedy_path_words(GreedyPath.of(log_probs), text.split(), boundary, 0.02)
         assert [w.word for w in path] == [w.word for w in forced]
         assert all(abs(p.start - f.start) <= 0.15 and abs(p.end - f.end) <= 0.15 for p, f in zip(path, forced))
         ends += len(path)

@@ -6,14 +6,17 @@
                budget (default 180 s of training per model), for full, local-only and local+routing
                attention. Each model's update count is set from a short timing run so that its cosine
                schedule ends inside the budget. Val loss: `seqattn eval-lm` over all of the 10% split in
-               blocks of 64 (nats per character, as nanoGPT reports).
+               blocks of 64 (nats per character, as nanoGPT reports). --runs N repeats every model with
+               seeds 0..N-1, variants interleaved so that machine noise falls on all of them alike; the
+               table gives the median and the range.
   long         training throughput (tokens/s of forward + backward + AdamW) and peak RSS at 4k and 16k tokens
                of context, full attention (SDPA's fused causal kernel) against local + routing heads, same
                model size; each configuration in a fresh process.
   wikitext2    local-only against local+routing at a long context (1024 characters) at equal updates,
-               trained on wikitext-2 valid.txt and evaluated on test.txt (`eval-lm`, blocks of 1024).
+               trained on wikitext-2 valid.txt and evaluated on test.txt (`eval-lm`, blocks of 1024);
+               --runs N as for shakespeare.
 
-Run:   python tools/bench_lm.py shakespeare long wikitext2 [--quick] [--out-dir bench_out/lm]
+Run:   python tools/bench_lm.py shakespeare long wikitext2 [--runs 3] [--quick] [--out-dir bench_out/lm]
 Writes bench_out/lm/results.json and results.md.
 """
 from __future__ import annotations
@@ -81,6 +84,7 @@ def eval_loss(model_dir: Path, text: Path, context: int) -> dict:
 
 
 def shakespeare(args, workdir: Path) -> list[dict]:
+    """One row per (run, variant): ``args.runs`` seeds, the variants interleaved within each run."""
     text = (CORPORA / "tinyshakespeare.txt").read_text(encoding="utf-8")
     cut = int(len(text) * 0.9)
     train, valid = workdir / "train.txt", workdir / "valid.txt"
@@ -88,27 +92,29 @@ def shakespeare(args, workdir: Path) -> list[dict]:
     valid.write_text(text[cut:], encoding="utf-8")
     data = [f"data.train=[{train}]", f"data.valid=[{valid}]"]
     rows = []
-    for name, overrides in SHAKESPEARE_VARIANTS.items():
-        per_update = seconds_per_update(data + overrides, workdir / f"cal_{len(rows)}")
-        # leave 5% of the budget for the one validation pass at the end (data.valid_tokens below)
-        updates = max(20, int(0.95 * args.budget / per_update))
-        out = workdir / f"run_{len(rows)}"
-        started = time.perf_counter()
-        result = seqattn("train-lm", str(RECIPE), *data, *overrides, f"run.output_dir={out}",
-                         f"optim.max_updates={updates}", f"run.max_time_s={args.budget}", f"validate_every={updates}",
-                         "data.valid_tokens=8192", "run.save_every=100000", "run.tensorboard=false", "run.log_every=100")
-        wall = time.perf_counter() - started
-        if result.returncode:
-            rows.append({"variant": name, "error": result.stderr[-500:]})
-            continue
-        model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
-        log = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
-        trained = max(row["update"] for row in log)
-        score = eval_loss(model_dir, valid, 64)
-        rows.append({"variant": name, "updates": trained, "planned_updates": updates,
-                     "seconds_per_update": per_update, "train_wall_s": wall, "val_loss": score["loss"],
-                     "val_bits_per_byte": score["bits_per_byte"], "val_tokens": score["tokens"]})
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in range(args.runs):
+        for name, overrides in SHAKESPEARE_VARIANTS.items():
+            per_update = seconds_per_update(data + overrides, workdir / f"cal_{len(rows)}")
+            # leave 5% of the budget for the one validation pass at the end (data.valid_tokens below)
+            updates = max(20, int(0.95 * args.budget / per_update))
+            out = workdir / f"run_{len(rows)}"
+            started = time.perf_counter()
+            result = seqattn("train-lm", str(RECIPE), *data, *overrides, f"run.output_dir={out}", f"run.seed={seed}",
+                             f"optim.max_updates={updates}", f"run.max_time_s={args.budget}",
+                             f"validate_every={updates}", "data.valid_tokens=8192", "run.save_every=100000",
+                             "run.tensorboard=false", "run.log_every=100")
+            wall = time.perf_counter() - started
+            if result.returncode:
+                rows.append({"variant": name, "seed": seed, "error": result.stderr[-500:]})
+                continue
+            model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+            log = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
+            trained = max(row["update"] for row in log)
+            score = eval_loss(model_dir, valid, 64)
+            rows.append({"variant": name, "seed": seed, "updates": trained, "planned_updates": updates,
+                         "seconds_per_update": per_update, "train_wall_s": wall, "val_loss": score["loss"],
+                         "val_bits_per_byte": score["bits_per_byte"], "val_tokens": score["tokens"]})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -154,6 +160,7 @@ def long_context(args) -> list[dict]:
 
 
 def wikitext2(args, workdir: Path) -> list[dict]:
+    """One row per (run, variant), as for shakespeare."""
     train, test = CORPORA / "wikitext-2" / "valid.txt", CORPORA / "wikitext-2" / "test.txt"
     common = [f"data.train=[{train}]", "data.valid=[]", f"data.seq_len={args.wt_context}",
               f"model.max_context={args.wt_context}", "model.window=128", "model.routing_window=128",
@@ -161,21 +168,53 @@ def wikitext2(args, workdir: Path) -> list[dict]:
               "optim.warmup_updates=50", "validate_every=0", "run.save_every=100000", "run.tensorboard=false",
               "run.log_every=50"]
     rows = []
-    for name, overrides in WIKITEXT_VARIANTS.items():
-        out = workdir / f"wt_{len(rows)}"
-        started = time.perf_counter()
-        result = seqattn("train-lm", str(RECIPE), *common, *overrides, f"run.output_dir={out}")
-        wall = time.perf_counter() - started
-        if result.returncode:
-            rows.append({"variant": name, "error": result.stderr[-500:]})
-            continue
-        model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
-        score = eval_loss(model_dir, test, args.wt_context)
-        rows.append({"variant": name, "updates": args.wt_updates, "context": args.wt_context, "train_wall_s": wall,
-                     "test_loss": score["loss"], "test_bits_per_byte": score["bits_per_byte"],
-                     "test_word_ppl": score["word_ppl"], "test_tokens": score["tokens"]})
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in range(args.runs):
+        for name, overrides in WIKITEXT_VARIANTS.items():
+            out = workdir / f"wt_{len(rows)}"
+            started = time.perf_counter()
+            result = seqattn("train-lm", str(RECIPE), *common, *overrides, f"run.output_dir={out}", f"run.seed={seed}")
+            wall = time.perf_counter() - started
+            if result.returncode:
+                rows.append({"variant": name, "seed": seed, "error": result.stderr[-500:]})
+                continue
+            model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+            score = eval_loss(model_dir, test, args.wt_context)
+            rows.append({"variant": name, "seed": seed, "updates": args.wt_updates, "context": args.wt_context,
+                         "train_wall_s": wall, "test_loss": score["loss"],
+                         "test_bits_per_byte": score["bits_per_byte"], "test_word_ppl": score["word_ppl"],
+                         "test_tokens": score["tokens"]})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def medians(rows: list[dict], fields: list[str]) -> list[dict]:
+    """Per variant (in first-seen order): the median, minimum and maximum of each field over its runs.
+
+    A variant with a failed run keeps that run's error, so a table never hides a failure behind a median.
+    """
+    by_variant: dict[str, list[dict]] = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    summary = []
+    for variant, runs in by_variant.items():
+        failed = [run for run in runs if "error" in run]
+        if failed:
+            summary.append({"variant": variant, "error": failed[0]["error"]})
+            continue
+        entry = {"variant": variant, "runs": len(runs), **{k: runs[0][k] for k in ("context",) if k in runs[0]}}
+        for field in fields:
+            values = [run[field] for run in runs]
+            entry[field] = statistics.median(values)
+            entry[field + "_min"], entry[field + "_max"] = min(values), max(values)
+        summary.append(entry)
+    return summary
+
+
+def spread(row: dict, field: str, digits: int = 4) -> str:
+    """``median (min–max)`` of a field, or just the value for a single run."""
+    if row.get("runs", 1) == 1:
+        return f"{row[field]:.{digits}f}"
+    return f"{row[field]:.{digits}f} ({row[field + '_min']:.{digits}f}–{row[field + '_max']:.{digits}f})"
 
 
 def table(title: str, header: list[str], rows: list[dict], cells) -> list[str]:
@@ -194,24 +233,27 @@ def markdown(results: dict, info: dict) -> str:
              f"`{info['command']}`", ""]
     if "shakespeare" in results:
         lines += table(
-            "## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget",
-            ["attention", "updates in budget", "s/update", "val loss (nats/char)", "target (<= 1.88)"],
-            results["shakespeare"],
-            lambda r: [r["variant"], str(r["updates"]), f"{r['seconds_per_update']:.3f}", f"{r['val_loss']:.4f}",
-                       "met" if r["val_loss"] <= 1.88 else "not met"])
+            "## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget "
+            "(median over runs, range in brackets)",
+            ["attention", "runs", "updates in budget", "s/update", "val loss (nats/char)", "target (<= 1.88)"],
+            medians(results["shakespeare"], ["updates", "seconds_per_update", "val_loss"]),
+            lambda r: [r["variant"], str(r["runs"]), f"{r['updates']:.0f}", spread(r, "seconds_per_update", 3),
+                       spread(r, "val_loss"), "met" if r["val_loss"] <= 1.88 else "not met"])
     if "long" in results:
         full = {r["context"]: r.get("tokens_per_s") for r in results["long"] if r["variant"] == "full"}
         lines += table(
-            "## Long-context training throughput (batch 1, forward + backward + AdamW)",
+            "## Long-context training throughput (batch 1, forward + backward + AdamW, median of timed steps)",
             ["attention", "context", "tokens/s", "peak RSS (MiB)", "speed-up over full"], results["long"],
             lambda r: [r["variant"], str(r["context"]), f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mib']:.0f}",
                        f"{r['tokens_per_s'] / full[r['context']]:.2f}x" if full.get(r["context"]) else "—"])
     if "wikitext2" in results:
         lines += table(
-            "## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates)",
-            ["attention", "context", "updates", "test loss (nats/char)", "bits/byte", "word ppl"], results["wikitext2"],
-            lambda r: [r["variant"], str(r["context"]), str(r["updates"]), f"{r['test_loss']:.4f}",
-                       f"{r['test_bits_per_byte']:.4f}", f"{r['test_word_ppl']:.1f}"])
+            "## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates; "
+            "median over runs, range in brackets)",
+            ["attention", "runs", "context", "updates", "test loss (nats/char)", "bits/byte", "word ppl"],
+            medians(results["wikitext2"], ["updates", "test_loss", "test_bits_per_byte", "test_word_ppl"]),
+            lambda r: [r["variant"], str(r["runs"]), str(r["context"]), f"{r['updates']:.0f}",
+                       spread(r, "test_loss"), spread(r, "test_bits_per_byte"), spread(r, "test_word_ppl", 1)])
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +269,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--wt-context", type=int, default=1024)
     parser.add_argument("--wt-updates", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3, help="shakespeare, wikitext2: runs (seeds) per variant")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out-dir", default="bench_out/lm")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -239,7 +282,7 @@ def main() -> None:
         sys.exit(f"the corpora are not at {CORPORA} (../shared is absent)")
     if args.quick:
         args.budget, args.contexts, args.steps, args.dim, args.layers = 12.0, [256, 512], 1, 64, 2
-        args.wt_context, args.wt_updates = 128, 4
+        args.wt_context, args.wt_updates, args.runs = 128, 4, 2
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -4,10 +4,12 @@
   many-files  `seqattn transcribe` over N short files (default 1000) in one run: RSS of the process sampled
               while it works, RSS when 10% and 100% of the outputs exist, and files/s over the first and the
               last 10% of the files. Target: RSS after N <= 1.1x RSS after N/10, steady throughput.
-  long-audio  `seqattn transcribe` of one H-hour file (default 2) with a local-attention BASE-size model in
-              one pass: peak RSS and wall time.
+  long-audio  `seqattn transcribe` of files of H hours (default 0.25 and 2) with a local-attention BASE-size
+              model, streamed window by window (the default for files over 10 minutes): peak RSS and wall
+              time per length, and the same shortest file in one pass (--stream-seconds inf) as the
+              competitor. Target: bounded memory, i.e. the longest file's peak RSS about the shortest's.
 
-Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 2] [--quick]
+Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 0.25 2] [--quick]
 Writes bench_out/reliability/results.json and results.md.
 """
 from __future__ import annotations
@@ -97,19 +99,42 @@ def many_files(args, workdir: Path) -> dict:
             "returncode": max(small["returncode"], large["returncode"])}
 
 
-def long_audio(args, workdir: Path) -> dict:
-    model = make_model(workdir / "model_base", "base")
-    path = workdir / "long.flac"
+def write_long_file(path: Path, hours: float) -> None:
+    """Tones plus noise, written a minute at a time so that the file is never all in memory here."""
     rng = np.random.default_rng(0)
     with sf.SoundFile(path, "w", 16000, 1, format="FLAC") as handle:
-        for _ in range(int(args.hours * 60)):  # a minute at a time, so the file is never all in memory here
+        for _ in range(max(1, int(round(hours * 60)))):
             t = np.arange(60 * 16000) / 16000
             handle.write((0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.01 * rng.standard_normal(t.size))
                          .astype(np.float32))
-    result = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(path), "--output-dir",
-                    str(workdir / "long_out"), "--quiet", "--threads", "2", "--output-format", "ctm"], None, [])
-    result["hours"] = args.hours
-    return result
+
+
+def long_audio(args, workdir: Path) -> dict:
+    """One run per length, streamed; then the shortest file again in one pass (the old way, the competitor)."""
+    model = make_model(workdir / "model_base", "base")
+    runs = []
+    for hours in sorted(args.hours):
+        path = workdir / f"long_{hours:g}h.flac"
+        write_long_file(path, hours)
+        modes = [("streamed", str(args.stream_seconds))] + ([("one pass", "inf")] if hours == min(args.hours) else [])
+        words = {}
+        for mode, stream_seconds in modes:
+            out = workdir / f"out_{hours:g}_{stream_seconds}"
+            run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(path), "--output-dir",
+                         str(out), "--quiet", "--threads", "2", "--output-format", "ctm", "--stream-seconds",
+                         stream_seconds], None, [])
+            ctm = out / f"{path.stem}.ctm"
+            # (start, duration, word) per CTM line; confidences are left out (printed rounded)
+            words[mode] = [line.split()[2:5] for line in ctm.read_text().splitlines()] if ctm.is_file() else []
+            runs.append({"hours": hours, "mode": mode, "ctm_words": len(words[mode]),
+                         "rtf": run["wall_s"] / (hours * 3600), **run})
+            print(runs[-1], flush=True)
+        if len(words) == 2:
+            runs[-1]["same_words_and_times_as_streamed"] = words["one pass"] == words["streamed"]
+        path.unlink()
+    streamed = [run for run in runs if run["mode"] == "streamed"]
+    return {"runs": runs, "rss_ratio_longest_to_shortest": streamed[-1]["peak_rss_mib"] / streamed[0]["peak_rss_mib"],
+            "returncode": max(run["returncode"] for run in runs)}
 
 
 def markdown(results: dict, info: dict) -> str:
@@ -125,10 +150,15 @@ def markdown(results: dict, info: dict) -> str:
         lines += ["", f"RSS ratio {r['files']} / {r['files'] // 10} files: {r['rss_ratio']:.3f} (target <= 1.1)", ""]
     if "long_audio" in results:
         r = results["long_audio"]
-        lines += ["## One long file, local-attention BASE model, one pass", "",
-                  "| hours | exit | wall (s) | RTF | peak RSS (MiB) |", "|---|---|---|---|---|",
-                  f"| {r['hours']} | {r['returncode']} | {r['wall_s']:.0f} | {r['wall_s'] / (r['hours'] * 3600):.3f} | "
-                  f"{r['peak_rss_mib']:.0f} |", ""]
+        lines += ["## Long files, local-attention BASE model (12 layers, +-128 frames), one `transcribe` run each", "",
+                  "| hours | mode | exit | wall (s) | RTF | peak RSS (MiB) | CTM words |", "|---|---|---|---|---|---|---|"]
+        for run in r["runs"]:
+            same = run.get("same_words_and_times_as_streamed")
+            lines.append(f"| {run['hours']:.3g} | {run['mode']} | {run['returncode']} | {run['wall_s']:.0f} | "
+                         f"{run['rtf']:.3f} | {run['peak_rss_mib']:.0f} | {run['ctm_words']}"
+                         + ("" if same is None else f" ({'same' if same else 'NOT the same'} words and times as "
+                                                    "streamed)") + " |")
+        lines += ["", f"Peak RSS, longest / shortest streamed file: {r['rss_ratio_longest_to_shortest']:.3f}", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -136,12 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiments", nargs="*", default=["many-files", "long-audio"])
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--quick", action="store_true", help="50 files and 1 minute of audio (a smoke run)")
+    parser.add_argument("--hours", type=float, nargs="+", default=[0.25, 2.0])
+    parser.add_argument("--stream-seconds", type=float, default=600.0, help="transcribe's --stream-seconds")
+    parser.add_argument("--quick", action="store_true", help="50 files and 1-2 minutes of audio (a smoke run)")
     parser.add_argument("--out-dir", default="bench_out/reliability")
     args = parser.parse_args()
     if args.quick:
-        args.files, args.hours = 50, 1 / 60
+        args.files, args.hours, args.stream_seconds = 50, [1 / 60, 2 / 60], 30.0
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for experiment in args.experiments:

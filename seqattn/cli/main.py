@@ -67,8 +67,8 @@ def _transcribe(args) -> int:
         print(f"seqattn transcribe: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
     result = transcribe(model, vocab, items, chunk_seconds=chunk, beam=beam, batch_size=args.batch_size,
-                        allow_pipes=not args.no_pipes,
-                        pipe_timeout=args.pipe_timeout, progress=not args.quiet)
+                        allow_pipes=not args.no_pipes, pipe_timeout=args.pipe_timeout, progress=not args.quiet,
+                        stream_seconds=args.stream_seconds)
     result.failures = failures + result.failures
     formats = FORMATS if args.output_format == "all" else (args.output_format,)
     out = Path(args.output_dir)
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sil-score", type=float, default=0.0, help="score added for the word boundary (silence) token")
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
+    p.add_argument("--stream-seconds", type=float, default=600.0,
+                   help="a model whose heads are all local reads plain files longer than this from disk window by "
+                        "window: the same transcript as one pass in bounded memory (default 600; inf = never)")
     p.add_argument("--language", help="language of inputs that do not name one (utt2lang, manifest): models "
                                       "trained with the common Indic label set write this language's script")
     p.add_argument("--batch-size", type=int, default=1,

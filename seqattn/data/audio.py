@@ -74,6 +74,27 @@ def check_wav_length(source: AudioSource) -> None:
         position += 8 + length + (length & 1)
 
 
+def check_file(source: AudioSource) -> None:
+    """A clear error for a file source that is a directory, missing, or a broken symlink."""
+    if os.path.isdir(source.location):
+        raise AudioError(f"{source}: is a directory, not an audio file")
+    if not os.path.exists(source.location):
+        raise AudioError(f"{source}: no such file" + (" (broken symlink)" if os.path.islink(source.location) else ""))
+
+
+def segment_frames(source: AudioSource, f: sf.SoundFile) -> tuple[int, int]:
+    """[start, stop) in the open file's native frames: its segment, or all of it; checks the sample rate."""
+    rate = f.samplerate
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{source}: sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]")
+    start = 0 if source.start is None else int(round(source.start * rate))
+    stop = f.frames if source.end is None else min(f.frames, int(round(source.end * rate)))
+    if source.start is not None and (start < 0 or start >= max(f.frames, 1) or stop <= start):
+        raise AudioError(f"{source}: segment [{source.start}, {source.end}] s lies outside the recording "
+                         f"({f.frames / rate:.2f} s)")
+    return start, stop
+
+
 def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 and the native sample rate, segment applied."""
     try:
@@ -83,21 +104,10 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
             handle = io.BytesIO(run_pipe(source.location, pipe_timeout))
         else:
             handle = source.location
-            if os.path.isdir(handle):
-                raise AudioError(f"{source}: is a directory, not an audio file")
-            if not os.path.exists(handle):
-                raise AudioError(f"{source}: no such file" + (" (broken symlink)" if os.path.islink(handle) else ""))
+            check_file(source)
         with sf.SoundFile(handle) as f:
             rate = f.samplerate
-            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-                raise AudioError(f"{source}: sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]")
-            start = 0 if source.start is None else int(round(source.start * rate))
-            stop = f.frames if source.end is None else min(f.frames, int(round(source.end * rate)))
-            if source.start is not None and (start < 0 or start >= max(f.frames, 1) or stop <= start):
-                raise AudioError(
-                    f"{source}: segment [{source.start}, {source.end}] s lies outside the recording "
-                    f"({f.frames / rate:.2f} s)"
-                )
+            start, stop = segment_frames(source, f)
             f.seek(start)
             data = f.read(stop - start, dtype="float32", always_2d=True)
             if data.shape[0] < stop - start:

@@ -27,7 +27,25 @@ class AlignmentError(ValueError):
 MAX_ALIGN_FRAMES = 30000
 
 
-def greedy_path_words(log_probs: torch.Tensor, words: list[str], boundary: int, frame_seconds: float,
+@dataclass
+class GreedyPath:
+    """The per-frame argmax path of log-probabilities and each frame's posterior: all that greedy decoding
+    and its word times need, at 8 bytes per frame instead of 4 x V."""
+
+    best: torch.Tensor  # (T,) int64 token per frame
+    posterior: torch.Tensor  # (T,) float32 probability of that token
+
+    @classmethod
+    def of(cls, log_probs: torch.Tensor) -> GreedyPath:
+        best = log_probs.argmax(-1)  # (T,)
+        return cls(best, log_probs.gather(1, best[:, None])[:, 0].exp().float())
+
+    @classmethod
+    def cat(cls, parts: list[GreedyPath]) -> GreedyPath:
+        return cls(torch.cat([p.best for p in parts]), torch.cat([p.posterior for p in parts]))
+
+
+def greedy_path_words(path: GreedyPath, words: list[str], boundary: int, frame_seconds: float,
                       blank: int = 0) -> list[WordTiming]:
     """Word timings read off the greedy (per-frame argmax) path, in O(frames) memory.
 
@@ -36,8 +54,7 @@ def greedy_path_words(log_probs: torch.Tensor, words: list[str], boundary: int, 
     word the frames of boundary tokens collapsed or stripped from the transcript. A token spans the frames of
     its run in the path; a word spans its tokens.
     """
-    best = log_probs.argmax(-1)  # (T,)
-    posterior = log_probs.gather(1, best[:, None])[:, 0].exp()  # (T,)
+    best, posterior = path.best.cpu(), path.posterior.cpu()
     change = torch.ones_like(best, dtype=torch.bool)
     change[1:] = best[1:] != best[:-1]
     starts = torch.nonzero(change)[:, 0]  # (R,) first frame of each run

@@ -1,8 +1,13 @@
 """Batch transcription with a fine-tuned CTC model directory: inputs, long audio, decoding, timestamps.
 
 Every input ends either transcribed or listed as failed with its reason (``inputs = transcribed + failed``).
-Models whose layers are all local/routing attention transcribe a long file in one pass (memory linear in
-its length); a model with any full-attention layer is run on overlapping chunks whose logits are stitched.
+Long inputs:
+- a model whose every head is local streams a plain file longer than ten minutes through the network window
+  by window (``models.wav2vec2.streaming``): the same logits as one pass, with memory bounded by the window
+  (the file is read from disk as needed, greedy decoding keeps 8 bytes per frame, beam search is fed window
+  by window);
+- a model with routing heads (unbounded reach) runs one pass, memory linear in the input's length;
+- a model with any full-attention layer is run on overlapping chunks whose logits are stitched.
 """
 from __future__ import annotations
 
@@ -14,13 +19,21 @@ from pathlib import Path
 import torch
 
 from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
+from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.kaldi import read_data_dir
 from seqattn.data.manifest import read_jsonl_manifest
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import ModelDirError, load_model
+from seqattn.models.wav2vec2.streaming import encoder_halo, stream_logits
 
-from .align import MAX_ALIGN_FRAMES, AlignmentError, align_words, greedy_path_words
-from .ctc import greedy_decode
+from .align import (
+    MAX_ALIGN_FRAMES,
+    AlignmentError,
+    GreedyPath,
+    align_words,
+    greedy_path_words,
+)
+from .ctc import collapse, greedy_decode
 from .writers import Transcript
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
@@ -162,7 +175,20 @@ class Beam:
         )
 
     def __call__(self, log_probs: torch.Tensor) -> list[int]:
+        """Token ids (blanks dropped) of the best hypothesis for log_probs (T, V)."""
         hypothesis = self.decoder(log_probs[None].float().contiguous())[0][0]
+        return [t for t in hypothesis.tokens.tolist() if t != 0]
+
+    def begin(self) -> None:
+        """Online decoding of one input fed in pieces: ``begin``, ``step`` per piece, then ``end``."""
+        self.decoder.decode_begin()
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        self.decoder.decode_step(log_probs.float().cpu().contiguous())  # (T_piece, V)
+
+    def end(self) -> list[int]:
+        self.decoder.decode_end()
+        hypothesis = self.decoder.get_final_hypothesis()[0]
         return [t for t in hypothesis.tokens.tolist() if t != 0]
 
 
@@ -187,18 +213,21 @@ class _Loaded:
 
 
 ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
+STREAM_SECONDS = 600.0  # plain files longer than this stream through a local-attention model
 
 
 def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
                chunk_seconds: float | None = None, beam: Beam | None = None, timestamps: bool = True,
                batch_size: int = 1, allow_pipes: bool = True, pipe_timeout: float = 120.0,
-               progress: bool = True) -> TranscriptionResult:
+               progress: bool = True, stream_seconds: float = STREAM_SECONDS) -> TranscriptionResult:
     """Transcribe every item fully, whatever its length.
 
     ``chunk_seconds=None`` chooses: chunks of 30 s for models with full attention, one pass otherwise; 0 forces
-    one pass. ``batch_size`` > 1 runs up to that many utterances of similar length through the encoder together
-    (each still gets its own CNN pass, so the result equals unbatched decoding up to float rounding); inputs
-    longer than a minute or than ``chunk_seconds`` are always run alone.
+    one pass. A model whose heads are all local takes plain files longer than ``stream_seconds`` window by
+    window instead of in one pass (the same logits, memory bounded). ``batch_size`` > 1 runs up to that many
+    utterances of similar length through the encoder together (each still gets its own CNN pass, so the result
+    equals unbatched decoding up to float rounding); inputs longer than a minute or than ``chunk_seconds`` are
+    always run alone.
     """
     from tqdm import tqdm
 
@@ -210,6 +239,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
                                "language (utt2lang, a manifest's language, or --language) come out in Devanagari")
     if chunk_seconds is None:
         chunk_seconds = 30.0 if has_full_attention(model) else 0.0
+    streamable = chunk_seconds == 0 and encoder_halo(model.wav2vec2) is not None
     hop = frame_hop(model)
     device = next(model.parameters()).device
     boundary = vocab.index["|"]
@@ -217,28 +247,74 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     pool: list[_Loaded] = []
     pool_size = 1 if batch_size == 1 else 8 * batch_size  # inputs read ahead, then sorted by length into batches
 
-    def finish(loaded: _Loaded, logits: torch.Tensor) -> None:
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
-        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
+    def finish(index: int, item: InputItem, seconds: float, tokens: list[int], frames: int,
+               log_probs: torch.Tensor | None = None, path: GreedyPath | None = None) -> None:
+        """Text and word times from decoded ``tokens``; times come from forced alignment on ``log_probs``
+        (T, V) up to MAX_ALIGN_FRAMES frames, else from the greedy ``path`` of a greedy transcript."""
         tokens = strip_boundaries(tokens, boundary)
-        text = vocab.decode(tokens, loaded.item.language)
+        text = vocab.decode(tokens, item.language)
         words = []
         if timestamps and text:
             try:
-                if log_probs.shape[0] <= MAX_ALIGN_FRAMES:
+                if log_probs is not None and frames <= MAX_ALIGN_FRAMES:
                     words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
                 elif beam is None:  # long input, greedy transcript: its own path is its best alignment
-                    words = greedy_path_words(log_probs, text.split(), boundary, hop / sample_rate)
+                    path = path if path is not None else GreedyPath.of(log_probs)
+                    words = greedy_path_words(path, text.split(), boundary, hop / sample_rate)
                 else:
                     raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames "
-                                         f"and this input has {log_probs.shape[0]}; use greedy decoding for word "
+                                         f"and this input has {frames}; use greedy decoding for word "
                                          "times of longer inputs")
             except AlignmentError as error:
-                result.warnings.append(f"{loaded.item.utt_id}: no word timestamps ({error})")
+                result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
             except MemoryError:
-                result.warnings.append(f"{loaded.item.utt_id}: no word timestamps (out of memory while aligning)")
-        item = loaded.item
-        finished.append((loaded.index, Transcript(item.utt_id, str(item.source), text, loaded.seconds, words)))
+                result.warnings.append(f"{item.utt_id}: no word timestamps (out of memory while aligning)")
+        finished.append((index, Transcript(item.utt_id, str(item.source), text, seconds, words)))
+
+    def finish_logits(loaded: _Loaded, logits: torch.Tensor) -> None:
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
+        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
+        finish(loaded.index, loaded.item, loaded.seconds, tokens, log_probs.shape[0], log_probs=log_probs)
+
+    def finish_stream(index: int, item: InputItem, stream: StreamingAudio) -> None:
+        """Decode a long file window by window; raises AudioError for unusable audio met on the way."""
+        statistics = stream.statistics()  # also finds non-finite samples before any model time is spent
+        if statistics.peak == 0.0:
+            result.warnings.append(f"{item.utt_id}: silent audio, empty transcript")
+            finished.append((index, Transcript(item.utt_id, str(item.source), "", stream.seconds)))
+            return
+        shift, scale = 0.0, 1.0
+        if model.config.normalize_waveform:  # as normalize_waveform: layer norm over the whole recording
+            shift, scale = statistics.mean, (statistics.variance + 1e-5) ** -0.5
+        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(device)
+        paths, kept, frames = [], [], 0  # kept: the windows' log-probs while forced alignment can use them
+        if beam is not None:
+            beam.begin()
+        for logits in stream_logits(model, read, stream.num_samples):
+            log_probs = torch.log_softmax(logits.float(), dim=-1)  # (frames of this window, V)
+            frames += log_probs.shape[0]
+            kept = kept + [log_probs] if frames <= MAX_ALIGN_FRAMES else []
+            if beam is not None:
+                beam.step(log_probs)
+            else:
+                paths.append(GreedyPath.of(log_probs))
+        log_probs = torch.cat(kept) if kept else None  # word times as the one-pass path gives them
+        if beam is not None:
+            finish(index, item, stream.seconds, beam.end(), frames, log_probs=log_probs)
+        else:
+            path = GreedyPath.cat(paths)
+            finish(index, item, stream.seconds, collapse(path.best.tolist()).tokens, frames, log_probs=log_probs,
+                   path=path)
+
+    def open_long_file(item: InputItem) -> StreamingAudio | None:
+        """A stream for a plain file longer than ``stream_seconds`` when the model can stream, else None."""
+        if not streamable or item.source.is_pipe:
+            return None
+        stream = StreamingAudio(item.source, sample_rate)
+        if stream.seconds > stream_seconds:
+            return stream
+        stream.close()
+        return None
 
     def run_pool() -> None:
         pool.sort(key=lambda loaded: loaded.wave.numel())
@@ -252,15 +328,28 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
                                                    f"({loaded.seconds:.0f} s of audio); try --chunk-seconds 600"))
                 continue
             for loaded, logits in zip(batch, outputs):
-                finish(loaded, logits)
+                finish_logits(loaded, logits)
         pool.clear()
 
     started = time.perf_counter()
     for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
+        stream = None
         try:
+            stream = open_long_file(item)
+            if stream is not None:
+                with stream:
+                    finish_stream(index, item, stream)
+                result.audio_seconds += stream.seconds
+                if item.reference is not None:
+                    result.references[item.utt_id] = vocab.normalize(item.reference)
+                continue
             wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
         except AudioError as error:
             result.failures.append(Failure(item.utt_id, str(error)))
+            continue
+        except MemoryError:
+            result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
+                                           + (" or streaming it through the model" if stream is not None else "")))
             continue
         seconds = wave.numel() / sample_rate
         result.audio_seconds += seconds
@@ -275,9 +364,9 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         loaded = _Loaded(index, item, wave.to(device), seconds)
         if chunk_seconds and seconds > chunk_seconds:
             chunk = int(chunk_seconds * sample_rate)
-            finish(loaded, logits_in_chunks(model, wave, chunk, overlap=chunk // 6))
+            finish_logits(loaded, logits_in_chunks(model, wave, chunk, overlap=chunk // 6))
         elif seconds > ALONE_SECONDS or batch_size == 1:
-            finish(loaded, model.logits_for([wave])[0])
+            finish_logits(loaded, model.logits_for([wave])[0])
         else:
             pool.append(loaded)
             if len(pool) >= pool_size:

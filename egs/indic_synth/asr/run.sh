@@ -31,7 +31,7 @@ train_utts=500          # per language; the labelled languages' train sets are a
 train_words="1 4"       # words per training sentence (short utterances let CTC find its alignment sooner)
 test_words="2 6"
 test_utts=40            # dev and test, per labelled language
-longform_utts=60        # segments in the long recording, at most test_utts (40 x ~3 s = 2 minutes by default)
+longform_utts=80        # segments in the long recording, from test then dev (80 x ~3.5 s = about 5 minutes)
 pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_demo_cpu.yaml
 pretrain_time=300
 pretrain_overrides=""
@@ -98,7 +98,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; 
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
       --seed $seed --nj $nj --words $test_words 2>&1 | tee $exp/log/synth_$split.log
   done
-  [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang --long $data/test_long_$longform_lang \
+  [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang $data/dev_$longform_lang --long $data/test_long_$longform_lang \
     --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
     2>&1 | tee $exp/log/longform_data.log
   for dir in $data/train_* $data/dev_* $data/test_*; do

@@ -21,8 +21,9 @@ def wikitext103(**overrides) -> LMConfig:
 
 
 def pg19(**overrides) -> LMConfig:
-    """PG-19 book model: 22 layers, 8 heads, dim 1032 rounded to 1024; routing only in the last 2 layers
-    (8 local + 8 routing heads there? the paper uses 16 heads; here 8 of 16), window 512, context 8192."""
+    """PG-19 book model: 22 layers, dim 1024 (the paper's 1032, rounded to a multiple of the head count),
+    16 heads; routing heads only in the last 2 layers (8 local + 8 routing there, all 16 local below),
+    window 512, context 8192."""
     return dataclasses.replace(LMConfig(
         dim=1024, num_layers=22, num_heads=16, local_heads=8, routing_heads=8, routing_layers=2, window=512,
         num_clusters=16, routing_window=512, max_context=8192, dropout=0.0, positions="rotary",

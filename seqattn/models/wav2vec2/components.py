@@ -77,22 +77,29 @@ class FeatureExtractor(nn.Module):
     def forward_long(self, waveform: torch.Tensor, frames_per_chunk: int = 1024) -> torch.Tensor:
         """Inference on one long waveform (S,) -> (1, C, T), equal to ``forward`` but with memory bounded by
         the chunk instead of the whole input (the first layer alone holds 512 x S/5 floats: 24 GB for an hour).
+        """
+        total = int(self.output_lengths(torch.tensor([waveform.numel()]))[0])
+        if total <= 0:
+            return self.forward(waveform[None])
+        read = lambda start, stop: waveform[start:stop]
+        statistics = self.first_layer_statistics(read, waveform.numel(), frames_per_chunk * self.receptive_field()[1])
+        return self.forward_frames(read, 0, total, statistics, frames_per_chunk)
 
-        The convolutions have no padding, so output frames [f0, f1) depend only on samples
-        [f0*hop, (f1-1)*hop + field) and each chunk is computed exactly. The base model's GroupNorm on the
-        first layer normalises every channel over the *whole* utterance, so its statistics are gathered in a
-        first pass (float64 sums) and applied as a fixed affine map in the second.
+    @torch.no_grad()
+    def forward_frames(self, read, f0: int, f1: int, statistics, frames_per_chunk: int = 1024) -> torch.Tensor:
+        """Output frames [f0, f1) -> (1, C, f1 - f0), computed ``frames_per_chunk`` frames at a time from
+        ``read(start, stop)``, which returns waveform samples [start, stop) as a (samples,) tensor.
+
+        The convolutions have no padding, so output frames [a, b) depend only on samples
+        [a*hop, (b-1)*hop + field) and each chunk is computed exactly. The base model's GroupNorm on the first
+        layer normalises every channel over the *whole* utterance: ``statistics`` (from
+        :meth:`first_layer_statistics`, None for a layer-norm extractor) applies those as a fixed affine map.
         """
         field, hop = self.receptive_field()
-        total = int(self.output_lengths(torch.tensor([waveform.numel()]))[0])
-        first = self.conv_layers[0]
-        statistics = None
-        if first.norm_kind == "group":
-            statistics = self._first_layer_statistics(waveform, frames_per_chunk * hop)
         pieces = []
-        for f0 in range(0, total, frames_per_chunk):
-            f1 = min(total, f0 + frames_per_chunk)
-            x = waveform[f0 * hop : (f1 - 1) * hop + field][None, None]  # (1, 1, samples of this chunk)
+        for a in range(f0, f1, frames_per_chunk):
+            b = min(f1, a + frames_per_chunk)
+            x = read(a * hop, (b - 1) * hop + field)[None, None]  # (1, 1, samples of this chunk)
             for i, layer in enumerate(self.conv_layers):
                 if i == 0 and statistics is not None:
                     mean, inv_std = statistics
@@ -100,20 +107,22 @@ class FeatureExtractor(nn.Module):
                     x = F.gelu(y * layer.norm.weight[:, None] + layer.norm.bias[:, None])
                 else:
                     x = layer(x)
-            pieces.append(x)  # (1, C, f1 - f0)
-        if not pieces:
-            return self.forward(waveform[None])
+            pieces.append(x)  # (1, C, b - a)
         return torch.cat(pieces, dim=2)
 
-    def _first_layer_statistics(self, waveform: torch.Tensor, samples_per_chunk: int):
-        """Per-channel mean and 1/std of the first conv's output over the whole waveform, chunk by chunk."""
+    @torch.no_grad()
+    def first_layer_statistics(self, read, num_samples: int, samples_per_chunk: int):
+        """Per-channel mean and 1/std of the first conv's output over the whole waveform (``read`` as in
+        :meth:`forward_frames`), chunk by chunk in float64; None when the first layer has no GroupNorm."""
         layer = self.conv_layers[0]
-        frames = (waveform.numel() - layer.kernel) // layer.stride + 1
+        if layer.norm_kind != "group":
+            return None
+        frames = (num_samples - layer.kernel) // layer.stride + 1
         per_chunk = max(1, samples_per_chunk // layer.stride)
         total = sum_sq = None
         for j0 in range(0, frames, per_chunk):
             j1 = min(frames, j0 + per_chunk)
-            y = layer.conv(waveform[j0 * layer.stride : (j1 - 1) * layer.stride + layer.kernel][None, None])[0]
+            y = layer.conv(read(j0 * layer.stride, (j1 - 1) * layer.stride + layer.kernel)[None, None])[0]
             y = y.double()  # (C, j1 - j0)
             total = y.sum(1) if total is None else total + y.sum(1)
             sum_sq = y.square().sum(1) if sum_sq is None else sum_sq + y.square().sum(1)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Long-form and piped test sets from a held-out Kaldi data dir.
 
-Run: python local/make_longform.py --src data/test_hi --long data/test_long_hi --pipe data/test_pipe_hi \
-       --wav data/wav/long_hi.wav --utts 60
+Run: python local/make_longform.py --src data/test_hi data/dev_hi --long data/test_long_hi \
+       --pipe data/test_pipe_hi --wav data/wav/long_hi.wav --utts 80
 
---long: the first --utts utterances joined into one recording (with pauses of 0.3-0.8 s between them) and a
+--long: the first --utts utterances of the --src dirs (in the order given, each sorted) joined into one recording (with pauses of 0.3-0.8 s between them) and a
         data dir that points at it through a ``segments`` file (one line per original utterance, with its
         start and end time in the recording), so the recording is several minutes long and every segment
         has its reference transcript.
@@ -47,7 +47,7 @@ def write_speakers(data_dir: Path, utt2spk: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", required=True, help="held-out data dir with plain-file wav.scp")
+    parser.add_argument("--src", required=True, nargs="+", help="held-out data dirs with plain-file wav.scp")
     parser.add_argument("--long", required=True, help="data dir to write: one recording + segments")
     parser.add_argument("--pipe", required=True, help="data dir to write: sox-piped wav.scp")
     parser.add_argument("--wav", required=True, help="where the long recording goes")
@@ -55,15 +55,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
-    src = Path(args.src)
-    wav_scp, text = read_table(src / "wav.scp"), read_table(src / "text")
-    utt2spk, utt2lang = read_table(src / "utt2spk"), read_table(src / "utt2lang")
-    utts = sorted(wav_scp)[: args.utts]
+    wav_scp, text, utt2spk, utt2lang, utts = {}, {}, {}, {}, []
+    for src in map(Path, args.src):
+        table = read_table(src / "wav.scp")
+        utts += sorted(table)
+        wav_scp.update(table)
+        text.update(read_table(src / "text"))
+        utt2spk.update(read_table(src / "utt2spk"))
+        utt2lang.update(read_table(src / "utt2lang"))
+    utts = utts[: args.utts]
     rng = random.Random(args.seed)
 
     recording = Path(args.wav).resolve()
     recording.parent.mkdir(parents=True, exist_ok=True)
-    rec_id = f"{src.name}-long"
+    rec_id = f"{Path(args.src[0]).name}-long"
     segments, pieces, position = {}, [], 0.0
     for utt in utts:
         audio, rate = sf.read(wav_scp[utt], dtype="float32")
