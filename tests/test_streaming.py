@@ -215,3 +215,13 @@ def test_cli_stream_seconds_gives_the_same_ctm(tmp_path, monkeypatch):
                          "--stream-seconds", stream_seconds, "--quiet"]) == 0
         ctm[stream_seconds] = [line.split()[:5] for line in (out / "talk.ctm").read_text().splitlines()]
     assert len(ctm["5"]) > 5 and ctm["5"] == ctm["inf"]
+
+
+def test_streaming_every_input_still_reports_tiny_and_empty_files(tmp_path):
+    vocab, model = _vocab_and_model(False)
+    sf.write(tmp_path / "one.wav", np.full(1, 0.5, dtype=np.float32), 16000)
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    items = [InputItem(name, AudioSource(str(tmp_path / f"{name}.wav"))) for name in ("one", "empty")]
+    result = transcribe(model, vocab, items, progress=False, stream_seconds=0.0)
+    assert [(t.utt_id, t.text) for t in result.transcripts] == [("one", ""), ("empty", "")]
+    assert sum("empty audio" in warning for warning in result.warnings) == 2 and not result.failures

@@ -214,6 +214,7 @@ class _Loaded:
 
 ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
 STREAM_SECONDS = 600.0  # plain files longer than this stream through a local-attention model
+MIN_SAMPLES = 400  # the base CNN's receptive field: shorter inputs give no frame and an empty transcript
 
 
 def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
@@ -311,7 +312,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         if not streamable or item.source.is_pipe:
             return None
         stream = StreamingAudio(item.source, sample_rate)
-        if stream.seconds > stream_seconds:
+        if stream.seconds > stream_seconds and stream.num_samples >= MIN_SAMPLES:
             return stream
         stream.close()
         return None
@@ -355,8 +356,9 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         result.audio_seconds += seconds
         if item.reference is not None:
             result.references[item.utt_id] = vocab.normalize(item.reference)
-        if wave.numel() < 400 or float(wave.abs().max()) == 0.0:
-            result.warnings.append(f"{item.utt_id}: {'empty' if wave.numel() < 400 else 'silent'} audio, empty transcript")
+        if wave.numel() < MIN_SAMPLES or float(wave.abs().max()) == 0.0:
+            kind = "empty" if wave.numel() < MIN_SAMPLES else "silent"
+            result.warnings.append(f"{item.utt_id}: {kind} audio, empty transcript")
             finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
             continue
         if model.config.normalize_waveform:
