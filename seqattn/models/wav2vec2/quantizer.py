@@ -95,4 +95,6 @@ def _perplexity(probs: torch.Tensor, keep: torch.Tensor | None, reduce: Callable
     if float(count) == 0:
         return probs.new_zeros(())
     mean = total / count
-    return torch.exp(-torch.sum(torch.xlogy(mean, mean), dim=-1)).sum()
+    # fairseq's form: log(p + 1e-7), not xlogy(p, p), whose gradient is NaN (log 0 + 0/0) for an entry whose
+    # mean probability underflows to 0, which happens once the quantizer's logits grow large
+    return torch.exp(-torch.sum(mean * torch.log(mean + 1e-7), dim=-1)).sum()
