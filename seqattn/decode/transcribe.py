@@ -294,7 +294,10 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         for logits in stream_logits(model, read, stream.num_samples):
             log_probs = torch.log_softmax(logits.float(), dim=-1)  # (frames of this window, V)
             frames += log_probs.shape[0]
-            kept = kept + [log_probs] if frames <= MAX_ALIGN_FRAMES else []
+            if frames <= MAX_ALIGN_FRAMES:
+                kept.append(log_probs)
+            else:
+                kept.clear()
             if beam is not None:
                 beam.step(log_probs)
             else:
