@@ -7,8 +7,8 @@
 #   stage 3: eval-lm on valid and test: sliding windows (--context, --stride), word perplexity
 #   stage 4: RESULTS.md
 #
-# The default model is the paper-sized preset (recipes/lm/wikitext103.yaml: 10 layers, 1024 dims, 8 local +
-# 8 routing heads); it needs GPUs and days. `--config recipes/lm/wikitext103_cpu.yaml` trains a small model
+# The default model is the paper-sized preset (recipes/lm/wikitext103.yaml: 14 layers, 1024 dims, 8 local +
+# 8 routing heads with 8 clusters); it needs GPUs and days. `--config recipes/lm/wikitext103_cpu.yaml` trains a small model
 # on a CPU, and --quick true runs every stage in seconds on the first lines of the data.
 #
 # Run:  ./run.sh [--units word|sentencepiece] [--corpus-zip wikitext-103-v1.zip] [--config ...] [--quick true]

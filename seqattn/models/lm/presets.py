@@ -1,8 +1,10 @@
 """LM configurations: the Routing Transformer paper's models and small CPU ones.
 
-The paper (Roy et al. 2021, Table 5 and section 5) uses local attention with windows of 256-512 and 8
-routing heads with k-means clusters; on PG-19 only the last layers route. Sizes here follow those
-descriptions; the CPU presets are for this project's 2-core machines.
+The paper's models (Roy et al. 2021; the hyper-parameters of its released code, ``wikitext103_local_cluster4k``
+and ``pg19_local_cluster8k``) mix local heads, which attend to their own block of 256 tokens and the one
+before it, with routing heads whose k-means clusters hold about 512 tokens each. Here a local head is a
+sliding window of 256 tokens and positions are rotary (relative) instead of the paper's relative embeddings.
+The CPU presets are for this project's 2-core machines.
 """
 from __future__ import annotations
 
@@ -12,21 +14,23 @@ from .config import LMConfig
 
 
 def wikitext103(**overrides) -> LMConfig:
-    """Wikitext-103 word/subword model: 10 layers, 16 heads (8 local, window 256 + 8 routing, 16 clusters),
-    dim 1024, context 3072."""
+    """Wikitext-103 (``wikitext103_local_cluster4k``): 14 layers, dim 1024, FFN 3072, 16 heads of which 8
+    local (window 256) and 8 routing (8 clusters, window 512, shared queries/keys) in every layer, dropout 0.4,
+    context 4096."""
     return dataclasses.replace(LMConfig(
-        dim=1024, num_layers=10, num_heads=16, local_heads=8, routing_heads=8, routing_layers=-1, window=256,
-        num_clusters=16, routing_window=256, max_context=3072, dropout=0.3, positions="rotary",
+        dim=1024, num_layers=14, num_heads=16, ffn_mult=3, local_heads=8, routing_heads=8, routing_layers=-1,
+        window=256, num_clusters=8, routing_window=512, shared_qk=True, max_context=4096, dropout=0.4,
+        positions="rotary",
     ), **overrides)
 
 
 def pg19(**overrides) -> LMConfig:
-    """PG-19 book model: 22 layers, dim 1024 (the paper's 1032, rounded to a multiple of the head count),
-    16 heads; routing heads only in the last 2 layers (8 local + 8 routing there, all 16 local below),
-    window 512, context 8192."""
+    """PG-19 (``pg19_local_cluster8k``): 22 layers, FFN 4096, 8 heads, routing only in the last layer (6 local
+    + 2 routing heads there, 16 clusters, window 512; 8 local heads below), local window 256, context 8192,
+    no dropout. dim 1024 instead of the paper's 1032: rotary positions need an even head size (1032 / 8 = 129)."""
     return dataclasses.replace(LMConfig(
-        dim=1024, num_layers=22, num_heads=16, local_heads=8, routing_heads=8, routing_layers=2, window=512,
-        num_clusters=16, routing_window=512, max_context=8192, dropout=0.0, positions="rotary",
+        dim=1024, num_layers=22, num_heads=8, ffn_mult=4, local_heads=6, routing_heads=2, routing_layers=1,
+        window=256, num_clusters=16, routing_window=512, max_context=8192, dropout=0.0, positions="rotary",
     ), **overrides)
 
 
