@@ -25,6 +25,7 @@ from seqattn.data.manifest import read_jsonl_manifest
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import ModelDirError, load_model
 from seqattn.models.wav2vec2.streaming import encoder_halo, stream_logits
+from seqattn.utils.malloc import release_free_memory
 
 from .align import (
     MAX_ALIGN_FRAMES,
@@ -215,6 +216,7 @@ class _Loaded:
 ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
 STREAM_SECONDS = 600.0  # plain files longer than this stream through a local-attention model
 MIN_SAMPLES = 400  # the base CNN's receptive field: shorter inputs give no frame and an empty transcript
+TRIM_EVERY = 16  # inputs between returns of freed heap memory to the kernel (docs/RELIABILITY.md, Load)
 
 
 def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
@@ -337,6 +339,8 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
 
     started = time.perf_counter()
     for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
+        if index % TRIM_EVERY == TRIM_EVERY - 1:
+            release_free_memory()  # the heap of many differently sized inputs would otherwise only grow
         stream = None
         try:
             stream = open_long_file(item)

@@ -24,3 +24,20 @@ def tune_glibc_malloc(threshold: int = 2**31 - 1) -> bool:
         return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
+
+
+def release_free_memory() -> bool:
+    """Give glibc's free heap pages back to the kernel (``malloc_trim(0)``); returns whether it ran.
+
+    With the raised trim threshold nothing is returned on its own, so a long batch of differently sized
+    inputs slowly fragments the heap (1000 short files to transcribe: +170 MiB); calling this every few
+    inputs keeps the resident size flat.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
