@@ -15,6 +15,8 @@ import soundfile as sf
 import torch
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+# what soundfile raises for a file it cannot decode
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError)
 
 
 class AudioError(Exception):
@@ -121,7 +123,7 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
         raise AudioError(f"{source}: no such file") from None
     except IsADirectoryError:
         raise AudioError(f"{source}: is a directory, not an audio file") from None
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError) as error:
+    except DECODE_ERRORS as error:
         raise AudioError(f"{source}: cannot decode audio ({error})") from None
     return data, rate
 

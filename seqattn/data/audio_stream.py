@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .audio import AudioError, AudioSource, check_file, check_wav_length, segment_frames
+from .audio import DECODE_ERRORS, AudioError, AudioSource, check_file, check_wav_length, segment_frames
 
 # torchaudio.functional.resample's defaults, which both paths use
 _LOWPASS_FILTER_WIDTH, _ROLLOFF = 6, 0.99
@@ -51,7 +51,7 @@ class StreamingAudio:
         except AudioError:
             self.close()
             raise
-        except (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError) as error:
+        except DECODE_ERRORS as error:
             self.close()
             raise AudioError(f"{source}: cannot decode audio ({error})") from None
         self.source = source
