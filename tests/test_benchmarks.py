@@ -62,3 +62,21 @@ def test_bench_lm_medians_summarise_runs_and_keep_failures():
            ("a", 3, 1.7, 1.5, 2.0, 20)
     assert b == {"variant": "b", "error": "boom"}  # a failed run is never hidden behind a median
     assert bench_lm.spread(a, "val_loss", 2) == "1.70 (1.50–2.00)"
+
+
+def test_bench_reliability_long_audio_quick_reports_medians_over_rounds(tmp_path):
+    """Two rounds of streamed and one-pass transcription: the table is a median over both, each round's
+    longest/shortest RSS ratio is kept, and one pass gives the same CTM as streaming in every round."""
+    payload, table = _run("bench_reliability.py", tmp_path, "long-audio", "--runs", "2")
+    result = payload["long_audio"]
+    assert result["returncode"] == 0
+    assert [(run["repeat"], run["mode"]) for run in result["runs"]] == \
+        [(r, m) for r in range(2) for m in ("streamed", "one pass", "streamed")]
+    summary = {(row["hours"], row["mode"]): row for row in result["summary"]}
+    assert len(summary) == 3 and all(row["runs"] == 2 for row in summary.values())
+    shortest = min(hours for hours, _ in summary)
+    assert summary[(shortest, "one pass")]["same_as_streamed"] == [True, True]
+    peaks = summary[(shortest, "streamed")]["peak_rss_mib"]
+    assert peaks["min"] <= peaks["median"] <= peaks["max"] and len(peaks["values"]) == 2
+    assert len(result["rss_ratio_longest_to_shortest"]["values"]) == 2
+    assert "per round" in table and "| streamed | 2 |" in table

@@ -7,15 +7,18 @@
   long-audio  `seqattn transcribe` of files of H hours (default 0.25 and 2) with a local-attention BASE-size
               model, streamed window by window (the default for files over 10 minutes): peak RSS and wall
               time per length, and the same shortest file in one pass (--stream-seconds inf) as the
-              competitor. Target: bounded memory, i.e. the longest file's peak RSS about the shortest's.
+              competitor (--one-pass-hours picks other lengths). --runs N repeats the whole round N times
+              and reports medians. Target: bounded memory, i.e. the longest file's peak RSS about the
+              shortest's.
 
-Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 0.25 2] [--quick]
+Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 0.25 2] [--runs 3] [--quick]
 Writes bench_out/reliability/results.json and results.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,31 +113,56 @@ def write_long_file(path: Path, hours: float) -> None:
 
 
 def long_audio(args, workdir: Path) -> dict:
-    """One run per length, streamed; then the shortest file again in one pass (the old way, the competitor)."""
+    """``--runs`` rounds; each round transcribes every length streamed, and the lengths in ``--one-pass-hours``
+    again in one pass (the old way, the competitor), so that a round's figures share the machine's state."""
     model = make_model(workdir / "model_base", "base")
+    lengths = sorted(args.hours)
+    one_pass = {hours for hours in args.one_pass_hours if hours in lengths} if args.one_pass_hours else {lengths[0]}
+    paths = {}
+    for hours in lengths:
+        paths[hours] = workdir / f"long_{hours:g}h.flac"
+        write_long_file(paths[hours], hours)
     runs = []
-    for hours in sorted(args.hours):
-        path = workdir / f"long_{hours:g}h.flac"
-        write_long_file(path, hours)
-        modes = [("streamed", str(args.stream_seconds))] + ([("one pass", "inf")] if hours == min(args.hours) else [])
-        words = {}
-        for mode, stream_seconds in modes:
-            out = workdir / f"out_{hours:g}_{stream_seconds}"
-            run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(path), "--output-dir",
-                         str(out), "--quiet", "--threads", "2", "--output-format", "ctm", "--stream-seconds",
-                         stream_seconds], None, [])
-            ctm = out / f"{path.stem}.ctm"
-            # (start, duration, word) per CTM line; confidences are left out (printed rounded)
-            words[mode] = [line.split()[2:5] for line in ctm.read_text().splitlines()] if ctm.is_file() else []
-            runs.append({"hours": hours, "mode": mode, "ctm_words": len(words[mode]),
-                         "rtf": run["wall_s"] / (hours * 3600), **run})
-            print(runs[-1], flush=True)
-        if len(words) == 2:
-            runs[-1]["same_words_and_times_as_streamed"] = words["one pass"] == words["streamed"]
-        path.unlink()
-    streamed = [run for run in runs if run["mode"] == "streamed"]
-    return {"runs": runs, "rss_ratio_longest_to_shortest": streamed[-1]["peak_rss_mib"] / streamed[0]["peak_rss_mib"],
+    for repeat in range(args.runs):
+        for hours in lengths:
+            modes = [("streamed", str(args.stream_seconds))] + ([("one pass", "inf")] if hours in one_pass else [])
+            words = {}
+            for mode, stream_seconds in modes:
+                out = workdir / f"out_{repeat}_{hours:g}_{stream_seconds}"
+                run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(paths[hours]),
+                             "--output-dir", str(out), "--quiet", "--threads", "2", "--output-format", "ctm",
+                             "--stream-seconds", stream_seconds], None, [])
+                ctm = out / f"{paths[hours].stem}.ctm"
+                # (start, duration, word) per CTM line; confidences are left out (printed rounded)
+                words[mode] = [line.split()[2:5] for line in ctm.read_text().splitlines()] if ctm.is_file() else []
+                runs.append({"repeat": repeat, "hours": hours, "mode": mode, "ctm_words": len(words[mode]),
+                             "rtf": run["wall_s"] / (hours * 3600), **run})
+                print(runs[-1], flush=True)
+            if len(words) == 2:
+                runs[-1]["same_words_and_times_as_streamed"] = words["one pass"] == words["streamed"]
+    summary = []
+    for hours in lengths:
+        for mode in ("streamed", "one pass"):
+            group = [run for run in runs if run["hours"] == hours and run["mode"] == mode]
+            if group:
+                summary.append({"hours": hours, "mode": mode, "runs": len(group),
+                                "exit_codes": sorted({run["returncode"] for run in group}),
+                                **{key: spread([run[key] for run in group]) for key in ("wall_s", "rtf", "peak_rss_mib")},
+                                "ctm_words": sorted({run["ctm_words"] for run in group}),
+                                "same_as_streamed": [run["same_words_and_times_as_streamed"] for run in group
+                                                     if "same_words_and_times_as_streamed" in run]})
+    streamed = {run["repeat"]: {} for run in runs}
+    for run in runs:
+        if run["mode"] == "streamed":
+            streamed[run["repeat"]][run["hours"]] = run["peak_rss_mib"]
+    ratios = [peaks[lengths[-1]] / peaks[lengths[0]] for peaks in streamed.values()]
+    return {"runs": runs, "summary": summary, "rss_ratio_longest_to_shortest": spread(ratios),
             "returncode": max(run["returncode"] for run in runs)}
+
+
+def spread(values: list[float]) -> dict:
+    """Median and range of one figure over the rounds."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
 def markdown(results: dict, info: dict) -> str:
@@ -151,15 +179,27 @@ def markdown(results: dict, info: dict) -> str:
     if "long_audio" in results:
         r = results["long_audio"]
         lines += ["## Long files, local-attention BASE model (12 layers, +-128 frames), one `transcribe` run each", "",
-                  "| hours | mode | exit | wall (s) | RTF | peak RSS (MiB) | CTM words |", "|---|---|---|---|---|---|---|"]
-        for run in r["runs"]:
-            same = run.get("same_words_and_times_as_streamed")
-            lines.append(f"| {run['hours']:.3g} | {run['mode']} | {run['returncode']} | {run['wall_s']:.0f} | "
-                         f"{run['rtf']:.3f} | {run['peak_rss_mib']:.0f} | {run['ctm_words']}"
-                         + ("" if same is None else f" ({'same' if same else 'NOT the same'} words and times as "
-                                                    "streamed)") + " |")
-        lines += ["", f"Peak RSS, longest / shortest streamed file: {r['rss_ratio_longest_to_shortest']:.3f}", ""]
+                  "Median (range) over the rounds; every length and mode ran once per round, in the same round.", "",
+                  "| hours | mode | runs | exit | wall (s) | RTF | peak RSS (MiB) | CTM words |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in r["summary"]:
+            same = row["same_as_streamed"]
+            lines.append(f"| {row['hours']:.3g} | {row['mode']} | {row['runs']} | "
+                         f"{'/'.join(map(str, row['exit_codes']))} | {_cell(row['wall_s'], '.0f')} | "
+                         f"{_cell(row['rtf'], '.3f')} | {_cell(row['peak_rss_mib'], '.0f')} | "
+                         f"{'/'.join(map(str, row['ctm_words']))}"
+                         + ("" if not same else f" (same words and times as streamed in {sum(same)} of {len(same)})")
+                         + " |")
+        ratio = r["rss_ratio_longest_to_shortest"]
+        lines += ["", f"Peak RSS, longest / shortest streamed file, per round: "
+                      f"{', '.join(f'{v:.3f}' for v in ratio['values'])} (median {ratio['median']:.3f})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _cell(figure: dict, fmt: str) -> str:
+    if figure["min"] == figure["max"]:
+        return format(figure["median"], fmt)
+    return f"{figure['median']:{fmt}} ({figure['min']:{fmt}}-{figure['max']:{fmt}})"
 
 
 def main() -> None:
@@ -167,6 +207,9 @@ def main() -> None:
     parser.add_argument("experiments", nargs="*", default=["many-files", "long-audio"])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--hours", type=float, nargs="+", default=[0.25, 2.0])
+    parser.add_argument("--one-pass-hours", type=float, nargs="*", default=None,
+                        help="lengths also transcribed in one pass (default: the shortest)")
+    parser.add_argument("--runs", type=int, default=1, help="long-audio rounds; the table gives medians")
     parser.add_argument("--stream-seconds", type=float, default=600.0, help="transcribe's --stream-seconds")
     parser.add_argument("--quick", action="store_true", help="50 files and 1-2 minutes of audio (a smoke run)")
     parser.add_argument("--out-dir", default="bench_out/reliability")
