@@ -237,3 +237,25 @@ def test_transcribe_returns_freed_heap_memory_every_few_inputs(tmp_path, monkeyp
     count = 2 * transcribe_module.TRIM_EVERY + 3
     result = transcribe(model, vocab, [InputItem(f"u{i}", AudioSource(str(path))) for i in range(count)], progress=False)
     assert len(result.transcripts) == count and len(calls) == 2
+
+
+@pytest.mark.parametrize("attention", [LOCAL, AttentionConfig(num_heads=2)], ids=["local", "full"])
+def test_each_plain_file_is_opened_once_and_transcribed_as_load_audio_reads_it(tmp_path, monkeypatch, attention):
+    """The header that decides whether to stream is the handle that then reads a short file whole: one open
+    per file, whatever the model. The same files through `cat ... |` pipes (read whole by load_audio) give
+    the same transcripts and word times."""
+    vocab, local_model = _vocab_and_model(False)
+    model = local_model
+    if attention is not LOCAL:
+        torch.manual_seed(0)
+        model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), attention=attention)).eval()
+        model.head.load_state_dict(local_model.head.state_dict())  # the same many-word head
+    paths = [_tone_file(tmp_path / "a.wav", 1.5), _tone_file(tmp_path / "b.flac", 2.0, rate=44100, channels=2)]
+    opened, real_open = [], sf.SoundFile
+    monkeypatch.setattr(sf, "SoundFile", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    files = transcribe(model, vocab, [InputItem(p.stem, AudioSource(str(p))) for p in paths], progress=False)
+    assert sorted(map(str, opened)) == sorted(map(str, paths))
+    pipes = transcribe(model, vocab, [InputItem(p.stem, AudioSource(f"cat {p} |")) for p in paths], progress=False)
+    assert not files.failures and not pipes.failures
+    words = lambda result: [(t.text, [(w.word, w.start, w.end) for w in t.words]) for t in result.transcripts]
+    assert words(files) == words(pipes) and any(text for text, _ in words(files))

@@ -312,15 +312,8 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             finish(index, item, stream.seconds, collapse(path.best.tolist()).tokens, frames, log_probs=log_probs,
                    path=path)
 
-    def open_long_file(item: InputItem) -> StreamingAudio | None:
-        """A stream for a plain file longer than ``stream_seconds`` when the model can stream, else None."""
-        if not streamable or item.source.is_pipe:
-            return None
-        stream = StreamingAudio(item.source, sample_rate)
-        if stream.seconds > stream_seconds and stream.num_samples >= MIN_SAMPLES:
-            return stream
-        stream.close()
-        return None
+    def streams_window_by_window(stream: StreamingAudio) -> bool:
+        return streamable and stream.seconds > stream_seconds and stream.num_samples >= MIN_SAMPLES
 
     def run_pool() -> None:
         pool.sort(key=lambda loaded: loaded.wave.numel())
@@ -341,23 +334,28 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
         if index % TRIM_EVERY == TRIM_EVERY - 1:
             release_free_memory()  # the heap of many differently sized inputs would otherwise only grow
-        stream = None
+        streamed = False
         try:
-            stream = open_long_file(item)
-            if stream is not None:
-                with stream:
-                    finish_stream(index, item, stream)
-                result.audio_seconds += stream.seconds
-                if item.reference is not None:
-                    result.references[item.utt_id] = vocab.normalize(item.reference)
-                continue
-            wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
+            if item.source.is_pipe:  # a pipe cannot seek: read whole
+                wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
+            else:  # one open per file: its header decides, then the same handle reads it
+                with StreamingAudio(item.source, sample_rate) as stream:
+                    streamed = streams_window_by_window(stream)
+                    if streamed:
+                        finish_stream(index, item, stream)
+                    else:
+                        wave = stream.read(0, stream.num_samples)
+                if streamed:
+                    result.audio_seconds += stream.seconds
+                    if item.reference is not None:
+                        result.references[item.utt_id] = vocab.normalize(item.reference)
+                    continue
         except AudioError as error:
             result.failures.append(Failure(item.utt_id, str(error)))
             continue
         except MemoryError:
             result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
-                                           + (" or streaming it through the model" if stream is not None else "")))
+                                           + (" or streaming it through the model" if streamed else "")))
             continue
         seconds = wave.numel() / sample_rate
         result.audio_seconds += seconds
