@@ -64,10 +64,19 @@ def test_bench_lm_medians_summarise_runs_and_keep_failures():
     assert bench_lm.spread(a, "val_loss", 2) == "1.70 (1.50–2.00)"
 
 
-def test_bench_reliability_long_audio_quick_reports_medians_over_rounds(tmp_path):
-    """Two rounds of streamed and one-pass transcription: the table is a median over both, each round's
-    longest/shortest RSS ratio is kept, and one pass gives the same CTM as streaming in every round."""
-    payload, table = _run("bench_reliability.py", tmp_path, "long-audio", "--runs", "2")
+def test_bench_reliability_quick_reports_medians_over_runs(tmp_path):
+    """Two runs of each load test. many-files reads RSS and throughput from the CLI's progress bar inside one
+    run; long-audio runs streamed and one pass in each round, and one pass gives the same CTM every time."""
+    payload, table = _run("bench_reliability.py", tmp_path, "many-files", "long-audio", "--runs", "2")
+    files = payload["many_files"]
+    assert files["returncode"] == 0 and len(files["runs"]) == 2
+    for run in files["runs"]:
+        assert [int(mark) for mark in run["marks"]] == [20, 40, 180, 200]
+        assert run["marks"]["20"]["done"] >= 20 and run["marks"]["200"]["done"] == 200
+        assert 0 < run["marks"]["20"]["seconds"] < run["marks"]["200"]["seconds"] <= run["wall_s"]
+        assert run["rss_ratio"] == pytest.approx(run["rss_all_mib"] / run["rss_first_tenth_mib"])
+        assert run["files_per_s_last_tenth"] > 0  # 20 files take several redraws of the bar
+    assert len(files["summary"]["rss_ratio"]["values"]) == 2
     result = payload["long_audio"]
     assert result["returncode"] == 0
     assert [(run["repeat"], run["mode"]) for run in result["runs"]] == \
@@ -79,4 +88,4 @@ def test_bench_reliability_long_audio_quick_reports_medians_over_rounds(tmp_path
     peaks = summary[(shortest, "streamed")]["peak_rss_mib"]
     assert peaks["min"] <= peaks["median"] <= peaks["max"] and len(peaks["values"]) == 2
     assert len(result["rss_ratio_longest_to_shortest"]["values"]) == 2
-    assert "per round" in table and "| streamed | 2 |" in table
+    assert "RSS ratio after 200 / after 20 files" in table and "per round" in table and "| streamed | 2 |" in table

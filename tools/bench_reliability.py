@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Load tests for docs/RELIABILITY.md.
 
-  many-files  `seqattn transcribe` over N short files (default 1000) in one run: RSS of the process sampled
-              while it works, RSS when 10% and 100% of the outputs exist, and files/s over the first and the
-              last 10% of the files. Target: RSS after N <= 1.1x RSS after N/10, steady throughput.
+  many-files  `seqattn transcribe` over N short files (default 1000) in one run, followed through its progress
+              bar: RSS when N/10 and when N files are done, files/s over the second and the last tenth.
+              --runs N repeats the run. Target: RSS after N <= 1.1x RSS after N/10 in the same run, steady
+              throughput.
   long-audio  `seqattn transcribe` of files of H hours (default 0.25 and 2) with a local-attention BASE-size
               model, streamed window by window (the default for files over 10 minutes): peak RSS and wall
               time per length, and the same shortest file in one pass (--stream-seconds inf) as the
@@ -17,11 +18,14 @@ Writes bench_out/reliability/results.json and results.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,48 +62,80 @@ def make_model(path: Path, size: str) -> Path:
     return save_model(Wav2Vec2ForCTC(config), path, extra_files={"tokens.json": vocab.to_json()})
 
 
-def watch(cmd: list[str], out_dir: Path | None, marks: list[int], extension: str = ".txt") -> dict:
-    """Run ``cmd``; sample its RSS every 50 ms; note RSS and time when ``out_dir`` holds each mark of outputs."""
+def watch(cmd: list[str], marks: list[int] = ()) -> dict:
+    """Run ``cmd``; sample its RSS every 50 ms. With ``marks``, follow its tqdm bar on stderr and note RSS
+    and time when the count of finished inputs first reaches each mark."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    progress, stderr = [(0.0, 0)], collections.deque(maxlen=64)  # (seconds, inputs done) at each redraw
+
+    def follow_stderr():  # tqdm redraws "... 123/1000 [..." after each update, separated by \r
+        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+            text = chunk.decode("utf-8", "replace")
+            stderr.append(text)
+            counts = re.findall(r"(\d+)/\d+ \[", text)
+            if counts and int(counts[-1]) > progress[-1][1]:
+                progress.append((time.perf_counter() - started, int(counts[-1])))
+
+    reader = threading.Thread(target=follow_stderr, daemon=True)
+    reader.start()
     peak, seen = 0.0, {}
     while proc.poll() is None:
         rss = rss_mib(proc.pid)
         peak = max(peak, rss)
-        if out_dir is not None and out_dir.is_dir():
-            done = sum(1 for p in out_dir.iterdir() if p.suffix == extension)
-            for mark in marks:
-                if done >= mark and mark not in seen:
-                    seen[mark] = {"rss_mib": rss, "seconds": time.perf_counter() - started}
+        done = progress[-1][1]
+        for mark in marks:
+            if done >= mark and mark not in seen:
+                seen[mark] = {"done": done, "rss_mib": rss}
         time.sleep(0.05)
-    stderr = proc.stderr.read().decode("utf-8", "replace")
+    reader.join()
+    for mark, value in seen.items():  # when the bar first showed the mark (the reader's clock, finer than RSS polls)
+        value["seconds"], value["done"] = next((t, n) for t, n in progress if n >= mark)
     return {"returncode": proc.returncode, "wall_s": time.perf_counter() - started, "peak_rss_mib": peak,
-            "marks": seen, "stderr_tail": stderr[-300:]}
+            "marks": {str(mark): value for mark, value in seen.items()}, "stderr_tail": "".join(stderr)[-300:]}
 
 
 def many_files(args, workdir: Path) -> dict:
-    """Two runs of the same command, over the first N/10 files and over all N: their peak RSS and files/s
-    (the CLI writes its outputs at the end, so one run cannot be watched file by file)."""
+    """``--runs`` runs of one `transcribe` over N files, each watched through its progress bar: RSS when
+    N/10 and N files are done (the target compares the two within one run), and files/s over the first and
+    the last tenth of the files."""
     model = make_model(workdir / "model", "tiny")
     rng = np.random.default_rng(0)
-    runs = {}
-    for count in (args.files // 10, args.files):
-        audio = workdir / f"audio_{count}"
-        audio.mkdir()
-        for i in range(count):
-            seconds = rng.uniform(1.0, 3.0)
-            t = np.arange(int(seconds * 16000)) / 16000
-            sf.write(audio / f"utt{i:05d}.wav", (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t)).astype(np.float32),
-                     16000)
+    audio = workdir / "audio"
+    audio.mkdir()
+    for i in range(args.files):
+        seconds = rng.uniform(1.0, 3.0)
+        t = np.arange(int(seconds * 16000)) / 16000
+        sf.write(audio / f"utt{i:05d}.wav", (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t)).astype(np.float32),
+                 16000)
+    tenth = args.files // 10
+    marks = [tenth, 2 * tenth, args.files - tenth, args.files]
+    runs = []
+    for repeat in range(args.runs):
         run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(audio), "--output-dir",
-                     str(workdir / f"out_{count}"), "--quiet", "--threads", "2"], None, [])
-        run["files_per_s"] = count / run["wall_s"]
-        runs[count] = run
-    small, large = runs[args.files // 10], runs[args.files]
-    return {"files": args.files, "runs": {str(k): v for k, v in runs.items()},
-            "rss_ratio": large["peak_rss_mib"] / small["peak_rss_mib"],
-            "returncode": max(small["returncode"], large["returncode"])}
+                     str(workdir / f"out_{repeat}"), "--threads", "2"], marks)
+        seen = run["marks"]
+        if all(str(mark) in seen for mark in marks):
+            def rate(lo: int, hi: int) -> float | None:  # None: both marks in one redraw of the bar
+                first, last = seen[str(lo)], seen[str(hi)]
+                elapsed = last["seconds"] - first["seconds"]
+                return (last["done"] - first["done"]) / elapsed if elapsed > 0 else None
+
+            run.update(rss_first_tenth_mib=seen[str(tenth)]["rss_mib"], rss_all_mib=seen[str(args.files)]["rss_mib"],
+                       files_per_s_second_tenth=rate(tenth, 2 * tenth),
+                       files_per_s_last_tenth=rate(args.files - tenth, args.files))
+            run["rss_ratio"] = run["rss_all_mib"] / run["rss_first_tenth_mib"]
+        runs.append(run)
+        print({key: value for key, value in run.items() if key != "stderr_tail"}, flush=True)
+    complete = [run for run in runs if "rss_ratio" in run]
+    summary = {}
+    for key in ("rss_ratio", "rss_first_tenth_mib", "rss_all_mib", "peak_rss_mib", "files_per_s_second_tenth",
+                "files_per_s_last_tenth"):
+        values = [run[key] for run in complete if run[key] is not None]
+        summary[key] = spread(values) if values else None
+    return {"files": args.files, "runs": runs, "summary": summary,
+            "returncode": max(run["returncode"] for run in runs) or int(len(complete) < len(runs))}
 
 
 def write_long_file(path: Path, hours: float) -> None:
@@ -131,7 +167,7 @@ def long_audio(args, workdir: Path) -> dict:
                 out = workdir / f"out_{repeat}_{hours:g}_{stream_seconds}"
                 run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(paths[hours]),
                              "--output-dir", str(out), "--quiet", "--threads", "2", "--output-format", "ctm",
-                             "--stream-seconds", stream_seconds], None, [])
+                             "--stream-seconds", stream_seconds])
                 ctm = out / f"{paths[hours].stem}.ctm"
                 # (start, duration, word) per CTM line; confidences are left out (printed rounded)
                 words[mode] = [line.split()[2:5] for line in ctm.read_text().splitlines()] if ctm.is_file() else []
@@ -169,13 +205,25 @@ def markdown(results: dict, info: dict) -> str:
     lines = [f"# Load tests ({info['machine']}, torch {info['torch']}, {info['date']})", "", f"`{info['command']}`", ""]
     if "many_files" in results:
         r = results["many_files"]
-        small, large = r["runs"][str(r["files"] // 10)], r["runs"][str(r["files"])]
-        lines += ["## Many short files in one `seqattn transcribe` run (1-3 s each, tiny model)", "",
-                  "| files | exit | wall (s) | files/s | peak RSS (MiB) |", "|---|---|---|---|---|"]
-        for count, run in ((r["files"] // 10, small), (r["files"], large)):
-            lines.append(f"| {count} | {run['returncode']} | {run['wall_s']:.1f} | {run['files_per_s']:.1f} | "
-                         f"{run['peak_rss_mib']:.0f} |")
-        lines += ["", f"RSS ratio {r['files']} / {r['files'] // 10} files: {r['rss_ratio']:.3f} (target <= 1.1)", ""]
+        tenth = r["files"] // 10
+        lines += [f"## {r['files']} short files in one `seqattn transcribe` run (1-3 s each, tiny model)", "",
+                  f"RSS when {tenth} and when all {r['files']} files are done, read in the same run from its "
+                  "progress bar; files/s over the second and the last tenth of the files (the first tenth holds "
+                  "the start-up).", "",
+                  f"| run | exit | wall (s) | RSS after {tenth} (MiB) | RSS after {r['files']} (MiB) | ratio | "
+                  "peak RSS (MiB) | files/s, second tenth | files/s, last tenth |", "|---|---|---|---|---|---|---|---|---|"]
+        for i, run in enumerate(r["runs"]):
+            if "rss_ratio" not in run:
+                lines.append(f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | progress not seen: "
+                             f"{run['stderr_tail'][-80:]!r} | | | | | |")
+                continue
+            lines.append(f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | {run['rss_first_tenth_mib']:.0f} | "
+                         f"{run['rss_all_mib']:.0f} | {run['rss_ratio']:.3f} | {run['peak_rss_mib']:.0f} | "
+                         f"{_rate(run['files_per_s_second_tenth'])} | {_rate(run['files_per_s_last_tenth'])} |")
+        if r["summary"]["rss_ratio"]:
+            ratio = r["summary"]["rss_ratio"]
+            lines += ["", f"RSS ratio after {r['files']} / after {tenth} files: median {ratio['median']:.3f} "
+                          f"(range {ratio['min']:.3f}-{ratio['max']:.3f}; target <= 1.1)", ""]
     if "long_audio" in results:
         r = results["long_audio"]
         lines += ["## Long files, local-attention BASE model (12 layers, +-128 frames), one `transcribe` run each", "",
@@ -196,6 +244,10 @@ def markdown(results: dict, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rate(files_per_s: float | None) -> str:
+    return "-" if files_per_s is None else f"{files_per_s:.1f}"
+
+
 def _cell(figure: dict, fmt: str) -> str:
     if figure["min"] == figure["max"]:
         return format(figure["median"], fmt)
@@ -209,13 +261,13 @@ def main() -> None:
     parser.add_argument("--hours", type=float, nargs="+", default=[0.25, 2.0])
     parser.add_argument("--one-pass-hours", type=float, nargs="*", default=None,
                         help="lengths also transcribed in one pass (default: the shortest)")
-    parser.add_argument("--runs", type=int, default=1, help="long-audio rounds; the table gives medians")
+    parser.add_argument("--runs", type=int, default=1, help="repeats of each experiment; the tables give medians")
     parser.add_argument("--stream-seconds", type=float, default=600.0, help="transcribe's --stream-seconds")
-    parser.add_argument("--quick", action="store_true", help="50 files and 1-2 minutes of audio (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="200 files and 1-2 minutes of audio (a smoke run)")
     parser.add_argument("--out-dir", default="bench_out/reliability")
     args = parser.parse_args()
     if args.quick:
-        args.files, args.hours, args.stream_seconds = 50, [1 / 60, 2 / 60], 30.0
+        args.files, args.hours, args.stream_seconds = 200, [1 / 60, 2 / 60], 30.0
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for experiment in args.experiments:

@@ -345,11 +345,6 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
                         finish_stream(index, item, stream)
                     else:
                         wave = stream.read(0, stream.num_samples)
-                if streamed:
-                    result.audio_seconds += stream.seconds
-                    if item.reference is not None:
-                        result.references[item.utt_id] = vocab.normalize(item.reference)
-                    continue
         except AudioError as error:
             result.failures.append(Failure(item.utt_id, str(error)))
             continue
@@ -357,10 +352,12 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
                                            + (" or streaming it through the model" if streamed else "")))
             continue
-        seconds = wave.numel() / sample_rate
+        seconds = stream.seconds if streamed else wave.numel() / sample_rate
         result.audio_seconds += seconds
         if item.reference is not None:
             result.references[item.utt_id] = vocab.normalize(item.reference)
+        if streamed:
+            continue
         if wave.numel() < MIN_SAMPLES or float(wave.abs().max()) == 0.0:
             kind = "empty" if wave.numel() < MIN_SAMPLES else "silent"
             result.warnings.append(f"{item.utt_id}: {kind} audio, empty transcript")
