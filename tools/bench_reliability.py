@@ -98,8 +98,8 @@ def watch(cmd: list[str], marks: list[int] = ()) -> dict:
 
 def many_files(args, workdir: Path) -> dict:
     """``--runs`` runs of one `transcribe` over N files, each watched through its progress bar: RSS when
-    N/10 and N files are done (the target compares the two within one run), and files/s over the first and
-    the last tenth of the files."""
+    N/10 and N files are done (the target compares the two within one run), and files/s over the second and
+    the last tenth of the files (the first holds the start-up)."""
     model = make_model(workdir / "model", "tiny")
     rng = np.random.default_rng(0)
     audio = workdir / "audio"
