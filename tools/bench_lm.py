@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from benchlib import PeakRss, meta, run_worker, write_outputs  # noqa: E402
+from benchlib import PeakRss, median_range, meta, run_worker, write_outputs  # noqa: E402
 
 CORPORA = REPO.parent / "shared" / "corpora" / "english"
 RECIPE = REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"
@@ -203,9 +203,8 @@ def medians(rows: list[dict], fields: list[str]) -> list[dict]:
             continue
         entry = {"variant": variant, "runs": len(runs), **{k: runs[0][k] for k in ("context",) if k in runs[0]}}
         for field in fields:
-            values = [run[field] for run in runs]
-            entry[field] = statistics.median(values)
-            entry[field + "_min"], entry[field + "_max"] = min(values), max(values)
+            figure = median_range([run[field] for run in runs])
+            entry[field], entry[field + "_min"], entry[field + "_max"] = figure["median"], figure["min"], figure["max"]
         summary.append(entry)
     return summary
 

@@ -21,7 +21,6 @@ import argparse
 import collections
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from benchlib import meta, write_outputs  # noqa: E402
+from benchlib import median_range, meta, write_outputs  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -133,7 +132,7 @@ def many_files(args, workdir: Path) -> dict:
     for key in ("rss_ratio", "rss_first_tenth_mib", "rss_all_mib", "peak_rss_mib", "files_per_s_second_tenth",
                 "files_per_s_last_tenth"):
         values = [run[key] for run in complete if run[key] is not None]
-        summary[key] = spread(values) if values else None
+        summary[key] = median_range(values) if values else None
     return {"files": args.files, "runs": runs, "summary": summary,
             "returncode": max(run["returncode"] for run in runs) or int(len(complete) < len(runs))}
 
@@ -183,7 +182,7 @@ def long_audio(args, workdir: Path) -> dict:
             if group:
                 summary.append({"hours": hours, "mode": mode, "runs": len(group),
                                 "exit_codes": sorted({run["returncode"] for run in group}),
-                                **{key: spread([run[key] for run in group]) for key in ("wall_s", "rtf", "peak_rss_mib")},
+                                **{key: median_range([run[key] for run in group]) for key in ("wall_s", "rtf", "peak_rss_mib")},
                                 "ctm_words": sorted({run["ctm_words"] for run in group}),
                                 "same_as_streamed": [run["same_words_and_times_as_streamed"] for run in group
                                                      if "same_words_and_times_as_streamed" in run]})
@@ -192,13 +191,8 @@ def long_audio(args, workdir: Path) -> dict:
         if run["mode"] == "streamed":
             streamed[run["repeat"]][run["hours"]] = run["peak_rss_mib"]
     ratios = [peaks[lengths[-1]] / peaks[lengths[0]] for peaks in streamed.values()]
-    return {"runs": runs, "summary": summary, "rss_ratio_longest_to_shortest": spread(ratios),
+    return {"runs": runs, "summary": summary, "rss_ratio_longest_to_shortest": median_range(ratios),
             "returncode": max(run["returncode"] for run in runs)}
-
-
-def spread(values: list[float]) -> dict:
-    """Median and range of one figure over the rounds."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
 def markdown(results: dict, info: dict) -> str:

@@ -39,6 +39,11 @@ class PeakRss:
         self.peak = max(self.peak, current_rss_mib())
 
 
+def median_range(values: list[float]) -> dict:
+    """Median, minimum, maximum and the values themselves: one figure over repeated runs."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": list(values)}
+
+
 def timed(fn, reps: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
         fn()

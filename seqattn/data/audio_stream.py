@@ -85,7 +85,7 @@ class StreamingAudio:
         try:
             self._file.seek(self.native_start + start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)  # (frames, channels)
-        except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as error:
+        except DECODE_ERRORS as error:
             raise AudioError(f"{self.source}: cannot decode audio at {start / self.native_rate:.2f} s ({error})") from None
         if data.shape[0] < stop - start:
             raise AudioError(f"{self.source}: truncated: the header promises {self.native_stop - self.native_start} "

@@ -34,7 +34,7 @@ from .align import (
     align_words,
     greedy_path_words,
 )
-from .ctc import collapse, greedy_decode
+from .ctc import collapse
 from .writers import Transcript
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
@@ -262,7 +262,6 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
                 if log_probs is not None and frames <= MAX_ALIGN_FRAMES:
                     words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
                 elif beam is None:  # long input, greedy transcript: its own path is its best alignment
-                    path = path if path is not None else GreedyPath.of(log_probs)
                     words = greedy_path_words(path, text.split(), boundary, hop / sample_rate)
                 else:
                     raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames "
@@ -276,8 +275,12 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
 
     def finish_logits(loaded: _Loaded, logits: torch.Tensor) -> None:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
-        tokens = beam(log_probs) if beam is not None else greedy_decode(logits).tokens
-        finish(loaded.index, loaded.item, loaded.seconds, tokens, log_probs.shape[0], log_probs=log_probs)
+        if beam is not None:
+            finish(loaded.index, loaded.item, loaded.seconds, beam(log_probs), log_probs.shape[0], log_probs=log_probs)
+        else:  # one argmax gives the transcript and, past MAX_ALIGN_FRAMES, the word times
+            path = GreedyPath.of(log_probs)
+            finish(loaded.index, loaded.item, loaded.seconds, collapse(path.best.tolist()).tokens,
+                   log_probs.shape[0], log_probs=log_probs, path=path)
 
     def finish_stream(index: int, item: InputItem, stream: StreamingAudio) -> None:
         """Decode a long file window by window; raises AudioError for unusable audio met on the way."""

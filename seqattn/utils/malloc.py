@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
-def _libc() -> ctypes.CDLL:
+@functools.cache
+def _libc() -> ctypes.CDLL:  # find_library runs `ldconfig -p`: once per process, not per call
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
