@@ -34,11 +34,12 @@ def _run(script, *args):
 
 def test_mucs2021_layout_to_kaldi_dirs(tmp_path):
     corpus = tmp_path / "mucs"
+    opaque_ids = np.random.default_rng(7).choice(10**8 - 1, size=100, replace=False)  # MUCS ids are opaque numbers
     for language, texts in MUCS.items():
         for split in ("train", "test"):
             rows = []
             for i in range(12 if split == "train" else 3):
-                utt = f"{abs(hash((language, split, i))) % 10**8:08d}"  # MUCS ids are opaque numbers
+                utt = f"{opaque_ids[len(rows) + (0 if split == 'train' else 50)]:08d}"
                 _wav(corpus / language / split / "audio" / f"{utt}.wav", i)
                 rows.append(f"{utt} {texts[i % len(texts)]}")
             rows.append("99999999 " + texts[0])  # audio missing: reported, left out
@@ -47,12 +48,20 @@ def test_mucs2021_layout_to_kaldi_dirs(tmp_path):
     err = _run(REPO / "egs/mucs2021/asr/local/prepare_mucs.py", "--corpus", str(corpus), "--langs", "Hindi,Odia",
                "--out", str(out), "--dev-fraction", "0.25")
     assert "transcription.txt:13: audio" in err and "4 utterance(s) left out" in err
+    dev_ids = {}
     for code, texts in (("hi", MUCS["Hindi"]), ("or", MUCS["Odia"])):
         train, dev, test = (read_data_dir(out / f"{s}_{code}", require_text=True) for s in ("train", "dev", "test"))
-        assert len(train.utterances) + len(dev.utterances) == 12 and len(test.utterances) == 3
-        assert dev.utterances and not {u.utt_id for u in dev.utterances} & {u.utt_id for u in train.utterances}
+        dev_ids[code] = {u.utt_id for u in dev.utterances}
+        assert len(train.utterances) == 9 and len(dev.utterances) == 3 and len(test.utterances) == 3  # 0.25 x 12
+        assert not {u.utt_id for u in dev.utterances} & {u.utt_id for u in train.utterances}
         assert {u.text for u in train.utterances + dev.utterances} <= set(texts)
         assert all(u.language == code and u.utt_id.startswith(f"{code}-") for u in train.utterances)
+    # A small fraction of a small corpus still holds one utterance out, and the split does not change between runs.
+    again = tmp_path / "again"
+    _run(REPO / "egs/mucs2021/asr/local/prepare_mucs.py", "--corpus", str(corpus), "--langs", "Hindi",
+         "--out", str(again), "--dev-fraction", "0.01")
+    small_dev = read_data_dir(again / "dev_hi", require_text=True).utterances
+    assert len(small_dev) == 1 and small_dev[0].utt_id in dev_ids["hi"]
 
 
 def test_fleurs_layout_to_kaldi_dirs(tmp_path):

@@ -6,8 +6,9 @@ Run: python local/prepare_mucs.py --corpus downloads/mucs --langs Hindi,Marathi,
 Expected layout (as the challenge distributes it; each archive unpacks to one language/split):
     <corpus>/<Language>/<split>/transcription.txt   "<utterance-id> <transcript>" per line
     <corpus>/<Language>/<split>/audio/<utterance-id>.wav
-with <split> in train, test. Writes data/{train,dev,test}_<code> (dev: a deterministic --dev-fraction of the
-training utterances, chosen by a hash of the id) with wav.scp, text, utt2spk, spk2utt and utt2lang. The corpus
+with <split> in train, test. Writes data/{train,dev,test}_<code> (dev: round(--dev-fraction x n) of the n
+training utterances, at least one when the fraction is above zero and n >= 2, chosen by a hash of the id so the
+split is the same on every run and machine) with wav.scp, text, utt2spk, spk2utt and utt2lang. The corpus
 has no speaker labels, so every utterance is its own speaker (Kaldi's convention). Utterances whose audio is
 missing or whose transcript is empty are reported and left out.
 """
@@ -59,6 +60,17 @@ def read_split(split_dir: Path, code: str) -> tuple[list[tuple[str, str, str]], 
     return rows, problems
 
 
+def dev_ids(utt_ids: list[str], fraction: float) -> set[str]:
+    """The ids held out for dev: the round(fraction x n) ids with the smallest SHA-1 (at least one when
+    fraction > 0 and n >= 2, never all of them). A per-id threshold on the hash would give the right fraction
+    only on average, and an empty dev set for a small corpus."""
+    if fraction <= 0 or len(utt_ids) < 2:
+        return set()
+    count = min(len(utt_ids) - 1, max(1, round(fraction * len(utt_ids))))
+    by_hash = sorted(utt_ids, key=lambda utt: hashlib.sha1(utt.encode()).hexdigest())
+    return set(by_hash[:count])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True)
@@ -75,10 +87,9 @@ def main() -> None:
                 print(f"skipped: {problem}", file=sys.stderr)
             failures += len(problems)
             if split == "train":
-                def held_out(utt: str) -> bool:
-                    return int(hashlib.sha1(utt.encode()).hexdigest(), 16) % 10_000 < args.dev_fraction * 10_000
-                write_data_dir(Path(args.out) / f"dev_{code}", [r for r in rows if held_out(r[0])], code)
-                rows = [r for r in rows if not held_out(r[0])]
+                held_out = dev_ids([r[0] for r in rows], args.dev_fraction)
+                write_data_dir(Path(args.out) / f"dev_{code}", [r for r in rows if r[0] in held_out], code)
+                rows = [r for r in rows if r[0] not in held_out]
             write_data_dir(Path(args.out) / f"{split}_{code}", rows, code)
             print(f"{language} {split}: {len(rows)} utterances", file=sys.stderr)
     if failures:
