@@ -39,7 +39,7 @@ def test_mucs2021_layout_to_kaldi_dirs(tmp_path):
         for split in ("train", "test"):
             rows = []
             for i in range(12 if split == "train" else 3):
-                utt = f"{opaque_ids[len(rows) + (0 if split == 'train' else 50)]:08d}"
+                utt = f"{opaque_ids[i if split == 'train' else 50 + i]:08d}"
                 _wav(corpus / language / split / "audio" / f"{utt}.wav", i)
                 rows.append(f"{utt} {texts[i % len(texts)]}")
             rows.append("99999999 " + texts[0])  # audio missing: reported, left out

@@ -34,14 +34,13 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from benchlib import median_range, meta, write_outputs  # noqa: E402
+from benchlib import current_rss_mib, median_range, meta, write_outputs  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
+        return current_rss_mib(pid)
+    except OSError:  # the process has just exited
         return 0.0
 
 
@@ -79,20 +78,27 @@ def watch(cmd: list[str], marks: list[int] = ()) -> dict:
 
     reader = threading.Thread(target=follow_stderr, daemon=True)
     reader.start()
-    peak, seen = 0.0, {}
+    peak, rss_at_mark = 0.0, {}
     while proc.poll() is None:
         rss = rss_mib(proc.pid)
         peak = max(peak, rss)
-        done = progress[-1][1]
         for mark in marks:
-            if done >= mark and mark not in seen:
-                seen[mark] = {"done": done, "rss_mib": rss}
+            if progress[-1][1] >= mark and mark not in rss_at_mark:
+                rss_at_mark[mark] = rss
         time.sleep(0.05)
     reader.join()
-    for mark, value in seen.items():  # when the bar first showed the mark (the reader's clock, finer than RSS polls)
-        value["seconds"], value["done"] = next((t, n) for t, n in progress if n >= mark)
+    seen = {}
+    for mark, rss in rss_at_mark.items():  # when the bar first showed the mark (the reader's clock, finer than RSS polls)
+        seconds, done = next((t, n) for t, n in progress if n >= mark)
+        seen[str(mark)] = {"done": done, "rss_mib": rss, "seconds": seconds}
     return {"returncode": proc.returncode, "wall_s": time.perf_counter() - started, "peak_rss_mib": peak,
-            "marks": {str(mark): value for mark, value in seen.items()}, "stderr_tail": "".join(stderr)[-300:]}
+            "marks": seen, "stderr_tail": "".join(stderr)[-300:]}
+
+
+def files_per_s(first: dict, last: dict) -> float | None:
+    """Throughput between two progress marks of ``watch``; None when both came in one redraw of the bar."""
+    elapsed = last["seconds"] - first["seconds"]
+    return (last["done"] - first["done"]) / elapsed if elapsed > 0 else None
 
 
 def many_files(args, workdir: Path) -> dict:
@@ -116,14 +122,9 @@ def many_files(args, workdir: Path) -> dict:
                      str(workdir / f"out_{repeat}"), "--threads", "2"], marks)
         seen = run["marks"]
         if all(str(mark) in seen for mark in marks):
-            def rate(lo: int, hi: int) -> float | None:  # None: both marks in one redraw of the bar
-                first, last = seen[str(lo)], seen[str(hi)]
-                elapsed = last["seconds"] - first["seconds"]
-                return (last["done"] - first["done"]) / elapsed if elapsed > 0 else None
-
             run.update(rss_first_tenth_mib=seen[str(tenth)]["rss_mib"], rss_all_mib=seen[str(args.files)]["rss_mib"],
-                       files_per_s_second_tenth=rate(tenth, 2 * tenth),
-                       files_per_s_last_tenth=rate(args.files - tenth, args.files))
+                       files_per_s_second_tenth=files_per_s(seen[str(tenth)], seen[str(2 * tenth)]),
+                       files_per_s_last_tenth=files_per_s(seen[str(args.files - tenth)], seen[str(args.files)]))
             run["rss_ratio"] = run["rss_all_mib"] / run["rss_first_tenth_mib"]
         runs.append(run)
         print({key: value for key, value in run.items() if key != "stderr_tail"}, flush=True)

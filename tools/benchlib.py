@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
+def current_rss_mib(pid: int | str = "self") -> float:
+    """Resident set size of this process, or of ``pid``, in MiB (OSError once that process is gone)."""
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 

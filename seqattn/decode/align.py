@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .ctc import collapse
+
 
 @dataclass
 class WordTiming:
@@ -43,6 +45,10 @@ class GreedyPath:
     @classmethod
     def cat(cls, parts: list[GreedyPath]) -> GreedyPath:
         return cls(torch.cat([p.best for p in parts]), torch.cat([p.posterior for p in parts]))
+
+    def tokens(self, blank: int = 0) -> list[int]:
+        """The greedy transcript: the path with repeats merged and blanks dropped."""
+        return collapse(self.best.tolist(), blank).tokens
 
 
 def greedy_path_words(path: GreedyPath, words: list[str], boundary: int, frame_seconds: float,

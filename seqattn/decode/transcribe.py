@@ -34,7 +34,6 @@ from .align import (
     align_words,
     greedy_path_words,
 )
-from .ctc import collapse
 from .writers import Transcript
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
@@ -279,8 +278,8 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             finish(loaded.index, loaded.item, loaded.seconds, beam(log_probs), log_probs.shape[0], log_probs=log_probs)
         else:  # one argmax gives the transcript and, past MAX_ALIGN_FRAMES, the word times
             path = GreedyPath.of(log_probs)
-            finish(loaded.index, loaded.item, loaded.seconds, collapse(path.best.tolist()).tokens,
-                   log_probs.shape[0], log_probs=log_probs, path=path)
+            finish(loaded.index, loaded.item, loaded.seconds, path.tokens(), log_probs.shape[0], log_probs=log_probs,
+                   path=path)
 
     def finish_stream(index: int, item: InputItem, stream: StreamingAudio) -> None:
         """Decode a long file window by window; raises AudioError for unusable audio met on the way."""
@@ -312,8 +311,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             finish(index, item, stream.seconds, beam.end(), frames, log_probs=log_probs)
         else:
             path = GreedyPath.cat(paths)
-            finish(index, item, stream.seconds, collapse(path.best.tolist()).tokens, frames, log_probs=log_probs,
-                   path=path)
+            finish(index, item, stream.seconds, path.tokens(), frames, log_probs=log_probs, path=path)
 
     def streams_window_by_window(stream: StreamingAudio) -> bool:
         return streamable and stream.seconds > stream_seconds and stream.num_samples >= MIN_SAMPLES
