@@ -22,6 +22,12 @@ from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 KILLS = 5
+KILL_IN_WRITE = 2  # this kill (0-based) waits for a checkpoint write in progress, so every run has one
+# Runs the CLI with a slow disk: each safetensors file is written, then the save stalls 2 s before it finishes,
+# which leaves time to kill it while its staging directory is half full.
+SLOW_SAVE = ("import sys, time; import seqattn.models.io as io; write = io.save_file; "
+             "io.save_file = lambda *a, **k: (write(*a, **k), time.sleep(2.0))[0]; "
+             "from seqattn.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +94,21 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
     rng = random.Random(f"{trainer}-kills")
     kills, hit_writes = 0, 0
     while kills < KILLS:
-        proc = subprocess.Popen(command(trainer, corpora, out, updates), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=ENV)
+        cmd = command(trainer, corpora, out, updates)
+        in_write = kills == KILL_IN_WRITE
+        if in_write:  # cmd is [python, -m, seqattn.cli.main, ...]: the same arguments through SLOW_SAVE
+            cmd = [sys.executable, "-c", SLOW_SAVE, *cmd[3:]]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         before = len(final_trace(out)) if (out / "updates.jsonl").is_file() else 0
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:  # wait for this run to train at least once
-            if (out / "updates.jsonl").is_file() and len(final_trace(out)) > before:
-                break
+        while time.time() < deadline and proc.poll() is None:
+            if in_write:  # wait for a checkpoint's weights in its staging directory
+                if any((p / "model.safetensors").is_file() for p in (out / "checkpoints").glob(".update_*.tmp")):
+                    break
+            elif (out / "updates.jsonl").is_file() and len(final_trace(out)) > before:
+                break  # this run has trained at least once
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.1))
+        time.sleep(0.1 if in_write else rng.uniform(0.0, 0.1))
         if proc.poll() is not None:  # finished before we could kill it: start again from scratch
             break
         proc.send_signal(signal.SIGKILL)
@@ -105,6 +117,7 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
         hit_writes += any(p.name.endswith(".tmp") for p in (out / "checkpoints").glob(".update_*"))
         checkpoints_all_loadable(out)
     assert kills == KILLS, f"the run finished after {kills} kills: make it longer"
+    assert hit_writes >= 1, "no kill landed inside a checkpoint write"
     result = subprocess.run(command(trainer, corpora, out, updates), capture_output=True, text=True, env=ENV,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
