@@ -136,6 +136,26 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
     print(f"{trainer}: {kills} kills, {hit_writes} during a checkpoint write")
 
 
+def test_rotation_keeps_the_last_k_and_the_best(tmp_path):
+    from seqattn.train.checkpoint import CheckpointManager
+
+    model = Wav2Vec2ForPretraining(tiny())
+    manager = CheckpointManager(tmp_path / "checkpoints", keep_last=2)
+
+    def on_disk() -> list[str]:
+        return sorted(p.name for p in manager.directory.glob("update_*"))
+
+    for step, loss in enumerate([3.0, 1.0, 2.0, 2.5, 1.5], start=1):  # the best (1.0) is update 2
+        manager.save(model, {"step": step}, step, metric=loss)
+    assert on_disk() == ["update_00000002", "update_00000004", "update_00000005"]
+    assert manager.best().name == "update_00000002" and manager.latest().name == "update_00000005"
+    assert torch.load(manager.best() / "training_state.pt", weights_only=True) == {"step": 2}
+    manager.save(model, {"step": 6}, 6, metric=0.5)  # a new best: the old one is rotated out with the others
+    assert on_disk() == ["update_00000005", "update_00000006"] and manager.best().name == "update_00000006"
+    assert not list(manager.directory.glob(".update_*"))  # nothing half-deleted left behind
+    checkpoints_all_loadable(tmp_path)
+
+
 def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(corpora, tmp_path, monkeypatch):
     import seqattn.models.io as io
     from seqattn.train.config_io import load_config
