@@ -86,7 +86,19 @@ def test_cli_rejects_bad_key_and_missing_data(data, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def _nan_after(monkeypatch, first_bad: int, last_bad: int):
+class _InfGradient(torch.autograd.Function):
+    """Adds nothing to the loss and sends inf back through it: a finite loss with non-finite gradients."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss * 0.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def _nan_after(monkeypatch, first_bad: int, last_bad: int, how: str = "nan loss"):
     original = Wav2Vec2ForPretraining.pretraining_loss
     calls = {"n": 0}
 
@@ -94,14 +106,18 @@ def _nan_after(monkeypatch, first_bad: int, last_bad: int):
         result = original(self, *args, **kwargs)
         calls["n"] += 1
         if first_bad <= calls["n"] <= last_bad:
-            result.loss = result.loss * float("nan")
+            if how == "inf gradient":
+                result.loss = result.loss + _InfGradient.apply(result.loss)
+            else:
+                result.loss = result.loss * float("nan" if how == "nan loss" else "inf")
         return result
 
     monkeypatch.setattr(Wav2Vec2ForPretraining, "pretraining_loss", patched)
 
 
-def test_non_finite_steps_are_skipped(data, tmp_path, monkeypatch):
-    _nan_after(monkeypatch, 2, 3)
+@pytest.mark.parametrize("how", ["nan loss", "inf loss", "inf gradient"])
+def test_non_finite_steps_are_skipped(data, tmp_path, monkeypatch, how):
+    _nan_after(monkeypatch, 2, 3, how)
     final = train(_config(data, tmp_path, "optim.max_updates=4", "run.save_every=4"))
     weights = load_file(str(final / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
