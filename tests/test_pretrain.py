@@ -98,7 +98,8 @@ class _InfGradient(torch.autograd.Function):
         return grad * float("inf")
 
 
-def _nan_after(monkeypatch, first_bad: int, last_bad: int, how: str = "nan loss"):
+def _non_finite_at(monkeypatch, first_bad: int, last_bad: int, how: str = "nan loss"):
+    """Make the loss of pretraining calls first_bad..last_bad (1-based) a NaN, an inf, or finite with inf gradients."""
     original = Wav2Vec2ForPretraining.pretraining_loss
     calls = {"n": 0}
 
@@ -117,7 +118,7 @@ def _nan_after(monkeypatch, first_bad: int, last_bad: int, how: str = "nan loss"
 
 @pytest.mark.parametrize("how", ["nan loss", "inf loss", "inf gradient"])
 def test_non_finite_steps_are_skipped(data, tmp_path, monkeypatch, how):
-    _nan_after(monkeypatch, 2, 3, how)
+    _non_finite_at(monkeypatch, 2, 3, how)
     final = train(_config(data, tmp_path, "optim.max_updates=4", "run.save_every=4"))
     weights = load_file(str(final / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
@@ -127,7 +128,7 @@ def test_non_finite_steps_are_skipped(data, tmp_path, monkeypatch, how):
 
 
 def test_too_many_non_finite_steps_abort_without_corrupting(data, tmp_path, monkeypatch):
-    _nan_after(monkeypatch, 3, 10**9)
+    _non_finite_at(monkeypatch, 3, 10**9)
     with pytest.raises(TrainingError, match="3 consecutive non-finite steps"):
         train(_config(data, tmp_path, "run.save_every=2", "run.max_bad_steps=3"))
     last = tmp_path / "checkpoints" / "update_00000002"
