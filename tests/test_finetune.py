@@ -54,6 +54,25 @@ def test_finetune_validates_keeps_best_and_reports_rejections(setup, tmp_path):
     assert model.config.vocab_size == len(vocab) and model.config.normalize_waveform  # carried from init
 
 
+@pytest.mark.parametrize("valid", ["rejected", "none"])
+def test_no_validation_utterances_keep_the_final_model_as_best(setup, tmp_path, valid):
+    """Every validation utterance rejected (or no data.valid at all): BEST still names a loadable model, the
+    final one, and the log says why (a recipe that links exp/ft/best must never point at nothing)."""
+    root = tmp_path / "data"
+    if valid == "rejected":
+        source = make_data_dir(root, "dev_bn", 2, "bn", seconds=(1.0, 1.2), seed=3, texts=["বাংলা ভাষা"])
+        override = f"data.valid=[{{path: {source}}}]"
+    else:
+        override = "data.valid=[]"
+    best = train(_config(setup, tmp_path / "out", override, "optim.max_updates=3", "run.save_every=2"))
+    assert best.name == "update_00000003"
+    assert (tmp_path / "out" / "checkpoints" / "BEST").read_text().split() == ["update_00000003"]
+    assert isinstance(load_model(best), Wav2Vec2ForCTC) and (best / "tokens.json").is_file()
+    log = (tmp_path / "out" / "train.log").read_text(encoding="utf-8")
+    why = "all 2 were rejected, see rejected_utterances.txt" if valid == "rejected" else "data.valid is empty"
+    assert f"warning: no validation utterances ({why})" in log
+
+
 def test_backbone_comes_from_init_and_stays_frozen(setup, tmp_path):
     train(_config(setup, tmp_path, "optim.max_updates=2", "run.save_every=2", "validate_every=0"))
     tuned = load_file(str(tmp_path / "checkpoints" / "update_00000002" / "model.safetensors"))

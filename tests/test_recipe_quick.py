@@ -1,13 +1,91 @@
-"""The demo recipe's --quick smoke run: every stage on a tiny subset, then a re-run that skips done stages."""
+"""The demo recipe: the text its held-out sets are built from, a failing stage, and the --quick smoke run
+(every stage on a tiny subset, then a re-run that skips done stages)."""
+import hashlib
 import os
+import random
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "indic_synth" / "asr"
 KENLM = Path(__file__).resolve().parents[1] / "tools" / "kenlm" / "bin" / "lmplz"
+QUICK = re.search(r'if \[ "\$quick" = true \]; then(.*?)\n(?:else|fi)', (RECIPE / "run.sh").read_text(), re.S).group(1)
+
+
+def _quick(name):
+    """A setting of run.sh's --quick block (the test follows the recipe rather than restating it)."""
+    return re.search(rf"\b{name}=([^;\s]+)", QUICK).group(1)
+
+
+@pytest.fixture()
+def synthesize(monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPE / "local"))
+    sys.modules.pop("synthesize", None)
+    import synthesize
+
+    return synthesize
+
+
+def _held_out_uncovered(synthesize, lang, train_utts, test_utts, train_words=(1, 4), test_words=(2, 6)):
+    """Characters of the dev/test sentences that the training sentences lack (what the model cannot emit)."""
+    train = synthesize.split_sentences(lang, "train", train_utts, 1, *train_words)
+    known = synthesize.characters(" ".join(train))
+    missing = set()
+    for split in ("dev", "test"):
+        for sentence in synthesize.split_sentences(lang, split, test_utts, 1, *test_words, train):
+            assert sentence not in train
+            missing |= synthesize.characters(sentence) - known
+    return missing
+
+
+def test_quick_held_out_characters_are_in_the_training_vocabulary(synthesize):
+    """With the installed CLDR release: every dev/test character of the quick run is in its training text."""
+    pytest.importorskip("babel", reason="babel (the recipe's text source) is not installed")
+    for lang in _quick("asr_langs").split(","):
+        assert _held_out_uncovered(synthesize, lang, int(_quick("train_utts")), int(_quick("test_utts"))) == set()
+
+
+def test_held_out_coverage_holds_for_any_word_list(synthesize, monkeypatch):
+    """Whatever another CLDR release holds (here: random Devanagari words with rare letters), held-out
+    sentences only use characters of the training sentences. Drawing from the whole list, as before, fails."""
+    letters = [chr(c) for c in range(0x0915, 0x0939)] + ["\u0902", "\u093e", "\u093f", "\u0940", "\u0947"]
+    rng = random.Random(7)
+    words = sorted({"".join(rng.choices(letters, k=rng.randint(2, 6))) for _ in range(600)})
+    monkeypatch.setattr(synthesize, "vocabulary", lambda lang: words)
+    for seed_words in ((1, 4), (1, 2)):
+        assert _held_out_uncovered(synthesize, "hi", 8, 4, seed_words) == set()
+    train = synthesize.split_sentences("hi", "train", 8, 1, 1, 4)
+    known = synthesize.characters(" ".join(train))
+    unrestricted = synthesize.sentences("hi", "dev", 4, 1, 2, 6, exclude=set(train))
+    assert any(synthesize.characters(s) - known for s in unrestricted)  # the check above can fail
+
+
+def test_a_restriction_that_removes_nothing_changes_no_sentence(synthesize, monkeypatch):
+    """The full demo's training text covers its held-out words, so its dev/test sets (and RESULTS.md) stay
+    those drawn without the restriction; only sentences with an uncovered word are redrawn."""
+    words = [f"w{i}" for i in range(50)]
+    monkeypatch.setattr(synthesize, "vocabulary", lambda lang: words)
+    plain = synthesize.sentences("xx", "test", 20, 1, 2, 6)
+    assert synthesize.sentences("xx", "test", 20, 1, 2, 6, allowed=set(words)) == plain
+    partial = synthesize.sentences("xx", "test", 20, 1, 2, 6, allowed=set(words) - {"w3"})
+    assert all("w3" not in s.split() for s in partial)
+    assert [a for a, b in zip(plain, partial) if a == b] == [s for s in plain if "w3" not in s.split()]
+
+
+def test_run_stops_at_the_first_failed_stage_naming_it_and_its_log(tmp_path):
+    """Fine-tuning from a pretraining run that does not exist fails stage 3; no later stage runs on nothing."""
+    args = ["bash", "run.sh", "--quick", "true", "--stage", "3", "--data", str(tmp_path / "data"),
+            "--exp", str(tmp_path / "exp")]
+    result = subprocess.run(args, cwd=RECIPE, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"stage 3 (CTC fine-tuning on hi,ta (init: pretrained encoder)) failed" in result.stderr, result.stderr
+    assert f"its log: {tmp_path / 'exp' / 'log' / 'ft.log'}" in result.stderr
+    assert "=== stage 5" not in result.stdout and not (tmp_path / "exp" / "done" / "3").exists()
+    assert result.stderr.count("failed (exit code") == 1  # reported once, not by every subshell
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
@@ -34,6 +112,11 @@ def test_demo_recipe_quick(tmp_path):
         assert (exp / "longform" / "one_pass" / f"long_hi.{fmt}").is_file()
     results = (exp / "RESULTS.md").read_text(encoding="utf-8")
     assert "| test_hi |" in results and "| test_pipe_hi |" in results and "## Time per stage" in results
+    # every dev utterance was usable, so "best" was chosen by validation (a CLDR change once left none)
+    assert "16 training and 8 validation utterances; 0 rejected" in (exp / "ft" / "train.log").read_text("utf-8")
+    assert (exp / "ft" / "checkpoints" / "BEST").read_text().split()[1:] != []  # "<dir> <wer>"
+    fingerprint = hashlib.sha256((data / "test_hi" / "text").read_bytes()).hexdigest()[:16]
+    assert "## Text sets" in results and f"| test_hi | 4 | {fingerprint} |" in results
     for name in ("attention_pretrain/attention.json", "attention_ft/w95.png", "layers_ft/layers.json",
                  "layers_pretrain/layer_probes.png", "codebook/codebook_dendrogram.png"):
         assert (exp / "analysis" / name).is_file(), name

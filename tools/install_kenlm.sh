@@ -17,7 +17,8 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --no-binary kenlm -d "$work" kenlm  # the sdist; its build tools stay wheels
+# the locked sdist (tools/requirements.lock); its build tools stay wheels
+python3 -m pip download -q --no-deps --no-binary kenlm -c "$(pwd)/requirements.lock" -d "$work" kenlm
 tar -xzf "$work"/kenlm-*.tar.gz -C "$work"
 src=$(find "$work" -maxdepth 1 -type d -name 'kenlm-*' | head -1)
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 > "$work/cmake.log" 2>&1 || \

@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project virtualenv: bash tools/setup_env.sh [EXTRAS]
-# Idempotent: a stamp file records the pyproject/constraints hash and extras already installed.
+# Every package comes from tools/requirements.lock (the tested set, pinned), never from whatever the registry
+# serves today; tools/check_lock.py then verifies the venv against the lock, also when nothing was installed.
+# Idempotent: a stamp file records the pyproject/lock hash and extras already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-test}
 venv=${SEQATTN_VENV:-.venv}
 python=${PYTHON:-python3}
+lock=$(pwd)/tools/requirements.lock
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "[setup] creating virtualenv $venv"
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.seqattn-stamp-${extras//,/-}"
-want=$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml "$lock" | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "[setup] $venv is up to date (extras: $extras)"
-    exit 0
+else
+    # PIP_CONSTRAINT reaches pip's isolated build environments too (the editable install's setuptools).
+    export PIP_CONSTRAINT=$lock
+    pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$lock")
+    # torch first, from the locked release (a wheel on this machine's disk), so nothing later can pull another build.
+    echo "[setup] installing torch and torchaudio (locked versions)"
+    "${pip[@]}" torch torchaudio
+    echo "[setup] installing seqattn[$extras] (locked versions: tools/requirements.lock)"
+    "${pip[@]}" -e ".[$extras]"
+    echo "$want" > "$stamp"
 fi
-pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c tools/constraints.txt)
-# torch first, from the pinned release, so nothing later can pull another build.
-echo "[setup] installing torch and torchaudio (pinned)"
-"${pip[@]}" torch==2.14.1 torchaudio==2.11.0
-echo "[setup] installing seqattn[$extras]"
-"${pip[@]}" -e ".[$extras]"
-echo "$want" > "$stamp"
-echo "[setup] done"
+"$venv/bin/python" tools/check_lock.py --lock "$lock"
+echo "[setup] $venv matches tools/requirements.lock"

@@ -65,6 +65,11 @@ class CheckpointManager:
         self._rotate()
         return path
 
+    def mark_best(self, path: Path) -> None:
+        """Name ``path`` the best checkpoint without a metric (a run with no validation data keeps its final
+        model as ``BEST``; a later validated save with any metric replaces it)."""
+        atomic_write_text(self.directory / "BEST", f"{path.name}\n")
+
     def best_metric(self) -> float | None:
         best = self.directory / "BEST"
         if not best.is_file():

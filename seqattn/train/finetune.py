@@ -242,6 +242,8 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
                         "(see rejected_utterances.txt)")
         if resumed_from is not None:
             monitor.message(f"resumed from {resumed_from} at update {position.step}")
+        if not valid_report.items:
+            monitor.message(_no_validation_warning(valid_sources, valid_report))
     model.train()
     task = FinetuneTask(config, model, vocab, train_report.items, valid_report.items, ctx, monitor)
     save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
@@ -252,4 +254,17 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
                     num_workers=data.num_workers, validate_every=config.validate_every)
     finally:
         monitor.close()
+    if not valid_report.items and ctx.is_main and manager.latest() is not None:
+        manager.mark_best(manager.latest())
+    ctx.barrier()
     return manager.best() or manager.latest()
+
+
+def _no_validation_warning(valid_sources, valid_report) -> str:
+    """Why no model can be chosen by validation, and what is kept instead."""
+    if not valid_sources:
+        why = "data.valid is empty"
+    else:
+        why = f"all {len(valid_report.rejected)} were rejected, see rejected_utterances.txt"
+    return (f"warning: no validation utterances ({why}); checkpoints/BEST will name the final model, not one "
+            "chosen by validation WER")

@@ -11,7 +11,8 @@
 #   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
 # Every stage logs to $exp/log/, leaves a marker in $exp/done/ and records its time in $exp/time/, so a
 # re-run skips finished work and an interrupted stage starts again (training resumes from its last checkpoint).
-set -euo pipefail
+# A failing stage stops the run at once, naming the stage and its log; no later stage runs on what it left.
+set -eEuo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
 . ./cmd.sh
@@ -62,20 +63,37 @@ fi
 mkdir -p $exp/log $exp/done $exp/time
 langs_of() { echo "${1//,/ }"; }
 
-# run_stage NUMBER NAME: true if the stage is selected and not done yet (then its timer starts)
+current_stage="" current_logs=""
+# stage_failed EXIT_CODE: the ERR trap. Under errexit the first failing command (or pipeline) ends the run;
+# this says which stage it was and where its log is. Subshells (pipelines) leave the report to the top shell.
+stage_failed() {
+  [ "$BASH_SUBSHELL" -eq 0 ] || exit "$1"
+  trap - ERR
+  if [ -n "$current_stage" ]; then
+    echo "run.sh: stage $current_stage failed (exit code $1); its log: $current_logs" >&2
+    echo "run.sh: fix the cause and re-run with --stage ${current_stage%% *} (finished stages are skipped)" >&2
+  fi
+  exit "$1"
+}
+trap 'stage_failed $?' ERR
+
+# run_stage NUMBER NAME LOGS: true if the stage is selected and not done yet (then its timer starts);
+# LOGS names the stage's log files for the failure message
 run_stage() {
   [ $stage -le $1 ] && [ $stop_stage -ge $1 ] || return 1
   echo "=== stage $1: $2 ($(date +%H:%M:%S))"
   if [ -f $exp/done/$1 ]; then echo "already done ($exp/done/$1)"; return 1; fi
   stage_started=$SECONDS
+  current_stage="$1 ($2)" current_logs=$3
 }
 # finish_stage NUMBER NAME: marker + time
 finish_stage() {
   printf '%s\t%s\n' "$1 $2" $((SECONDS - stage_started)) > $exp/time/$(printf %02d $1)
   touch $exp/done/$1
+  current_stage="" current_logs=""
 }
 
-if run_stage 0 "system dependencies"; then
+if run_stage 0 "system dependencies" "$exp/log/apt.log $exp/log/kenlm.log"; then
   missing=""
   command -v espeak-ng > /dev/null || missing="$missing espeak-ng"
   command -v sox > /dev/null || missing="$missing sox"
@@ -85,13 +103,14 @@ if run_stage 0 "system dependencies"; then
      (apt-get update > /dev/null 2>&1 && apt-get install -y $missing >> $exp/log/apt.log 2>&1)) || \
       { echo "could not install$missing: see $exp/log/apt.log" >&2; exit 1; }
   fi
-  python -c "import babel" 2> /dev/null || pip install -q babel
+  # babel's CLDR release decides the corpus text: the locked version, never whatever the registry serves today
+  python -c "import babel" 2> /dev/null || pip install -q -c $SEQATTN_ROOT/tools/requirements.lock babel
   # KenLM for the LM stage; without it (no compiler) the recipe still runs and skips LM decoding.
   bash $SEQATTN_ROOT/tools/install_kenlm.sh > $exp/log/kenlm.log 2>&1 || echo "KenLM unavailable: see $exp/log/kenlm.log"
   finish_stage 0 deps
 fi
 
-if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; then
+if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "$exp/log/synth_*.log $exp/log/validate.log"; then
   python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $train_utts \
     --seed $seed --nj $nj --words $train_words 2>&1 | tee $exp/log/synth_train.log
   for split in dev test; do
@@ -107,7 +126,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs"; 
   finish_stage 1 corpus
 fi
 
-if [ -z "$pretrained" ] && run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)"; then
+if [ -z "$pretrained" ] && run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
     run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
@@ -123,12 +142,18 @@ finetune() {
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
     run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides \
     2>&1 | tee $exp/log/$name.log
-  ln -sfn "checkpoints/$(cut -d' ' -f1 $exp/$name/checkpoints/BEST)" $exp/$name/best  # BEST: "<dir> <wer>"
+  local best  # BEST: "<dir> <wer>", or "<dir>" alone for the final model of a run without validation data
+  best=$(cut -d' ' -f1 $exp/$name/checkpoints/BEST 2> /dev/null || true)
+  if [ -z "$best" ] || [ ! -f $exp/$name/checkpoints/$best/config.json ]; then
+    echo "fine-tuning left no usable model in $exp/$name/checkpoints (no BEST, or it names no model)" >&2
+    return 1
+  fi
+  ln -sfn "checkpoints/$best" $exp/$name/best
 }
 models=ft
 [ "$ablation" = true ] && models="ft ft_scratch"
 
-if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)"; then
+if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)" $exp/log/ft.log; then
   if [ -n "$pretrained" ]; then
     finetune ft "init=$pretrained"
   else
@@ -137,12 +162,12 @@ if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)"; then
   finish_stage 3 finetune
 fi
 
-if [ "$ablation" = true ] && run_stage 4 "ablation: the same fine-tuning from random initialisation"; then
+if [ "$ablation" = true ] && run_stage 4 "ablation: the same fine-tuning from random initialisation" $exp/log/ft_scratch.log; then
   finetune ft_scratch "init=null freeze_cnn=false freeze_updates=0"
   finish_stage 4 finetune_scratch
 fi
 
-if run_stage 5 "n-gram LMs and lexicons from the training text"; then
+if run_stage 5 "n-gram LMs and lexicons from the training text" $exp/log/lm.log; then
   for l in $(langs_of $asr_langs); do
     seqattn build-lm $data/train_$l/text --kaldi-text --vocab $exp/ft/best/tokens.json --order $lm_order \
       --language $l --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
@@ -150,7 +175,7 @@ if run_stage 5 "n-gram LMs and lexicons from the training text"; then
   finish_stage 5 lm
 fi
 
-if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights tuned on dev)"; then
+if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights tuned on dev)" $exp/log/decode.log; then
   for model in $models; do
     for l in $(langs_of $asr_langs); do
       for set in dev_$l test_$l; do
@@ -166,7 +191,7 @@ if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights 
   finish_stage 6 decode
 fi
 
-if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp"; then
+if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-minute recording; segments; piped wav.scp" $exp/log/longform.log; then
   out=$exp/longform
   seqattn transcribe $exp/ft/best $data/wav/long_$longform_lang.wav --output-dir $out/one_pass \
     --language $longform_lang --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log
@@ -180,7 +205,7 @@ if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-mi
   finish_stage 7 longform
 fi
 
-if run_stage 8 "analysis: attention locality, codebook use, layer probes, convert localize"; then
+if run_stage 8 "analysis: attention locality, codebook use, layer probes, convert localize" $exp/log/analysis.log; then
   out=$exp/analysis
   pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null)}
   tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
@@ -208,8 +233,8 @@ if run_stage 8 "analysis: attention locality, codebook use, layer probes, conver
   finish_stage 8 analysis
 fi
 
-if run_stage 9 "scoring: RESULTS.md"; then
-  python local/make_results.py --exp $exp --out $exp/RESULTS.md \
+if run_stage 9 "scoring: RESULTS.md" "(its output above)"; then
+  python local/make_results.py --exp $exp --data $data --out $exp/RESULTS.md \
     --command "egs/indic_synth/asr/run.sh $*"
   finish_stage 9 results
 fi

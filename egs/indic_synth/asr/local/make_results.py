@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Collect the decoding results of the recipe into RESULTS.md (Kaldi's RESULTS convention, as a table).
 
-Run: python local/make_results.py --exp exp --out RESULTS.md --command "./run.sh ..."
+Run: python local/make_results.py --exp exp --data data --out RESULTS.md --command "./run.sh ..."
 
 Reads exp/decode/<model>/<mode>/<set>/wer (the %WER/%CER lines `seqattn transcribe` writes), the one-pass
 long-recording score (exp/longform/*/wer), the stage timings in exp/time/, and the LM settings chosen on dev
 (exp/decode/<model>/lm/chosen.txt), and the analysis stage's JSON (exp/analysis/*, exp/ft_local*/localize.json).
+With --data, it also fingerprints each data dir's ``text`` (SHA-256) and names the CLDR release it came from, so
+two runs can be checked to have used the same text sets.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import time
@@ -30,11 +33,29 @@ def read_scores(path: Path) -> dict[str, tuple[float, int, int]]:
     return scores
 
 
+def text_sets(data: Path) -> list[str]:
+    """A markdown table: each data dir's utterance count and the SHA-256 of its ``text`` file."""
+    try:
+        import babel
+
+        source = f"babel {babel.__version__} (CLDR {babel.core.get_cldr_version()})"
+    except ImportError:
+        source = "babel not importable"
+    lines = ["## Text sets", "", f"Text from {source}; the same fingerprints mean the same sentences.", "",
+             "| set | utterances | sha256 of text (first 16) |", "|---|---|---|"]
+    for text in sorted(data.glob("*/text")):
+        content = text.read_bytes()
+        utterances = len(content.splitlines())
+        lines.append(f"| {text.parent.name} | {utterances} | {hashlib.sha256(content).hexdigest()[:16]} |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", default="exp")
     parser.add_argument("--out", default="RESULTS.md")
     parser.add_argument("--command", default="./run.sh")
+    parser.add_argument("--data", help="the recipe's data root: fingerprint its text sets")
     args = parser.parse_args()
 
     exp = Path(args.exp)
@@ -79,6 +100,8 @@ def main() -> None:
         lines.append(f"- LM settings chosen on dev for {MODEL_NAMES.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
                      f"{chosen.read_text().strip()}")
     lines += analysis_section(exp)
+    if args.data:
+        lines += [""] + text_sets(Path(args.data))
     if timing:
         total = sum(float(seconds) for _, seconds in timing)
         lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]

@@ -6,7 +6,8 @@ Run: python local/synthesize.py --out data --langs hi,bn,ta --split train --utts
 Text is built from the Unicode CLDR data that ships with the `babel` package (territory, language, month
 and weekday names in each language's own script), so a fresh machine needs nothing else. Speakers are
 espeak-ng voice variants with their own rate, pitch and amplitude; held-out splits use other variants and
-other sentences than training (the split name seeds both choices).
+other sentences than training (the split name seeds both choices), drawn only from words whose characters the
+training text has, so every held-out character is in the fine-tuned model's vocabulary.
 """
 from __future__ import annotations
 
@@ -55,19 +56,63 @@ def vocabulary(lang: str) -> list[str]:
 
 
 def sentences(lang: str, split: str, count: int, seed: int, min_words: int = 3, max_words: int = 7,
-              exclude: set[str] | None = None) -> list[str]:
+              exclude: set[str] | None = None, allowed: set[str] | None = None) -> list[str]:
     """Deterministic word sequences, a seed per split; none of them is in ``exclude`` (the training
-    sentences, when a held-out split is made) or repeated."""
+    sentences, when a held-out split is made) or repeated.
+
+    With ``allowed`` (a set of words), a drawn word outside it is replaced by one drawn from it with a second
+    random stream, so the sentences whose words are all allowed are exactly those drawn without the
+    restriction: a restriction that removes nothing changes nothing.
+    """
     words = vocabulary(lang)
     rng = random.Random(f"{seed}-{lang}-{split}")
+    replacement_rng = random.Random(f"{seed}-{lang}-{split}-replacement")
+    substitutes = sorted(allowed) if allowed is not None else []
+    if allowed is not None and not substitutes:
+        raise SystemExit(f"{lang}: no word of the language is spelt with the training text's characters")
     seen = set(exclude or ())
-    result = []
+    result, attempts = [], 0
     while len(result) < count:
-        sentence = " ".join(rng.choices(words, k=rng.randint(min_words, max_words)))
+        attempts += 1
+        if attempts > 1000 * count:  # a tiny word list whose every sentence is taken
+            raise SystemExit(f"{lang}: cannot draw {count} distinct {split} sentences from {len(substitutes)} words")
+        drawn = rng.choices(words, k=rng.randint(min_words, max_words))
+        if allowed is not None:
+            drawn = [w if w in allowed else replacement_rng.choice(substitutes) for w in drawn]
+        sentence = " ".join(drawn)
         if sentence not in seen:
             seen.add(sentence)
             result.append(sentence)
     return result
+
+
+def characters(text: str) -> set[str]:
+    """The labels a character-level CTC model trained on ``text`` has (the toolkit's own normalisation)."""
+    from seqattn.data.text import normalize_text
+
+    return set(normalize_text(text).replace(" ", ""))
+
+
+def covered_words(words: list[str], training_sentences: list[str]) -> set[str]:
+    """The words spelt only with characters that occur in ``training_sentences``.
+
+    Held-out sentences are built from these, so every dev/test character is in the fine-tuned model's
+    vocabulary whatever the CLDR release and however few training sentences there are (the quick run has
+    eight per language).
+    """
+    known = characters(" ".join(training_sentences))
+    return {word for word in words if characters(word) <= known}
+
+
+def split_sentences(lang: str, split: str, count: int, seed: int, min_words: int, max_words: int,
+                    training_sentences: list[str] | None = None) -> list[str]:
+    """The sentences of one split: training draws from every CLDR word; a held-out split (given the
+    training sentences) uses only covered words and never repeats a training sentence."""
+    if split == "train" or training_sentences is None:
+        return sentences(lang, split, count, seed, min_words, max_words)
+    allowed = covered_words(vocabulary(lang), training_sentences)
+    return sentences(lang, split, count, seed, min_words, max_words, exclude=set(training_sentences),
+                     allowed=allowed)
 
 
 def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
@@ -113,10 +158,13 @@ def main() -> None:
         wav_dir.mkdir(parents=True, exist_ok=True)
         jobs = []
         train_text = out / f"train_{lang}" / "text"
-        exclude = set()
-        if args.split != "train" and train_text.is_file():  # held-out sentences never repeat a training one
-            exclude = {line.split(" ", 1)[1] for line in train_text.read_text(encoding="utf-8").splitlines()}
-        for i, text in enumerate(sentences(lang, args.split, args.utts, args.seed, *args.words, exclude=exclude)):
+        training = None
+        if args.split != "train":
+            if not train_text.is_file():
+                raise SystemExit(f"{train_text} is missing: synthesise the train split first (held-out "
+                                 "sentences are drawn from the characters it covers)")
+            training = [line.split(" ", 1)[1] for line in train_text.read_text(encoding="utf-8").splitlines()]
+        for i, text in enumerate(split_sentences(lang, args.split, args.utts, args.seed, *args.words, training)):
             rng = random.Random(hashlib.sha1(f"{args.seed}-{lang}-{args.split}-{i}".encode()).hexdigest())
             variant = rng.choice(variants)
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
