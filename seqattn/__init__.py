@@ -1,5 +1,5 @@
 """seqattn: multilingual speech and sequence modelling on 1D local and routed attention."""
-__version__ = "0.1.0"
+from seqattn.version import __version__  # noqa: F401  (re-exported)
 
 
 def load_model(path, device="cpu"):

@@ -1,6 +1,6 @@
 """Dense, explicitly masked attention written independently of the library, for the tests only.
 
-Each function builds the full N x N mask from the definition in DESIGN.md section 2 and runs plain
+Each function builds the full N x N mask from the definition in docs/DESIGN.md, section 2, and runs plain
 softmax attention; rows with nothing visible give zeros.
 """
 from __future__ import annotations

@@ -63,7 +63,8 @@ def test_pretraining_checkpoints_reproduce_fairseq(name, case, inputs):
         _close(backbone.feature_projection(features.x), ref[f"{case}.features_proj"], "features_proj")
         if f"{case}.padding_mask" in ref:
             assert torch.equal(features.padding_mask, ref[f"{case}.padding_mask"])
-        out, layers, _, _, _ = backbone.encode(features)
+        encoded = backbone.encode(features)
+        out, layers = encoded.x, encoded.layer_outputs
         for i, layer in enumerate(layers):
             _close(layer, ref[f"{case}.layer{i}.x"].transpose(0, 1), f"layer {i}")
         _close(out, ref[f"{case}.x"], "encoder output")

@@ -5,7 +5,8 @@ from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.pieces import PieceVocabulary
-from seqattn.data.text import CharVocabulary, VocabularyError
+from seqattn.data.text import VocabularyError
+from seqattn.data.vocabulary import load_vocabulary
 from seqattn.decode.ngram import write_lexicon
 
 TEXTS = ["नमस्ते दुनिया", "भारत देश महान", "हिंदी भाषा सुंदर", "नमस्ते भारत देश", "दुनिया भाषा"] * 20
@@ -23,7 +24,7 @@ def test_pieces_round_trip_save_load_and_lexicon(tmp_path):
     with pytest.raises(VocabularyError, match="U\\+0915"):
         vocab.encode("क")  # KA never occurs in the training words
     vocab.save(tmp_path / "tokens.json")
-    again = CharVocabulary.load(tmp_path / "tokens.json")
+    again = load_vocabulary(tmp_path / "tokens.json")
     assert isinstance(again, PieceVocabulary) and again.tokens == vocab.tokens
     assert again.encode("नमस्ते भारत") == ids
     write_lexicon(["नमस्ते भारत"], again, tmp_path / "lexicon.txt")
@@ -46,7 +47,7 @@ def test_finetune_with_sentencepiece_units_then_transcribe(tmp_path, capsys):
         "model={conv_layers: [[32, 10, 5], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 3, 2], [32, 2, 2], [32, 2, 2]], "
         "embed_dim: 32, ffn_dim: 64, num_layers: 1, attention: {num_heads: 2}, conv_pos: 8, conv_pos_groups: 2}"])
     best = train(config)
-    vocab = CharVocabulary.load(best / "tokens.json")
+    vocab = load_vocabulary(best / "tokens.json")
     assert isinstance(vocab, PieceVocabulary) and load_model(best).config.vocab_size == len(vocab)
     assert cli_main(["transcribe", str(best), "--data-dir", str(train_dir), "--output-dir", str(tmp_path / "out"),
                      "--quiet"]) == 0

@@ -82,7 +82,7 @@ def test_run_stops_at_the_first_failed_stage_naming_it_and_its_log(tmp_path):
             "--exp", str(tmp_path / "exp")]
     result = subprocess.run(args, cwd=RECIPE, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert f"stage 3 (CTC fine-tuning on hi,ta (init: pretrained encoder)) failed" in result.stderr, result.stderr
+    assert "stage 3 (CTC fine-tuning on hi,ta (init: pretrained encoder)) failed" in result.stderr, result.stderr
     assert f"its log: {tmp_path / 'exp' / 'log' / 'ft.log'}" in result.stderr
     assert "=== stage 5" not in result.stdout and not (tmp_path / "exp" / "done" / "3").exists()
     assert result.stderr.count("failed (exit code") == 1  # reported once, not by every subshell

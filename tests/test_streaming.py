@@ -11,7 +11,7 @@ from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.text import CharVocabulary
 from seqattn.decode import transcribe as transcribe_module
 from seqattn.decode.transcribe import Beam, InputItem, transcribe
-from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, streaming, tiny
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, longform, tiny
 from seqattn.nn import AttentionConfig
 
 LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=6)
@@ -73,8 +73,8 @@ def _model(extractor_mode="default", attention=LOCAL, **overrides):
 def test_streamed_logits_equal_one_pass(extractor_mode, samples):
     model = _model(extractor_mode)
     wave = torch.randn(samples)
-    one_pass = model.logits_for([wave])[0]
-    streamed = torch.cat(list(streaming.stream_logits(model, lambda a, b: wave[a:b], samples, window_frames=50,
+    one_pass = longform.LongFormCTC(model).logits([wave])[0]
+    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], samples, window_frames=50,
                                                       frames_per_chunk=37)))
     assert streamed.shape == one_pass.shape
     torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
@@ -84,15 +84,15 @@ def test_too_small_a_halo_is_caught(monkeypatch):
     """The halo matters: with half of it the frames near the window edges move far beyond rounding."""
     model = _model("layer_norm")
     wave = torch.randn(16000 * 5)
-    one_pass = model.logits_for([wave])[0]
+    one_pass = longform.LongFormCTC(model).logits([wave])[0]
 
     def streamed():
-        return torch.cat(list(streaming.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
+        return torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
 
-    halo = streaming.encoder_halo(model.wav2vec2)
+    halo = longform.encoder_halo(model.wav2vec2)
     assert halo == 8 + 2 * 8  # half the positional kernel (16) + two layers reaching 8 frames
     exact = (streamed() - one_pass).abs().max()
-    monkeypatch.setattr(streaming, "encoder_halo", lambda backbone: halo // 2)
+    monkeypatch.setattr(longform, "encoder_halo", lambda backbone: halo // 2)
     short = (streamed() - one_pass).abs().max()
     print(f"max |difference|: full halo {exact:.2e}, half halo {short:.2e}")
     assert exact < 2e-5 and short > 50 * exact
@@ -102,7 +102,7 @@ def test_reads_are_bounded_by_the_window_not_the_input():
     """Memory is bounded: however long the input, no read asks for more than a window plus its halos (or,
     in the GroupNorm statistics pass, one CNN chunk)."""
     model = _model("default")
-    halo, (field, hop) = streaming.encoder_halo(model.wav2vec2), model.wav2vec2.feature_extractor.receptive_field()
+    halo, (field, hop) = longform.encoder_halo(model.wav2vec2), model.wav2vec2.feature_extractor.receptive_field()
     largest = {}
     for seconds in (30, 90):
         wave = torch.randn(16000 * seconds)
@@ -112,7 +112,7 @@ def test_reads_are_bounded_by_the_window_not_the_input():
             spans.append(stop - start)
             return wave[start:stop]
 
-        frames = list(streaming.stream_logits(model, read, wave.numel(), window_frames=64, frames_per_chunk=128))
+        frames = list(longform.stream_logits(model, read, wave.numel(), window_frames=64, frames_per_chunk=128))
         assert len(frames) == -(-sum(f.shape[0] for f in frames) // 64) > 20
         largest[seconds] = max(spans)
     assert largest[30] == largest[90] <= max((64 + 2 * halo - 1) * hop + field, 128 * hop + 10) < 16000 * 90 / 10
@@ -125,10 +125,10 @@ def test_reads_are_bounded_by_the_window_not_the_input():
 ], ids=["routing", "full"])
 def test_models_with_unbounded_reach_are_not_streamed(attention):
     model = _model(attention=attention)
-    assert streaming.encoder_halo(model.wav2vec2) is None
+    assert longform.encoder_halo(model.wav2vec2) is None
     wave = torch.randn(16000)
     with pytest.raises(ValueError, match="cannot be streamed"):
-        next(streaming.stream_logits(model, lambda a, b: wave[a:b], wave.numel()))
+        next(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel()))
 
 
 def _vocab_and_model(normalize):
@@ -154,7 +154,7 @@ def test_streamed_transcription_equals_one_pass(tmp_path, monkeypatch, normalize
              InputItem("short", AudioSource(str(_tone_file(tmp_path / "short.wav", 2.0, seed=1)))),
              InputItem("silent", AudioSource(str(tmp_path / "silent.wav")))]
     sf.write(tmp_path / "silent.wav", np.zeros(40000, dtype=np.float32), 16000)
-    monkeypatch.setattr(streaming, "STREAM_WINDOW_FRAMES", 500)  # a minute of audio in 7 windows
+    monkeypatch.setattr(longform, "STREAM_WINDOW_FRAMES", 500)  # a minute of audio in 7 windows
     one_pass = transcribe(model, vocab, items, progress=False, stream_seconds=float("inf"))
     streamed = transcribe(model, vocab, items, progress=False, stream_seconds=0.0)
     assert [t.text for t in streamed.transcripts] == [t.text for t in one_pass.transcripts]
@@ -170,7 +170,7 @@ def test_streamed_beam_search_equals_one_pass(tmp_path, monkeypatch):
     pytest.importorskip("flashlight.lib.text", reason="flashlight-text is not installed (pip install flashlight-text)")
     vocab, model = _vocab_and_model(False)
     items = [InputItem("long", AudioSource(str(_tone_file(tmp_path / "long.wav", 30.0))))]
-    monkeypatch.setattr(streaming, "STREAM_WINDOW_FRAMES", 300)
+    monkeypatch.setattr(longform, "STREAM_WINDOW_FRAMES", 300)
     beam = Beam(vocab, 8, None, None, 0.0, 0.0)
     one_pass = transcribe(model, vocab, items, beam=beam, progress=False, stream_seconds=float("inf"))
     streamed = transcribe(model, vocab, items, beam=beam, progress=False, stream_seconds=0.0)
@@ -207,7 +207,7 @@ def test_cli_stream_seconds_gives_the_same_ctm(tmp_path, monkeypatch):
     vocab.save(tmp_path / "tokens.json")
     model_dir = save_model(model, tmp_path / "model", extra_files={"tokens.json": tmp_path / "tokens.json"})
     audio = _tone_file(tmp_path / "talk.wav", 25.0)
-    monkeypatch.setattr(streaming, "STREAM_WINDOW_FRAMES", 256)
+    monkeypatch.setattr(longform, "STREAM_WINDOW_FRAMES", 256)
     ctm = {}
     for stream_seconds in ("5", "inf"):
         out = tmp_path / f"out_{stream_seconds}"

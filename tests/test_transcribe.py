@@ -10,7 +10,8 @@ import torch
 from audio_fixtures import make_data_dir, tone_wave
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
-from seqattn.decode.transcribe import logits_in_chunks
+from seqattn.models.wav2vec2 import longform
+from seqattn.models.wav2vec2.longform import LongFormCTC
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny
 from seqattn.nn import AttentionConfig
@@ -115,14 +116,14 @@ def test_chunked_logits_match_one_pass_for_local_models(tmp_path):
     wave = torch.from_numpy(tone_wave(12.0, 16000, np.random.default_rng(0)))
     with torch.no_grad():
         full = model(wave[None])[0][0]
-        chunked = logits_in_chunks(model, wave, chunk=16000 * 3, overlap=16000)
+        chunked = LongFormCTC(model).chunked_logits(wave, chunk=16000 * 3, overlap=16000)
     assert chunked.shape == full.shape
     torch.testing.assert_close(chunked, full, atol=2e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("extractor_mode", ["default", "layer_norm"])
 def test_long_input_cnn_in_chunks_equals_one_pass(extractor_mode):
-    """forward_long must reproduce the whole-utterance CNN exactly, including the base model's GroupNorm,
+    """cnn_long must reproduce the whole-utterance CNN exactly, including the base model's GroupNorm,
     whose statistics span the entire input (gathered in a first pass)."""
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(tiny(vocab_size=8, extractor_mode=extractor_mode)).eval()
@@ -131,23 +132,23 @@ def test_long_input_cnn_in_chunks_equals_one_pass(extractor_mode):
     with torch.no_grad():
         whole = extractor(wave[None])
         for frames in (1, 37, 100, 10_000):
-            chunked = extractor.forward_long(wave, frames_per_chunk=frames)
+            chunked = longform.cnn_long(extractor, wave, frames_per_chunk=frames)
             assert chunked.shape == whole.shape
             torch.testing.assert_close(chunked, whole, atol=2e-5, rtol=1e-4)
 
 
-def test_feed_forward_slices_long_inputs_without_changing_them(monkeypatch):
-    from seqattn.models.wav2vec2.components import FeedForward
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+def test_feed_forward_slices_long_inputs_without_changing_them(monkeypatch, layer_norm_first):
+    from seqattn.models.wav2vec2.components import EncoderLayer
 
     torch.manual_seed(0)
-    ffn = FeedForward(16, 64, 0.0).eval()
+    layer = EncoderLayer(16, 64, AttentionConfig(num_heads=2), layer_norm_first, 0.0, 0.0, 1e-5).eval()
     x = torch.randn(2, 501, 16)
     with torch.no_grad():
-        whole = ffn(x)
-        monkeypatch.setattr(FeedForward, "INFERENCE_SLICE", 50)
-        sliced = ffn(x)
+        whole = layer.feed_forward(x)
+        monkeypatch.setattr(longform, "FEED_FORWARD_SLICE", 50)
+        sliced = longform.feed_forward_in_slices(layer, x)
     torch.testing.assert_close(sliced, whole, atol=1e-6, rtol=1e-5)
-    assert ffn(x.requires_grad_()).requires_grad  # training path unchanged
 
 
 @pytest.mark.parametrize("extractor_mode", ["default", "layer_norm"])
@@ -159,9 +160,9 @@ def test_batched_logits_equal_single_utterance_logits(extractor_mode):
     model = Wav2Vec2ForCTC(tiny(vocab_size=9, extractor_mode=extractor_mode, attention=mixed)).eval()
     rng = np.random.default_rng(2)
     waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (0.41, 1.73, 0.97, 1.2)]
-    batched = model.logits_for(waves)
+    batched = LongFormCTC(model).logits(waves)
     for wave, logits in zip(waves, batched):
-        single = model.logits_for([wave])[0]
+        single = LongFormCTC(model).logits([wave])[0]
         with torch.no_grad():
             reference = model(wave[None])[0][0]
         assert logits.shape == single.shape == reference.shape
@@ -190,17 +191,15 @@ def test_cli_batch_size_gives_the_same_transcripts(model_dir, tmp_path, capsys):
 def test_encoder_time_slices_equal_one_pass(heads, monkeypatch):
     """Long-input inference runs all-local layers (and the positional conv) on overlapping time slices;
     the result must equal the one-pass encoder, with padding in the batch. Mixed layers run whole."""
-    from seqattn.models.wav2vec2.components import Encoder
-
     torch.manual_seed(0)
     local_heads = 4 if heads == "local" else 2
     attention = AttentionConfig(num_heads=4, local_heads=local_heads, window_left=5, window_right=3)
     model = Wav2Vec2ForCTC(tiny(vocab_size=7, attention=attention)).eval()
     rng = np.random.default_rng(3)
     waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (2.3, 1.7)]
-    whole = model.logits_for(waves)
-    monkeypatch.setattr(Encoder, "INFERENCE_SLICE", 9)  # slices of 9 frames, far shorter than the 16-frame conv
-    sliced = model.logits_for(waves)
+    whole = LongFormCTC(model).logits(waves)
+    monkeypatch.setattr(longform, "SLICE_FRAMES", 9)  # slices of 9 frames, far shorter than the 16-frame conv
+    sliced = LongFormCTC(model).logits(waves)
     for a, b in zip(whole, sliced):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from seqattn.decode.transcribe import frame_hop
+from seqattn.models.wav2vec2.longform import inference_features
 from seqattn.nn import AttentionWeights, MultiHeadAttention
 
 DEFAULT_WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -41,7 +41,7 @@ def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
 
 def frame_milliseconds(model: torch.nn.Module, sample_rate: int = 16000) -> float:
     """Duration of one encoder frame: the CNN's total stride over the sample rate."""
-    return 1000.0 * frame_hop(model) / sample_rate
+    return 1000.0 * backbone_of(model).feature_extractor.receptive_field()[1] / sample_rate
 
 
 @dataclass
@@ -275,7 +275,7 @@ def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_
 
     def batches():
         for start in tqdm(range(0, len(waves), batch_size), desc="attention", unit="batch", disable=not progress):
-            features = backbone.inference_features(list(waves[start : start + batch_size]))
+            features = inference_features(backbone, list(waves[start : start + batch_size]))
             valid = None if features.padding_mask is None else ~features.padding_mask
             yield valid, lambda: backbone.encode(features, return_weights=True, keep_layer_outputs=False)
 

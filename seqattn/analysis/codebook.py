@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seqattn.models.wav2vec2.longform import inference_features
+
 from .attention import backbone_of
 from .inputs import AnalysisInputError, Utterance
 
@@ -58,7 +60,7 @@ def code_counts(model: torch.nn.Module, utterances: list[Utterance], batch_size:
     counts: dict[str, np.ndarray] = {}
     for start in tqdm(range(0, len(utterances), batch_size), desc="codebook", unit="batch", disable=not progress):
         batch = utterances[start : start + batch_size]
-        features = backbone.inference_features([u.wave for u in batch])
+        features = inference_features(backbone, [u.wave for u in batch])
         frames = torch.ones(features.x.shape[:2], dtype=torch.bool) if features.padding_mask is None \
             else ~features.padding_mask  # (B, T)
         targets = quantizer(features.x, frames).targets  # (B, T, G)

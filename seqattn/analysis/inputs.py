@@ -13,9 +13,10 @@ import torch
 
 from seqattn.data.audio import AudioError, load_audio, normalize_waveform
 from seqattn.decode.transcribe import Failure, InputItem, collect_inputs
+from seqattn.errors import SeqattnError
 
 
-class AnalysisInputError(ValueError):
+class AnalysisInputError(SeqattnError, ValueError):
     """The inputs cannot answer the question asked (no audio, no languages, too few utterances)."""
 
 
@@ -69,12 +70,14 @@ def gather_items(arguments: list[str]) -> tuple[list[InputItem], list[Failure]]:
 
 
 def load_inputs(arguments: list[str], *, max_utterances: int | None = None, max_seconds: float | None = None,
-                per_language: int | None = None, normalize: bool = False, seed: int = 0) -> AnalysisInputs:
+                per_language: int | None = None, normalize: bool = False, seed: int = 0,
+                min_samples: int = 1) -> AnalysisInputs:
     """Read, sample and decode the utterances.
 
     ``per_language`` keeps at most that many utterances of each language, ``max_utterances`` at most that
     many overall (a seeded random sample, so repeated runs analyse the same audio); ``max_seconds`` crops
-    each utterance so that full-attention weights (N x N) stay small.
+    each utterance so that full-attention weights (N x N) stay small. Utterances shorter than
+    ``min_samples`` (the model's CNN receptive field: they give no frame) are reported as failures.
     """
     items, failures = gather_items(arguments)
     if not items and not failures:
@@ -98,8 +101,9 @@ def load_inputs(arguments: list[str], *, max_utterances: int | None = None, max_
         except AudioError as error:
             result.failures.append(Failure(item.utt_id, str(error)))
             continue
-        if wave.numel() < 400:  # shorter than one frame of the wav2vec2 CNN (25 ms)
-            result.failures.append(Failure(item.utt_id, f"{item.source}: too short ({wave.numel()} samples)"))
+        if wave.numel() < min_samples:
+            result.failures.append(Failure(item.utt_id, f"{item.source}: too short ({wave.numel()} samples, "
+                                                        f"one frame needs {min_samples})"))
             continue
         if max_seconds is not None:
             wave = wave[: int(max_seconds * 16000)]

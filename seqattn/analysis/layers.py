@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seqattn.models.wav2vec2.longform import inference_features
+
 from .attention import backbone_of
 from .families import family_of
 from .inputs import AnalysisInputError, Utterance
@@ -28,9 +30,9 @@ def pooled_layer_features(model: torch.nn.Module, utterances: list[Utterance], b
     rows = []
     for start in tqdm(range(0, len(utterances), batch_size), desc="layers", unit="batch", disable=not progress):
         batch = utterances[start : start + batch_size]
-        features = backbone.inference_features([u.wave for u in batch])
+        features = inference_features(backbone, [u.wave for u in batch])
         projected = backbone.feature_projection(features.x)  # (B, T, C) the transformer's input
-        _, outputs, _, _, _ = backbone.encode(features)  # per-layer (B, T, C)
+        outputs = backbone.encode(features).layer_outputs  # per-layer (B, T, C)
         valid = torch.ones(projected.shape[:2]) if features.padding_mask is None \
             else (~features.padding_mask).float()  # (B, T)
         stacked = torch.stack([projected] + list(outputs), dim=1)  # (B, L+1, T, C)

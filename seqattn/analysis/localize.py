@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 
+from seqattn.errors import SeqattnError
 from seqattn.models.wav2vec2 import Wav2Vec2Config
+from seqattn.models.wav2vec2.longform import encode, inference_features
 from seqattn.train.distill import DistillConfig
 
 from .attention import AttentionAnalysis, backbone_of
 
 
-class LocalizeError(ValueError):
+class LocalizeError(SeqattnError, ValueError):
     """The model or the analysis cannot be localized as asked."""
 
 
@@ -107,9 +109,9 @@ def encoder_seconds(model: torch.nn.Module, seconds: float, reps: int = 3, seed:
     encoder, total = [], []
     for _ in range(reps + 1):  # the first run warms allocator and kernels and is not counted
         start = time.perf_counter()
-        features = backbone.inference_features([wave])
+        features = inference_features(backbone, [wave])
         middle = time.perf_counter()
-        backbone.encode(features, keep_layer_outputs=False)
+        encode(backbone, features)
         end = time.perf_counter()
         encoder.append(end - middle)
         total.append(end - start)
@@ -164,10 +166,12 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     source = Path(model_dir)
     teacher = load_model(source)
     normalize = teacher.config.normalize_waveform
+    min_samples = backbone_of(teacher).feature_extractor.receptive_field()[0]
     if analysis_json:
         analysis = AttentionAnalysis.from_json(json.loads(Path(analysis_json).read_text()))
     elif data:
-        inputs = load_inputs(data, max_utterances=max_utterances, max_seconds=max_seconds, normalize=normalize)
+        inputs = load_inputs(data, max_utterances=max_utterances, max_seconds=max_seconds, normalize=normalize,
+                             min_samples=min_samples)
         analysis = analyze_attention(teacher, [u.wave for u in inputs.utterances], coverages=(coverage,),
                                      progress=progress)
     else:
@@ -189,7 +193,7 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     }
     if distill_data:
         distill = distill or DistillConfig()
-        waves = [u.wave for u in load_inputs(distill_data, normalize=normalize).utterances]
+        waves = [u.wave for u in load_inputs(distill_data, normalize=normalize, min_samples=min_samples).utterances]
         outcome = distill_attention(backbone_of(student), backbone_of(teacher), waves, converted, distill, progress)
         student.eval()
         report["distillation"] = {
@@ -211,10 +215,9 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     if test:
         if not hasattr(teacher, "head"):
             raise LocalizeError("--test needs a CTC model (model_type wav2vec2_ctc) to transcribe with")
-        from seqattn.data.text import CharVocabulary
-        from seqattn.decode.transcribe import VOCAB_FILE
+        from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 
-        vocab = CharVocabulary.load(source / VOCAB_FILE)
+        vocab = load_vocabulary(source / VOCAB_FILE)
         items, failures = labelled_items(test)
         report["test"] = {"before": test_error_rates(teacher, vocab, items, failures, progress),
                           "after": test_error_rates(student, vocab, items, failures, progress)}

@@ -27,11 +27,13 @@ def _command_line() -> str:
 
 
 def _load(args, normalize_from):
+    from seqattn.analysis.attention import backbone_of
     from seqattn.analysis.inputs import load_inputs
 
     inputs = load_inputs(args.data, max_utterances=args.max_utterances, max_seconds=args.max_seconds,
                          per_language=args.per_language,
-                         normalize=normalize_from.config.normalize_waveform, seed=args.seed)
+                         normalize=normalize_from.config.normalize_waveform, seed=args.seed,
+                         min_samples=backbone_of(normalize_from).feature_extractor.receptive_field()[0])
     for failure in inputs.failures:
         print(f"  skipped {failure.name}: {failure.reason}", file=sys.stderr)
     return inputs

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .training import run_training, training_arguments
+
 
 def _load_lm(model_dir: str, device: str = "cpu"):
     from seqattn.data.lm_tokenizers import load_tokenizer
@@ -23,9 +25,7 @@ def _load_lm(model_dir: str, device: str = "cpu"):
 def _train_lm(args) -> int:
     from seqattn.train.lm import LMTrainConfig, train
 
-    from .main import _run_training
-
-    return _run_training(args, LMTrainConfig, train, "best checkpoint")
+    return run_training(args, LMTrainConfig, train, "best checkpoint")
 
 
 def _eval_lm(args) -> int:
@@ -84,7 +84,7 @@ def _generate(args) -> int:
     return 0
 
 
-def add_lm_parsers(commands, training_arguments) -> None:
+def add_lm_parsers(commands) -> None:
     p = commands.add_parser(
         "train-lm", help="train a Routing Transformer language model on text files",
         description="Learn a tokenizer (byte, char, word or sentencepiece) from the training text, tokenize the "

@@ -6,38 +6,23 @@ tracebacks are for bugs.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from .analyze import add_analyze_parser, add_localize_parser
 from .lm import add_lm_parsers
-
-
-def _run_training(args, config_class, train, result_label: str) -> int:
-    """Shared body of the training commands: YAML + overrides -> dataclass config -> train()."""
-    import json
-
-    from seqattn.train.config_io import load_config, to_plain
-
-    config = load_config(config_class, args.config, args.overrides)
-    if args.print_config:
-        print(json.dumps(to_plain(config), indent=2))
-        return 0
-    path = train(config, command=" ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]]))
-    print(f"{result_label}: {path}")
-    return 0
+from .training import run_training, training_arguments
 
 
 def _pretrain(args) -> int:
     from seqattn.train.pretrain import PretrainConfig, train
 
-    return _run_training(args, PretrainConfig, train, "final checkpoint")
+    return run_training(args, PretrainConfig, train, "final checkpoint")
 
 
 def _finetune(args) -> int:
     from seqattn.train.finetune import FinetuneConfig, train
 
-    return _run_training(args, FinetuneConfig, train, "best checkpoint")
+    return run_training(args, FinetuneConfig, train, "best checkpoint")
 
 
 def _transcribe(args) -> int:
@@ -121,10 +106,10 @@ def _validate_data_dir(args) -> int:
 def _build_lm(args) -> int:
     from pathlib import Path
 
-    from seqattn.data.text import CharVocabulary
+    from seqattn.data.vocabulary import load_vocabulary
     from seqattn.decode.ngram import build_lm, normalized_corpus, write_lexicon
 
-    vocab = CharVocabulary.load(args.vocab)
+    vocab = load_vocabulary(args.vocab)
     texts = []
     for name in args.text:
         path = Path(name)
@@ -163,14 +148,6 @@ def _convert(args) -> int:
     return 0
 
 
-def _training_arguments(parser, override_example: str, handler) -> None:
-    """CONFIG, key=value overrides and --print-config: the same for every training command."""
-    parser.add_argument("config", help="YAML config (see recipes/)")
-    parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {override_example}")
-    parser.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    parser.set_defaults(handler=handler)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqattn",
@@ -186,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: seqattn pretrain recipes/wav2vec2/pretrain_tiny.yaml "
                "data.train='[{path: data/hi, language: hi}]' run.output_dir=exp/pt optim.lr=1e-3",
     )
-    _training_arguments(p, "optim.lr=1e-4 run.max_time_s=900", _pretrain)
+    training_arguments(p, "optim.lr=1e-4 run.max_time_s=900", _pretrain)
 
     p = commands.add_parser(
         "finetune", help="CTC fine-tuning of a (pretrained) wav2vec 2.0 encoder",
@@ -197,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: seqattn finetune recipes/wav2vec2/finetune_tiny.yaml init=exp/pt/checkpoints/update_00000400 "
                "data.train='[{path: data/train_hi}]' data.valid='[{path: data/dev_hi}]' run.output_dir=exp/ft",
     )
-    _training_arguments(p, "optim.lr=1e-4 freeze_updates=100", _finetune)
+    training_arguments(p, "optim.lr=1e-4 freeze_updates=100", _finetune)
 
     p = commands.add_parser(
         "transcribe", help="transcribe audio with a fine-tuned CTC model",
@@ -293,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_convert)
     add_localize_parser(formats)
     add_analyze_parser(commands)
-    add_lm_parsers(commands, _training_arguments)
+    add_lm_parsers(commands)
     return parser
 
 
@@ -303,22 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     from seqattn.utils.malloc import tune_glibc_malloc
 
     tune_glibc_malloc()
-    from seqattn.data.audio import AudioError
-    from seqattn.data.kaldi import DataDirError
-    from seqattn.models.io import ModelDirError
-    from seqattn.train.config_io import ConfigError
-    from seqattn.data.text import VocabularyError
-    from seqattn.train.loop import TrainingError
-    from seqattn.interop.convert import ConversionError
-    from seqattn.decode.ngram import KenLMError
-    from seqattn.analysis.inputs import AnalysisInputError
-    from seqattn.analysis.localize import LocalizeError
-    from seqattn.data.lm_tokenizers import TokenizerError
+    from seqattn.errors import SeqattnError
 
     try:
         return args.handler(args)
-    except (ConfigError, TrainingError, DataDirError, ModelDirError, AudioError, VocabularyError,
-            ConversionError, KenLMError, AnalysisInputError, LocalizeError, TokenizerError, FileNotFoundError) as error:
+    except (SeqattnError, FileNotFoundError) as error:  # every error meant for the user; tracebacks are bugs
         print(f"seqattn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
+from seqattn.errors import SeqattnError
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 # what soundfile raises for a file it cannot decode
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError, OSError, TypeError)
 
 
-class AudioError(Exception):
+class AudioError(SeqattnError):
     """An audio source that cannot be used; the message names it and says why."""
 
 

@@ -10,6 +10,8 @@ share their output and their training data. The mapping is reversible given the 
 """
 from __future__ import annotations
 
+from seqattn.errors import SeqattnError
+
 BLOCK_SIZE = 0x80
 COMMON_BASE = 0x0900  # Devanagari: the common label space
 SCRIPT_BASE = {
@@ -24,7 +26,7 @@ LANGUAGE_SCRIPT = {
 SHARED = {0x0964, 0x0965}  # danda and double danda: every script uses Devanagari's
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(SeqattnError, ValueError):
     pass
 
 

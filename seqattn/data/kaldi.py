@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqattn.errors import SeqattnError
 from .audio import AudioSource
 
 
-class DataDirError(ValueError):
+class DataDirError(SeqattnError, ValueError):
     """A data directory that fails validation; the message lists ``file:line: problem`` entries."""
 
     def __init__(self, path, problems):

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seqattn.errors import SeqattnError
 from seqattn.utils.atomic import atomic_path
 
 from .lm_tokenizers import Tokenizer, iter_text, tokenizer_to_json
 
 
-class CorpusError(ValueError):
+class CorpusError(SeqattnError, ValueError):
     """Text that cannot be used for training (missing, empty, not UTF-8)."""
 
 

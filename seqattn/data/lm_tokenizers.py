@@ -16,11 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqattn.errors import SeqattnError
+
 TOKENIZER_FILE = "tokenizer.json"
 BOS, UNK, EOS = "<bos>", "<unk>", "<eos>"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(SeqattnError, ValueError):
     """A missing, unreadable or unsuitable tokenizer."""
 
 

@@ -79,6 +79,8 @@ class PieceVocabulary(CharVocabulary):
 
     @classmethod
     def from_values(cls, values: dict, path: str | os.PathLike) -> "PieceVocabulary":
+        if values.get("type") != "sentencepiece":
+            raise VocabularyError(f"{path} is not a seqattn sentencepiece vocabulary")
         try:
             model = base64.b64decode(values["model"], validate=True)
             return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqattn.errors import SeqattnError
+
 BLANK, UNK, WORD_BOUNDARY = "<blank>", "<unk>", "|"
 SILENT_TOKENS = frozenset({"<pad>", "</s>", "<s>"})  # outputs of imported fairseq models that write no text
 
@@ -30,8 +32,21 @@ def normalize_text(text: str, strip_punctuation: bool = True, lowercase: bool = 
     return " ".join(text.split())
 
 
-class VocabularyError(ValueError):
-    """Characters missing from the vocabulary (the message lists them)."""
+class VocabularyError(SeqattnError, ValueError):
+    """Characters missing from the vocabulary (the message lists them), or an unreadable vocabulary file."""
+
+
+def read_vocabulary_values(path: str | os.PathLike) -> dict:
+    """The JSON object of a vocabulary file, or a VocabularyError naming the file."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VocabularyError(f"vocabulary file {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise VocabularyError(f"vocabulary file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise VocabularyError(f"{path} is not a seqattn vocabulary (a JSON object with a 'type')")
+    return values
 
 
 @dataclass
@@ -138,16 +153,12 @@ class CharVocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CharVocabulary":
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise VocabularyError(f"vocabulary file {path} is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise VocabularyError(f"vocabulary file {path} is not valid JSON: {error}") from None
-        if values.get("type") == "sentencepiece":
-            from .pieces import PieceVocabulary
+        """A vocabulary file of this class's kind (:func:`seqattn.data.vocabulary.load_vocabulary` reads any)."""
+        return cls.from_values(read_vocabulary_values(path), path)
 
-            return PieceVocabulary.from_values(values, path)
+    @classmethod
+    def from_values(cls, values: dict, path: str | os.PathLike) -> "CharVocabulary":
+        """From the parsed JSON of a ``{"type": "char"}`` vocabulary file."""
         if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn character vocabulary")
         return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from seqattn.errors import SeqattnError
 from .ctc import collapse
 
 
@@ -21,7 +22,7 @@ class WordTiming:
     confidence: float
 
 
-class AlignmentError(ValueError):
+class AlignmentError(SeqattnError, ValueError):
     pass
 
 

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seqattn.errors import SeqattnError
 
-class LMEvalError(ValueError):
+
+class LMEvalError(SeqattnError, ValueError):
     """A file that cannot be scored (missing, not UTF-8); the message names the file and byte offset."""
 
 

@@ -11,10 +11,11 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from seqattn.errors import SeqattnError
 from seqattn.data.text import CharVocabulary
 
 
-class KenLMError(RuntimeError):
+class KenLMError(SeqattnError, RuntimeError):
     pass
 
 

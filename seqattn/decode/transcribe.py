@@ -3,11 +3,12 @@
 Every input ends either transcribed or listed as failed with its reason (``inputs = transcribed + failed``).
 Long inputs:
 - a model whose every head is local streams a plain file longer than ten minutes through the network window
-  by window (``models.wav2vec2.streaming``): the same logits as one pass, with memory bounded by the window
-  (the file is read from disk as needed, greedy decoding keeps 8 bytes per frame, beam search is fed window
-  by window);
+  by window: the same logits as one pass, with memory bounded by the window (the file is read from disk as
+  needed, greedy decoding keeps 8 bytes per frame, beam search is fed window by window);
 - a model with routing heads (unbounded reach) runs one pass, memory linear in the input's length;
 - a model with any full-attention layer is run on overlapping chunks whose logits are stitched.
+How each of these turns audio into logits is ``models.wav2vec2.longform``; this module reads, batches,
+decodes and reports.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.kaldi import read_data_dir
 from seqattn.data.manifest import read_jsonl_manifest
 from seqattn.data.text import CharVocabulary
+from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model
-from seqattn.models.wav2vec2.streaming import encoder_halo, stream_logits
+from seqattn.models.wav2vec2.longform import LongFormCTC
 from seqattn.utils.malloc import release_free_memory
 
 from .align import (
@@ -37,7 +39,6 @@ from .align import (
 from .writers import Transcript
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
-VOCAB_FILE = "tokens.json"
 
 
 @dataclass
@@ -114,45 +115,10 @@ def load_recognizer(model_dir: str | os.PathLike, device: str = "cpu"):
     vocab_path = Path(model_dir) / VOCAB_FILE
     if not vocab_path.is_file():
         raise ModelDirError(f"{model_dir} is incomplete: {VOCAB_FILE} (the output vocabulary) is missing")
-    vocab = CharVocabulary.load(vocab_path)
+    vocab = load_vocabulary(vocab_path)
     if len(vocab) != model.config.vocab_size:
         raise ModelDirError(f"{vocab_path} has {len(vocab)} tokens but the model outputs {model.config.vocab_size}")
     return model, vocab
-
-
-def has_full_attention(model) -> bool:
-    config = model.config
-    return any(config.attention_for(i).full_heads > 0 for i in range(config.num_layers))
-
-
-def frame_hop(model) -> int:
-    hop = 1
-    for _, _, stride in model.config.conv_layers:
-        hop *= stride
-    return hop
-
-
-def logits_in_chunks(model, wave: torch.Tensor, chunk: int, overlap: int) -> torch.Tensor:
-    """(T, V) logits of a long waveform from chunks of ``chunk`` samples overlapping by ``overlap`` on each
-    side; each chunk contributes only its central frames, so every frame sees at least ``overlap`` of context."""
-    hop = frame_hop(model)
-    total_frames = int(model.wav2vec2.output_lengths(torch.tensor([wave.numel()]))[0])
-    pieces, frame = [], 0
-    step = chunk - 2 * overlap
-    start = 0
-    while frame < total_frames:
-        begin = max(0, start - overlap)
-        end = min(wave.numel(), start + step + overlap)
-        logits = model.logits_for([wave[begin:end]])[0]  # (frames, V)
-        offset = (start - begin) // hop  # frames of left context to drop
-        want = min(total_frames - frame, max(1, step // hop))
-        piece = logits[offset : offset + want]
-        if piece.shape[0] == 0:
-            break
-        pieces.append(piece)
-        frame += piece.shape[0]
-        start += step
-    return torch.cat(pieces)[:total_frames]
 
 
 class Beam:
@@ -214,7 +180,6 @@ class _Loaded:
 
 ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
 STREAM_SECONDS = 600.0  # plain files longer than this stream through a local-attention model
-MIN_SAMPLES = 400  # the base CNN's receptive field: shorter inputs give no frame and an empty transcript
 TRIM_EVERY = 16  # inputs between returns of freed heap memory to the kernel (docs/RELIABILITY.md, Load)
 
 
@@ -239,10 +204,11 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     if vocab.common_script and any(item.language is None for item in items):
         result.warnings.append("this model writes a common label set for all Indic scripts; inputs without a "
                                "language (utt2lang, a manifest's language, or --language) come out in Devanagari")
+    inference = LongFormCTC(model)
     if chunk_seconds is None:
-        chunk_seconds = 30.0 if has_full_attention(model) else 0.0
-    streamable = chunk_seconds == 0 and encoder_halo(model.wav2vec2) is not None
-    hop = frame_hop(model)
+        chunk_seconds = 30.0 if inference.has_full_attention else 0.0
+    streamable = chunk_seconds == 0 and inference.streamable
+    hop, min_samples = inference.hop, inference.min_samples  # shorter inputs give no frame: empty transcript
     device = next(model.parameters()).device
     boundary = vocab.index["|"]
     finished: list[tuple[int, Transcript]] = []
@@ -295,7 +261,7 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         paths, kept, frames = [], [], 0  # kept: the windows' log-probs while forced alignment can use them
         if beam is not None:
             beam.begin()
-        for logits in stream_logits(model, read, stream.num_samples):
+        for logits in inference.stream_logits(read, stream.num_samples):
             log_probs = torch.log_softmax(logits.float(), dim=-1)  # (frames of this window, V)
             frames += log_probs.shape[0]
             if frames <= MAX_ALIGN_FRAMES:
@@ -314,14 +280,14 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             finish(index, item, stream.seconds, path.tokens(), frames, log_probs=log_probs, path=path)
 
     def streams_window_by_window(stream: StreamingAudio) -> bool:
-        return streamable and stream.seconds > stream_seconds and stream.num_samples >= MIN_SAMPLES
+        return streamable and stream.seconds > stream_seconds and stream.num_samples >= min_samples
 
     def run_pool() -> None:
         pool.sort(key=lambda loaded: loaded.wave.numel())
         for b in range(0, len(pool), batch_size):
             batch = pool[b : b + batch_size]
             try:
-                outputs = model.logits_for([loaded.wave for loaded in batch])
+                outputs = inference.logits([loaded.wave for loaded in batch])
             except MemoryError:
                 for loaded in batch:  # reported like an unreadable input; the others go on
                     result.failures.append(Failure(loaded.item.utt_id, f"out of memory in the encoder "
@@ -359,8 +325,8 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
             result.references[item.utt_id] = vocab.normalize(item.reference)
         if streamed:
             continue
-        if wave.numel() < MIN_SAMPLES or float(wave.abs().max()) == 0.0:
-            kind = "empty" if wave.numel() < MIN_SAMPLES else "silent"
+        if wave.numel() < min_samples or float(wave.abs().max()) == 0.0:
+            kind = "empty" if wave.numel() < min_samples else "silent"
             result.warnings.append(f"{item.utt_id}: {kind} audio, empty transcript")
             finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
             continue
@@ -369,9 +335,9 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
         loaded = _Loaded(index, item, wave.to(device), seconds)
         if chunk_seconds and seconds > chunk_seconds:
             chunk = int(chunk_seconds * sample_rate)
-            finish_logits(loaded, logits_in_chunks(model, wave, chunk, overlap=chunk // 6))
+            finish_logits(loaded, inference.chunked_logits(wave, chunk, overlap=chunk // 6))
         elif seconds > ALONE_SECONDS or batch_size == 1:
-            finish_logits(loaded, model.logits_for([wave])[0])
+            finish_logits(loaded, inference.logits([wave])[0])
         else:
             pool.append(loaded)
             if len(pool) >= pool_size:

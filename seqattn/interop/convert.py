@@ -15,18 +15,19 @@ from pathlib import Path
 
 import torch
 
+from seqattn.errors import SeqattnError
 from seqattn.data.text import BLANK, SILENT_TOKENS, UNK, WORD_BOUNDARY, CharVocabulary
+from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model, save_model
 from seqattn.utils.atomic import atomic_directory
 
 from .fairseq import FairseqImportError, build_seqattn_model, read_fairseq
 from .hf import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 
-VOCAB_FILE = "tokens.json"
 HF_ARCHITECTURES = {"wav2vec2_ctc": "Wav2Vec2ForCTC", "wav2vec2_pretraining": "Wav2Vec2ForPreTraining"}
 
 
-class ConversionError(ValueError):
+class ConversionError(SeqattnError, ValueError):
     """A conversion that cannot be done; the message names the file and the reason."""
 
 
@@ -159,7 +160,7 @@ def hf_export(model_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> Path:
     hf_config = {"model_type": "wav2vec2", "architectures": [HF_ARCHITECTURES[model_type]], **values}
     files: dict[str, str] = {}
     if model_type == "wav2vec2_ctc":
-        vocabulary = CharVocabulary.load(Path(model_dir) / VOCAB_FILE)
+        vocabulary = load_vocabulary(Path(model_dir) / VOCAB_FILE)
         names = list(vocabulary.tokens)
         names[0] = "<pad>"  # HF's CTC blank is its pad token
         names = [("<s>" if token == "<pad>" and i > 0 else token) for i, token in enumerate(names)]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from seqattn.errors import SeqattnError
 from seqattn.data.text import BLANK, UNK, WORD_BOUNDARY, CharVocabulary
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.nn import AttentionConfig
@@ -32,7 +33,7 @@ from seqattn.nn import AttentionConfig
 from .names import compile_names, rename
 
 
-class FairseqImportError(ValueError):
+class FairseqImportError(SeqattnError, ValueError):
     """A fairseq file that cannot be converted; the message says which file and why."""
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from seqattn import __version__
+from seqattn.errors import SeqattnError
+from seqattn.version import __version__
 from seqattn.utils.atomic import atomic_directory
 
 from .lm import LMConfig, TransformerLM
@@ -23,7 +24,7 @@ from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wa
 CONFIG_FILE, WEIGHTS_FILE, README_FILE = "config.json", "model.safetensors", "README.md"
 
 
-class ModelDirError(ValueError):
+class ModelDirError(SeqattnError, ValueError):
     """A model directory that is missing, incomplete or inconsistent."""
 
 

@@ -1,6 +1,6 @@
 """Exact sliding-window (banded) attention in O(N * window) time and memory.
 
-Convention (DESIGN.md section 2): query i may attend key j iff ``i - window_left <= j <= i + window_right``
+Convention (docs/DESIGN.md, section 2): query i may attend key j iff ``i - window_left <= j <= i + window_right``
 and key j is not padding. ``window_right = 0`` is causal. A query whose visible keys are all padding
 outputs zeros.
 

@@ -51,9 +51,13 @@ def assign(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class RoutedOutput:
+class RoutingOutput:
+    """What routed attention returns: the kernels fill ``out`` (and ``weights`` when asked); the
+    :class:`RoutingAttention` module adds its k-means commitment loss."""
+
     out: torch.Tensor  # (B, H, N, Dv)
-    weights: AttentionWeights | None
+    weights: AttentionWeights | None = None
+    aux_loss: torch.Tensor | None = None  # scalar commitment loss (already weighted); None from the kernels
 
 
 def _gather_seq(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -96,14 +100,14 @@ def causal_routed(qn, kn, v, ids, valid, window: int, scale: float, self_bias: f
     out_p, band = result if return_weights else (result, None)
     out = _gather_seq(out_p, inverse)  # (B, H, N, Dv) back in sequence order
     if band is None:
-        return RoutedOutput(out, None)
+        return RoutingOutput(out, None)
     slot = torch.arange(length, device=ids.device)[:, None] - window + torch.arange(window + 1, device=ids.device)
     inside = (slot >= 0).expand(batch, heads, -1, -1)  # (B, H, N, w+1)
     key_index = torch.gather(perm, 2, slot.clamp(min=0).flatten()[None, None].expand(batch, heads, -1))
     key_index = key_index.view(batch, heads, length, window + 1)  # (B, H, N, w+1) original key positions
     key_index = torch.where(inside & (band > 0), key_index, torch.full_like(key_index, -1))
     weights = AttentionWeights("routing", (), band, query_index=perm, key_index=key_index)
-    return RoutedOutput(out, weights)
+    return RoutingOutput(out, weights)
 
 
 def balanced_routed(qn, kn, v, q_sim, k_sim, valid, window: int, scale: float, self_bias: float, return_weights):
@@ -150,13 +154,13 @@ def balanced_routed(qn, kn, v, q_sim, k_sim, valid, window: int, scale: float, s
     out = (summed / counts.clamp(min=1)[:, None]).view(batch, heads, length, -1)  # (B, H, N, Dv)
     counts = counts.view(batch, heads, length)
     if not return_weights:
-        return RoutedOutput(out, None)
+        return RoutingOutput(out, None)
     share = 1.0 / torch.gather(counts, 2, flat_q).clamp(min=1)  # (B, H, C*w): a row's share of its query
     probs = probs.detach() if has_key is None else probs.detach() * has_key
     rows = probs.view(batch, heads, clusters * size, size) * share[..., None]  # (B, H, C*w, w)
     key_index = flat_k.view(batch, heads, clusters, 1, size).expand(-1, -1, -1, size, -1).flatten(2, 3)
     key_index = torch.where(rows > 0, key_index, torch.full_like(key_index, -1))
-    return RoutedOutput(out, AttentionWeights("routing", (), rows, query_index=flat_q, key_index=key_index))
+    return RoutingOutput(out, AttentionWeights("routing", (), rows, query_index=flat_q, key_index=key_index))
 
 
 def _valid_tokens(key_padding_mask, batch, heads, length, device) -> torch.Tensor:
@@ -269,13 +273,6 @@ class KMeans(nn.Module):
         return self.commitment * (per_token * valid).sum() / valid.sum().clamp(min=1)
 
 
-@dataclass
-class RoutingOutput:
-    out: torch.Tensor  # (B, H, N, Dv)
-    aux_loss: torch.Tensor  # scalar commitment loss (already weighted)
-    weights: AttentionWeights | None = None
-
-
 class RoutingAttention(nn.Module):
     """Routing attention heads with their own k-means state; q, k, v come projected from the caller.
 
@@ -327,4 +324,4 @@ class RoutingAttention(nn.Module):
             self.kmeans.update(
                 torch.cat([x for x, _ in routes], dim=2), torch.cat(ids, dim=2), torch.cat([valid] * len(routes), dim=2)
             )
-        return RoutingOutput(routed.out, aux, routed.weights)
+        return RoutingOutput(routed.out, routed.weights, aux)

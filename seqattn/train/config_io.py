@@ -10,8 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from seqattn.errors import SeqattnError
 
-class ConfigError(ValueError):
+
+class ConfigError(SeqattnError, ValueError):
     pass
 
 

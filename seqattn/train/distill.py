@@ -52,9 +52,9 @@ def layer_loss(student, teacher, waveforms, lengths) -> torch.Tensor:
     """Mean over layers of the per-frame squared error of the layer outputs (real frames only)."""
     with torch.no_grad():
         features = teacher.features(waveforms, lengths)
-        _, targets, _, _, _ = teacher.encode(features)
+        targets = teacher.encode(features).layer_outputs
     # The student's CNN and projections are frozen copies of the teacher's, so the features are shared.
-    _, outputs, _, _, _ = student.encode(features)
+    outputs = student.encode(features).layer_outputs
     valid = torch.ones(features.x.shape[:2]) if features.padding_mask is None else (~features.padding_mask).float()
     total = 0.0
     for out, target in zip(outputs, targets):

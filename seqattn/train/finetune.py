@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from seqattn.data.labelled import PaddedBatches, prepare, read_texts
 from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.text import CharVocabulary
+from seqattn.data.vocabulary import VOCAB_FILE
 from seqattn.decode.ctc import greedy_decode
 from seqattn.models.io import read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
@@ -39,7 +40,6 @@ from .monitor import TrainMonitor
 from .pretrain import DataSource
 from .schedule import tri_stage
 
-VOCAB_FILE = "tokens.json"
 
 
 @dataclass

@@ -20,11 +20,12 @@ from typing import Callable
 
 import torch
 
+from seqattn.errors import SeqattnError
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .monitor import TrainMonitor
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SeqattnError, RuntimeError):
     """A training run that cannot go on (clear message, no traceback needed)."""
 
 

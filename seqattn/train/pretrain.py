@@ -76,6 +76,7 @@ class PretrainingStep(nn.Module):
 class PretrainTask(Task):
     def __init__(self, config: PretrainConfig, model, items, ctx: DistributedContext):
         self.config, self.model, self.items, self.ctx = config, model, items, ctx
+        self.min_samples = model.wav2vec2.feature_extractor.receptive_field()[0]  # one frame's worth of audio
         step = PretrainingStep(model, ctx)
         if ctx.enabled:
             # broadcast_buffers=False: k-means centroids stay identical through their own all-reduce, not by
@@ -92,7 +93,7 @@ class PretrainTask(Task):
 
     def is_empty(self, batch) -> bool:
         waves = batch["waves"]
-        return waves.shape[0] == 0 or waves.shape[1] < 400
+        return waves.shape[0] == 0 or waves.shape[1] < self.min_samples
 
     def no_sync(self):
         return self.step_module.no_sync()

@@ -6,6 +6,8 @@ feature CNN (7 convs, 320x down-sampling), convolutional positional embedding (w
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,64 +75,6 @@ class FeatureExtractor(nn.Module):
             hop *= layer.stride
         return field, hop
 
-    @torch.no_grad()
-    def forward_long(self, waveform: torch.Tensor, frames_per_chunk: int = 1024) -> torch.Tensor:
-        """Inference on one long waveform (S,) -> (1, C, T), equal to ``forward`` but with memory bounded by
-        the chunk instead of the whole input (the first layer alone holds 512 x S/5 floats: 24 GB for an hour).
-        """
-        total = int(self.output_lengths(torch.tensor([waveform.numel()]))[0])
-        if total <= 0:
-            return self.forward(waveform[None])
-        read = lambda start, stop: waveform[start:stop]
-        statistics = self.first_layer_statistics(read, waveform.numel(), frames_per_chunk * self.receptive_field()[1])
-        return self.forward_frames(read, 0, total, statistics, frames_per_chunk)
-
-    @torch.no_grad()
-    def forward_frames(self, read, f0: int, f1: int, statistics, frames_per_chunk: int = 1024) -> torch.Tensor:
-        """Output frames [f0, f1) -> (1, C, f1 - f0), computed ``frames_per_chunk`` frames at a time from
-        ``read(start, stop)``, which returns waveform samples [start, stop) as a (samples,) tensor.
-
-        The convolutions have no padding, so output frames [a, b) depend only on samples
-        [a*hop, (b-1)*hop + field) and each chunk is computed exactly. The base model's GroupNorm on the first
-        layer normalises every channel over the *whole* utterance: ``statistics`` (from
-        :meth:`first_layer_statistics`, None for a layer-norm extractor) applies those as a fixed affine map.
-        """
-        field, hop = self.receptive_field()
-        pieces = []
-        for a in range(f0, f1, frames_per_chunk):
-            b = min(f1, a + frames_per_chunk)
-            x = read(a * hop, (b - 1) * hop + field)[None, None]  # (1, 1, samples of this chunk)
-            for i, layer in enumerate(self.conv_layers):
-                if i == 0 and statistics is not None:
-                    mean, inv_std = statistics
-                    y = (layer.conv(x) - mean) * inv_std  # GroupNorm with whole-utterance statistics
-                    x = F.gelu(y * layer.norm.weight[:, None] + layer.norm.bias[:, None])
-                else:
-                    x = layer(x)
-            pieces.append(x)  # (1, C, b - a)
-        return torch.cat(pieces, dim=2)
-
-    @torch.no_grad()
-    def first_layer_statistics(self, read, num_samples: int, samples_per_chunk: int):
-        """Per-channel mean and 1/std of the first conv's output over the whole waveform (``read`` as in
-        :meth:`forward_frames`), chunk by chunk in float64; None when the first layer has no GroupNorm."""
-        layer = self.conv_layers[0]
-        if layer.norm_kind != "group":
-            return None
-        frames = (num_samples - layer.kernel) // layer.stride + 1
-        per_chunk = max(1, samples_per_chunk // layer.stride)
-        total = sum_sq = None
-        for j0 in range(0, frames, per_chunk):
-            j1 = min(frames, j0 + per_chunk)
-            y = layer.conv(read(j0 * layer.stride, (j1 - 1) * layer.stride + layer.kernel)[None, None])[0]
-            y = y.double()  # (C, j1 - j0)
-            total = y.sum(1) if total is None else total + y.sum(1)
-            sum_sq = y.square().sum(1) if sum_sq is None else sum_sq + y.square().sum(1)
-        mean = total / frames
-        variance = (sum_sq / frames - mean.square()).clamp(min=0.0)  # biased, as GroupNorm uses
-        inv_std = (variance + layer.norm.eps).rsqrt()
-        return mean.float()[:, None], inv_std.float()[:, None]
-
 
 class ConvPositionalEmbedding(nn.Module):
     """Grouped conv over time with weight norm (``weight = g * v / ||v||``, norm over dims 0 and 1).
@@ -159,7 +103,7 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class FeedForward(nn.Module):
-    INFERENCE_SLICE = 8192  # frames per slice for inference on long inputs
+    """Position-wise fc1 -> GELU -> dropout -> fc2: x (B, T, C) -> (B, T, C)."""
 
     def __init__(self, dim: int, hidden: int, activation_dropout: float):
         super().__init__()
@@ -168,15 +112,29 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(activation_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C). Without autograd, long inputs go through in slices of time so the
-        (T, 4C) hidden activations of an hour of audio (2 GB each for the base model) never exist at once."""
-        if not torch.is_grad_enabled() and x.shape[0] * x.shape[1] > self.INFERENCE_SLICE:
-            step = max(1, self.INFERENCE_SLICE // x.shape[0])
-            return torch.cat([self._hidden_and_out(x[:, t : t + step]) for t in range(0, x.shape[1], step)], dim=1)
-        return self._hidden_and_out(x)
-
-    def _hidden_and_out(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+
+
+@dataclass
+class LayerOutput:
+    """What one transformer layer (or its attention block alone) returns."""
+
+    x: torch.Tensor  # (B, T, C)
+    aux_loss: torch.Tensor  # the attention's auxiliary loss (routing commitment), a scalar
+    weights: list  # the attention's per-head weights when asked for, else []
+
+
+@dataclass
+class EncoderOutput:
+    """The encoder's result; :meth:`Wav2Vec2Model.encode` also fills ``lengths`` and ``time_mask``."""
+
+    x: torch.Tensor  # (B, T, C) final output (after the final LN of pre-LN models)
+    layer_outputs: list[torch.Tensor]  # per layer (B, T, C) before any final LN (fairseq layer_results[i][0]),
+    # empty with keep_layer_outputs=False
+    aux_loss: torch.Tensor  # summed attention auxiliary losses, a scalar
+    weights: list  # per layer: the attention weights when asked for, else []
+    lengths: torch.Tensor | None = None  # (B,) valid frames; None when no input lengths were given
+    time_mask: torch.Tensor | None = None  # (B, T) frames replaced by the mask embedding (training masking)
 
 
 class EncoderLayer(nn.Module):
@@ -192,41 +150,31 @@ class EncoderLayer(nn.Module):
         self.final_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x, padding_mask=None, return_weights: bool = False):
-        """x (B, T, C) -> (x, aux_loss, attention weights or [])."""
+    def attend(self, x: torch.Tensor, padding_mask=None, return_weights: bool = False) -> LayerOutput:
+        """The attention block with its residual and norm: x (B, T, C) -> LayerOutput."""
         residual = x
         if self.layer_norm_first:
             x = self.attention_norm(x)
         attended = self.attention(x, padding_mask, return_weights=return_weights)
         x = residual + self.dropout(attended.out)
-        if self.layer_norm_first:
-            x = x + self.dropout(self.ffn(self.final_norm(x)))
-        else:
+        if not self.layer_norm_first:
             x = self.attention_norm(x)
-            x = self.final_norm(x + self.dropout(self.ffn(x)))
-        return x, attended.aux_loss, attended.weights
+        return LayerOutput(x, attended.aux_loss, attended.weights)
 
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward block with its residual and norm, frame by frame: x (B, T, C) -> (B, T, C)."""
+        if self.layer_norm_first:
+            return x + self.dropout(self.ffn(self.final_norm(x)))
+        return self.final_norm(x + self.dropout(self.ffn(x)))
 
-def map_time_slices(x: torch.Tensor, fn, halo: int, slice_frames: int, padding_mask=None) -> torch.Tensor:
-    """``fn(x, padding_mask)`` for a length-preserving ``fn`` whose output frame t depends only on input frames
-    t - halo .. t + halo, computed on slices of ``slice_frames`` frames (plus the halo each side) so that its
-    temporaries are bounded by the slice instead of the sequence. x (B, T, C) -> (B, T, C)."""
-    length = x.shape[1]
-    if length <= slice_frames + 2 * halo:
-        return fn(x, padding_mask)
-    out = torch.empty_like(x)
-    for start in range(0, length, slice_frames):
-        stop = min(length, start + slice_frames)
-        lo, hi = max(0, start - halo), min(length, stop + halo)
-        mask = None if padding_mask is None else padding_mask[:, lo:hi]
-        out[:, start:stop] = fn(x[:, lo:hi], mask)[:, start - lo : stop - lo]
-    return out
+    def forward(self, x: torch.Tensor, padding_mask=None, return_weights: bool = False) -> LayerOutput:
+        """x (B, T, C) -> LayerOutput (x after both blocks)."""
+        attended = self.attend(x, padding_mask, return_weights)
+        return replace(attended, x=self.feed_forward(attended.x))
 
 
 class Encoder(nn.Module):
     """Positional conv + transformer layers (+ final LN for pre-LN models)."""
-
-    INFERENCE_SLICE = 4096  # frames per time slice for inference on long inputs
 
     def __init__(self, config):
         super().__init__()
@@ -248,44 +196,37 @@ class Encoder(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False,
-                keep_layer_outputs: bool = True):
-        """x (B, T, C) -> (final output, per-layer outputs, aux loss, per-layer weights).
-
-        Per-layer output i is layer i's output before any final LN (fairseq ``layer_results[i][0]``);
-        ``keep_layer_outputs=False`` returns none, so inference holds one layer's activations at a time.
-        Padded frames are zeroed before the positional conv so they never leak into real frames.
-        """
+    def embed(self, x: torch.Tensor, padding_mask=None, positions=None) -> torch.Tensor:
+        """The layers' input: padded frames zeroed (so they never leak into real frames through the positional
+        conv), conv positions added (``positions(x)`` computes them, ``pos_conv`` by default), the input LN of
+        post-LN models and dropout. x (B, T, C) -> (B, T, C)."""
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
-        # Inference on long inputs: layers whose every head is local (and the positional conv) run on
-        # overlapping time slices, so an hour of audio holds a few (T, C) tensors instead of a dozen.
-        sliced = not torch.is_grad_enabled() and not return_weights and x.shape[1] > 2 * self.INFERENCE_SLICE
-        if sliced:
-            x = x + map_time_slices(x, lambda part, _: self.pos_conv(part), self.pos_conv.kernel // 2,
-                                    self.INFERENCE_SLICE)
-        else:
-            x = x + self.pos_conv(x)
+        x = x + (self.pos_conv if positions is None else positions)(x)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
-        x = self.dropout(x)
+        return self.dropout(x)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """After the last layer: the final LN of pre-LN models."""
+        return self.layer_norm(x) if self.layer_norm_first else x
+
+    def forward(self, x, padding_mask=None, num_layers: int | None = None, return_weights: bool = False,
+                keep_layer_outputs: bool = True) -> EncoderOutput:
+        """x (B, T, C) -> EncoderOutput. ``num_layers`` stops early (no final LN then); ``keep_layer_outputs=False``
+        keeps no per-layer outputs, so only one layer's activations are alive at a time."""
+        x = self.embed(x, padding_mask)
         outputs, weights = [], []
         aux = x.new_zeros(())
         limit = len(self.layers) if num_layers is None else num_layers
         for layer in self.layers[:limit]:
             if self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop:
                 continue
-            reach = layer.attention.config.reach
-            if sliced and reach is not None:
-                x = map_time_slices(x, lambda part, mask: layer(part, mask)[0], max(reach), self.INFERENCE_SLICE,
-                                    padding_mask)
-                layer_aux, layer_weights = aux.new_zeros(()), []
-            else:
-                x, layer_aux, layer_weights = layer(x, padding_mask, return_weights)
-            aux = aux + layer_aux
+            result = layer(x, padding_mask, return_weights)
+            x, aux = result.x, aux + result.aux_loss
             if keep_layer_outputs:
                 outputs.append(x)
-            weights.append(layer_weights)
-        if self.layer_norm_first and limit == len(self.layers):
-            x = self.layer_norm(x)
-        return x, outputs, aux, weights
+            weights.append(result.weights)
+        if limit == len(self.layers):
+            x = self.finish(x)
+        return EncoderOutput(x, outputs, aux, weights)

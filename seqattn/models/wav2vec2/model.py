@@ -6,13 +6,13 @@ and ``model.extract_features(waveforms, lengths, num_layers) -> (per-layer outpu
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import Encoder, FeatureExtractor
+from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
 from .masking import channel_mask, sample_negatives, span_mask
 from .quantizer import GumbelQuantizer
@@ -78,24 +78,6 @@ class Wav2Vec2Model(nn.Module):
             padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
         return Features(x, penalty_sum, penalty_count, padding_mask, frame_lengths)
 
-    @torch.no_grad()
-    def inference_features(self, waveforms: list[torch.Tensor], frames_per_chunk: int = 1024) -> Features:
-        """Features of a list of 1-D waveforms of any lengths, for inference: each utterance goes through the
-        CNN on its own (so a GroupNorm extractor sees no padding and a batch gives the same frames as single
-        runs), long ones in bounded-memory chunks; the results are padded into one (B, T, C) batch."""
-        rows = []
-        for wave in waveforms:
-            if self.output_lengths(torch.tensor([wave.numel()]))[0] > frames_per_chunk:
-                cnn = self.feature_extractor.forward_long(wave, frames_per_chunk)  # (1, C, T_i)
-            else:
-                cnn = self.feature_extractor(wave[None])  # (1, C, T_i)
-            rows.append(self.feature_norm(cnn[0].transpose(0, 1)))  # (T_i, C)
-        lengths = torch.tensor([row.shape[0] for row in rows], device=rows[0].device)
-        x = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, max T_i, C)
-        padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
-        zero = x.new_zeros(())
-        return Features(x, zero, zero, padding_mask if bool(padding_mask.any()) else None, lengths)
-
     def apply_mask(self, x, padding_mask, generators: list[torch.Generator], sync_min=None):
         """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T)).
 
@@ -113,25 +95,25 @@ class Wav2Vec2Model(nn.Module):
         return x, time_mask
 
     def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None,
-               keep_layer_outputs: bool = True):
-        """Project features and run the encoder; with ``mask_generators`` (training) apply span masking."""
+               keep_layer_outputs: bool = True) -> EncoderOutput:
+        """Project features and run the encoder; with ``mask_generators`` (training) apply span masking.
+        The result carries the frame ``lengths`` and, when masking, the ``time_mask``."""
         x = self.dropout_input(self.feature_projection(features.x))
         time_mask = None
         if mask_generators is not None:
             x, time_mask = self.apply_mask(x, features.padding_mask, mask_generators, sync_min)
-        out, layers, aux, weights = self.encoder(x, features.padding_mask, num_layers, return_weights, keep_layer_outputs)
-        return out, layers, aux, weights, time_mask
+        encoded = self.encoder(x, features.padding_mask, num_layers, return_weights, keep_layer_outputs)
+        return replace(encoded, lengths=features.lengths, time_mask=time_mask)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
-        features = self.features(waveforms, lengths)
-        out, _, _, _, _ = self.encode(features, keep_layer_outputs=False)
-        return out, features.lengths
+        """(output (B, T, C), frame lengths (B,) or None): torchaudio's ``(x, lengths)`` contract."""
+        encoded = self.encode(self.features(waveforms, lengths), keep_layer_outputs=False)
+        return encoded.x, encoded.lengths
 
     def extract_features(self, waveforms, lengths=None, num_layers: int | None = None):
         """Per-layer outputs (list of (B, T, C)): entry i is layer i's output, fairseq's layer_results[i][0]."""
-        features = self.features(waveforms, lengths)
-        _, layers, _, _, _ = self.encode(features, num_layers=num_layers)
-        return layers, features.lengths
+        encoded = self.encode(self.features(waveforms, lengths), num_layers=num_layers)
+        return encoded.layer_outputs, encoded.lengths
 
 
 @dataclass
@@ -194,7 +176,8 @@ class Wav2Vec2ForPretraining(nn.Module):
         reduce = reduce or (lambda t: t)
         features = self.wav2vec2.features(waveforms, lengths)
         unmasked = self.dropout_features(features.x)
-        x, _, aux, _, time_mask = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
+        encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
+        x, time_mask, aux = encoded.x, encoded.time_mask, encoded.aux_loss
         batch = x.shape[0]
         per_row = int(time_mask.sum(-1).min()) if batch else 0
         targets = unmasked[time_mask].view(batch, per_row, -1)  # (B, M, C_conv)
@@ -262,17 +245,8 @@ class Wav2Vec2ForCTC(nn.Module):
         """
         with torch.no_grad() if freeze_encoder else contextlib.nullcontext():
             features = self.wav2vec2.features(waveforms, lengths)
-            out, _, aux, _, _ = self.wav2vec2.encode(features, mask_generators=mask_generators,
-                                                     keep_layer_outputs=False)
-        return self.head(self.final_dropout(out)), features.lengths, aux
+            encoded = self.wav2vec2.encode(features, mask_generators=mask_generators, keep_layer_outputs=False)
+        return self.head(self.final_dropout(encoded.x)), encoded.lengths, encoded.aux_loss
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):
         return self.wav2vec2.extract_features(waveforms, lengths, num_layers)
-
-    @torch.no_grad()
-    def logits_for(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Logits (T_i, V) of each 1-D waveform; the utterances share one padded encoder batch."""
-        features = self.wav2vec2.inference_features(waveforms)
-        out, _, _, _, _ = self.wav2vec2.encode(features, keep_layer_outputs=False)
-        logits = self.head(out)  # (B, T, V)
-        return [logits[i, : int(n)] for i, n in enumerate(features.lengths)]

@@ -20,6 +20,7 @@ import torch
 
 from seqattn.data.audio import load_audio, normalize_waveform
 from seqattn.decode.transcribe import Beam, collect_inputs, load_recognizer, strip_boundaries
+from seqattn.models.wav2vec2.longform import LongFormCTC
 
 LM_WEIGHTS = (0.5, 1.0, 2.0)
 WORD_SCORES = (-1.0, 0.0, 1.0)
@@ -31,9 +32,9 @@ def dev_log_probs(model, items):
     for item in items:
         wave = load_audio(item.source, 16000)
         waves.append(normalize_waveform(wave) if model.config.normalize_waveform else wave)
-    result = []
+    inference, result = LongFormCTC(model), []
     for start in range(0, len(waves), 8):
-        result += [torch.log_softmax(l.float(), -1) for l in model.logits_for(waves[start : start + 8])]
+        result += [torch.log_softmax(l.float(), -1) for l in inference.logits(waves[start : start + 8])]
     return result
 
 
