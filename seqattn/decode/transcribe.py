@@ -7,8 +7,9 @@ Long inputs:
   needed, greedy decoding keeps 8 bytes per frame, beam search is fed window by window);
 - a model with routing heads (unbounded reach) runs one pass, memory linear in the input's length;
 - a model with any full-attention layer is run on overlapping chunks whose logits are stitched.
-How each of these turns audio into logits is ``models.wav2vec2.longform``; this module reads, batches,
-decodes and reports.
+How each of these turns audio into logits is ``models.wav2vec2.longform``. Here a :class:`Transcriber`
+reads each input (loaded whole, streamed, or skipped as empty or silent), batches loaded ones by length
+(``batching``), decodes with a greedy or beam decoder (``decoders``) and reports every input.
 """
 from __future__ import annotations
 
@@ -29,13 +30,9 @@ from seqattn.models.io import ModelDirError, load_model
 from seqattn.models.wav2vec2.longform import LongFormCTC
 from seqattn.utils.malloc import release_free_memory
 
-from .align import (
-    MAX_ALIGN_FRAMES,
-    AlignmentError,
-    GreedyPath,
-    align_words,
-    greedy_path_words,
-)
+from .align import MAX_ALIGN_FRAMES, AlignmentError, align_words, greedy_path_words
+from .batching import LengthBatcher
+from .decoders import Beam, Decoded, GreedyDecoder
 from .writers import Transcript
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".sph"}
@@ -121,43 +118,6 @@ def load_recognizer(model_dir: str | os.PathLike, device: str = "cpu"):
     return model, vocab
 
 
-class Beam:
-    """Beam search through torchaudio's flashlight-text CTC decoder (lexicon-free or lexicon + KenLM)."""
-
-    def __init__(self, vocab: CharVocabulary, beam_size: int, lm: str | None, lexicon: str | None,
-                 lm_weight: float, word_score: float, sil_score: float = 0.0):
-        try:
-            from torchaudio.models.decoder import ctc_decoder
-        except (ImportError, RuntimeError) as error:  # flashlight-text is an optional dependency
-            raise ModelDirError(f"beam search needs flashlight-text (pip install flashlight-text): {error}") from None
-        for name, path in (("--lm", lm), ("--lexicon", lexicon)):
-            if path is not None and not Path(path).is_file():
-                raise ModelDirError(f"{name} file {path} does not exist")
-        self.vocab = vocab
-        self.decoder = ctc_decoder(
-            lexicon=lexicon, tokens=vocab.tokens, lm=lm, nbest=1, beam_size=beam_size, lm_weight=lm_weight,
-            word_score=word_score, sil_score=sil_score, blank_token=vocab.tokens[0], sil_token="|",
-            unk_word=vocab.tokens[1],
-        )
-
-    def __call__(self, log_probs: torch.Tensor) -> list[int]:
-        """Token ids (blanks dropped) of the best hypothesis for log_probs (T, V)."""
-        hypothesis = self.decoder(log_probs[None].float().contiguous())[0][0]
-        return [t for t in hypothesis.tokens.tolist() if t != 0]
-
-    def begin(self) -> None:
-        """Online decoding of one input fed in pieces: ``begin``, ``step`` per piece, then ``end``."""
-        self.decoder.decode_begin()
-
-    def step(self, log_probs: torch.Tensor) -> None:
-        self.decoder.decode_step(log_probs.float().cpu().contiguous())  # (T_piece, V)
-
-    def end(self) -> list[int]:
-        self.decoder.decode_end()
-        hypothesis = self.decoder.get_final_hypothesis()[0]
-        return [t for t in hypothesis.tokens.tolist() if t != 0]
-
-
 def strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
     """Collapse repeated word boundaries and drop leading/trailing ones."""
     result = []
@@ -170,17 +130,42 @@ def strip_boundaries(tokens: list[int], boundary: int) -> list[int]:
     return result
 
 
-@dataclass
-class _Loaded:
-    index: int  # position in the input list, so outputs keep the input order
-    item: InputItem
-    wave: torch.Tensor  # (S,) at the model's rate, normalised if the model expects it
-    seconds: float
-
-
 ALONE_SECONDS = 60.0  # longer inputs are never padded into a batch with others
 STREAM_SECONDS = 600.0  # plain files longer than this stream through a local-attention model
 TRIM_EVERY = 16  # inputs between returns of freed heap memory to the kernel (docs/RELIABILITY.md, Load)
+
+
+@dataclass
+class Loaded:
+    """An input read whole, ready for the encoder."""
+
+    index: int  # position in the input list, so outputs keep the input order
+    item: InputItem
+    wave: torch.Tensor  # (S,) at the model's rate, normalised if the model expects it, on the model's device
+    seconds: float
+
+
+@dataclass
+class Streaming:
+    """A plain file long enough to stream window by window; ``stream`` is open until it is decoded."""
+
+    index: int
+    item: InputItem
+    stream: StreamingAudio
+
+    @property
+    def seconds(self) -> float:
+        return self.stream.seconds
+
+
+@dataclass
+class Skipped:
+    """An input with nothing to transcribe: shorter than one frame, or silent. It gets an empty transcript."""
+
+    index: int
+    item: InputItem
+    seconds: float
+    why: str  # "empty" or "silent"
 
 
 def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
@@ -196,156 +181,182 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     equals unbatched decoding up to float rounding); inputs longer than a minute or than ``chunk_seconds`` are
     always run alone.
     """
-    from tqdm import tqdm
+    transcriber = Transcriber(model, vocab, sample_rate=sample_rate, chunk_seconds=chunk_seconds, beam=beam,
+                              timestamps=timestamps, batch_size=batch_size, allow_pipes=allow_pipes,
+                              pipe_timeout=pipe_timeout, stream_seconds=stream_seconds)
+    return transcriber.run(items, progress)
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    result = TranscriptionResult()
-    if vocab.common_script and any(item.language is None for item in items):
-        result.warnings.append("this model writes a common label set for all Indic scripts; inputs without a "
-                               "language (utt2lang, a manifest's language, or --language) come out in Devanagari")
-    inference = LongFormCTC(model)
-    if chunk_seconds is None:
-        chunk_seconds = 30.0 if inference.has_full_attention else 0.0
-    streamable = chunk_seconds == 0 and inference.streamable
-    hop, min_samples = inference.hop, inference.min_samples  # shorter inputs give no frame: empty transcript
-    device = next(model.parameters()).device
-    boundary = vocab.index["|"]
-    finished: list[tuple[int, Transcript]] = []
-    pool: list[_Loaded] = []
-    pool_size = 1 if batch_size == 1 else 8 * batch_size  # inputs read ahead, then sorted by length into batches
 
-    def finish(index: int, item: InputItem, seconds: float, tokens: list[int], frames: int,
-               log_probs: torch.Tensor | None = None, path: GreedyPath | None = None) -> None:
-        """Text and word times from decoded ``tokens``; times come from forced alignment on ``log_probs``
-        (T, V) up to MAX_ALIGN_FRAMES frames, else from the greedy ``path`` of a greedy transcript."""
-        tokens = strip_boundaries(tokens, boundary)
-        text = vocab.decode(tokens, item.language)
-        words = []
-        if timestamps and text:
-            try:
-                if log_probs is not None and frames <= MAX_ALIGN_FRAMES:
-                    words = align_words(log_probs, tokens, text.split(), boundary, hop / sample_rate)
-                elif beam is None:  # long input, greedy transcript: its own path is its best alignment
-                    words = greedy_path_words(path, text.split(), boundary, hop / sample_rate)
-                else:
-                    raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames "
-                                         f"and this input has {frames}; use greedy decoding for word "
-                                         "times of longer inputs")
-            except AlignmentError as error:
-                result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
-            except MemoryError:
-                result.warnings.append(f"{item.utt_id}: no word timestamps (out of memory while aligning)")
-        finished.append((index, Transcript(item.utt_id, str(item.source), text, seconds, words)))
+class Transcriber:
+    """One transcription run: its settings, and as explicit state the result being built and the
+    transcripts finished so far (kept with their input positions, so the output follows the input order)."""
 
-    def finish_logits(loaded: _Loaded, logits: torch.Tensor) -> None:
+    def __init__(self, model, vocab: CharVocabulary, *, sample_rate: int = 16000, chunk_seconds: float | None = None,
+                 beam: Beam | None = None, timestamps: bool = True, batch_size: int = 1, allow_pipes: bool = True,
+                 pipe_timeout: float = 120.0, stream_seconds: float = STREAM_SECONDS):
+        self.vocab, self.sample_rate, self.timestamps = vocab, sample_rate, timestamps
+        self.allow_pipes, self.pipe_timeout, self.stream_seconds = allow_pipes, pipe_timeout, stream_seconds
+        self.inference = LongFormCTC(model)
+        self.normalize = model.config.normalize_waveform
+        self.device = next(model.parameters()).device
+        if chunk_seconds is None:
+            chunk_seconds = 30.0 if self.inference.has_full_attention else 0.0
+        self.chunk_seconds = chunk_seconds
+        self.streamable = chunk_seconds == 0 and self.inference.streamable
+        self.decoder = beam if beam is not None else GreedyDecoder()
+        self.batcher: LengthBatcher[Loaded] = LengthBatcher(batch_size, length=lambda loaded: loaded.wave.numel())
+        self.boundary = vocab.index["|"]
+        self.result = TranscriptionResult()
+        self.finished: list[tuple[int, Transcript]] = []
+
+    def run(self, items: list[InputItem], progress: bool = True) -> TranscriptionResult:
+        from tqdm import tqdm
+
+        if self.vocab.common_script and any(item.language is None for item in items):
+            self.result.warnings.append("this model writes a common label set for all Indic scripts; inputs "
+                                        "without a language (utt2lang, a manifest's language, or --language) "
+                                        "come out in Devanagari")
+        started = time.perf_counter()
+        for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
+            if index % TRIM_EVERY == TRIM_EVERY - 1:
+                release_free_memory()  # the heap of many differently sized inputs would otherwise only grow
+            self._take(index, item)
+        for batch in self.batcher.flush():
+            self._decode_batch(batch)
+        self.result.transcripts = [t for _, t in sorted(self.finished, key=lambda pair: pair[0])]
+        self.result.wall_seconds = time.perf_counter() - started
+        return self.result
+
+    # --- reading ----------------------------------------------------------------------------------------------
+
+    def read(self, index: int, item: InputItem) -> Loaded | Streaming | Skipped:
+        """Read one input: whole (pipes always: a pipe cannot seek), or, for a plain file long enough for a
+        streamable model, as an open stream. Raises AudioError for unusable audio."""
+        if item.source.is_pipe:
+            wave = load_audio(item.source, self.sample_rate, allow_pipes=self.allow_pipes,
+                              pipe_timeout=self.pipe_timeout)
+            return self._prepared(index, item, wave)
+        stream = StreamingAudio(item.source, self.sample_rate)  # one open per file: its header decides
+        if self._streams(stream):
+            return Streaming(index, item, stream)  # the caller decodes it, then closes it
+        with stream:
+            wave = stream.read(0, stream.num_samples)
+        return self._prepared(index, item, wave)
+
+    def _streams(self, stream: StreamingAudio) -> bool:
+        return (self.streamable and stream.seconds > self.stream_seconds
+                and stream.num_samples >= self.inference.min_samples)
+
+    def _prepared(self, index: int, item: InputItem, wave: torch.Tensor) -> Loaded | Skipped:
+        seconds = wave.numel() / self.sample_rate
+        if wave.numel() < self.inference.min_samples:  # gives no frame
+            return Skipped(index, item, seconds, "empty")
+        if float(wave.abs().max()) == 0.0:
+            return Skipped(index, item, seconds, "silent")
+        if self.normalize:
+            wave = normalize_waveform(wave)
+        return Loaded(index, item, wave.to(self.device), seconds)
+
+    def _take(self, index: int, item: InputItem) -> None:
+        """Read, then transcribe now (streamed, chunked, long or unbatched inputs) or queue for a batch."""
+        outcome = None
+        try:
+            outcome = self.read(index, item)
+            if isinstance(outcome, Streaming):
+                with outcome.stream:
+                    self._decode_stream(outcome)
+        except AudioError as error:
+            self.result.failures.append(Failure(item.utt_id, str(error)))
+            return
+        except MemoryError:
+            streamed = isinstance(outcome, Streaming)
+            self.result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
+                                                + (" or streaming it through the model" if streamed else "")))
+            return
+        self.result.audio_seconds += outcome.seconds
+        if item.reference is not None:
+            self.result.references[item.utt_id] = self.vocab.normalize(item.reference)
+        if isinstance(outcome, Skipped):
+            self._empty(outcome.index, item, outcome.seconds, outcome.why)
+        elif isinstance(outcome, Loaded):
+            if self.chunk_seconds and outcome.seconds > self.chunk_seconds:
+                chunk = int(self.chunk_seconds * self.sample_rate)
+                self._decode_logits(outcome, self.inference.chunked_logits(outcome.wave, chunk, overlap=chunk // 6))
+            elif outcome.seconds > ALONE_SECONDS or self.batcher.batch_size == 1:
+                self._decode_logits(outcome, self.inference.logits([outcome.wave])[0])
+            else:
+                for batch in self.batcher.add(outcome):
+                    self._decode_batch(batch)
+
+    # --- decoding ---------------------------------------------------------------------------------------------
+
+    def _decode_batch(self, batch: list[Loaded]) -> None:
+        try:
+            outputs = self.inference.logits([loaded.wave for loaded in batch])
+        except MemoryError:
+            for loaded in batch:  # reported like an unreadable input; the others go on
+                self.result.failures.append(Failure(loaded.item.utt_id, f"out of memory in the encoder "
+                                                    f"({loaded.seconds:.0f} s of audio); try --chunk-seconds 600"))
+            return
+        for loaded, logits in zip(batch, outputs):
+            self._decode_logits(loaded, logits)
+
+    def _decode_logits(self, loaded: Loaded, logits: torch.Tensor) -> None:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
-        if beam is not None:
-            finish(loaded.index, loaded.item, loaded.seconds, beam(log_probs), log_probs.shape[0], log_probs=log_probs)
-        else:  # one argmax gives the transcript and, past MAX_ALIGN_FRAMES, the word times
-            path = GreedyPath.of(log_probs)
-            finish(loaded.index, loaded.item, loaded.seconds, path.tokens(), log_probs.shape[0], log_probs=log_probs,
-                   path=path)
+        self._finish(loaded.index, loaded.item, loaded.seconds, self.decoder.decode(log_probs), log_probs.shape[0],
+                     log_probs)
 
-    def finish_stream(index: int, item: InputItem, stream: StreamingAudio) -> None:
+    def _decode_stream(self, streaming: Streaming) -> None:
         """Decode a long file window by window; raises AudioError for unusable audio met on the way."""
+        stream, item = streaming.stream, streaming.item
         statistics = stream.statistics()  # also finds non-finite samples before any model time is spent
         if statistics.peak == 0.0:
-            result.warnings.append(f"{item.utt_id}: silent audio, empty transcript")
-            finished.append((index, Transcript(item.utt_id, str(item.source), "", stream.seconds)))
+            self._empty(streaming.index, item, stream.seconds, "silent")
             return
         shift, scale = 0.0, 1.0
-        if model.config.normalize_waveform:  # as normalize_waveform: layer norm over the whole recording
+        if self.normalize:  # as normalize_waveform: layer norm over the whole recording
             shift, scale = statistics.mean, (statistics.variance + 1e-5) ** -0.5
-        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(device)
-        paths, kept, frames = [], [], 0  # kept: the windows' log-probs while forced alignment can use them
-        if beam is not None:
-            beam.begin()
-        for logits in inference.stream_logits(read, stream.num_samples):
+        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(self.device)  # noqa: E731
+        kept, frames = [], 0  # kept: the windows' log-probs while forced alignment can use them
+        self.decoder.begin()
+        for logits in self.inference.stream_logits(read, stream.num_samples):
             log_probs = torch.log_softmax(logits.float(), dim=-1)  # (frames of this window, V)
             frames += log_probs.shape[0]
             if frames <= MAX_ALIGN_FRAMES:
                 kept.append(log_probs)
             else:
                 kept.clear()
-            if beam is not None:
-                beam.step(log_probs)
-            else:
-                paths.append(GreedyPath.of(log_probs))
+            self.decoder.step(log_probs)
         log_probs = torch.cat(kept) if kept else None  # word times as the one-pass path gives them
-        if beam is not None:
-            finish(index, item, stream.seconds, beam.end(), frames, log_probs=log_probs)
-        else:
-            path = GreedyPath.cat(paths)
-            finish(index, item, stream.seconds, path.tokens(), frames, log_probs=log_probs, path=path)
+        self._finish(streaming.index, item, stream.seconds, self.decoder.end(), frames, log_probs)
 
-    def streams_window_by_window(stream: StreamingAudio) -> bool:
-        return streamable and stream.seconds > stream_seconds and stream.num_samples >= min_samples
+    def _empty(self, index: int, item: InputItem, seconds: float, why: str) -> None:
+        self.result.warnings.append(f"{item.utt_id}: {why} audio, empty transcript")
+        self.finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
 
-    def run_pool() -> None:
-        pool.sort(key=lambda loaded: loaded.wave.numel())
-        for b in range(0, len(pool), batch_size):
-            batch = pool[b : b + batch_size]
-            try:
-                outputs = inference.logits([loaded.wave for loaded in batch])
-            except MemoryError:
-                for loaded in batch:  # reported like an unreadable input; the others go on
-                    result.failures.append(Failure(loaded.item.utt_id, f"out of memory in the encoder "
-                                                   f"({loaded.seconds:.0f} s of audio); try --chunk-seconds 600"))
-                continue
-            for loaded, logits in zip(batch, outputs):
-                finish_logits(loaded, logits)
-        pool.clear()
+    def _finish(self, index: int, item: InputItem, seconds: float, decoded: Decoded, frames: int,
+                log_probs: torch.Tensor | None) -> None:
+        """Text and word times of a decoded input; times come from forced alignment on ``log_probs`` (T, V) up
+        to MAX_ALIGN_FRAMES frames, else from the greedy path of a greedy transcript."""
+        tokens = strip_boundaries(decoded.tokens, self.boundary)
+        text = self.vocab.decode(tokens, item.language)
+        words = self._word_times(item, tokens, text, frames, log_probs, decoded) if self.timestamps and text else []
+        self.finished.append((index, Transcript(item.utt_id, str(item.source), text, seconds, words)))
 
-    started = time.perf_counter()
-    for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
-        if index % TRIM_EVERY == TRIM_EVERY - 1:
-            release_free_memory()  # the heap of many differently sized inputs would otherwise only grow
-        streamed = False
+    def _word_times(self, item: InputItem, tokens: list[int], text: str, frames: int, log_probs, decoded: Decoded):
+        frame_seconds = self.inference.hop / self.sample_rate
         try:
-            if item.source.is_pipe:  # a pipe cannot seek: read whole
-                wave = load_audio(item.source, sample_rate, allow_pipes=allow_pipes, pipe_timeout=pipe_timeout)
-            else:  # one open per file: its header decides, then the same handle reads it
-                with StreamingAudio(item.source, sample_rate) as stream:
-                    streamed = streams_window_by_window(stream)
-                    if streamed:
-                        finish_stream(index, item, stream)
-                    else:
-                        wave = stream.read(0, stream.num_samples)
-        except AudioError as error:
-            result.failures.append(Failure(item.utt_id, str(error)))
-            continue
+            if log_probs is not None and frames <= MAX_ALIGN_FRAMES:
+                return align_words(log_probs, tokens, text.split(), self.boundary, frame_seconds)
+            if decoded.path is not None:  # long input, greedy transcript: its own path is its best alignment
+                return greedy_path_words(decoded.path, text.split(), self.boundary, frame_seconds)
+            raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames and this "
+                                 f"input has {frames}; use greedy decoding for word times of longer inputs")
+        except AlignmentError as error:
+            self.result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
         except MemoryError:
-            result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
-                                           + (" or streaming it through the model" if streamed else "")))
-            continue
-        seconds = stream.seconds if streamed else wave.numel() / sample_rate
-        result.audio_seconds += seconds
-        if item.reference is not None:
-            result.references[item.utt_id] = vocab.normalize(item.reference)
-        if streamed:
-            continue
-        if wave.numel() < min_samples or float(wave.abs().max()) == 0.0:
-            kind = "empty" if wave.numel() < min_samples else "silent"
-            result.warnings.append(f"{item.utt_id}: {kind} audio, empty transcript")
-            finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
-            continue
-        if model.config.normalize_waveform:
-            wave = normalize_waveform(wave)
-        loaded = _Loaded(index, item, wave.to(device), seconds)
-        if chunk_seconds and seconds > chunk_seconds:
-            chunk = int(chunk_seconds * sample_rate)
-            finish_logits(loaded, inference.chunked_logits(wave, chunk, overlap=chunk // 6))
-        elif seconds > ALONE_SECONDS or batch_size == 1:
-            finish_logits(loaded, inference.logits([wave])[0])
-        else:
-            pool.append(loaded)
-            if len(pool) >= pool_size:
-                run_pool()
-    run_pool()
-    result.transcripts = [transcript for _, transcript in sorted(finished, key=lambda pair: pair[0])]
-    result.wall_seconds = time.perf_counter() - started
-    return result
+            self.result.warnings.append(f"{item.utt_id}: no word timestamps (out of memory while aligning)")
+        return []
 
 
 def kaldi_scores(refs: list[str], hyps: list[str]) -> tuple[str, str, object]:

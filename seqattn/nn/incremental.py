@@ -154,29 +154,32 @@ class LayerCache:
         return total
 
 
-def _supported(mha) -> None:
-    for kind, _, _ in mha.head_groups():
+def check_cacheable(head_groups, causal: bool) -> None:
+    """Cached generation covers causal layers of local, routing and full heads."""
+    for kind, _, _ in head_groups:
         if kind not in ("local", "routing", "full"):
             raise ValueError(f"cached generation supports local, routing and full heads, not {kind!r} heads")
-    if not mha.config.causal:
+    if not causal:
         raise ValueError("cached generation needs a causal attention layer")
 
 
-def prefill(mha, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache) -> None:
-    """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them."""
-    _supported(mha)
+def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
+            window_left: int, routing=None) -> None:
+    """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
+
+    ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
+    ``window_left`` the local heads' window and ``routing`` the layer's :class:`RoutingAttention` (its
+    centroids file the prompt's keys by cluster)."""
     if cache.position != 0 or cache.buffers:
         raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
-    c = mha.config
     batch, _, length, dim = q.shape
-    for kind, start, count in mha.head_groups():
+    for kind, start, count in head_groups:
         heads = slice(start, start + count)
         qg, kg, vg = q[:, heads], k[:, heads], v[:, heads]
         if kind == "local":
-            buffer = RingBuffer.empty(batch, count, c.window_left, dim, vg.shape[-1], qg)
+            buffer = RingBuffer.empty(batch, count, window_left, dim, vg.shape[-1], qg)
             buffer.fill(kg, vg)
         elif kind == "routing":
-            routing = mha.routing
             qn = normalize(qg)
             kn = qn if routing.shared_qk else normalize(kg)
             ids = similarities(unit(qn), routing.kmeans.means).argmax(-1)  # (B, h, N)
@@ -201,18 +204,15 @@ def _attend_one(query, keys, values, valid, own_key, own_value, scale, own_bias=
     return torch.einsum("bhw,bhwd->bhd", probs[..., :-1], values) + probs[..., -1:] * own_value
 
 
-def attention_step(mha, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-    """Attention output (B, 1, E) for one new token x (B, 1, E) at position ``cache.position``; the cache
-    then holds it too."""
+def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
+                   routing=None) -> torch.Tensor:
+    """Per-head attention output (B, H, D) of one new token, given its (rotated) q, k, v (B, H, 1, D) at
+    position ``cache.position``, over what the cache holds; the cache then holds the token too."""
     from .routing import SHARED_QK_SELF_BIAS
 
-    batch = x.shape[0]
-    q, k, v = mha._split(mha.q_proj(x)), mha._split(mha.k_proj(x)), mha._split(mha.v_proj(x))  # (B, H, 1, D)
-    if mha.rotary is not None:
-        q, k = mha.rotary(q, cache.position), mha.rotary(k, cache.position)
-    scale = mha.head_dim**-0.5
+    scale = q.shape[-1] ** -0.5
     outputs = []
-    for kind, start, count in mha.head_groups():
+    for kind, start, count in head_groups:
         heads = slice(start, start + count)
         qg, kg, vg = q[:, heads, 0], k[:, heads, 0], v[:, heads, 0]  # (B, h, D)
         buffer = cache.buffers[kind]
@@ -220,7 +220,6 @@ def attention_step(mha, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
             out = _attend_one(qg, buffer.keys, buffer.values, buffer.valid(), kg, vg, scale)
             buffer.push(kg, vg)
         elif kind == "routing":
-            routing = mha.routing
             qn = normalize(qg)
             kn = qn if routing.shared_qk else normalize(kg)
             ids = similarities(unit(qn)[:, :, None], routing.kmeans.means)[:, :, 0].argmax(-1)  # (B, h)
@@ -231,9 +230,8 @@ def attention_step(mha, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
             buffer.push(ids, kn, vg)
         else:
             out = _attend_one(qg, buffer.keys, buffer.values, torch.ones(buffer.keys.shape[2], dtype=torch.bool,
-                                                                         device=x.device), kg, vg, scale)
+                                                                         device=q.device), kg, vg, scale)
             buffer.push(kg, vg)
         outputs.append(out)
-    out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, D)
     cache.position += 1
-    return mha.out_proj(out.reshape(batch, 1, mha.embed_dim))  # (B, 1, E)
+    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, D)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .full import full_attention
-from .incremental import prefill
+from .incremental import LayerCache, attention_step, check_cacheable, prefill
 from .local import local_attention
 from .rotary import Rotary
 from .routing import RoutingAttention
@@ -135,6 +135,22 @@ class MultiHeadAttention(nn.Module):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D)
 
+    def project(self, x: torch.Tensor, position_offset: int = 0):
+        """Queries, keys and values of x (B, N, E), each (B, H, N, D), rotated when the layer is rotary
+        (``position_offset`` is the position of x's first token)."""
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        if self.rotary is not None:
+            q, k = self.rotary(q, position_offset), self.rotary(k, position_offset)
+        return q, k, v
+
+    def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """Incremental generation: the output (B, 1, E) for one new token x (B, 1, E) at ``cache.position``,
+        attending to what ``cache`` holds (filled by a ``forward(..., cache=cache)`` prompt pass)."""
+        batch = x.shape[0]
+        q, k, v = self.project(x, cache.position)  # (B, H, 1, D) each
+        out = attention_step(self.head_groups(), q, k, v, cache, routing=self.routing)  # (B, H, D)
+        return self.out_proj(out.reshape(batch, 1, self.embed_dim))  # (B, 1, E)
+
     def _run_group(self, kind, q, k, v, key_padding_mask, return_weights):
         """One kernel on its head slice -> (out (B, h, N, D), aux loss or None, weights or None)."""
         c = self.config
@@ -173,15 +189,14 @@ class MultiHeadAttention(nn.Module):
         cache=None,
     ) -> AttentionOutput:
         """``cache``: an empty :class:`~seqattn.nn.incremental.LayerCache` to fill from this (prompt) pass, so
-        that generation can go on token by token with :func:`~seqattn.nn.incremental.attention_step`."""
+        that generation can go on token by token with :meth:`step`."""
         batch, length, _ = x.shape
-        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
-        if self.rotary is not None:
-            q, k = self.rotary(q, position_offset), self.rotary(k, position_offset)
+        q, k, v = self.project(x, position_offset)  # (B, H, N, D) each
         if cache is not None:
             if key_padding_mask is not None:
                 raise ValueError("a cached (generation) pass takes unpadded prompts")
-            prefill(self, q, k, v, cache)
+            check_cacheable(self.head_groups(), self.config.causal)
+            prefill(self.head_groups(), q, k, v, cache, window_left=self.config.window_left, routing=self.routing)
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():

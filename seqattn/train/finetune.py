@@ -10,7 +10,6 @@ validation WER/CER every ``validate_every`` updates and the best checkpoint kept
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seqattn.data.labelled import PaddedBatches, prepare, read_texts
 from seqattn.data.pieces import PieceVocabulary
+from seqattn.data.sources import DataSource
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE
 from seqattn.decode.ctc import greedy_decode
@@ -29,15 +29,10 @@ from seqattn.models.io import read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 from seqattn.models.wav2vec2.masking import generators_for
 
-from .checkpoint import CheckpointManager
-from .config_io import to_plain
 from .distributed import DistributedContext
 from .loop import (
-    OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, check_sources, checkpoint_saver, launch, resume,
-    run_updates,
+    OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, check_sources, launch,
 )
-from .monitor import TrainMonitor
-from .pretrain import DataSource
 from .schedule import tri_stage
 
 
@@ -143,13 +138,14 @@ class FinetuneTask(Task):
     def forward(self, batch) -> StepOutput:
         loss, total = self.step_module(batch["waves"], batch["lengths"], batch["labels"], batch["label_lengths"],
                                        generators_for(batch["keys"]), self.frozen)
-        sums = {"loss": float(total), "utterances": batch["waves"].shape[0],
-                "labels": int(batch["label_lengths"].sum()), "audio_s": float(batch["lengths"].sum()) / 16000}
-        return StepOutput(loss, sums, {"loss": float(total) / max(batch["waves"].shape[0], 1)})
+        statistics = {"loss": float(total), "utterances": batch["waves"].shape[0],
+                      "labels": int(batch["label_lengths"].sum()), "audio_s": float(batch["lengths"].sum()) / 16000}
+        return StepOutput(loss, statistics, {"loss": float(total) / max(batch["waves"].shape[0], 1)})
 
-    def log_values(self, sums: dict, elapsed: float) -> dict:
-        return {"loss_per_utterance": sums["loss"] / max(sums["utterances"], 1),
-                "loss_per_label": sums["loss"] / max(sums["labels"], 1), "audio_s_per_s": sums["audio_s"] / elapsed}
+    def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
+        return {"loss_per_utterance": statistics["loss"] / max(statistics["utterances"], 1),
+                "loss_per_label": statistics["loss"] / max(statistics["labels"], 1),
+                "audio_s_per_s": statistics["audio_s"] / elapsed}
 
     def validate(self, step: int) -> float | None:
         if not self.valid_items:
@@ -193,12 +189,8 @@ def train(config: FinetuneConfig, command: str = "seqattn finetune") -> Path:
 
 
 def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Path:
-    run, data, optim = config.run, config.data, config.optim
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    out = Path(run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manager = CheckpointManager(out / "checkpoints", run.keep_last)
+    data, optim = config.data, config.optim
+    out = Path(config.run.output_dir)
     train_sources = [(s.path, s.language) for s in data.train]
     valid_sources = [(s.path, s.language) for s in data.valid]
     texts = read_texts(train_sources, data.fix_data_dirs)
@@ -214,7 +206,7 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     else:
         vocab = CharVocabulary.build(texts_only, data.strip_punctuation, data.lowercase, languages=languages,
                                      common_script=data.common_script)
-    torch.manual_seed(run.seed)
+    torch.manual_seed(config.run.seed)
     model = build_model(config, len(vocab))
     frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731
     train_report = prepare(train_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
@@ -229,35 +221,25 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: tri_stage(step, optim.max_updates, s.warmup_ratio, s.hold_ratio, s.init_scale,
                                           s.final_scale))
-    position, resumed_from = resume(manager, model, optimizer, scheduler)
-    monitor = TrainMonitor(out, ctx.is_main, optim.max_updates, position.step, "finetune", run.tensorboard)
+    training = TrainingRun("finetune", config, ctx, TrainingState(model, optimizer, scheduler), command=command,
+                           extra_files={VOCAB_FILE: out / VOCAB_FILE})
+    monitor, manager = training.monitor, training.manager
     if ctx.is_main:
         vocab.save(out / VOCAB_FILE)
-        (out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
         rejected = [f"train {r}" for r in train_report.rejected] + [f"valid {r}" for r in valid_report.rejected]
         if rejected:
             (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
         monitor.message(f"vocabulary of {len(vocab)} tokens; {len(train_report.items)} training and "
                         f"{len(valid_report.items)} validation utterances; {len(rejected)} rejected "
                         "(see rejected_utterances.txt)")
-        if resumed_from is not None:
-            monitor.message(f"resumed from {resumed_from} at update {position.step}")
         if not valid_report.items:
             monitor.message(_no_validation_warning(valid_sources, valid_report))
-    model.train()
     task = FinetuneTask(config, model, vocab, train_report.items, valid_report.items, ctx, monitor)
-    save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
-                            json.dumps(to_plain(config)), higher_is_better=False,
-                            extra_files={VOCAB_FILE: out / VOCAB_FILE})
-    try:
-        run_updates(task, model, optimizer, scheduler, position, optim, run, ctx, monitor, save,
-                    num_workers=data.num_workers, validate_every=config.validate_every)
-    finally:
-        monitor.close()
+    training.train(task, num_workers=data.num_workers, validate_every=config.validate_every)
     if not valid_report.items and ctx.is_main and manager.latest() is not None:
         manager.mark_best(manager.latest())
     ctx.barrier()
-    return manager.best() or manager.latest()
+    return training.result()
 
 
 def _no_validation_warning(valid_sources, valid_report) -> str:

@@ -7,7 +7,6 @@ exact resume, torchrun DDP) with validation loss/perplexity every ``validate_eve
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,8 @@ from seqattn.data.lm_tokenizers import (
 )
 from seqattn.models.lm import LMConfig, TransformerLM
 
-from .checkpoint import CheckpointManager
-from .config_io import to_plain
 from .distributed import DistributedContext
-from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, checkpoint_saver, launch, resume, run_updates
+from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, launch
 from .monitor import TrainMonitor
 from .schedule import cosine, polynomial_decay, rsqrt
 
@@ -96,9 +93,9 @@ class LMTask(Task):
         count = tokens.shape[0] * (tokens.shape[1] - 1)
         return StepOutput(loss, {"nll": float(nll.detach()) * count, "tokens": count}, {"loss": float(nll.detach())})
 
-    def log_values(self, sums: dict, elapsed: float) -> dict:
-        nll = sums["nll"] / max(sums["tokens"], 1)
-        return {"loss": nll, "ppl": math.exp(min(nll, 50)), "tokens_per_s": sums["tokens"] / elapsed}
+    def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
+        nll = statistics["nll"] / max(statistics["tokens"], 1)
+        return {"loss": nll, "ppl": math.exp(min(nll, 50)), "tokens_per_s": statistics["tokens"] / elapsed}
 
     @torch.no_grad()
     def validate(self, step: int) -> float | None:
@@ -161,10 +158,8 @@ def _prepare_tokenizer(config: LMTrainConfig, out: Path, ctx: DistributedContext
 
 
 def _train(config: LMTrainConfig, ctx: DistributedContext, command: str) -> Path:
-    run, data, optim = config.run, config.data, config.optim
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    out = Path(run.output_dir)
+    data, optim = config.data, config.optim
+    out = Path(config.run.output_dir)
     tokenizer = _prepare_tokenizer(config, out, ctx)
     try:
         if ctx.is_main:
@@ -184,31 +179,20 @@ def _train(config: LMTrainConfig, ctx: DistributedContext, command: str) -> Path
                             f"{tokenizer.vocab_size}")
     if config.model.positions == "learned" and data.seq_len > config.model.max_context:
         raise TrainingError(f"data.seq_len {data.seq_len} exceeds model.max_context {config.model.max_context}")
-    manager = CheckpointManager(out / "checkpoints", run.keep_last)
-    torch.manual_seed(run.seed)
+    torch.manual_seed(config.run.seed)
     model = TransformerLM(config.model)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = adamw([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_for(config))
-    position, resumed_from = resume(manager, model, optimizer, scheduler)
-    monitor = TrainMonitor(out, ctx.is_main, optim.max_updates, position.step, "train-lm", run.tensorboard)
-    if resumed_from is not None:
-        monitor.message(f"resumed from {resumed_from} at update {position.step} (epoch {position.epoch}, "
-                        f"batch {position.batch})")
+    training = TrainingRun("train-lm", config, ctx, TrainingState(model, optimizer, scheduler), command=command,
+                           extra_files={TOKENIZER_FILE: out / TOKENIZER_FILE})
+    monitor = training.monitor
     if ctx.is_main:
-        (out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
         params = sum(p.numel() for p in model.parameters())
         monitor.message(f"{train_tokens.shape[0]:,} training tokens, "
                         f"{0 if valid_tokens is None else valid_tokens.shape[0]:,} validation tokens; "
                         f"vocabulary {tokenizer.vocab_size}; {params:,} parameters")
-    model.train()
     task = LMTask(config, model, train_tokens, valid_tokens, ctx, monitor)
-    save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
-                            json.dumps(to_plain(config)), extra_files={TOKENIZER_FILE: out / TOKENIZER_FILE})
-    try:
-        run_updates(task, model, optimizer, scheduler, position, optim, run, ctx, monitor, save,
-                    validate_every=config.validate_every if valid_tokens is not None else 0)
-    finally:
-        monitor.close()
-    return manager.best() or manager.latest()
+    training.train(task, validate_every=config.validate_every if valid_tokens is not None else 0)
+    return training.result()

@@ -1,16 +1,22 @@
-"""The update loop shared by every trainer: accumulation, non-finite skipping, clipping, logging, checkpoints.
+"""What every trainer shares: the run skeleton and the update loop.
 
-A trainer supplies a :class:`Task` (what an epoch's batches are and how one micro-batch turns into a loss);
-:func:`run_updates` does the rest the same way for pretraining, fine-tuning and language models:
+A trainer (pretraining, CTC fine-tuning, language models) builds its model, optimizer and schedule into a
+:class:`TrainingState`, opens a :class:`TrainingRun` (output directory, checkpoints, resume, progress and
+logs), writes what it has to say, and calls :meth:`TrainingRun.train` with its :class:`Task`: what an epoch's
+batches are and how one micro-batch turns into a loss. The loop does the rest the same way for all of them:
 
 - ``update_freq`` micro-batches per update (DDP gradients are synchronised on the last one only);
 - a non-finite loss or gradient on any rank skips the whole update on every rank, and too many in a row
   abort with a clear message, the weights untouched;
 - checkpoints every ``save_every`` updates and at the end, atomic, with the data position, so a resumed
   run continues at the next micro-batch with the same random draws (the RNG is reseeded per update).
+
+The loop changes only the :class:`TrainingState` it is given (model, optimizer, schedule and
+:class:`Position`), and a checkpoint saves exactly that state.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -21,6 +27,9 @@ from typing import Callable
 import torch
 
 from seqattn.errors import SeqattnError
+
+from .checkpoint import CheckpointManager, load_checkpoint
+from .config_io import to_plain
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .monitor import TrainMonitor
 
@@ -70,14 +79,41 @@ class Position:
 
 
 @dataclass
+class TrainingState:
+    """Everything an update changes and a checkpoint keeps."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    position: Position = field(default_factory=Position)
+
+
+@dataclass
 class StepOutput:
     loss: torch.Tensor  # what is back-propagated (already normalised for this micro-batch)
-    sums: dict  # summable statistics of the micro-batch (summed over ranks when logged)
+    statistics: dict  # the task's own summable numbers for its log line: the loop sums them over micro-batches
+    # and ranks and hands the totals back to Task.log_values without reading them
     postfix: dict = field(default_factory=dict)  # shown on the progress bar
 
 
+@dataclass
+class Interval:
+    """What happened between two log lines: the task's summed statistics and the loop's own counts."""
+
+    statistics: dict = field(default_factory=dict)  # sums over the micro-batches with a finite loss
+    micro_batches: int = 0  # how many micro-batches those sums cover
+    skipped_batches: int = 0  # batches every rank skipped (nothing to train on)
+    unreadable: int = 0  # inputs that could not be read
+    started: float = field(default_factory=time.time)
+
+    def add(self, statistics: dict) -> None:
+        self.micro_batches += 1
+        for key, value in statistics.items():
+            self.statistics[key] = self.statistics.get(key, 0.0) + value
+
+
 class Task:
-    """What a trainer plugs into :func:`run_updates`."""
+    """What a trainer plugs into :meth:`TrainingRun.train`."""
 
     def epoch_dataset(self, epoch: int):
         """An indexable dataset whose item i is this rank's share of micro-batch i of the epoch."""
@@ -97,8 +133,9 @@ class Task:
         """Context in which DDP skips the gradient all-reduce (accumulation micro-batches)."""
         return nullcontext()
 
-    def log_values(self, sums: dict, elapsed: float) -> dict:
-        """Scalars to log from the summed statistics of the last ``log_every`` updates."""
+    def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
+        """Scalars to log from the statistics summed over the last ``log_every`` updates and all ranks;
+        ``micro_batches`` is how many micro-batches (over all ranks) they came from."""
         return {}
 
     def validate(self, step: int) -> float | None:
@@ -106,130 +143,185 @@ class Task:
         return None
 
 
-def run_updates(task: Task, model: torch.nn.Module, optimizer, scheduler, position: Position, optim: OptimConfig,
-                run: RunConfig, ctx: DistributedContext, monitor: TrainMonitor, save: Callable[[bool, float | None], None],
-                num_workers: int = 0, validate_every: int = 0, describe_epoch: Callable | None = None) -> None:
-    started, first_step = time.time(), position.step
-    sums, interval_start = {}, time.time()
-    accumulated, bad = 0, False
-    consumed: list[int] = []  # micro-batches of the epoch that went into the update being accumulated
-    optimizer.zero_grad(set_to_none=True)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if optim.bf16 else nullcontext
-    while position.step < optim.max_updates:
-        dataset = task.epoch_dataset(position.epoch)
-        if len(dataset) == 0:
-            raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one batch")
-        if describe_epoch is not None and position.batch == 0:
-            describe_epoch(position.epoch, dataset)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(position.batch, len(dataset)),
-                                             num_workers=num_workers, collate_fn=lambda b: b)
-        finished = False
-        for batch in loader:
-            position.batch = batch["batch_index"] + 1
-            for failure in batch.get("failed", []):
-                monitor.message(f"skipped unreadable input {failure}")
-            sums["unreadable"] = sums.get("unreadable", 0) + len(batch.get("failed", []))
-            if ctx.any_flag(task.is_empty(batch)):
-                sums["skipped_batches"] = sums.get("skipped_batches", 0) + 1
-                continue
-            task.before_update(position.step)
-            consumed.append(batch["batch_index"])
-            torch.manual_seed((run.seed * 1_000_003 + position.step) * 4099 + ctx.rank * 131 + accumulated)
-            last_micro = accumulated + 1 == optim.update_freq
-            with nullcontext() if (last_micro or not ctx.enabled) else task.no_sync():
-                with autocast():
-                    output = task.forward(batch)
-                finite = math.isfinite(float(output.loss.detach()))
-                bad_here = ctx.any_flag(not finite)  # every rank takes the same branch
-                if bad_here:  # zero gradients that still visit every parameter, so DDP's reducer stays in step
-                    loss = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
-                else:
-                    loss = output.loss / optim.update_freq
-                loss.backward()
-            bad = bad or bad_here
-            accumulated = optim.update_freq if bad_here else accumulated + 1
-            sums["micro"] = sums.get("micro", 0) + 1
-            for key, value in output.sums.items():
-                sums[key] = sums.get(key, 0.0) + (value if finite or key != "loss" else 0.0)
-            if accumulated < optim.update_freq:
-                continue
-            accumulated = 0
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm or float("inf"))
-            if bad or not math.isfinite(float(grad_norm)):
-                bad = False
-                monitor.trace(position.step, position.epoch, consumed, applied=False)
-                consumed = []
-                _skip(position, optimizer, monitor, run)
-                continue
-            position.bad_streak = 0
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            position.step += 1
-            monitor.trace(position.step, position.epoch, consumed, applied=True)
-            consumed = []
-            monitor.advance(output.postfix)
-            if position.step % run.log_every == 0:
-                keys = sorted(sums)
-                totals = dict(zip(keys, ctx.sum_floats([float(sums[k]) for k in keys])))
-                values = task.log_values(totals, max(time.time() - interval_start, 1e-9))
-                values.update(lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-                              skipped_batches=totals.get("skipped_batches", 0), unreadable=totals.get("unreadable", 0))
-                monitor.scalars(position.step, values)
-                sums, interval_start = {}, time.time()
-            out_of_time = run.max_time_s > 0 and ctx.any_flag(time.time() - started > run.max_time_s)
-            out_of_time = out_of_time or (run.stop_after > 0 and position.step - first_step >= run.stop_after)
-            done = position.step >= optim.max_updates
-            metric = None
-            # The last model is validated too, so that "best" can be the final one.
-            if validate_every and (position.step % validate_every == 0 or out_of_time or done):
-                metric = task.validate(position.step)
-            if position.step % run.save_every == 0 or out_of_time or done or metric is not None:
-                save(out_of_time or done, metric)
-            if out_of_time:
-                monitor.message(f"stopping at update {position.step} (run.max_time_s / run.stop_after reached)")
-            if out_of_time or done:
-                finished = True
-                break
-        if finished:
-            return
-        position.epoch += 1
-        position.batch = 0
+class TrainingRun:
+    """The skeleton of one training run: checkpoints in ``run.output_dir``, resume from the newest complete
+    one, progress bar and logs, then the update loop. ``config`` is the trainer's dataclass config, with
+    ``optim`` (:class:`OptimConfig`) and ``run`` (:class:`RunConfig`) sections; it is saved as config.json
+    and inside every checkpoint's training state."""
 
-
-def _skip(position: Position, optimizer, monitor: TrainMonitor, run: RunConfig) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    position.bad_streak += 1
-    position.skipped_total += 1
-    monitor.message(f"non-finite loss or gradient at update {position.step}: step skipped "
-                    f"({position.bad_streak} in a row, {position.skipped_total} in total)")
-    if position.bad_streak >= run.max_bad_steps:
-        raise TrainingError(f"aborting: {position.bad_streak} consecutive non-finite steps at update "
-                            f"{position.step}; the weights were left unchanged since the last good update. "
-                            "Lower optim.lr or check the data.")
-
-
-def checkpoint_saver(manager, model, optimizer, scheduler, position: Position, ctx: DistributedContext,
-                     monitor: TrainMonitor, command: str, config_json: str, higher_is_better: bool = False,
-                     extra_files: dict | None = None):
-    """A ``save(final, metric)`` callable for :func:`run_updates` (rank 0 writes; every rank waits)."""
-
-    def save(final: bool = False, metric: float | None = None) -> Path | None:
-        path = None
+    def __init__(self, name: str, config, ctx: DistributedContext, state: TrainingState, *, command: str,
+                 extra_files: dict | None = None, higher_is_better: bool = False):
+        self.config, self.ctx, self.state = config, ctx, state
+        self.optim: OptimConfig = config.optim
+        self.run: RunConfig = config.run
+        self.command, self.extra_files, self.higher_is_better = command, extra_files, higher_is_better
+        self.out = Path(self.run.output_dir)
+        self.manager = CheckpointManager(self.out / "checkpoints", self.run.keep_last)
+        resumed_from = resume(self.manager, state)
+        self.monitor = TrainMonitor(self.out, ctx.is_main, self.optim.max_updates, state.position.step, name,
+                                    self.run.tensorboard)
+        if resumed_from is not None:
+            position = state.position
+            self.monitor.message(f"resumed from {resumed_from} at update {position.step} (epoch {position.epoch}, "
+                                 f"batch {position.batch})")
         if ctx.is_main:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "position": position.__dict__.copy(), "config": config_json}
+            (self.out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
+
+    def train(self, task: Task, *, num_workers: int = 0, validate_every: int = 0,
+              describe_epoch: Callable | None = None) -> None:
+        """Run updates until ``optim.max_updates``, ``run.max_time_s`` or ``run.stop_after``; closes the logs."""
+        self.state.model.train()
+        try:
+            UpdateLoop(self, task, num_workers, validate_every, describe_epoch).run()
+        finally:
+            self.monitor.close()
+
+    def save(self, final: bool = False, metric: float | None = None) -> Path | None:
+        """Checkpoint the state (rank 0 writes; every rank waits)."""
+        path, state = None, self.state
+        if self.ctx.is_main:
+            training_state = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
+                              "position": state.position.__dict__.copy(), "config": json.dumps(to_plain(self.config))}
             try:
-                path = manager.save(model, state, position.step, metric, higher_is_better=higher_is_better,
-                                    extra_files=extra_files, command=command)
+                path = self.manager.save(state.model, training_state, state.position.step, metric,
+                                         higher_is_better=self.higher_is_better, extra_files=self.extra_files,
+                                         command=self.command)
             except OSError as error:
-                raise TrainingError(f"could not write checkpoint at update {position.step}: {error}; the previous "
-                                    f"checkpoint ({manager.latest()}) is intact") from None
-            monitor.message(f"saved checkpoint {path}" + (" (final)" if final else ""))
-        ctx.barrier()
+                raise TrainingError(f"could not write checkpoint at update {state.position.step}: {error}; the "
+                                    f"previous checkpoint ({self.manager.latest()}) is intact") from None
+            self.monitor.message(f"saved checkpoint {path}" + (" (final)" if final else ""))
+        self.ctx.barrier()
         return path
 
-    return save
+    def result(self) -> Path | None:
+        """The best checkpoint (by the validation metric) or, without one, the newest."""
+        return self.manager.best() or self.manager.latest()
+
+
+class UpdateLoop:
+    """The update loop of one :meth:`TrainingRun.train` call; its own state is the update being accumulated."""
+
+    def __init__(self, run: TrainingRun, task: Task, num_workers: int, validate_every: int,
+                 describe_epoch: Callable | None):
+        self.training, self.task, self.state, self.ctx = run, task, run.state, run.ctx
+        self.optim, self.config, self.monitor = run.optim, run.run, run.monitor
+        self.num_workers, self.validate_every, self.describe_epoch = num_workers, validate_every, describe_epoch
+        self.accumulated, self.bad = 0, False
+        self.consumed: list[int] = []  # micro-batches of the epoch that went into the update being accumulated
+        self.interval = Interval()
+        self.postfix: dict = {}  # the last micro-batch's progress-bar values
+        self.started, self.first_step = time.time(), run.state.position.step
+
+    def run(self) -> None:
+        position = self.state.position
+        self.state.optimizer.zero_grad(set_to_none=True)
+        while position.step < self.optim.max_updates:
+            dataset = self.task.epoch_dataset(position.epoch)
+            if len(dataset) == 0:
+                raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one "
+                                    "batch")
+            if self.describe_epoch is not None and position.batch == 0:
+                self.describe_epoch(position.epoch, dataset)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(position.batch, len(dataset)),
+                                                 num_workers=self.num_workers, collate_fn=lambda b: b)
+            for batch in loader:
+                position.batch = batch["batch_index"] + 1
+                if self._micro_batch(batch) and self._finish_update():
+                    return
+            position.epoch += 1
+            position.batch = 0
+
+    def _micro_batch(self, batch) -> bool:
+        """Forward and backward of one micro-batch; True when it completes an update's accumulation."""
+        position, ctx = self.state.position, self.ctx
+        for failure in batch.get("failed", []):
+            self.monitor.message(f"skipped unreadable input {failure}")
+        self.interval.unreadable += len(batch.get("failed", []))
+        if ctx.any_flag(self.task.is_empty(batch)):
+            self.interval.skipped_batches += 1
+            return False
+        self.task.before_update(position.step)
+        self.consumed.append(batch["batch_index"])
+        torch.manual_seed((self.config.seed * 1_000_003 + position.step) * 4099 + ctx.rank * 131 + self.accumulated)
+        last_micro = self.accumulated + 1 == self.optim.update_freq
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.optim.bf16 else nullcontext()
+        with nullcontext() if (last_micro or not ctx.enabled) else self.task.no_sync():
+            with autocast:
+                output = self.task.forward(batch)
+            finite = math.isfinite(float(output.loss.detach()))
+            bad_here = ctx.any_flag(not finite)  # every rank takes the same branch
+            if bad_here:  # zero gradients that still visit every parameter, so DDP's reducer stays in step
+                loss = sum((p * 0.0).sum() for p in self.state.model.parameters() if p.requires_grad)
+            else:
+                loss = output.loss / self.optim.update_freq
+            loss.backward()
+        self.bad = self.bad or bad_here
+        self.accumulated = self.optim.update_freq if bad_here else self.accumulated + 1
+        if finite:  # a skipped micro-batch's numbers would poison the log line
+            self.interval.add(output.statistics)
+        self.postfix = output.postfix
+        if self.accumulated < self.optim.update_freq:
+            return False
+        self.accumulated = 0
+        return True
+
+    def _finish_update(self) -> bool:
+        """Clip and step (or skip a non-finite update), then log, validate and save; True when the run ends."""
+        state, position = self.state, self.state.position
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.optim.clip_norm or float("inf"))
+        if self.bad or not math.isfinite(float(grad_norm)):
+            self.bad = False
+            self.monitor.trace(position.step, position.epoch, self.consumed, applied=False)
+            self.consumed = []
+            self._skip()
+            return False
+        position.bad_streak = 0
+        state.optimizer.step()
+        state.scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        position.step += 1
+        self.monitor.trace(position.step, position.epoch, self.consumed, applied=True)
+        self.consumed = []
+        self.monitor.advance(self.postfix)
+        if position.step % self.config.log_every == 0:
+            self._log(float(grad_norm))
+        out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(time.time() - self.started > self.config.max_time_s)
+        out_of_time = out_of_time or (self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after)
+        done = position.step >= self.optim.max_updates
+        metric = None
+        # The last model is validated too, so that "best" can be the final one.
+        if self.validate_every and (position.step % self.validate_every == 0 or out_of_time or done):
+            metric = self.task.validate(position.step)
+        if position.step % self.config.save_every == 0 or out_of_time or done or metric is not None:
+            self.training.save(out_of_time or done, metric)
+        if out_of_time:
+            self.monitor.message(f"stopping at update {position.step} (run.max_time_s / run.stop_after reached)")
+        return out_of_time or done
+
+    def _log(self, grad_norm: float) -> None:
+        interval = self.interval
+        keys = sorted(interval.statistics)
+        counts = [interval.micro_batches, interval.skipped_batches, interval.unreadable]
+        totals = self.ctx.sum_floats([float(interval.statistics[k]) for k in keys] + [float(c) for c in counts])
+        statistics = dict(zip(keys, totals[: len(keys)]))
+        micro, skipped, unreadable = totals[len(keys):]
+        values = self.task.log_values(statistics, micro, max(time.time() - interval.started, 1e-9))
+        values.update(lr=self.state.scheduler.get_last_lr()[0], grad_norm=grad_norm, skipped_batches=skipped,
+                      unreadable=unreadable)
+        self.monitor.scalars(self.state.position.step, values)
+        self.interval = Interval()
+
+    def _skip(self) -> None:
+        position = self.state.position
+        self.state.optimizer.zero_grad(set_to_none=True)
+        position.bad_streak += 1
+        position.skipped_total += 1
+        self.monitor.message(f"non-finite loss or gradient at update {position.step}: step skipped "
+                             f"({position.bad_streak} in a row, {position.skipped_total} in total)")
+        if position.bad_streak >= self.config.max_bad_steps:
+            raise TrainingError(f"aborting: {position.bad_streak} consecutive non-finite steps at update "
+                                f"{position.step}; the weights were left unchanged since the last good update. "
+                                "Lower optim.lr or check the data.")
 
 
 def check_sources(paths: list[str], what: str) -> None:
@@ -243,7 +335,10 @@ def check_sources(paths: list[str], what: str) -> None:
 
 
 def launch(train_fn, config, command: str):
-    """Run ``train_fn(config, ctx, command)`` inside an initialised (and afterwards destroyed) process group."""
+    """Run ``train_fn(config, ctx, command)`` inside an initialised (and afterwards destroyed) process group;
+    ``run.threads`` sets torch's intra-op threads first."""
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     ctx = init_distributed()
     try:
         return train_fn(config, ctx, command)
@@ -256,22 +351,21 @@ def adamw(params, optim: OptimConfig) -> torch.optim.AdamW:
                              weight_decay=optim.weight_decay)
 
 
-def resume(manager, model, optimizer, scheduler) -> tuple[Position, Path | None]:
-    """Load the newest complete checkpoint, if any, into model/optimizer/scheduler."""
-    from .checkpoint import load_checkpoint
-
+def resume(manager: CheckpointManager, state: TrainingState) -> Path | None:
+    """Load the newest complete checkpoint, if any, into ``state`` (its position included); returns its path."""
     if manager.directory.is_dir():
         manager.remove_stale()
     path = manager.latest()
     if path is None:
-        return Position(), None
+        return None
     try:
-        state = load_checkpoint(path, model)
+        saved = load_checkpoint(path, state.model)
     except Exception as error:  # noqa: BLE001 - unpickling refusals, truncation, mismatched weights
         first = str(error).strip().splitlines()
         reason = next((line for line in first if "GLOBAL" in line), first[0] if first else type(error).__name__)
         raise TrainingError(f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
                             "directory away to resume from an older checkpoint") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return Position(**state["position"]), path
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.position = Position(**saved["position"])
+    return path

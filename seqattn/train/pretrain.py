@@ -8,7 +8,6 @@ Reads top to bottom: configuration, data scan, model and optimiser, resume, then
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,27 +15,18 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from seqattn.data.sources import DataSource
 from seqattn.data.unlabelled import CroppedBatches, plan_epoch, scan
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPretraining
 from seqattn.models.wav2vec2.masking import generators_for
 
-from .checkpoint import CheckpointManager
-from .config_io import to_plain
 from .distributed import DistributedContext
 from .loop import (
-    OptimConfig, RunConfig, StepOutput, Task, TrainingError, adamw, check_sources, checkpoint_saver, launch, resume,
-    run_updates,
+    OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, check_sources, launch,
 )
-from .monitor import TrainMonitor
 from .schedule import polynomial_decay
 
-__all__ = ["DataSource", "PretrainConfig", "PretrainData", "TrainingError", "train"]
-
-
-@dataclass
-class DataSource:
-    path: str
-    language: str | None = None
+__all__ = ["PretrainConfig", "PretrainData", "TrainingError", "train"]
 
 
 @dataclass
@@ -104,22 +94,22 @@ class PretrainTask(Task):
     def forward(self, batch) -> StepOutput:
         waves = batch["waves"]
         result = self.step_module(waves, generators_for(batch["keys"]))
-        sums = {"loss": float(result.loss.detach()), "targets": result.num_targets, "correct": result.correct,
-                "audio_s": waves.numel() / self.config.data.sample_rate,
-                "code_ppl": float(result.code_perplexity), "prob_ppl": float(result.prob_perplexity),
-                "temperature": float(result.temperature)}
-        postfix = {"loss": sums["loss"], "acc": result.correct / max(result.num_targets, 1)}
-        return StepOutput(result.loss, sums, postfix)
+        statistics = {"loss": float(result.loss.detach()), "targets": result.num_targets, "correct": result.correct,
+                      "audio_s": waves.numel() / self.config.data.sample_rate,
+                      "code_ppl": float(result.code_perplexity), "prob_ppl": float(result.prob_perplexity),
+                      "temperature": float(result.temperature)}
+        postfix = {"loss": statistics["loss"], "acc": result.correct / max(result.num_targets, 1)}
+        return StepOutput(result.loss, statistics, postfix)
 
-    def log_values(self, sums: dict, elapsed: float) -> dict:
-        micro = max(sums.get("micro", 1), 1)  # summed over ranks: per-rank means below divide by it
+    def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
+        micro = max(micro_batches, 1)  # summed over ranks: the per-micro-batch means below divide by it
         return {
-            "loss": sums["loss"] / micro,
-            "accuracy": sums["correct"] / max(sums["targets"], 1),
-            "code_perplexity": sums["code_ppl"] / micro,
-            "prob_perplexity": sums["prob_ppl"] / micro,
-            "temperature": sums["temperature"] / micro,
-            "audio_s_per_s": sums["audio_s"] / elapsed,
+            "loss": statistics["loss"] / micro,
+            "accuracy": statistics["correct"] / max(statistics["targets"], 1),
+            "code_perplexity": statistics["code_ppl"] / micro,
+            "prob_perplexity": statistics["prob_ppl"] / micro,
+            "temperature": statistics["temperature"] / micro,
+            "audio_s_per_s": statistics["audio_s"] / elapsed,
         }
 
 
@@ -131,27 +121,18 @@ def train(config: PretrainConfig, command: str = "seqattn pretrain") -> Path:
 
 
 def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Path:
-    run, data, optim = config.run, config.data, config.optim
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    out = Path(run.output_dir)
-    manager = CheckpointManager(out / "checkpoints", run.keep_last)
-    torch.manual_seed(run.seed)
+    data, optim = config.data, config.optim
+    torch.manual_seed(config.run.seed)
     model = Wav2Vec2ForPretraining(config.model)
     optimizer = adamw(model.parameters(), optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: polynomial_decay(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio, optim.power)
     )
-    position, resumed_from = resume(manager, model, optimizer, scheduler)
-    monitor = TrainMonitor(out, ctx.is_main, optim.max_updates, position.step, "pretrain", run.tensorboard)
-    if resumed_from is not None:
-        monitor.message(f"resumed from {resumed_from} at update {position.step} (epoch {position.epoch}, "
-                        f"batch {position.batch})")
-
+    training = TrainingRun("pretrain", config, ctx, TrainingState(model, optimizer, scheduler), command=command)
+    out, monitor = training.out, training.monitor
     report = scan([(s.path, s.language) for s in data.train], data.sample_rate, data.min_sample_size,
                   fix=data.fix_data_dirs, progress=ctx.is_main)
     if ctx.is_main:
-        (out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
         if report.failed:
             (out / "failed_audio.txt").write_text("\n".join(report.failed) + "\n")
         monitor.message(f"{len(report.items)} utterances; {len(report.failed)} unreadable (see failed_audio.txt); "
@@ -164,13 +145,6 @@ def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Pat
         monitor.message(f"epoch {epoch}: {len(dataset)} batches, utterances per language "
                         f"{dict(sorted(dataset.plan.language_counts.items()))}")
 
-    model.train()
     task = PretrainTask(config, model, report.items, ctx)
-    save = checkpoint_saver(manager, model, optimizer, scheduler, position, ctx, monitor, command,
-                            json.dumps(to_plain(config)))
-    try:
-        run_updates(task, model, optimizer, scheduler, position, optim, run, ctx, monitor, save,
-                    num_workers=data.num_workers, describe_epoch=describe_epoch)
-    finally:
-        monitor.close()
-    return manager.latest()
+    training.train(task, num_workers=data.num_workers, describe_epoch=describe_epoch)
+    return training.manager.latest()

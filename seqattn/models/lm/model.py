@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqattn.nn import LayerCache, MultiHeadAttention, attention_step
+from seqattn.nn import LayerCache, MultiHeadAttention
 
 from .config import LMConfig
 
@@ -41,7 +41,7 @@ class Block(nn.Module):
         return x, attended.aux_loss, attended.weights
 
     def step(self, x, cache: LayerCache):
-        x = x + attention_step(self.attention, self.attention_norm(x), cache)
+        x = x + self.attention.step(self.attention_norm(x), cache)
         return x + self.ffn(self.ffn_norm(x))
 
 
