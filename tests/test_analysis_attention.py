@@ -206,7 +206,8 @@ def test_language_model_heads_from_text_match_analytic_values(tmp_path):
     from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
     from seqattn.models.lm import TransformerLM, presets
 
-    model = TransformerLM(presets.tiny(vocab_size=257, local_heads=2, routing_heads=0, window=3)).eval()
+    model = TransformerLM(presets.with_attention(presets.tiny(vocab_size=257), local_heads=2, routing_heads=0,
+                                                 window_left=3)).eval()
     for block in model.blocks:
         torch.nn.init.zeros_(block.attention.q_proj.weight)  # the LM's projections have no bias
     model_dir = save_model(model, tmp_path / "lm", extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})

@@ -17,9 +17,9 @@ from seqattn.models.lm import TransformerLM, generate, presets
 
 CONFIGS = {
     "local+routing": presets.tiny(),
-    "shared-qk routing": presets.tiny(shared_qk=True),
+    "shared-qk routing": presets.with_attention(presets.tiny(), routing_shared_qk=True),
     "routing in the last layer only": presets.tiny(routing_layers=1),
-    "local+full": presets.tiny(local_heads=2, routing_heads=0),
+    "local+full": presets.with_attention(presets.tiny(), local_heads=2, routing_heads=0),
     "learned positions": presets.tiny(positions="learned"),
 }
 
@@ -67,7 +67,8 @@ def test_cached_generation_equals_uncached(name):
 
 
 def test_cache_memory_is_bounded_by_the_windows():
-    config = presets.tiny(local_heads=2, routing_heads=2, window=4, routing_window=4, num_clusters=3)
+    config = presets.with_attention(presets.tiny(), local_heads=2, routing_heads=2, window_left=4, routing_window=4,
+                                    num_clusters=3)
     model = trained_centroids(TransformerLM(config))
     caches = model.new_caches()
     model(torch.randint(0, 50, (1, 5)), caches=caches)
@@ -108,8 +109,8 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path, capsys):
     assert "tokenizer.json" in capsys.readouterr().err
 
 
-def byte_lm(tmp_path, **overrides):
-    config = presets.tiny(vocab_size=257, **overrides)
+def byte_lm(tmp_path, **attention):
+    config = presets.with_attention(presets.tiny(vocab_size=257), **attention)
     model = trained_centroids(TransformerLM(config))
     model_dir = save_model(model, tmp_path / "lm", extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
     return load_model(model_dir), model_dir
@@ -201,8 +202,8 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
     (tmp_path / "train.txt").write_text(text)
     (tmp_path / "valid.txt").write_text(text[:2000])
     common = [f"data.train=[{tmp_path / 'train.txt'}]", f"data.valid=[{tmp_path / 'valid.txt'}]",
-              "model.dim=32", "model.num_layers=2", "model.num_heads=4", "model.local_heads=2",
-              "model.routing_heads=2", "model.window=8", "model.routing_window=8", "model.num_clusters=2",
+              "model.dim=32", "model.num_layers=2", "model.attention.num_heads=4", "model.attention.local_heads=2",
+              "model.attention.routing_heads=2", "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2",
               "model.max_context=32", "data.seq_len=32", "data.batch_size=4", "optim.max_updates=8",
               "optim.warmup_updates=2", "run.log_every=2", "run.save_every=2", "validate_every=4",
               "run.tensorboard=false", "data.valid_tokens=256"]
@@ -243,9 +244,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "train-lm",
                str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{tmp_path / 'train.txt'}]",
-               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.local_heads=2",
-               "model.routing_heads=2", "model.routing_layers=-1", "model.window=8", "model.routing_window=8",
-               "model.num_clusters=2", "model.max_context=32", "data.seq_len=32", "data.batch_size=4",
+               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.attention.local_heads=2",
+               "model.attention.routing_heads=2", "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8",
+               "model.attention.num_clusters=2", "model.max_context=32", "data.seq_len=32", "data.batch_size=4",
                "optim.max_updates=3", "optim.warmup_updates=1", "run.save_every=3", "run.tensorboard=false",
                "run.threads=1"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -271,11 +272,40 @@ def test_bf16_autocast_with_gradient_accumulation_trains(tmp_path):
     (tmp_path / "t.txt").write_text("a small corpus, repeated for the language model.\n" * 100)
     config = load_config(LMTrainConfig, "recipes/lm/tinyshakespeare_char.yaml", [
         f"data.train=[{tmp_path / 't.txt'}]", f"run.output_dir={tmp_path / 'o'}", "model.dim=32",
-        "model.num_layers=1", "model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1",
-        "model.window=8", "model.routing_window=8", "model.num_clusters=2", "model.max_context=32",
+        "model.num_layers=1", "model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
+        "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2", "model.max_context=32",
         "data.seq_len=32", "data.batch_size=4", "optim.max_updates=3", "optim.update_freq=2", "optim.bf16=true",
         "run.save_every=3", "run.tensorboard=false"])
     best = train(config)
     trace = [json.loads(line) for line in (tmp_path / "o" / "updates.jsonl").read_text().splitlines()]
     assert [row["batches"] for row in trace] == [[0, 1], [2, 3], [4, 5]]  # two micro-batches per update
     assert all(torch.isfinite(v).all() for v in load_model(best).state_dict().values())
+
+
+def test_attention_settings_live_under_attention_and_old_model_dirs_still_load(tmp_path, capsys):
+    """One way to say a setting: a flat attention key in a training config is refused with the key it moved
+    to; a model saved with the flat keys (before attention was nested) loads with the same weights."""
+    from pathlib import Path
+
+    from seqattn.models.lm.config import LMConfig
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "lm" / "tinyshakespeare_char.yaml"
+
+    with pytest.raises(ValueError, match=r"shared_qk -> attention.routing_shared_qk, window -> attention.window_left"):
+        LMConfig.from_dict({"window": 8, "shared_qk": True})
+    assert cli_main(["train-lm", str(recipe), "model.window=8", "--print-config"]) == 2
+    assert "window -> attention.window_left" in capsys.readouterr().err
+    config = presets.with_attention(presets.tiny(vocab_size=257), window_left=3, routing_shared_qk=True)
+    original = TransformerLM(config)
+    model_dir = save_model(original, tmp_path / "lm")
+    meta = json.loads((model_dir / "config.json").read_text())
+    attention = meta["config"].pop("attention")
+    meta["config"].update(num_heads=attention["num_heads"], local_heads=attention["local_heads"],
+                          routing_heads=attention["routing_heads"], window=attention["window_left"],
+                          num_clusters=attention["num_clusters"], routing_window=attention["routing_window"],
+                          shared_qk=attention["routing_shared_qk"])
+    (model_dir / "config.json").write_text(json.dumps(meta))
+    loaded = load_model(model_dir)
+    assert loaded.config.attention == config.attention
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name

@@ -55,8 +55,8 @@ def command(trainer: str, corpora, out: Path, updates: int) -> list[str]:
                        f"data.train=[{{path: {corpora['train']}}}]", "data.max_tokens=32000", "validate_every=0",
                        "freeze_updates=2", "model_overrides={dropout: 0.0, layerdrop: 0.0}", *common]
     return base + ["train-lm", str(REPO / "recipes/lm/tinyshakespeare_char.yaml"), f"data.train=[{corpora['text']}]",
-                   "model.dim=32", "model.num_layers=2", "model.local_heads=2", "model.routing_heads=2",
-                   "model.routing_layers=-1", "model.window=8", "model.routing_window=8", "model.num_clusters=2",
+                   "model.dim=32", "model.num_layers=2", "model.attention.local_heads=2", "model.attention.routing_heads=2",
+                   "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2",
                    "model.max_context=32", "data.seq_len=32", "data.batch_size=4", "optim.warmup_updates=2", *common]
 
 

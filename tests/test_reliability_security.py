@@ -39,7 +39,7 @@ def test_resume_from_a_checkpoint_with_a_malicious_training_state(tmp_path, caps
     text.write_text("abc def\n" * 200)
     out = tmp_path / "lm"
     args = ["train-lm", str(REPO / "recipes/lm/tinyshakespeare_char.yaml"), f"data.train=[{text}]",
-            f"run.output_dir={out}", "model.dim=32", "model.num_layers=1", "model.local_heads=4", "model.window=8",
+            f"run.output_dir={out}", "model.dim=32", "model.num_layers=1", "model.attention.local_heads=4", "model.attention.window_left=8",
             "model.max_context=16", "data.seq_len=16", "data.batch_size=2", "optim.max_updates=2",
             "run.save_every=2", "run.tensorboard=false"]
     assert cli_main(args) == 0

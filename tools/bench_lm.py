@@ -41,19 +41,18 @@ RECIPE = REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"
 
 # attention variants: model overrides on top of the recipe
 SHAKESPEARE_VARIANTS = {
-    "full": ["model.local_heads=0", "model.routing_heads=0", "model.routing_layers=0"],
-    "local (window 32)": ["model.local_heads=4", "model.routing_heads=0", "model.routing_layers=0", "model.window=32"],
-    "local+routing (2+2)": ["model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1",
-                            "model.window=32", "model.num_clusters=4", "model.routing_window=32"],
+    "full": ["model.attention.local_heads=0", "model.attention.routing_heads=0", "model.routing_layers=0"],
+    "local (window 32)": ["model.attention.local_heads=4", "model.attention.routing_heads=0", "model.routing_layers=0", "model.attention.window_left=32"],
+    "local+routing (2+2)": ["model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
+                            "model.attention.window_left=32", "model.attention.num_clusters=4", "model.attention.routing_window=32"],
 }
-LONG_VARIANTS = {
-    "full": dict(local_heads=0, routing_heads=0, routing_layers=0),
-    "local+routing": dict(local_heads=4, routing_heads=4, routing_layers=-1, window=256, num_clusters=8,
-                          routing_window=256),
+LONG_VARIANTS = {  # (routing_layers, attention fields)
+    "full": (0, dict(local_heads=0, routing_heads=0)),
+    "local+routing": (-1, dict(local_heads=4, routing_heads=4, window_left=256, num_clusters=8, routing_window=256)),
 }
 WIKITEXT_VARIANTS = {
-    "local (window 128)": ["model.local_heads=4", "model.routing_heads=0", "model.routing_layers=0"],
-    "local+routing (2+2)": ["model.local_heads=2", "model.routing_heads=2", "model.routing_layers=-1"],
+    "local (window 128)": ["model.attention.local_heads=4", "model.attention.routing_heads=0", "model.routing_layers=0"],
+    "local+routing (2+2)": ["model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1"],
 }
 
 
@@ -122,10 +121,12 @@ def long_worker(variant: str, context: int, steps: int, dim: int, layers: int) -
     import torch
 
     from seqattn.models.lm import LMConfig, TransformerLM
+    from seqattn.models.lm.config import default_attention
 
     torch.manual_seed(0)
-    config = LMConfig(vocab_size=256, dim=dim, num_layers=layers, num_heads=8, max_context=context,
-                      **LONG_VARIANTS[variant])
+    routing_layers, attention = LONG_VARIANTS[variant]
+    config = LMConfig(vocab_size=256, dim=dim, num_layers=layers, max_context=context, routing_layers=routing_layers,
+                      attention=default_attention(num_heads=8, **attention))
     model = TransformerLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 256, (1, context + 1))
@@ -163,8 +164,8 @@ def wikitext2(args, workdir: Path) -> list[dict]:
     """One row per (run, variant), as for shakespeare."""
     train, test = CORPORA / "wikitext-2" / "valid.txt", CORPORA / "wikitext-2" / "test.txt"
     common = [f"data.train=[{train}]", "data.valid=[]", f"data.seq_len={args.wt_context}",
-              f"model.max_context={args.wt_context}", "model.window=128", "model.routing_window=128",
-              "model.num_clusters=8", "data.batch_size=8", f"optim.max_updates={args.wt_updates}",
+              f"model.max_context={args.wt_context}", "model.attention.window_left=128", "model.attention.routing_window=128",
+              "model.attention.num_clusters=8", "data.batch_size=8", f"optim.max_updates={args.wt_updates}",
               "optim.warmup_updates=50", "validate_every=0", "run.save_every=100000", "run.tensorboard=false",
               "run.log_every=50"]
     rows = []

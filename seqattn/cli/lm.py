@@ -95,7 +95,7 @@ def add_lm_parsers(commands) -> None:
         epilog="example: seqattn train-lm recipes/lm/tinyshakespeare_char.yaml data.train='[data/train.txt]' "
                "data.valid='[data/valid.txt]' run.output_dir=exp/lm",
     )
-    training_arguments(p, "optim.lr=1e-3 model.routing_heads=2", _train_lm)
+    training_arguments(p, "optim.lr=1e-3 model.attention.routing_heads=2", _train_lm)
 
     p = commands.add_parser(
         "eval-lm", help="perplexity of a language model on text files",

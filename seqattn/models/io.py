@@ -49,7 +49,7 @@ def build_model(model_type: str, config: dict) -> torch.nn.Module:
             return Wav2Vec2ForCTC(cfg)
         return Wav2Vec2Model(cfg)
     if model_type == "transformer_lm":
-        return TransformerLM(LMConfig.from_dict(config))
+        return TransformerLM(LMConfig.from_saved(config))
     raise ModelDirError(f"unknown model_type {model_type!r} in {CONFIG_FILE}")
 
 

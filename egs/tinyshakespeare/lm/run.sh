@@ -34,9 +34,9 @@ mkdir -p $data $exp/log $exp/done $exp/time
 
 variant_overrides() {  # the attention of each variant, on top of $config
   case $1 in
-    local) echo "model.local_heads=4 model.routing_heads=0 model.routing_layers=0 model.window=32" ;;
-    full) echo "model.local_heads=0 model.routing_heads=0 model.routing_layers=0" ;;
-    routing) echo "model.local_heads=2 model.routing_heads=2 model.routing_layers=-1 model.window=32 model.num_clusters=4 model.routing_window=32" ;;
+    local) echo "model.attention.local_heads=4 model.attention.routing_heads=0 model.routing_layers=0 model.attention.window_left=32" ;;
+    full) echo "model.attention.local_heads=0 model.attention.routing_heads=0 model.routing_layers=0" ;;
+    routing) echo "model.attention.local_heads=2 model.attention.routing_heads=2 model.routing_layers=-1 model.attention.window_left=32 model.attention.num_clusters=4 model.attention.routing_window=32" ;;
     *) echo "unknown variant $1 (local, full, routing)" >&2; return 1 ;;
   esac
 }

@@ -1,17 +1,34 @@
 """Configuration of decoder-only language models: one dataclass of values.
 
 Each layer's heads are split into local (causal sliding window), routing (causal content-routed, as in the
-Routing Transformer) and full heads. ``routing_layers`` says which layers route: all of them (-1), none (0),
-or only the last k (k > 0, as the paper's PG-19 model routes only in its last layers); in layers that do
-not route, the routing heads are local heads instead.
+Routing Transformer) and full heads, as ``attention`` (a :class:`~seqattn.nn.AttentionConfig`, the same one
+every seqattn model uses) says. ``routing_layers`` says which layers route: all of them (-1), none (0), or only
+the last k (k > 0, as the paper's PG-19 model routes only in its last layers); in layers that do not route,
+the routing heads are local heads instead. Language models are causal: ``attention.causal`` is true and
+``attention.window_right`` is 0, and rotary positions are chosen by ``positions``.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from seqattn.nn import AttentionConfig
 from seqattn.utils.values import check_known_keys
+
+
+def default_attention(**values) -> AttentionConfig:
+    """The LM defaults for ``attention``: 8 heads, 4 local (window 256) + 4 routing (8 clusters, window 256),
+    causal. ``values`` override single fields."""
+    defaults = dict(num_heads=8, local_heads=4, routing_heads=4, causal=True, window_left=256, window_right=0,
+                    num_clusters=8, routing_window=256)
+    return AttentionConfig(**{**defaults, **values})
+
+
+# The flat keys of LM config.json files written before ``attention`` was nested: old name -> attention field.
+_FLAT_ATTENTION_KEYS = {"num_heads": "num_heads", "local_heads": "local_heads", "routing_heads": "routing_heads",
+                        "window": "window_left", "num_clusters": "num_clusters", "routing_window": "routing_window",
+                        "shared_qk": "routing_shared_qk", "kmeans_decay": "kmeans_decay",
+                        "commitment_weight": "commitment_weight"}
 
 
 @dataclass
@@ -19,17 +36,9 @@ class LMConfig:
     vocab_size: int = 0  # set from the tokenizer when 0
     dim: int = 512
     num_layers: int = 8
-    num_heads: int = 8
     ffn_mult: int = 4
-    local_heads: int = 4
-    routing_heads: int = 4  # per routing layer; local in the others; the rest of num_heads are full heads
+    attention: AttentionConfig = field(default_factory=default_attention)  # the heads of a routing layer
     routing_layers: int = -1  # -1: every layer routes; 0: none; k > 0: the last k layers
-    window: int = 256  # local heads: a token sees itself and the `window` tokens before it
-    num_clusters: int = 8
-    routing_window: int = 256  # routing heads: the most recent same-cluster tokens a token sees
-    shared_qk: bool = False  # routing with shared queries/keys (the paper's LMs)
-    kmeans_decay: float = 0.999
-    commitment_weight: float = 1e-4
     positions: str = "rotary"  # "rotary" (relative, any length) or "learned" (absolute, up to max_context)
     max_context: int = 1024  # training sequence length; the limit for learned positions
     dropout: float = 0.0
@@ -41,25 +50,26 @@ class LMConfig:
         return layer >= self.num_layers - self.routing_layers
 
     def attention_for(self, layer: int) -> AttentionConfig:
-        routing = self.routing_heads if self.routes(layer) else 0
-        local = self.local_heads + (self.routing_heads - routing)
-        return AttentionConfig(
-            num_heads=self.num_heads, local_heads=local, routing_heads=routing, causal=True,
-            window_left=self.window, window_right=0, num_clusters=self.num_clusters,
-            routing_window=self.routing_window, routing_shared_qk=self.shared_qk, kmeans_decay=self.kmeans_decay,
-            commitment_weight=self.commitment_weight, rotary=self.positions == "rotary",
-        )
+        """Layer ``layer``'s heads: ``attention``, with its routing heads made local where the layer does not
+        route, and rotary positions when ``positions`` is "rotary"."""
+        a = self.attention
+        routing = a.routing_heads if self.routes(layer) else 0
+        return dataclasses.replace(a, local_heads=a.local_heads + a.routing_heads - routing, routing_heads=routing,
+                                   rotary=self.positions == "rotary")
 
     def validate(self) -> None:
+        a = self.attention
         if self.vocab_size <= 0:
             raise ValueError(f"vocab_size must be > 0 (set it from the tokenizer), got {self.vocab_size}")
         if self.positions not in ("rotary", "learned"):
             raise ValueError(f"positions must be 'rotary' or 'learned', got {self.positions!r}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
-        if self.local_heads + self.routing_heads > self.num_heads:
-            raise ValueError(f"local_heads {self.local_heads} + routing_heads {self.routing_heads} exceed "
-                             f"num_heads {self.num_heads}")
+        if not a.causal or a.window_right != 0:
+            raise ValueError(f"a language model is causal: attention.causal must be true and attention.window_right "
+                             f"0, got {a.causal} and {a.window_right}")
+        if a.rotary:
+            raise ValueError("attention.rotary is set by positions: 'rotary'; leave attention.rotary false")
+        if self.dim % a.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by attention.num_heads {a.num_heads}")
         if self.routing_layers > self.num_layers:
             raise ValueError(f"routing_layers {self.routing_layers} exceeds num_layers {self.num_layers}")
         for layer in range(self.num_layers):
@@ -70,5 +80,27 @@ class LMConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LMConfig":
+        """From plain values (YAML or config.json); ``attention`` holds only the fields that differ from the
+        LM defaults. Attention keys at the top level are refused, with the key they moved to."""
+        moved = sorted(set(values) & set(_FLAT_ATTENTION_KEYS))
+        if moved:
+            raise ValueError("attention settings live under 'attention' now: " + ", ".join(
+                f"{key} -> attention.{_FLAT_ATTENTION_KEYS[key]}" for key in moved))
         check_known_keys(cls, values, "LM config")
+        values = dict(values)
+        attention = values.get("attention", {})
+        if isinstance(attention, dict):
+            check_known_keys(AttentionConfig, attention, "LM attention config")
+            values["attention"] = default_attention(**attention)
         return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: dict) -> "LMConfig":
+        """From a saved model's config.json, including those written with flat attention keys."""
+        values = dict(values)
+        flat = {key: values.pop(key) for key in list(values) if key in _FLAT_ATTENTION_KEYS}
+        if flat:
+            attention = dict(values.get("attention", {}))
+            attention.update({_FLAT_ATTENTION_KEYS[key]: value for key, value in flat.items()})
+            values["attention"] = attention
+        return cls.from_dict(values)

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import LMConfig
+from .config import LMConfig, default_attention
+
+
+def with_attention(config: LMConfig, **changes) -> LMConfig:
+    """``config`` with some of its attention fields changed (``with_attention(tiny(), local_heads=4)``)."""
+    return dataclasses.replace(config, attention=dataclasses.replace(config.attention, **changes))
 
 
 def wikitext103(**overrides) -> LMConfig:
@@ -18,9 +23,9 @@ def wikitext103(**overrides) -> LMConfig:
     local (window 256) and 8 routing (8 clusters, window 512, shared queries/keys) in every layer, dropout 0.4,
     context 4096."""
     return dataclasses.replace(LMConfig(
-        dim=1024, num_layers=14, num_heads=16, ffn_mult=3, local_heads=8, routing_heads=8, routing_layers=-1,
-        window=256, num_clusters=8, routing_window=512, shared_qk=True, max_context=4096, dropout=0.4,
-        positions="rotary",
+        dim=1024, num_layers=14, ffn_mult=3, routing_layers=-1, max_context=4096, dropout=0.4, positions="rotary",
+        attention=default_attention(num_heads=16, local_heads=8, routing_heads=8, window_left=256, num_clusters=8,
+                                    routing_window=512, routing_shared_qk=True),
     ), **overrides)
 
 
@@ -29,30 +34,34 @@ def pg19(**overrides) -> LMConfig:
     + 2 routing heads there, 16 clusters, window 512; 8 local heads below), local window 256, context 8192,
     no dropout. dim 1024 instead of the paper's 1032: rotary positions need an even head size (1032 / 8 = 129)."""
     return dataclasses.replace(LMConfig(
-        dim=1024, num_layers=22, num_heads=8, ffn_mult=4, local_heads=6, routing_heads=2, routing_layers=1,
-        window=256, num_clusters=16, routing_window=512, max_context=8192, dropout=0.0, positions="rotary",
+        dim=1024, num_layers=22, ffn_mult=4, routing_layers=1, max_context=8192, dropout=0.0, positions="rotary",
+        attention=default_attention(num_heads=8, local_heads=6, routing_heads=2, window_left=256, num_clusters=16,
+                                    routing_window=512),
     ), **overrides)
 
 
 def char_cpu(**overrides) -> LMConfig:
     """nanoGPT's shakespeare-char CPU size: 4 layers, 4 heads, dim 128, context 64."""
     return dataclasses.replace(LMConfig(
-        dim=128, num_layers=4, num_heads=4, local_heads=4, routing_heads=0, routing_layers=0, window=64,
-        num_clusters=4, routing_window=32, max_context=64, dropout=0.0, positions="rotary",
+        dim=128, num_layers=4, routing_layers=0, max_context=64, dropout=0.0, positions="rotary",
+        attention=default_attention(num_heads=4, local_heads=4, routing_heads=0, window_left=64, num_clusters=4,
+                                    routing_window=32),
     ), **overrides)
 
 
 def small_cpu(**overrides) -> LMConfig:
     """About 10M parameters: 6 layers, dim 256, 4 local + 4 routing heads, context 512."""
     return dataclasses.replace(LMConfig(
-        dim=256, num_layers=6, num_heads=8, local_heads=4, routing_heads=4, routing_layers=-1, window=128,
-        num_clusters=8, routing_window=128, max_context=512, dropout=0.1, positions="rotary",
+        dim=256, num_layers=6, routing_layers=-1, max_context=512, dropout=0.1, positions="rotary",
+        attention=default_attention(num_heads=8, local_heads=4, routing_heads=4, window_left=128, num_clusters=8,
+                                    routing_window=128),
     ), **overrides)
 
 
 def tiny(**overrides) -> LMConfig:
     """For tests: 2 layers, dim 32, 2 local + 2 routing heads."""
     return dataclasses.replace(LMConfig(
-        vocab_size=50, dim=32, num_layers=2, num_heads=4, local_heads=2, routing_heads=2, routing_layers=-1,
-        window=4, num_clusters=3, routing_window=4, max_context=64, dropout=0.0,
+        vocab_size=50, dim=32, num_layers=2, routing_layers=-1, max_context=64, dropout=0.0,
+        attention=default_attention(num_heads=4, local_heads=2, routing_heads=2, window_left=4, num_clusters=3,
+                                    routing_window=4),
     ), **overrides)
