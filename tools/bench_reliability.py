@@ -11,8 +11,13 @@
               competitor (--one-pass-hours picks other lengths). --runs N repeats the whole round N times
               and reports medians. Target: bounded memory, i.e. the longest file's peak RSS about the
               shortest's.
+  model-load  `seqattn.load_model` of a BASE-size CTC model directory (95M parameters), which first checks
+              config.json against its dataclass and against the safetensors header on a meta-device model,
+              against the unchecked path it replaced (build the model, read the weights, load_state_dict),
+              alternating in one process, --load-reps times each. Target: the checked loader no slower.
 
-Run:  python tools/bench_reliability.py many-files long-audio [--files 1000] [--hours 0.25 2] [--runs 3] [--quick]
+Run:  python tools/bench_reliability.py many-files long-audio model-load [--files 1000] [--hours 0.25 2] [--runs 3]
+      [--quick]
 Writes bench_out/reliability/results.json and results.md.
 """
 from __future__ import annotations
@@ -196,6 +201,35 @@ def long_audio(args, workdir: Path) -> dict:
             "returncode": max(run["returncode"] for run in runs)}
 
 
+def model_load(args, workdir: Path) -> dict:
+    """Median seconds of the checked loader and of the unchecked one, interleaved in one process."""
+    import torch
+    from safetensors.torch import load_file
+
+    from seqattn.models import io
+
+    torch.set_num_threads(2)
+    path = make_model(workdir / "model_base", "tiny" if args.quick else "base")
+
+    def unchecked():
+        meta_values = io.read_model_config(path)
+        model = io.build_model(meta_values["model_type"], meta_values["config"])
+        model.load_state_dict(load_file(str(path / io.WEIGHTS_FILE)))
+        return model.eval()
+
+    times = {"checked (load_model)": [], "unchecked (build + load_state_dict)": []}
+    loaders = {"checked (load_model)": lambda: io.load_model(path), "unchecked (build + load_state_dict)": unchecked}
+    for _ in range(args.load_reps + 1):  # the first round warms the page cache and allocator, and is dropped
+        for name, load in loaders.items():
+            start = time.perf_counter()
+            load()
+            times[name].append(time.perf_counter() - start)
+    rows = [{"loader": name, "seconds": median_range(values[1:])} for name, values in times.items()]
+    ratio = rows[0]["seconds"]["median"] / rows[1]["seconds"]["median"]
+    parameters = sum(t.numel() for t in load_file(str(path / io.WEIGHTS_FILE)).values())
+    return {"rows": rows, "checked_over_unchecked": ratio, "parameters": parameters, "returncode": 0}
+
+
 def markdown(results: dict, info: dict) -> str:
     lines = [f"# Load tests ({info['machine']}, torch {info['torch']}, {info['date']})", "", f"`{info['command']}`", ""]
     if "many_files" in results:
@@ -236,6 +270,12 @@ def markdown(results: dict, info: dict) -> str:
         ratio = r["rss_ratio_longest_to_shortest"]
         lines += ["", f"Peak RSS, longest / shortest streamed file, per round: "
                       f"{', '.join(f'{v:.3f}' for v in ratio['values'])} (median {ratio['median']:.3f})", ""]
+    if "model_load" in results:
+        r = results["model_load"]
+        lines += [f"## Loading a model directory ({r['parameters']:,} parameters)", "",
+                  "| loader | seconds, median (range) |", "|---|---|"]
+        lines += [f"| {row['loader']} | {_cell(row['seconds'], '.3f')} |" for row in r["rows"]]
+        lines += ["", f"checked / unchecked: {r['checked_over_unchecked']:.3f}", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +299,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeats of each experiment; the tables give medians")
     parser.add_argument("--stream-seconds", type=float, default=600.0, help="transcribe's --stream-seconds")
     parser.add_argument("--quick", action="store_true", help="200 files and 1-2 minutes of audio (a smoke run)")
+    parser.add_argument("--load-reps", type=int, default=5, help="model-load: timed loads per loader")
     parser.add_argument("--out-dir", default="bench_out/reliability")
     args = parser.parse_args()
     if args.quick:
@@ -272,6 +313,8 @@ def main() -> None:
                 results["many_files"] = many_files(args, workdir)
             elif experiment == "long-audio":
                 results["long_audio"] = long_audio(args, workdir)
+            elif experiment == "model-load":
+                results["model_load"] = model_load(args, workdir)
             else:
                 sys.exit(f"unknown experiment {experiment!r}")
     info = meta(sys.argv, os.cpu_count() or 1, 1)

@@ -263,6 +263,11 @@ def load_tokenizer(model_dir: str | os.PathLike) -> Tokenizer:
         raise TokenizerError(f"{model_dir} has no {TOKENIZER_FILE}: a language model directory needs the tokenizer "
                              "it was trained with (train-lm writes it next to the weights)")
     try:
-        return tokenizer_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as error:
-        raise TokenizerError(f"{path} is not a valid tokenizer file: {error}") from None
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(values, dict):
+            raise TokenizerError(f"a JSON object with a 'type' was expected, got {type(values).__name__}")
+        return tokenizer_from_dict(values)
+    except TokenizerError as error:
+        raise TokenizerError(f"{path}: {error}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError, RuntimeError) as error:
+        raise TokenizerError(f"{path} is not a valid tokenizer file: {type(error).__name__}: {error}") from None

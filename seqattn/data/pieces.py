@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .text import BLANK, UNK, WORD_BOUNDARY, CharVocabulary, VocabularyError
+from .text import BLANK, UNK, WORD_BOUNDARY, CharVocabulary, VocabularyError, check_vocabulary_values
 
 
 @dataclass
@@ -79,8 +79,9 @@ class PieceVocabulary(CharVocabulary):
 
     @classmethod
     def from_values(cls, values: dict, path: str | os.PathLike) -> "PieceVocabulary":
-        if values.get("type") != "sentencepiece":
+        if values.get("type") != "sentencepiece" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn sentencepiece vocabulary")
+        check_vocabulary_values(values, path)
         try:
             model = base64.b64decode(values["model"], validate=True)
             return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),

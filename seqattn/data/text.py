@@ -36,6 +36,22 @@ class VocabularyError(SeqattnError, ValueError):
     """Characters missing from the vocabulary (the message lists them), or an unreadable vocabulary file."""
 
 
+def check_vocabulary_values(values: dict, path) -> None:
+    """The parts every vocabulary file shares: tokens are distinct strings, the options are booleans."""
+    tokens = values["tokens"]
+    if not all(isinstance(token, str) for token in tokens):
+        wrong = next(token for token in tokens if not isinstance(token, str))
+        raise VocabularyError(f"{path}: tokens must be strings, found {wrong!r}")
+    seen = set()
+    for token in tokens:
+        if token in seen:
+            raise VocabularyError(f"{path}: token {token!r} appears twice")
+        seen.add(token)
+    for option in ("strip_punctuation", "lowercase", "common_script"):
+        if option in values and not isinstance(values[option], bool):
+            raise VocabularyError(f"{path}: {option} must be true or false, got {values[option]!r}")
+
+
 def read_vocabulary_values(path: str | os.PathLike) -> dict:
     """The JSON object of a vocabulary file, or a VocabularyError naming the file."""
     try:
@@ -161,5 +177,9 @@ class CharVocabulary:
         """From the parsed JSON of a ``{"type": "char"}`` vocabulary file."""
         if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn character vocabulary")
-        return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),
-                   values.get("common_script", False))
+        check_vocabulary_values(values, path)
+        try:
+            return cls(values["tokens"], values.get("strip_punctuation", True), values.get("lowercase", False),
+                       values.get("common_script", False))
+        except ValueError as error:
+            raise VocabularyError(f"{path}: {error}") from None

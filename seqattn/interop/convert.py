@@ -19,6 +19,7 @@ from seqattn.errors import SeqattnError
 from seqattn.data.text import BLANK, SILENT_TOKENS, UNK, WORD_BOUNDARY, CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model, save_model
+from seqattn.models.validation import WeightsMismatch, check_weights, describe_state
 from seqattn.utils.atomic import atomic_directory
 
 from .fairseq import FairseqImportError, build_seqattn_model, read_fairseq
@@ -133,7 +134,19 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         weights["head.weight"], weights["head.bias"] = weights["head.weight"][order], weights["head.bias"][order]
         config.vocab_size = len(order)
         weights = {k: v for k, v in weights.items() if not k.startswith(("quantizer.", "project_q.", "final_proj."))}
-    model = (Wav2Vec2ForCTC if ctc else Wav2Vec2ForPretraining)(config)
+    model_class = Wav2Vec2ForCTC if ctc else Wav2Vec2ForPretraining
+    try:
+        config.validate()
+        with torch.device("meta"):  # shapes only: a config that disagrees with the weights allocates nothing
+            skeleton = model_class(config)
+        # HF CTC models trained without time masking have no masked_spec_embed; inference never uses it
+        check_weights(skeleton, describe_state(weights), hf_config, str(hf_dir / "config.json"),
+                      "the HF weights", optional=frozenset({"wav2vec2.mask_emb"}))
+    except WeightsMismatch as error:
+        raise ConversionError(f"{hf_dir}: {error}") from None
+    except (ValueError, RuntimeError) as error:
+        raise ConversionError(f"{hf_dir / 'config.json'}: {error}") from None
+    model = model_class(config)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if ctc:  # HF CTC models trained without time masking have no masked_spec_embed; inference never uses it
         missing = [k for k in missing if k != "wav2vec2.mask_emb"]

@@ -348,8 +348,15 @@ def build_seqattn_model(imported: FairseqModel, path="checkpoint"):
     """Instantiate the seqattn model and load the converted weights; missing or extra keys raise, listed."""
     from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining
 
-    model = (Wav2Vec2ForCTC if imported.kind == "ctc" else Wav2Vec2ForPretraining)(imported.config)
-    expected = set(model.state_dict())
+    model_class = Wav2Vec2ForCTC if imported.kind == "ctc" else Wav2Vec2ForPretraining
+    try:
+        imported.config.validate()
+        with torch.device("meta"):  # shapes only: a cfg that disagrees with the weights allocates nothing
+            skeleton = model_class(imported.config)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise FairseqImportError(f"{path}: its cfg describes a model that cannot be built: {error}") from None
+    shapes = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+    expected = set(shapes)
     given = set(imported.state_dict)
     missing, extra = sorted(expected - given), sorted(given - expected)
     if missing or extra:
@@ -360,8 +367,9 @@ def build_seqattn_model(imported: FairseqModel, path="checkpoint"):
             parts.append(f"not expected by the model: {', '.join(extra)}")
         raise FairseqImportError(f"{path}: " + "; ".join(parts))
     for name, tensor in imported.state_dict.items():
-        if tensor.shape != model.state_dict()[name].shape:
+        if tuple(tensor.shape) != shapes[name]:
             raise FairseqImportError(f"{path}: {name} has shape {tuple(tensor.shape)}, the config implies "
-                                     f"{tuple(model.state_dict()[name].shape)}")
+                                     f"{shapes[name]}")
+    model = model_class(imported.config)
     model.load_state_dict(imported.state_dict)
     return model.eval()

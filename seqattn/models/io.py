@@ -1,7 +1,9 @@
 """Model directories: ``config.json`` + ``model.safetensors`` (+ tokenizer files, ``README.md`` metadata).
 
 Loading never unpickles: weights come from safetensors and the config is JSON. Which class to build is
-read from ``config.json``'s ``model_type`` through an explicit table of this package's own classes.
+read from ``config.json``'s ``model_type`` through an explicit table of this package's own classes. Every file
+is untrusted: the config is checked against its dataclass and against the weights' header before the model is
+built (``seqattn.models.validation``), so a directory that disagrees with itself is a one-line error.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from seqattn.version import __version__
 from seqattn.utils.atomic import atomic_directory
 
 from .lm import LMConfig, TransformerLM
+from .validation import (
+    WeightsMismatch, check_weights, layer_count, read_safetensors_header, tied_aliases, tied_names,
+)
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wav2Vec2Model
 
 CONFIG_FILE, WEIGHTS_FILE, README_FILE = "config.json", "model.safetensors", "README.md"
@@ -40,17 +45,87 @@ def model_type_of(model: torch.nn.Module) -> str:
     raise ModelDirError(f"cannot save a {type(model).__name__}: not a seqattn model")
 
 
+MODEL_CLASSES = {"wav2vec2_pretraining": Wav2Vec2ForPretraining, "wav2vec2_ctc": Wav2Vec2ForCTC,
+                 "wav2vec2": Wav2Vec2Model, "transformer_lm": TransformerLM}
+
+
+def parse_config(model_type: str, config: dict, validate: bool = True):
+    """The config dataclass of ``model_type`` from config.json's values, every field type-checked and (with
+    ``validate``) the whole validated (ValueError naming the key otherwise)."""
+    if model_type not in MODEL_CLASSES:
+        raise ModelDirError(f"unknown model_type {model_type!r} in {CONFIG_FILE} (one of {', '.join(MODEL_CLASSES)})")
+    if not isinstance(config, dict):
+        raise ValueError(f"'config' must be a JSON object, got {type(config).__name__}")
+    parsed = LMConfig.from_saved(config) if model_type == "transformer_lm" else Wav2Vec2Config.from_dict(config)
+    if validate:
+        parsed.validate()
+    return parsed
+
+
 def build_model(model_type: str, config: dict) -> torch.nn.Module:
-    if model_type in ("wav2vec2_pretraining", "wav2vec2_ctc", "wav2vec2"):
-        cfg = Wav2Vec2Config.from_dict(config)
-        if model_type == "wav2vec2_pretraining":
-            return Wav2Vec2ForPretraining(cfg)
-        if model_type == "wav2vec2_ctc":
-            return Wav2Vec2ForCTC(cfg)
-        return Wav2Vec2Model(cfg)
+    return MODEL_CLASSES[model_type](parse_config(model_type, config))
+
+
+def _layer_counts(model_type: str, parsed, tensors: dict) -> list[tuple[str, int, int]]:
+    """(config key, layers it asks for, layers the weights hold) for the numbered layers of ``model_type``."""
+    names = list(tensors)
     if model_type == "transformer_lm":
-        return TransformerLM(LMConfig.from_saved(config))
-    raise ModelDirError(f"unknown model_type {model_type!r} in {CONFIG_FILE}")
+        return [("num_layers", parsed.num_layers, layer_count(names, r"blocks\.(\d+)\."))]
+    return [("num_layers", parsed.num_layers, layer_count(names, r"(?:wav2vec2\.)?encoder\.layers\.(\d+)\.")),
+            ("conv_layers", len(parsed.conv_layers),
+             layer_count(names, r"(?:wav2vec2\.)?feature_extractor\.conv_layers\.(\d+)\."))]
+
+
+def check_model_dir(path: Path, meta: dict) -> torch.nn.Module:
+    """Check config.json against its dataclass and against model.safetensors' header, building the model on
+    the meta device only (no memory); a ModelDirError names the file, the key or tensor, and the values.
+    Returns that meta-device model, whose shapes now match the weights."""
+    config_path, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
+    try:
+        parsed = parse_config(meta["model_type"], meta["config"], validate=False)
+    except (TypeError, ValueError) as error:
+        raise ModelDirError(f"{config_path}: {error}") from None
+    try:
+        tensors = read_safetensors_header(weights)
+    except WeightsMismatch as error:
+        raise ModelDirError(f"cannot read {weights}: {error}") from None
+    except OSError as error:
+        raise ModelDirError(f"cannot read {weights}: {error.strerror or error}") from None
+    try:
+        for key, wanted, held in _layer_counts(meta["model_type"], parsed, tensors):
+            if wanted != held:  # before validate(), whose work may grow with the layer count
+                raise WeightsMismatch(f"{config_path}: {key} asks for {wanted} layers but {WEIGHTS_FILE} holds {held}")
+        try:
+            parsed.validate()
+        except ValueError as error:
+            raise WeightsMismatch(f"{config_path}: {error}") from None
+        with torch.device("meta"):
+            skeleton = MODEL_CLASSES[meta["model_type"]](parsed)
+        check_weights(skeleton, tensors, meta["config"], str(config_path), WEIGHTS_FILE)
+    except WeightsMismatch as error:
+        raise ModelDirError(str(error)) from None
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, OverflowError, IndexError) as error:
+        raise ModelDirError(f"{config_path}: the model cannot be built from it: {error}") from None
+    return skeleton
+
+
+def _fill(skeleton: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path) -> torch.nn.Module:
+    """Put checked weights into a meta-device model without initialising it first (``assign=True``): each
+    tensor in the model's dtype, tied weights tied again, and nothing left on the meta device."""
+    aliases = tied_aliases(skeleton)
+    expected = skeleton.state_dict(keep_vars=True)
+    # On the CPU safetensors hands out views of the memory-mapped file: copy them out, so that a file replaced
+    # in place while the model runs (cp truncates) cannot take the model's memory with it.
+    state = {name: tensor.to(expected[name].dtype, copy=tensor.device.type == "cpu") for name, tensor in state.items()}
+    skeleton.load_state_dict(state, strict=False, assign=True)
+    for alias, source in aliases.items():
+        owner, _, attribute = alias.rpartition(".")
+        setattr(skeleton.get_submodule(owner), attribute, skeleton.get_parameter(source))
+    left = [name for name, tensor in list(skeleton.named_parameters()) + list(skeleton.named_buffers())
+            if tensor.is_meta]
+    if left:
+        raise ModelDirError(f"{weights} does not fill the model: {', '.join(left[:4])} have no values")
+    return skeleton
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: dict | None = None,
@@ -62,7 +137,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
     path = Path(path)
     model_type = model_type_of(model)
     config = {"model_type": model_type, "seqattn_version": __version__, "config": model.config.to_dict()}
-    tied = tied_keys(model)
+    tied = tied_names(model)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in tied}
     with atomic_directory(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -80,18 +155,6 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra_files: 
     return path
 
 
-def tied_keys(model: torch.nn.Module) -> set[str]:
-    """State-dict keys that share storage with an earlier key (tied embeddings): saved once, under the first
-    name, and re-tied by the model's constructor on load."""
-    seen, tied = set(), set()
-    for key, value in model.state_dict().items():
-        pointer = value.data_ptr()
-        if pointer in seen and value.numel():
-            tied.add(key)
-        seen.add(pointer)
-    return tied
-
-
 def read_model_config(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_dir():
@@ -103,6 +166,11 @@ def read_model_config(path: str | os.PathLike) -> dict:
         meta = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelDirError(f"{config_path} is not valid JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise ModelDirError(f"{config_path} is not a JSON object")
+    if "architectures" in meta or ("model_type" in meta and "config" not in meta):
+        raise ModelDirError(f"{path} looks like a Hugging Face transformers model directory; convert it first: "
+                            f"seqattn convert hf-import {path} OUT_DIR")
     if "model_type" not in meta or "config" not in meta:
         raise ModelDirError(f"{config_path} lacks 'model_type' or 'config'")
     return meta
@@ -115,13 +183,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirError(f"{path} is incomplete: {WEIGHTS_FILE} is missing")
-    model = build_model(meta["model_type"], meta["config"])
+    skeleton = check_model_dir(path, meta)
     try:
         state = load_file(str(weights), device=str(device))
-    except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
+    except Exception as error:  # safetensors raises its own error types for files it cannot parse
         raise ModelDirError(f"cannot read {weights}: {error}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = sorted(set(missing) - tied_keys(model))
-    if missing or unexpected:
-        raise ModelDirError(f"{weights} does not match its config: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
-    return model.to(device).eval()
+    return _fill(skeleton, state, weights).to(device).eval()

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from seqattn.models.io import WEIGHTS_FILE, save_model, tied_keys
+from seqattn.models.io import WEIGHTS_FILE, save_model
+from seqattn.models.validation import tied_names
 from seqattn.utils.atomic import atomic_write_text
 
 STATE_FILE = "training_state.pt"
@@ -112,7 +113,7 @@ class CheckpointManager:
 def load_checkpoint(path: Path, model: torch.nn.Module) -> dict:
     """Load weights into ``model`` and return the training state (no pickled code is executed)."""
     missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
-    missing = sorted(set(missing) - tied_keys(model))  # tied weights are saved once and re-tied already
+    missing = sorted(set(missing) - tied_names(model))  # tied weights are saved once and re-tied already
     if missing or unexpected:
         raise RuntimeError(f"{path / WEIGHTS_FILE} does not match the model: missing {missing}, unexpected "
                            f"{sorted(unexpected)}")

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from seqattn.errors import SeqattnError
+from seqattn.utils.values import coerce
 
 
 class ConfigError(SeqattnError, ValueError):
@@ -68,7 +69,10 @@ def build(cls, values, where: str = ""):
                 raise ConfigError(f"{key}: expected a list")
             kwargs[name] = [build(typing.get_args(kind)[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
         else:
-            kwargs[name] = value
+            try:
+                kwargs[name] = coerce(value, kind, key)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     try:
         return cls(**kwargs)
     except TypeError as error:

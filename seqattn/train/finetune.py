@@ -25,7 +25,7 @@ from seqattn.data.sources import DataSource
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE
 from seqattn.decode.ctc import greedy_decode
-from seqattn.models.io import read_model_config
+from seqattn.models.io import check_model_dir, read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 from seqattn.models.wav2vec2.masking import generators_for
 
@@ -82,8 +82,13 @@ def build_model(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2ForCTC:
         model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
     else:
         meta = read_model_config(config.init)
+        check_model_dir(Path(config.init), meta)  # the init directory agrees with itself before anything is built
         values = {**meta["config"], **config.model_overrides, "vocab_size": vocab_size}
-        model_config = Wav2Vec2Config.from_dict(values)
+        try:
+            model_config = Wav2Vec2Config.from_dict(values)
+            model_config.validate()
+        except (TypeError, ValueError) as error:
+            raise TrainingError(f"model_overrides on {config.init}: {error}") from None
     if config.freeze_cnn:
         model_config.feature_grad_mult = 0.0
     model = Wav2Vec2ForCTC(model_config)
@@ -94,7 +99,12 @@ def build_model(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2ForCTC:
         backbone = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
         if not backbone:
             raise TrainingError(f"{config.init} holds no wav2vec2 backbone weights")
-        model.wav2vec2.load_state_dict(backbone, strict=True)
+        try:
+            model.wav2vec2.load_state_dict(backbone, strict=True)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()
+            raise TrainingError(f"the weights of {config.init} do not fit the model that model_overrides asks for: "
+                                f"{first[1].strip() if len(first) > 1 else first[0]}") from None
     return model
 
 

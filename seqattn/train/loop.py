@@ -41,7 +41,7 @@ class TrainingError(SeqattnError, RuntimeError):
 @dataclass
 class OptimConfig:
     lr: float = 5e-4
-    betas: list = field(default_factory=lambda: [0.9, 0.98])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-6
     weight_decay: float = 0.01
     warmup_updates: int = 32000
@@ -365,7 +365,12 @@ def resume(manager: CheckpointManager, state: TrainingState) -> Path | None:
         reason = next((line for line in first if "GLOBAL" in line), first[0] if first else type(error).__name__)
         raise TrainingError(f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
                             "directory away to resume from an older checkpoint") from None
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scheduler.load_state_dict(saved["scheduler"])
-    state.position = Position(**saved["position"])
+    try:
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        state.position = Position(**saved["position"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise TrainingError(f"cannot resume from {path}: its training_state.pt does not match this run's optimizer "
+                            f"or schedule ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                            "resume with the config that wrote it, or move the directory away") from None
     return path

@@ -1,7 +1,16 @@
-"""Dataclass configs from plain values (JSON/YAML), with unknown keys named in the error."""
+"""Dataclass configs from plain values (YAML, JSON, ``key=value`` overrides), checked against the field types.
+
+:func:`from_values` builds a dataclass from a mapping: unknown keys are refused, every value is checked
+against its field's type hint (int, float, bool, str, lists and tuples of those, nested dataclasses, dicts,
+``X | None``), and a value that does not fit is a ``ValueError`` naming the key, the value and the type
+expected. Only what YAML leaves ambiguous is coerced: ``1e-3`` (a string to YAML 1.1, which wants a dot) into a
+float field, an int into a float field, and a number into a string field. A string is never an int or a bool.
+"""
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 
 
 def check_known_keys(cls, values: dict, what: str) -> None:
@@ -9,3 +18,89 @@ def check_known_keys(cls, values: dict, what: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+
+
+def _describe(kind) -> str:
+    if kind is type(None):
+        return "null"
+    if isinstance(kind, type):
+        return kind.__name__
+    return str(kind).replace("typing.", "")
+
+
+def coerce(value, kind, key: str):
+    """``value`` as field type ``kind``, or a ValueError that names ``key``, the value and the type."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is typing.Any or kind is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, key)
+            except ValueError as error:
+                errors.append(error)
+        raise errors[0] if len(errors) == 1 else _mismatch(value, kind, key)
+    if dataclasses.is_dataclass(kind):
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, dict):
+            raise _mismatch(value, kind, key, "a mapping")
+        builder = getattr(kind, "from_dict", None)
+        return builder(value) if builder is not None else from_values(kind, value, key)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise _mismatch(value, kind, key)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _mismatch(value, kind, key)
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise _mismatch(value, kind, key)
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _mismatch(value, kind, key)
+    if kind in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _mismatch(value, kind, key, "a list")
+        element = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else None
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _mismatch(value, kind, key, f"a list of {len(args)} values")
+            items = [coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            items = [coerce(v, element, f"{key}[{i}]") if element is not None else v for i, v in enumerate(value)]
+        return tuple(items) if (kind is tuple or origin is tuple) else items
+    if kind is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise _mismatch(value, kind, key, "a mapping")
+        return value
+    return value  # a type this checker does not know: left to the dataclass
+
+
+def _mismatch(value, kind, key: str, expected: str | None = None) -> ValueError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return ValueError(f"{key} is {shown} ({type(value).__name__}), expected {expected or _describe(kind)}")
+
+
+def from_values(cls, values: dict, where: str = ""):
+    """An instance of dataclass ``cls`` from a mapping of plain values, every field checked and coerced."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
+    check_known_keys(cls, values, f"{where or cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    return cls(**{name: coerce(value, hints[name], prefix + name) for name, value in values.items()})

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from seqattn.nn import AttentionConfig
-from seqattn.utils.values import check_known_keys
+from seqattn.utils.values import check_known_keys, from_values
 
 
 def default_attention(**values) -> AttentionConfig:
@@ -91,8 +91,9 @@ class LMConfig:
         attention = values.get("attention", {})
         if isinstance(attention, dict):
             check_known_keys(AttentionConfig, attention, "LM attention config")
-            values["attention"] = default_attention(**attention)
-        return cls(**values)
+            defaults = dataclasses.asdict(default_attention())
+            values["attention"] = from_values(AttentionConfig, {**defaults, **attention}, "attention")
+        return from_values(cls, values)
 
     @classmethod
     def from_saved(cls, values: dict) -> "LMConfig":

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from seqattn.nn import AttentionConfig
-from seqattn.utils.values import check_known_keys
+from seqattn.utils.values import check_known_keys, from_values
 
 BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
 
@@ -18,7 +18,7 @@ BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320
 @dataclass
 class Wav2Vec2Config:
     # feature CNN: (channels, kernel, stride) per layer
-    conv_layers: list = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
+    conv_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
     extractor_mode: str = "default"  # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
     conv_bias: bool = False
     # transformer
@@ -26,7 +26,7 @@ class Wav2Vec2Config:
     ffn_dim: int = 3072
     num_layers: int = 12
     attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(num_heads=12))
-    layer_attention: list | None = None  # optional per-layer AttentionConfig list (len == num_layers)
+    layer_attention: list[AttentionConfig] | None = None  # optional per-layer attention (len == num_layers)
     layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base)
     conv_pos: int = 128
     conv_pos_groups: int = 16
@@ -44,7 +44,7 @@ class Wav2Vec2Config:
     latent_vars: int = 320
     latent_groups: int = 2
     latent_dim: int = 0  # 0: use final_dim
-    latent_temp: list = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # max, min, decay per update
+    latent_temp: list[float] = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # max, min, decay per update
     # masking
     mask_prob: float = 0.65
     mask_length: int = 10
@@ -65,14 +65,30 @@ class Wav2Vec2Config:
         return self.attention
 
     def validate(self) -> None:
+        for name in ("embed_dim", "ffn_dim", "num_layers", "conv_pos", "conv_pos_groups", "final_dim", "latent_vars",
+                     "latent_groups", "mask_length", "mask_channel_length", "num_negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("latent_dim", "vocab_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("dropout", "activation_dropout", "dropout_input", "dropout_features", "layerdrop", "mask_prob",
+                     "mask_channel_prob", "final_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if not self.conv_layers or any(len(layer) != 3 or min(layer) < 1 for layer in self.conv_layers):
+            raise ValueError(f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
+                             f"got {self.conv_layers}"[:300])
+        if len(self.latent_temp) != 3:
+            raise ValueError(f"latent_temp must be [max, min, decay], got {self.latent_temp}")
         if self.extractor_mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.layer_attention is not None and len(self.layer_attention) != self.num_layers:
             raise ValueError(
                 f"layer_attention has {len(self.layer_attention)} entries for num_layers={self.num_layers}"
             )
-        for i in range(self.num_layers):
-            attention = self.attention_for(i)
+        distinct = [(0, self.attention)] if self.layer_attention is None else enumerate(self.layer_attention)
+        for i, attention in distinct:  # the shared config once, not num_layers times
             attention.validate()
             if self.embed_dim % attention.num_heads:
                 raise ValueError(f"layer {i}: embed_dim {self.embed_dim} not divisible by {attention.num_heads} heads")
@@ -95,13 +111,13 @@ class Wav2Vec2Config:
         values = dict(values)
         if isinstance(values.get("attention"), dict):
             values["attention"] = attention_from_dict(values["attention"])
-        if values.get("layer_attention") is not None:
+        if isinstance(values.get("layer_attention"), list):
             values["layer_attention"] = [
-                a if isinstance(a, AttentionConfig) else attention_from_dict(a) for a in values["layer_attention"]
+                attention_from_dict(a) if isinstance(a, dict) else a for a in values["layer_attention"]
             ]
-        return cls(**values)
+        return from_values(cls, values)
 
 
-def attention_from_dict(values: dict) -> AttentionConfig:
+def attention_from_dict(values: dict, where: str = "attention") -> AttentionConfig:
     check_known_keys(AttentionConfig, values, "attention config")
-    return AttentionConfig(**values)
+    return from_values(AttentionConfig, values, where)
