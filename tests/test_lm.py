@@ -274,7 +274,7 @@ def test_bf16_autocast_with_gradient_accumulation_trains(tmp_path):
         f"data.train=[{tmp_path / 't.txt'}]", f"run.output_dir={tmp_path / 'o'}", "model.dim=32",
         "model.num_layers=1", "model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
         "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2", "model.max_context=32",
-        "data.seq_len=32", "data.batch_size=4", "optim.max_updates=3", "optim.update_freq=2", "optim.bf16=true",
+        "data.seq_len=32", "data.batch_size=4", "optim.max_updates=3", "optim.update_freq=2", "run.precision=bf16",
         "run.save_every=3", "run.tensorboard=false"])
     best = train(config)
     trace = [json.loads(line) for line in (tmp_path / "o" / "updates.jsonl").read_text().splitlines()]

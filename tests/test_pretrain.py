@@ -163,7 +163,7 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
 
 
 def test_bf16_autocast_and_gradient_accumulation(data, tmp_path):
-    final = train(_config(data, tmp_path, "optim.bf16=true", "optim.update_freq=2", "optim.max_updates=2",
+    final = train(_config(data, tmp_path, "run.precision=bf16", "optim.update_freq=2", "optim.max_updates=2",
                           "run.save_every=2", "run.log_every=1"))
     state = torch.load(final / "training_state.pt", weights_only=True)
     assert state["position"]["step"] == 2

@@ -93,7 +93,7 @@ class HeadStatistics:
             self._accumulate(layer, head, distance, mass, count, weights.kind)
 
     def _accumulate(self, layer, head, distance, mass, count, kind) -> None:
-        counts = torch.bincount(distance, weights=mass).numpy()  # (D_max + 1,)
+        counts = torch.bincount(distance, weights=mass).cpu().numpy()  # (D_max + 1,)
         hist = self.hist[layer]
         if counts.shape[0] > hist.shape[1]:
             hist = np.pad(hist, ((0, 0), (0, counts.shape[0] - hist.shape[1])))
@@ -247,7 +247,7 @@ def measure_heads(modules: list[MultiHeadAttention], batches, map_frames: int = 
                     crop = min(map_frames, length)
                     dense = first_row_dense(weights, padded)[:, :crop, :crop]  # (h, F, F)
                     for slot, head in enumerate(weights.heads):
-                        maps[(layer, head)] = dense[slot].float().numpy()
+                        maps[(layer, head)] = dense[slot].float().cpu().numpy()
             output.weights.clear()  # free this layer's weights before the next layer runs
         return hook
 
@@ -293,9 +293,11 @@ def analyze_lm_attention(model: torch.nn.Module, token_windows: list[torch.Tenso
                          progress: bool = True) -> AttentionAnalysis:
     """The same measurements for a :class:`~seqattn.models.lm.TransformerLM` over windows of token ids (each
     (N,) long); distances are in tokens."""
+    device = next(model.parameters()).device
+
     def batches():
         for tokens in tqdm(token_windows, desc="attention", unit="window", disable=not progress):
-            yield None, lambda tokens=tokens: model(tokens[None], return_weights=True)
+            yield None, lambda tokens=tokens: model(tokens[None].to(device), return_weights=True)
 
     modules = [block.attention for block in model.blocks]
     stats, maps = measure_heads(modules, batches(), map_frames)

@@ -61,12 +61,13 @@ def code_counts(model: torch.nn.Module, utterances: list[Utterance], batch_size:
     for start in tqdm(range(0, len(utterances), batch_size), desc="codebook", unit="batch", disable=not progress):
         batch = utterances[start : start + batch_size]
         features = inference_features(backbone, [u.wave for u in batch])
-        frames = torch.ones(features.x.shape[:2], dtype=torch.bool) if features.padding_mask is None \
+        frames = torch.ones(features.x.shape[:2], dtype=torch.bool, device=features.x.device) \
+            if features.padding_mask is None \
             else ~features.padding_mask  # (B, T)
         targets = quantizer(features.x, frames).targets  # (B, T, G)
         for row, utterance in enumerate(batch):
             picked = targets[row][frames[row]]  # (T_i, G)
-            offsets = picked + torch.arange(groups) * entries  # (T_i, G) flat entry index per group
+            offsets = picked.cpu() + torch.arange(groups) * entries  # (T_i, G) flat entry index per group
             table = torch.bincount(offsets.flatten(), minlength=groups * entries).view(groups, entries)
             counts.setdefault(utterance.language, np.zeros((groups, entries), dtype=np.int64))
             counts[utterance.language] += table.numpy()

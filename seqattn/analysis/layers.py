@@ -33,11 +33,11 @@ def pooled_layer_features(model: torch.nn.Module, utterances: list[Utterance], b
         features = inference_features(backbone, [u.wave for u in batch])
         projected = backbone.feature_projection(features.x)  # (B, T, C) the transformer's input
         outputs = backbone.encode(features).layer_outputs  # per-layer (B, T, C)
-        valid = torch.ones(projected.shape[:2]) if features.padding_mask is None \
+        valid = torch.ones(projected.shape[:2], device=projected.device) if features.padding_mask is None \
             else (~features.padding_mask).float()  # (B, T)
         stacked = torch.stack([projected] + list(outputs), dim=1)  # (B, L+1, T, C)
         pooled = (stacked * valid[:, None, :, None]).sum(2) / valid.sum(1)[:, None, None]  # (B, L+1, C)
-        rows.append(pooled.double().numpy())
+        rows.append(pooled.double().cpu().numpy())
     return np.concatenate(rows, axis=0)
 
 

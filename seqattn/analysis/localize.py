@@ -152,7 +152,7 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
                  analysis_json: str | None = None, max_utterances: int = 64, max_seconds: float = 30.0,
                  multiple: int = 1, distill_data: list[str] | None = None, distill: DistillConfig | None = None,
                  test: list[str] | None = None, bench_seconds: float = 60.0, bench_reps: int = 3,
-                 command: str = "seqattn convert localize", progress: bool = True) -> dict:
+                 command: str = "seqattn convert localize", progress: bool = True, device: str = "auto") -> dict:
     """The whole of ``seqattn convert localize``: measure (or read) the attention, choose windows, convert,
     optionally distil, time both models on a long input, score both on a test set, write OUT_DIR."""
     import json
@@ -164,7 +164,9 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     from .inputs import load_inputs
 
     source = Path(model_dir)
-    teacher = load_model(source)
+    from seqattn.utils.device import resolve_device
+
+    teacher = load_model(source, resolve_device(device))
     normalize = teacher.config.normalize_waveform
     min_samples = backbone_of(teacher).feature_extractor.receptive_field()[0]
     if analysis_json:

@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from .options import add_device_argument
+
 
 def _formats(text: str) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in text.split(",") if f.strip())
@@ -49,12 +51,13 @@ def _attention(args) -> int:
 
     from seqattn.analysis.attention import analyze_attention, write_attention_outputs
     from seqattn.models.io import load_model
+    from seqattn.utils.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     from seqattn.models.lm import TransformerLM
 
-    model = load_model(args.model_dir)
+    model = load_model(args.model_dir, resolve_device(args.device))
     if isinstance(model, TransformerLM):
         analysis, extra = _lm_attention(args, model)
     else:
@@ -111,8 +114,9 @@ def _codebook(args) -> int:
     from seqattn.analysis.codebook import (code_counts, compare_languages, require_languages, require_quantizer,
                                            write_codebook_outputs)
     from seqattn.models.io import load_model
+    from seqattn.utils.device import resolve_device
 
-    model = load_model(args.model_dir)
+    model = load_model(args.model_dir, resolve_device(args.device))
     require_quantizer(model, args.model_dir)
     inputs = _load(args, model)
     per_language = require_languages(inputs.utterances, 2, "codebook analysis")
@@ -134,6 +138,7 @@ def _layers(args) -> int:
     from seqattn.analysis.inputs import AnalysisInputError
     from seqattn.analysis.layers import analyze_layers, pooled_layer_features, write_layer_outputs
     from seqattn.models.io import load_model
+    from seqattn.utils.device import resolve_device
 
     families = {}
     for item in args.family or []:
@@ -141,7 +146,7 @@ def _layers(args) -> int:
         if not sep:
             raise AnalysisInputError(f"--family takes LANG=FAMILY, got {item!r}")
         families[lang] = family
-    model = load_model(args.model_dir)
+    model = load_model(args.model_dir, resolve_device(args.device))
     inputs = _load(args, model)
     require_languages(inputs.utterances, 2, "the language probe")
     languages = [u.language for u in inputs.utterances]
@@ -169,7 +174,7 @@ def _localize(args) -> int:
         args.model_dir, args.out_dir, coverage=args.coverage, data=args.data, analysis_json=args.analysis,
         max_utterances=args.max_utterances, max_seconds=args.max_seconds, multiple=args.multiple,
         distill_data=args.distill, distill=distill, test=args.test, bench_seconds=args.bench_seconds,
-        bench_reps=args.bench_reps, command=_command_line(), progress=not args.quiet,
+        bench_reps=args.bench_reps, command=_command_line(), progress=not args.quiet, device=args.device,
     )
     print("windows (-left/+right frames per layer): "
           + " ".join(f"-{w['window_left']}/+{w['window_right']}" for w in report["windows"]))
@@ -192,6 +197,7 @@ def _data_options(p, default_utterances: int | None, default_seconds: float | No
                    help="at most this many utterances per language (a seeded random sample)")
     p.add_argument("--plot-format", type=_formats, default=("png",), help="comma-separated: png,svg,pdf")
     p.add_argument("--seed", type=int, default=0)
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -272,5 +278,6 @@ def add_localize_parser(formats) -> None:
     q.add_argument("--test", nargs="+", help="labelled data dirs/manifests: greedy WER/CER before and after")
     q.add_argument("--bench-seconds", type=float, default=60.0, help="length of the timed input (0: no timing)")
     q.add_argument("--bench-reps", type=int, default=3)
+    add_device_argument(q)
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(handler=_localize)

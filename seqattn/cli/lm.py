@@ -4,15 +4,17 @@ from __future__ import annotations
 import json
 import sys
 
+from .options import add_device_argument
 from .training import run_training, training_arguments
 
 
-def _load_lm(model_dir: str, device: str = "cpu"):
+def _load_lm(model_dir: str, device: str = "auto"):
     from seqattn.data.lm_tokenizers import load_tokenizer
     from seqattn.models.io import ModelDirError, load_model
     from seqattn.models.lm import TransformerLM
+    from seqattn.utils.device import resolve_device
 
-    model = load_model(model_dir, device)
+    model = load_model(model_dir, resolve_device(device))
     if not isinstance(model, TransformerLM):
         raise ModelDirError(f"{model_dir} is not a language model (model_type must be transformer_lm)")
     tokenizer = load_tokenizer(model_dir)
@@ -32,13 +34,14 @@ def _eval_lm(args) -> int:
     import torch
 
     from seqattn.decode.lm_eval import evaluate_files
+    from seqattn.utils.device import module_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = _load_lm(args.model_dir, args.device)
     context = args.context or model.config.max_context
     per_file, overall = evaluate_files(model, tokenizer, args.files, context=context, stride=args.stride,
-                                       batch_size=args.batch_size, errors=args.errors, device=args.device,
+                                       batch_size=args.batch_size, errors=args.errors, device=module_device(model),
                                        progress=not args.quiet)
     scheme = {"scheme": "sliding" if args.stride and args.stride < context else "blocks", "context": context,
               "stride": args.stride or context, "model": args.model_dir}
@@ -72,10 +75,11 @@ def _generate(args) -> int:
     import torch
 
     from seqattn.models.lm import generate
+    from seqattn.utils.device import module_device
 
     model, tokenizer = _load_lm(args.model_dir, args.device)
     prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
-    tokens = torch.tensor([prompt], device=args.device)
+    tokens = torch.tensor([prompt], device=module_device(model))
     for i in range(args.num_samples):
         out = generate(model, tokens, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                        seed=args.seed + i, use_cache=not args.no_cache)
@@ -114,7 +118,7 @@ def add_lm_parsers(commands) -> None:
     p.add_argument("--errors", choices=["strict", "replace"], default="strict")
     p.add_argument("--json", nargs="?", const="-", help="write the JSON report to this file (or stdout: --json)")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_eval_lm)
 
@@ -133,5 +137,5 @@ def add_lm_parsers(commands) -> None:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.set_defaults(handler=_generate)

@@ -10,6 +10,7 @@ import sys
 
 from .analyze import add_analyze_parser, add_localize_parser
 from .lm import add_lm_parsers
+from .options import add_device_argument
 from .training import run_training, training_arguments
 
 
@@ -38,7 +39,9 @@ def _transcribe(args) -> int:
     if not args.inputs and not args.data_dir and not args.manifest:
         print("seqattn transcribe: error: give audio files/directories, --data-dir or --manifest", file=sys.stderr)
         return 2
-    model, vocab = load_recognizer(args.model_dir, args.device)
+    from seqattn.utils.device import resolve_device
+
+    model, vocab = load_recognizer(args.model_dir, resolve_device(args.device))
     items, failures = collect_inputs(args.inputs, args.data_dir, args.manifest)
     if args.language:
         for item in items:
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1,
                    help="utterances per encoder batch (sorted by length; inputs over a minute run alone)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     p.add_argument("--no-pipes", action="store_true", help="refuse piped wav.scp entries (they become errors)")
     p.add_argument("--pipe-timeout", type=float, default=120.0)
     p.add_argument("--quiet", action="store_true")

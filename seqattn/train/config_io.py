@@ -18,6 +18,10 @@ class ConfigError(SeqattnError, ValueError):
     pass
 
 
+# keys that moved: where a config that still uses the old one is told to look
+MOVED_KEYS = {"optim.bf16": "run.precision (auto | fp32 | bf16 | fp16)"}
+
+
 def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-4)")
@@ -57,7 +61,9 @@ def build(cls, values, where: str = ""):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+        moved = [f"{prefix}{k} is now {MOVED_KEYS[prefix + k]}" for k in unknown if prefix + k in MOVED_KEYS]
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}"
+                          + (f" ({'; '.join(moved)})" if moved else ""))
     kwargs = {}
     for name, value in values.items():
         kind = hints[name]

@@ -49,13 +49,17 @@ def random_crops(waves: list[torch.Tensor], count: int, samples: int, generator:
 
 
 def layer_loss(student, teacher, waveforms, lengths) -> torch.Tensor:
-    """Mean over layers of the per-frame squared error of the layer outputs (real frames only)."""
+    """Mean over layers of the per-frame squared error of the layer outputs (real frames only), on the
+    teacher's device."""
+    device = next(teacher.parameters()).device
+    waveforms, lengths = waveforms.to(device), lengths.to(device)
     with torch.no_grad():
         features = teacher.features(waveforms, lengths)
         targets = teacher.encode(features).layer_outputs
     # The student's CNN and projections are frozen copies of the teacher's, so the features are shared.
     outputs = student.encode(features).layer_outputs
-    valid = torch.ones(features.x.shape[:2]) if features.padding_mask is None else (~features.padding_mask).float()
+    valid = torch.ones(features.x.shape[:2], device=device) if features.padding_mask is None \
+        else (~features.padding_mask).float()
     total = 0.0
     for out, target in zip(outputs, targets):
         total = total + (((out - target) ** 2).mean(-1) * valid).sum() / valid.sum()

@@ -1,4 +1,7 @@
-"""torchrun / DDP helpers (gloo on CPU, NCCL on GPU); a single process works with the same calls."""
+"""torchrun / DDP helpers (gloo on CPU, NCCL on GPU); a single process works with the same calls.
+
+The context knows its process's device: NCCL reduces CUDA tensors only, so the small collectives here (flags,
+counts, log sums) are made on that device."""
 from __future__ import annotations
 
 import datetime
@@ -8,12 +11,20 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from seqattn.utils.device import resolve_device
+
 
 @dataclass
 class DistributedContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # this process's device (cuda:LOCAL_RANK under torchrun on GPUs)
+
+    @property
+    def device_ids(self) -> list[int] | None:
+        """What DistributedDataParallel wants: this process's GPU, or None on the CPU."""
+        return [self.device.index] if self.device.type == "cuda" else None
 
     @property
     def enabled(self) -> bool:
@@ -34,21 +45,21 @@ class DistributedContext:
     def min_int(self, value: int) -> int:
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.long)
+        t = torch.tensor([value], dtype=torch.long, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return int(t.item())
 
     def sum_floats(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return values
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
 
     def any_flag(self, flag: bool) -> bool:
         if not self.enabled:
             return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.long)
+        t = torch.tensor([1 if flag else 0], dtype=torch.long, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -57,20 +68,28 @@ class DistributedContext:
             dist.barrier()
 
 
-def init_distributed(timeout_s: float = 600.0) -> DistributedContext:
-    """Initialise from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK); a no-op without it.
+def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistributedContext:
+    """Initialise from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process without it,
+    on ``device`` (auto | cpu | cuda | cuda:N; under torchrun a GPU run uses cuda:LOCAL_RANK). The backend
+    follows the device: NCCL for GPUs, gloo for the CPU.
 
     The timeout bounds how long a rank waits for a dead peer, so a killed rank ends the job instead of
     hanging it.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistributedContext()
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        return DistributedContext(device=resolved)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistributedContext(rank, world, local_rank)
+    return DistributedContext(rank, world, local_rank, resolved)
 
 
 def shutdown_distributed(context: DistributedContext) -> None:

@@ -128,7 +128,7 @@ class FinetuneTask(Task):
         self.config, self.model, self.vocab, self.ctx, self.monitor = config, model, vocab, ctx, monitor
         self.train_items, self.valid_items = train_items, valid_items
         step = CTCStep(model, ctx)
-        self.step_module = DistributedDataParallel(step, find_unused_parameters=True) if ctx.enabled else step
+        self.step_module = DistributedDataParallel(step, device_ids=ctx.device_ids, find_unused_parameters=True) if ctx.enabled else step
         self.frozen = True
 
     def epoch_dataset(self, epoch: int):

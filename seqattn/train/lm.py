@@ -70,7 +70,7 @@ class LMTask(Task):
         self.train_tokens, self.valid_tokens = train_tokens, valid_tokens
         step = LossStep(model)
         if ctx.enabled:  # centroids stay identical through their own all-reduce, not by copying rank 0's
-            step = DistributedDataParallel(step, broadcast_buffers=False)
+            step = DistributedDataParallel(step, device_ids=ctx.device_ids, broadcast_buffers=False)
         self.step_module = step
 
     def epoch_dataset(self, epoch: int):

@@ -9,7 +9,11 @@ batches are and how one micro-batch turns into a loss. The loop does the rest th
 - a non-finite loss or gradient on any rank skips the whole update on every rank, and too many in a row
   abort with a clear message, the weights untouched;
 - checkpoints every ``save_every`` updates and at the end, atomic, with the data position, so a resumed
-  run continues at the next micro-batch with the same random draws (the RNG is reseeded per update).
+  run continues at the next micro-batch with the same random draws (the RNG is reseeded per update);
+- the model and every batch on ``run.device`` (auto | cpu | cuda | cuda:N; pinned memory and non-blocking copies
+  on GPUs), the forward pass under ``run.precision`` (bf16 autocast by default on GPUs that have it; fp16 with a
+  gradient scaler, whose overflows lower the scale and skip the update without counting as bad steps).
+  Checkpoints are device-free: weights are saved from the CPU and loaded onto whatever device resumes.
 
 The loop changes only the :class:`TrainingState` it is given (model, optimizer, schedule and
 :class:`Position`), and a checkpoint saves exactly that state.
@@ -27,6 +31,7 @@ from typing import Callable
 import torch
 
 from seqattn.errors import SeqattnError
+from seqattn.utils.device import autocast, gradient_scaler, resolve_precision, to_device
 
 from .checkpoint import CheckpointManager, load_checkpoint
 from .config_io import to_plain
@@ -50,7 +55,6 @@ class OptimConfig:
     power: float = 1.0
     clip_norm: float = 10.0  # 0: no clipping
     update_freq: int = 1  # micro-batches accumulated per update
-    bf16: bool = False
 
 
 @dataclass
@@ -65,6 +69,10 @@ class RunConfig:
     max_bad_steps: int = 5  # abort after this many consecutive non-finite steps
     tensorboard: bool = True
     threads: int = 0  # torch intra-op threads per process; 0 = leave torch's default
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
+    precision: str = "auto"  # auto (bf16 on GPUs that support it, else fp32) | fp32 | bf16 | fp16 (+ grad scaler)
+    tf32: bool = False  # TF32 matmuls and convolutions on Ampere+ GPUs (faster fp32, 10-bit mantissa inputs)
+    compile: bool = False  # torch.compile the model's forward
 
 
 @dataclass
@@ -157,7 +165,16 @@ class TrainingRun:
         self.command, self.extra_files, self.higher_is_better = command, extra_files, higher_is_better
         self.out = Path(self.run.output_dir)
         self.manager = CheckpointManager(self.out / "checkpoints", self.run.keep_last)
-        resumed_from = resume(self.manager, state)
+        self.device = ctx.device
+        self.precision = resolve_precision(self.run.precision, self.device)
+        self.scaler = gradient_scaler(self.precision, self.device)
+        if self.device.type == "cuda" and self.run.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        state.model.to(self.device)  # parameters keep their identity, so the optimizer still holds them
+        resumed_from = resume(self.manager, state, self.scaler)
+        if self.run.compile:
+            state.model.compile()  # in place: names, state dict and checkpoints are unchanged
         self.monitor = TrainMonitor(self.out, ctx.is_main, self.optim.max_updates, state.position.step, name,
                                     self.run.tensorboard)
         if resumed_from is not None:
@@ -166,6 +183,13 @@ class TrainingRun:
                                  f"batch {position.batch})")
         if ctx.is_main:
             (self.out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
+        self.monitor.message(f"device {self.device}, precision {self.precision}"
+                             + (", tf32" if self.device.type == "cuda" and self.run.tf32 else "")
+                             + (", compiled" if self.run.compile else ""))
+
+    def autocast(self):
+        """The forward pass's autocast context for this run's device and precision."""
+        return autocast(self.precision, self.device)
 
     def train(self, task: Task, *, num_workers: int = 0, validate_every: int = 0,
               describe_epoch: Callable | None = None) -> None:
@@ -182,6 +206,8 @@ class TrainingRun:
         if self.ctx.is_main:
             training_state = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
                               "position": state.position.__dict__.copy(), "config": json.dumps(to_plain(self.config))}
+            if self.scaler is not None:
+                training_state["scaler"] = self.scaler.state_dict()
             try:
                 path = self.manager.save(state.model, training_state, state.position.step, metric,
                                          higher_is_better=self.higher_is_better, extra_files=self.extra_files,
@@ -204,6 +230,7 @@ class UpdateLoop:
     def __init__(self, run: TrainingRun, task: Task, num_workers: int, validate_every: int,
                  describe_epoch: Callable | None):
         self.training, self.task, self.state, self.ctx = run, task, run.state, run.ctx
+        self.device, self.scaler = run.device, run.scaler
         self.optim, self.config, self.monitor = run.optim, run.run, run.monitor
         self.num_workers, self.validate_every, self.describe_epoch = num_workers, validate_every, describe_epoch
         self.accumulated, self.bad = 0, False
@@ -223,7 +250,8 @@ class UpdateLoop:
             if self.describe_epoch is not None and position.batch == 0:
                 self.describe_epoch(position.epoch, dataset)
             loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(position.batch, len(dataset)),
-                                                 num_workers=self.num_workers, collate_fn=lambda b: b)
+                                                 num_workers=self.num_workers, collate_fn=lambda b: b,
+                                                 pin_memory=self.device.type == "cuda")
             for batch in loader:
                 position.batch = batch["batch_index"] + 1
                 if self._micro_batch(batch) and self._finish_update():
@@ -242,11 +270,11 @@ class UpdateLoop:
             return False
         self.task.before_update(position.step)
         self.consumed.append(batch["batch_index"])
+        batch = to_device(batch, self.device)
         torch.manual_seed((self.config.seed * 1_000_003 + position.step) * 4099 + ctx.rank * 131 + self.accumulated)
         last_micro = self.accumulated + 1 == self.optim.update_freq
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.optim.bf16 else nullcontext()
         with nullcontext() if (last_micro or not ctx.enabled) else self.task.no_sync():
-            with autocast:
+            with self.training.autocast():
                 output = self.task.forward(batch)
             finite = math.isfinite(float(output.loss.detach()))
             bad_here = ctx.any_flag(not finite)  # every rank takes the same branch
@@ -254,7 +282,7 @@ class UpdateLoop:
                 loss = sum((p * 0.0).sum() for p in self.state.model.parameters() if p.requires_grad)
             else:
                 loss = output.loss / self.optim.update_freq
-            loss.backward()
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         self.bad = self.bad or bad_here
         self.accumulated = self.optim.update_freq if bad_here else self.accumulated + 1
         if finite:  # a skipped micro-batch's numbers would poison the log line
@@ -268,15 +296,30 @@ class UpdateLoop:
     def _finish_update(self) -> bool:
         """Clip and step (or skip a non-finite update), then log, validate and save; True when the run ends."""
         state, position = self.state, self.state.position
+        if self.scaler is not None:
+            self.scaler.unscale_(state.optimizer)  # clip and check the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.optim.clip_norm or float("inf"))
-        if self.bad or not math.isfinite(float(grad_norm)):
+        finite_gradients = math.isfinite(float(grad_norm))
+        if self.bad or not finite_gradients:
+            overflow = self.scaler is not None and not self.bad  # fp16 overflow: the scaler's job, not a bad step
             self.bad = False
             self.monitor.trace(position.step, position.epoch, self.consumed, applied=False)
             self.consumed = []
-            self._skip()
+            if self.scaler is not None:
+                self.scaler.update()  # an overflow lowers the scale
+            if overflow:
+                state.optimizer.zero_grad(set_to_none=True)
+                self.monitor.message(f"fp16 gradient overflow at update {position.step}: update skipped, loss scale "
+                                     f"now {self.scaler.get_scale():g}")
+            else:
+                self._skip()
             return False
         position.bad_streak = 0
-        state.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(state.optimizer)
+            self.scaler.update()
+        else:
+            state.optimizer.step()
         state.scheduler.step()
         state.optimizer.zero_grad(set_to_none=True)
         position.step += 1
@@ -335,11 +378,11 @@ def check_sources(paths: list[str], what: str) -> None:
 
 
 def launch(train_fn, config, command: str):
-    """Run ``train_fn(config, ctx, command)`` inside an initialised (and afterwards destroyed) process group;
-    ``run.threads`` sets torch's intra-op threads first."""
+    """Run ``train_fn(config, ctx, command)`` inside an initialised (and afterwards destroyed) process group on
+    ``run.device``; ``run.threads`` sets torch's intra-op threads first."""
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    ctx = init_distributed()
+    ctx = init_distributed(config.run.device)
     try:
         return train_fn(config, ctx, command)
     finally:
@@ -351,8 +394,9 @@ def adamw(params, optim: OptimConfig) -> torch.optim.AdamW:
                              weight_decay=optim.weight_decay)
 
 
-def resume(manager: CheckpointManager, state: TrainingState) -> Path | None:
-    """Load the newest complete checkpoint, if any, into ``state`` (its position included); returns its path."""
+def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Path | None:
+    """Load the newest complete checkpoint, if any, into ``state`` (its position included) and the fp16
+    ``scaler``; returns its path. Weights and states come in on the CPU and go to the model's device."""
     if manager.directory.is_dir():
         manager.remove_stale()
     path = manager.latest()
@@ -369,6 +413,8 @@ def resume(manager: CheckpointManager, state: TrainingState) -> Path | None:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
         state.position = Position(**saved["position"])
+        if scaler is not None and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise TrainingError(f"cannot resume from {path}: its training_state.pt does not match this run's optimizer "
                             f"or schedule ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "

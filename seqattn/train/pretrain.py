@@ -71,7 +71,7 @@ class PretrainTask(Task):
         if ctx.enabled:
             # broadcast_buffers=False: k-means centroids stay identical through their own all-reduce, not by
             # copying rank 0's buffers over the others (which would hide a divergence)
-            step = DistributedDataParallel(step, find_unused_parameters=config.model.layerdrop > 0,
+            step = DistributedDataParallel(step, device_ids=ctx.device_ids, find_unused_parameters=config.model.layerdrop > 0,
                                            broadcast_buffers=False)
         self.step_module = step
 

@@ -107,9 +107,11 @@ def cnn_long(extractor: FeatureExtractor, waveform: torch.Tensor, frames_per_chu
 def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
                        frames_per_chunk: int = CNN_CHUNK_FRAMES) -> Features:
     """Features of 1-D waveforms of any lengths: each through the CNN on its own (long ones in chunks), the
-    feature layer norm, then padded into one (B, T, C) batch."""
+    feature layer norm, then padded into one (B, T, C) batch, on the model's device."""
+    device = next(backbone.parameters()).device
     rows = []
     for wave in waveforms:
+        wave = wave.to(device)
         if backbone.output_lengths(torch.tensor([wave.numel()]))[0] > frames_per_chunk:
             cnn = cnn_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
         else:
