@@ -149,3 +149,14 @@ def test_torchrun_two_processes_match_one_process(setup, tmp_path):
     for key in runs[1]:
         torch.testing.assert_close(runs[2][key], runs[1][key], atol=1e-4, rtol=1e-3,
                                    msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_training_links_best_and_last_that_load_model_accepts(setup, tmp_path):
+    """exp/ft/best and exp/ft/last work without a recipe's help: links that follow BEST and LAST."""
+    train(_config(setup, tmp_path, "optim.max_updates=4", "run.save_every=1", "validate_every=2"))
+    checkpoints = tmp_path / "checkpoints"
+    assert (tmp_path / "last").resolve() == (checkpoints / "update_00000004").resolve()
+    best_name = (checkpoints / "BEST").read_text().split()[0]
+    assert (tmp_path / "best").resolve() == (checkpoints / best_name).resolve()
+    assert isinstance(load_model(tmp_path / "best"), Wav2Vec2ForCTC) and (tmp_path / "last" / "tokens.json").is_file()
+    assert (tmp_path / "best").is_symlink() and not (tmp_path / "best").readlink().is_absolute()  # movable

@@ -235,3 +235,37 @@ def test_greedy_path_word_times_equal_forced_alignment_of_the_greedy_transcript(
         same_ends += sum(abs(p.start - f.start) < 1e-9 and abs(p.end - f.end) < 1e-9 for p, f in zip(path, forced))
         checked += 1
     assert checked > 10 and same_ends >= 0.8 * ends
+
+
+def test_decoding_a_data_dir_writes_a_decode_directory(model_dir, tmp_path, capsys):
+    """Kaldi/ESPnet-style outputs: the hypotheses as a Kaldi text file, totals in wer, per-language scores
+    from utt2lang, and jiwer's per-utterance alignment; stdout keeps the two summary lines."""
+    import jiwer
+
+    hindi = make_data_dir(tmp_path, "hi", 3, "hi", texts=["नमस्ते दुनिया", "भारत"])
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in ("wav.scp", "text", "utt2spk", "utt2lang"):  # a second language: the same audio, relabelled
+        lines = (hindi / name).read_text(encoding="utf-8").splitlines()
+        relabel = {"wav.scp": lambda line: line.replace("hi-", "mr-", 1),  # the id, not the audio path
+                   "text": lambda line: line.replace("hi-", "mr-", 1),
+                   "utt2spk": lambda line: line.replace("hi-", "mr-"),
+                   "utt2lang": lambda line: line.replace("hi-", "mr-", 1).replace(" hi", " mr")}[name]
+        extra = [relabel(line) for line in lines]
+        (both / name).write_text("\n".join(sorted(lines + extra)) + "\n", encoding="utf-8")
+    out = tmp_path / "decode"
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(both), "--output-dir", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and printed[0].startswith("%WER") and printed[1].startswith("%CER")
+    hyps = dict(line.split(" ", 1) if " " in line else (line, "")
+                for line in (out / "text").read_text(encoding="utf-8").splitlines())
+    assert sorted(hyps) == sorted(line.split()[0] for line in (both / "text").read_text().splitlines())
+    for utt, text in hyps.items():
+        assert (out / f"{utt}.txt").read_text(encoding="utf-8").strip() == text.strip()
+    per_language = (out / "wer_per_language").read_text(encoding="utf-8").splitlines()
+    assert [line.rsplit("[", 1)[1].split(",")[0].rstrip("]") for line in per_language] == ["hi", "hi", "mr", "mr"]
+    refs = dict(line.split(" ", 1) for line in (both / "text").read_text(encoding="utf-8").splitlines())
+    hindi_utts = sorted(u for u in refs if u.startswith("hi-"))
+    expected = jiwer.process_words([refs[u] for u in hindi_utts], [hyps[u] for u in hindi_utts])
+    errors = expected.substitutions + expected.deletions + expected.insertions
+    assert f"[ {errors} / " in per_language[0] and "3 utterances" in per_language[0]

@@ -209,7 +209,7 @@ def add_analyze_parser(commands) -> None:
         "attention", help="how local each head is",
         description="Per layer and head: mean attention distance (frames and ms; tokens for language models, "
                     "whose DATA are text files), mass within +-w, the smallest w "
-                    "holding 90%%/95%% of the mass, entropy and self mass, averaged over the real query frames of "
+                    "holding 90%/95% of the mass, entropy and self mass, averaged over the real query frames of "
                     "the sampled utterances. Writes attention.json, attention.csv, heatmaps, mass-vs-window "
                     "curves and example maps. Local/routed heads use banded weights (no N x N memory).",
         epilog="example: seqattn analyze attention exp/pt/final data/test_hi --out-dir exp/analysis/attention",

@@ -24,6 +24,15 @@ def _load_lm(model_dir: str, device: str = "auto"):
     return model, tokenizer
 
 
+def _is_report(path) -> bool:
+    """True when ``path`` holds a JSON report that eval-lm wrote (and may be replaced by a new one)."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(values, dict) and {"files", "overall", "scheme"} <= set(values)
+
+
 def _train_lm(args) -> int:
     from seqattn.train.lm import LMTrainConfig, train
 
@@ -38,6 +47,18 @@ def _eval_lm(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.json not in (None, "-"):
+        from pathlib import Path
+
+        report = Path(args.json).resolve()
+        if any(Path(f).resolve() == report for f in args.files):
+            print(f"seqattn eval-lm: error: --json {args.json} is also an input file; give the report its own path "
+                  "(or - for stdout)", file=sys.stderr)
+            return 2
+        if report.is_file() and not _is_report(report):
+            print(f"seqattn eval-lm: error: --json {args.json} exists and is not an eval-lm report; refusing to "
+                  "overwrite it (did you mean it as an input? --json takes the report's path)", file=sys.stderr)
+            return 2
     model, tokenizer = _load_lm(args.model_dir, args.device)
     context = args.context or model.config.max_context
     per_file, overall = evaluate_files(model, tokenizer, args.files, context=context, stride=args.stride,
@@ -116,7 +137,7 @@ def add_lm_parsers(commands) -> None:
     p.add_argument("--stride", type=int, default=0, help="sliding-window stride (default: = context, i.e. blocks)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict")
-    p.add_argument("--json", nargs="?", const="-", help="write the JSON report to this file (or stdout: --json)")
+    p.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-' for stdout)")
     p.add_argument("--threads", type=int, default=0)
     add_device_argument(p)
     p.add_argument("--quiet", action="store_true")

@@ -10,7 +10,7 @@ import sys
 
 from .analyze import add_analyze_parser, add_localize_parser
 from .lm import add_lm_parsers
-from .options import add_device_argument
+from .options import add_device_argument, finish_help
 from .training import run_training, training_arguments
 
 
@@ -31,13 +31,20 @@ def _transcribe(args) -> int:
 
     import torch
 
-    from seqattn.decode.transcribe import Beam, collect_inputs, kaldi_score_lines, load_recognizer, transcribe
+    from seqattn.decode.transcribe import (
+        Beam, collect_inputs, kaldi_score_lines, load_recognizer, scores_per_language, transcribe,
+    )
     from seqattn.decode.writers import FORMATS, WRITERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.inputs and not args.data_dir and not args.manifest:
         print("seqattn transcribe: error: give audio files/directories, --data-dir or --manifest", file=sys.stderr)
+        return 2
+    if args.lm and not args.lexicon:
+        print("seqattn transcribe: error: --lm needs --lexicon: a word LM scores words, and the lexicon says how "
+              "the model's tokens spell them (seqattn build-lm writes both); without --lm, beam search is "
+              "lexicon-free", file=sys.stderr)
         return 2
     from seqattn.utils.device import resolve_device
 
@@ -64,6 +71,9 @@ def _transcribe(args) -> int:
     for transcript in result.transcripts:
         for fmt in formats:
             (out / f"{transcript.utt_id}.{fmt}").write_text(WRITERS[fmt](transcript), encoding="utf-8")
+    # the hypotheses as a Kaldi text file (sorted by utterance id), as Kaldi/ESPnet/icefall decode dirs hold them
+    hypotheses = sorted((t.utt_id, t.text) for t in result.transcripts)
+    (out / "text").write_text("".join(f"{utt} {text}\n" for utt, text in hypotheses), encoding="utf-8")
     if not args.quiet:
         for transcript in result.transcripts:
             print(f"{transcript.utt_id}\t{transcript.text}")
@@ -78,6 +88,9 @@ def _transcribe(args) -> int:
         print(cer)
         (out / "wer").write_text(f"{wer}\n{cer}\n")
         (out / "per_utt").write_text("\n".join(alignments) + "\n", encoding="utf-8")
+        per_language = scores_per_language(result)
+        if per_language:
+            (out / "wer_per_language").write_text("\n".join(per_language) + "\n", encoding="utf-8")
     if result.failures:
         (out / "failed.txt").write_text("".join(f"{f.name}\t{f.reason}\n" for f in result.failures), encoding="utf-8")
         print(f"{len(result.failures)} input(s) failed (listed in {out / 'failed.txt'}):", file=sys.stderr)
@@ -183,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe", help="transcribe audio with a fine-tuned CTC model",
         description="Transcribe audio files (any sample rate, mono or multi-channel), directories, a Kaldi "
                     "data dir or a JSONL manifest. Word times come from CTC forced alignment. With reference "
-                    "transcripts (Kaldi text or manifest) it prints Kaldi-style %%WER/%%CER. Unreadable inputs "
+                    "transcripts (Kaldi text or manifest) it prints Kaldi-style %WER/%CER. Unreadable inputs "
                     "are listed and skipped; the exit status is 1 when any input failed.",
         epilog="example: seqattn transcribe exp/ft/checkpoints/update_00000600 talk.wav --output-format all",
     )
@@ -274,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_localize_parser(formats)
     add_analyze_parser(commands)
     add_lm_parsers(commands)
-    return parser
+    return finish_help(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,7 @@ class TranscriptionResult:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)
+    languages: dict[str, str] = field(default_factory=dict)  # utt_id -> language, where the input names one
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -276,6 +277,8 @@ class Transcriber:
         self.result.audio_seconds += outcome.seconds
         if item.reference is not None:
             self.result.references[item.utt_id] = self.vocab.normalize(item.reference)
+        if item.language is not None:
+            self.result.languages[item.utt_id] = item.language
         if isinstance(outcome, Skipped):
             self._empty(outcome.index, item, outcome.seconds, outcome.why)
         elif isinstance(outcome, Loaded):
@@ -373,6 +376,21 @@ def kaldi_scores(refs: list[str], hyps: list[str]) -> tuple[str, str, object]:
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
     return line("WER", words), line("CER", chars), words
+
+
+def scores_per_language(result: TranscriptionResult) -> list[str]:
+    """``%WER``/``%CER`` lines per language (Kaldi's per-set ``wer`` lines, tagged ``[lang]``), for the scored
+    utterances whose language is known; empty when fewer than one language is known."""
+    by_language: dict[str, list[tuple[str, str]]] = {}
+    for transcript in result.transcripts:
+        language = result.languages.get(transcript.utt_id)
+        if transcript.utt_id in result.references and language is not None:
+            by_language.setdefault(language, []).append((result.references[transcript.utt_id], transcript.text))
+    lines = []
+    for language, pairs in sorted(by_language.items()):
+        wer, cer, _ = kaldi_scores([ref for ref, _ in pairs], [hyp for _, hyp in pairs])
+        lines += [f"{wer} [{language}, {len(pairs)} utterances]", f"{cer} [{language}]"]
+    return lines
 
 
 def kaldi_score_lines(result: TranscriptionResult) -> tuple[str, str, list[str]]:

@@ -2,7 +2,8 @@
 
 ``checkpoints/update_00001000/`` holds ``config.json``, ``model.safetensors``, ``README.md`` and
 ``training_state.pt`` (optimizer, scheduler, counters, data position; loadable with
-``torch.load(weights_only=True)``). ``LAST`` and ``BEST`` name the newest and the best directory. Rotation
+``torch.load(weights_only=True)``). ``LAST`` and ``BEST`` name the newest and the best directory, and the
+links ``last`` and ``best`` beside ``checkpoints/`` point at them, so ``load_model(OUT/best)`` works. Rotation
 keeps the last ``keep_last`` and the best. Every file is written through a temporary directory and a rename,
 so an interrupted save leaves the previous checkpoints untouched.
 """
@@ -64,12 +65,28 @@ class CheckpointManager:
             if best is None or (metric > best if higher_is_better else metric < best):
                 atomic_write_text(self.directory / "BEST", f"{name} {metric}\n")
         self._rotate()
+        self._link_pointers()
         return path
+
+    def _link_pointers(self) -> None:
+        """``last`` and ``best`` next to ``checkpoints/``: relative links to the directories LAST and BEST name
+        (``best`` falls back to the newest while nothing has been validated), each replaced atomically."""
+        for link, target in (("last", self.latest()), ("best", self.best() or self.latest())):
+            if target is None:
+                continue
+            path = self.directory.parent / link
+            if path.exists() and not path.is_symlink():
+                continue  # a directory the user made: never replaced
+            staging = path.with_name(f".{link}.{os.getpid()}")
+            staging.unlink(missing_ok=True)
+            os.symlink(Path(self.directory.name) / target.name, staging)
+            os.replace(staging, path)
 
     def mark_best(self, path: Path) -> None:
         """Name ``path`` the best checkpoint without a metric (a run with no validation data keeps its final
         model as ``BEST``; a later validated save with any metric replaces it)."""
         atomic_write_text(self.directory / "BEST", f"{path.name}\n")
+        self._link_pointers()
 
     def best_metric(self) -> float | None:
         best = self.directory / "BEST"

@@ -142,13 +142,11 @@ finetune() {
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
     run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides \
     2>&1 | tee $exp/log/$name.log
-  local best  # BEST: "<dir> <wer>", or "<dir>" alone for the final model of a run without validation data
-  best=$(cut -d' ' -f1 $exp/$name/checkpoints/BEST 2> /dev/null || true)
-  if [ -z "$best" ] || [ ! -f $exp/$name/checkpoints/$best/config.json ]; then
-    echo "fine-tuning left no usable model in $exp/$name/checkpoints (no BEST, or it names no model)" >&2
+  # training links $exp/$name/best to the checkpoint BEST names (the final model when nothing was validated)
+  if [ ! -f $exp/$name/best/config.json ]; then
+    echo "fine-tuning left no usable model: $exp/$name/best does not lead to a model directory" >&2
     return 1
   fi
-  ln -sfn "checkpoints/$best" $exp/$name/best
 }
 models=ft
 [ "$ablation" = true ] && models="ft ft_scratch"
