@@ -269,3 +269,25 @@ def test_decoding_a_data_dir_writes_a_decode_directory(model_dir, tmp_path, caps
     expected = jiwer.process_words([refs[u] for u in hindi_utts], [hyps[u] for u in hindi_utts])
     errors = expected.substitutions + expected.deletions + expected.insertions
     assert f"[ {errors} / " in per_language[0] and "3 utterances" in per_language[0]
+
+
+def test_fairseq_tsv_manifests_are_inputs_too(model_dir, tmp_path, capsys):
+    """transcribe --manifest and analyze read fairseq's train.tsv (+ train.wrd) as training does."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    data_dir = make_data_dir(tmp_path, "test", 3, "hi", texts=["नमस्ते दुनिया", "भारत"])
+    rows = [line.split(" ", 1) for line in (data_dir / "wav.scp").read_text().splitlines()]
+    texts = dict(line.split(" ", 1) for line in (data_dir / "text").read_text(encoding="utf-8").splitlines())
+    root = Path(rows[0][1]).parent
+    (tmp_path / "test.tsv").write_text(f"{root}\n" + "".join(
+        f"{Path(path).name}\t{sf.info(path).frames}\n" for _, path in rows))
+    (tmp_path / "test.wrd").write_text("".join(f"{texts[utt]}\n" for utt, _ in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert cli_main(["transcribe", str(model_dir), "--manifest", str(tmp_path / "test.tsv"), "--output-dir",
+                     str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("%WER ") and len((out / "text").read_text().splitlines()) == 3
+    assert cli_main(["analyze", "attention", str(model_dir), str(tmp_path / "test.tsv"), "--out-dir",
+                     str(tmp_path / "analysis"), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "analysis" / "attention.json").read_text())["utterances"] == 3

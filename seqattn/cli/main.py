@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="audio files or directories")
     p.add_argument("--data-dir", help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell "
                                       "command whose stdout is the audio, run with sh -c as Kaldi does)")
-    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text)")
+    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text) or a fairseq .tsv manifest (its "
+                                      ".wrd or .ltr transcripts beside it)")
     p.add_argument("--output-dir", default="transcripts")
     p.add_argument("--output-format", default="txt", choices=["txt", "json", "ctm", "srt", "vtt", "all"])
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy; >1 = flashlight beam search")

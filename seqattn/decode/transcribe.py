@@ -23,7 +23,7 @@ import torch
 from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
 from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.kaldi import read_data_dir
-from seqattn.data.manifest import read_jsonl_manifest
+from seqattn.data.manifest import read_fairseq_manifest, read_jsonl_manifest
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model
@@ -100,8 +100,9 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
             failures.append(Failure(key, f"invalid data-dir entry: {reasons}"))
         for utt in data.utterances:
             add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
-    if manifest is not None:
-        for utt in read_jsonl_manifest(manifest):
+    if manifest is not None:  # JSONL (NeMo style), or a fairseq .tsv with its .wrd/.ltr transcripts
+        read = read_fairseq_manifest if str(manifest).endswith(".tsv") else read_jsonl_manifest
+        for utt in read(manifest):
             add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
     return items, failures
 
