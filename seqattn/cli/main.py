@@ -31,10 +31,9 @@ def _transcribe(args) -> int:
 
     import torch
 
-    from seqattn.decode.transcribe import (
-        Beam, collect_inputs, kaldi_score_lines, load_recognizer, scores_per_language, transcribe,
-    )
-    from seqattn.decode.writers import FORMATS, WRITERS
+    from seqattn.decode.decode_dir import write_decode_dir
+    from seqattn.decode.transcribe import Beam, collect_inputs, load_recognizer, transcribe
+    from seqattn.decode.writers import FORMATS
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,13 +66,7 @@ def _transcribe(args) -> int:
     result.failures = failures + result.failures
     formats = FORMATS if args.output_format == "all" else (args.output_format,)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for transcript in result.transcripts:
-        for fmt in formats:
-            (out / f"{transcript.utt_id}.{fmt}").write_text(WRITERS[fmt](transcript), encoding="utf-8")
-    # the hypotheses as a Kaldi text file (sorted by utterance id), as Kaldi/ESPnet/icefall decode dirs hold them
-    hypotheses = sorted((t.utt_id, t.text) for t in result.transcripts)
-    (out / "text").write_text("".join(f"{utt} {text}\n" for utt, text in hypotheses), encoding="utf-8")
+    wer, cer = write_decode_dir(result, out, formats)
     if not args.quiet:
         for transcript in result.transcripts:
             print(f"{transcript.utt_id}\t{transcript.text}")
@@ -82,17 +75,10 @@ def _transcribe(args) -> int:
     hours = result.audio_seconds / 3600
     print(f"transcribed {len(result.transcripts)} of {len(result.transcripts) + len(result.failures)} inputs: "
           f"{hours:.3f} h of audio in {result.wall_seconds:.1f} s, RTF {result.rtf:.3f}", file=sys.stderr)
-    wer, cer, alignments = kaldi_score_lines(result)
     if wer:
         print(wer)
         print(cer)
-        (out / "wer").write_text(f"{wer}\n{cer}\n")
-        (out / "per_utt").write_text("\n".join(alignments) + "\n", encoding="utf-8")
-        per_language = scores_per_language(result)
-        if per_language:
-            (out / "wer_per_language").write_text("\n".join(per_language) + "\n", encoding="utf-8")
     if result.failures:
-        (out / "failed.txt").write_text("".join(f"{f.name}\t{f.reason}\n" for f in result.failures), encoding="utf-8")
         print(f"{len(result.failures)} input(s) failed (listed in {out / 'failed.txt'}):", file=sys.stderr)
         for failure in result.failures[:20]:
             print(f"  {failure.name}: {failure.reason}", file=sys.stderr)

@@ -28,67 +28,93 @@ def _describe(kind) -> str:
     return str(kind).replace("typing.", "")
 
 
+def _to_bool(value, key):
+    if isinstance(value, bool):
+        return value
+    raise _mismatch(value, bool, key)
+
+
+def _to_int(value, key):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _mismatch(value, int, key)
+
+
+def _to_float(value, key):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise _mismatch(value, float, key)
+
+
+def _to_str(value, key):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _mismatch(value, str, key)
+
+
+SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
+def _to_union(value, kind, key):
+    """``X | None`` and other unions: None where allowed, else the first member the value fits."""
+    options = typing.get_args(kind)
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in (a for a in options if a is not type(None)):
+        try:
+            return coerce(value, option, key)
+        except ValueError as error:
+            errors.append(error)
+    raise errors[0] if len(errors) == 1 else _mismatch(value, kind, key)
+
+
+def _to_dataclass(value, kind, key):
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise _mismatch(value, kind, key, "a mapping")
+    builder = getattr(kind, "from_dict", None)
+    return builder(value) if builder is not None else from_values(kind, value, key)
+
+
+def _to_sequence(value, kind, key):
+    """Lists (``list[X]``: each element as X) and tuples (``tuple[X, Y]``: one type per position)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if not isinstance(value, (list, tuple)):
+        raise _mismatch(value, kind, key, "a list")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise _mismatch(value, kind, key, f"a list of {len(args)} values")
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    element = args[0] if args else None
+    items = [coerce(v, element, f"{key}[{i}]") if element is not None else v for i, v in enumerate(value)]
+    return tuple(items) if (kind is tuple or origin is tuple) else items
+
+
 def coerce(value, kind, key: str):
     """``value`` as field type ``kind``, or a ValueError that names ``key``, the value and the type."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    origin = typing.get_origin(kind)
     if kind is typing.Any or kind is object:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, option, key)
-            except ValueError as error:
-                errors.append(error)
-        raise errors[0] if len(errors) == 1 else _mismatch(value, kind, key)
+        return _to_union(value, kind, key)
     if dataclasses.is_dataclass(kind):
-        if isinstance(value, kind):
-            return value
-        if not isinstance(value, dict):
-            raise _mismatch(value, kind, key, "a mapping")
-        builder = getattr(kind, "from_dict", None)
-        return builder(value) if builder is not None else from_values(kind, value, key)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise _mismatch(value, kind, key)
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _mismatch(value, kind, key)
-    if kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise _mismatch(value, kind, key)
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _mismatch(value, kind, key)
+        return _to_dataclass(value, kind, key)
+    if kind in SCALARS:
+        return SCALARS[kind](value, key)
     if kind in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _mismatch(value, kind, key, "a list")
-        element = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else None
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise _mismatch(value, kind, key, f"a list of {len(args)} values")
-            items = [coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
-        else:
-            items = [coerce(v, element, f"{key}[{i}]") if element is not None else v for i, v in enumerate(value)]
-        return tuple(items) if (kind is tuple or origin is tuple) else items
-    if kind is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise _mismatch(value, kind, key, "a mapping")
-        return value
-    return value  # a type this checker does not know: left to the dataclass
+        return _to_sequence(value, kind, key)
+    if (kind is dict or origin is dict) and not isinstance(value, dict):
+        raise _mismatch(value, kind, key, "a mapping")
+    return value  # a dict, or a type this checker does not know: left to the dataclass
 
 
 def _mismatch(value, kind, key: str, expected: str | None = None) -> ValueError:
