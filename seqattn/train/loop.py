@@ -123,6 +123,9 @@ class Interval:
 class Task:
     """What a trainer plugs into :meth:`TrainingRun.train`."""
 
+    step_module: torch.nn.Module | None = None  # computes the loss in its forward (DDP-wrapped when distributed);
+    # run.compile compiles it
+
     def epoch_dataset(self, epoch: int):
         """An indexable dataset whose item i is this rank's share of micro-batch i of the epoch."""
         raise NotImplementedError
@@ -173,8 +176,6 @@ class TrainingRun:
             torch.backends.cudnn.allow_tf32 = True
         state.model.to(self.device)  # parameters keep their identity, so the optimizer still holds them
         resumed_from = resume(self.manager, state, self.scaler)
-        if self.run.compile:
-            state.model.compile()  # in place: names, state dict and checkpoints are unchanged
         self.monitor = TrainMonitor(self.out, ctx.is_main, self.optim.max_updates, state.position.step, name,
                                     self.run.tensorboard)
         if resumed_from is not None:
@@ -195,6 +196,8 @@ class TrainingRun:
               describe_epoch: Callable | None = None) -> None:
         """Run updates until ``optim.max_updates``, ``run.max_time_s`` or ``run.stop_after``; closes the logs."""
         self.state.model.train()
+        if self.run.compile and task.step_module is not None:
+            task.step_module = torch.compile(task.step_module)  # the loss computation, DDP wrapper included
         try:
             UpdateLoop(self, task, num_workers, validate_every, describe_epoch).run()
         finally:
