@@ -199,3 +199,16 @@ def test_converted_fairseq_models_run_through_analyze_and_localize(tmp_path, cap
     assert {k: model.config.to_dict()[k] for k in same} == same  # everything else carried over from fairseq
     assert cli_main(["transcribe", str(local), "--data-dir", str(data["ta"]), "--output-dir", str(tmp_path / "tr"),
                      "--quiet"]) == 0
+
+
+def test_hf_directory_whose_config_disagrees_with_its_weights_is_refused(tmp_path, capsys):
+    """An edited HF config.json: one line naming the HF key and the tensor, before the model is built."""
+    _, directory = _hf_ctc_dir(tmp_path, "base")
+    config = json.loads((directory / "config.json").read_text())
+    config["intermediate_size"] = 48
+    (directory / "config.json").write_text(json.dumps(config))
+    assert cli_main(["convert", "hf-import", str(directory), str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "intermediate_size is 48 but the HF checkpoint holds " \
+           "wav2vec2.encoder.layers.0.ffn.fc1.weight with shape (64, 32)" in errors[0], errors
+    assert not (tmp_path / "out").exists()

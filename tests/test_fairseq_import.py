@@ -199,3 +199,21 @@ def test_truncated_wrong_model_and_missing_keys_are_clear_errors(tmp_path):
         build_seqattn_model(imported)
     with pytest.raises(FairseqImportError, match="no such checkpoint"):
         read_fairseq(tmp_path / "absent.pt")
+
+
+def test_cfg_that_disagrees_with_its_weights_is_refused_before_building(tmp_path, monkeypatch):
+    """A fairseq checkpoint whose cfg was edited: the shapes are compared on a meta-device model, so the real
+    model is never built from the wrong sizes."""
+    from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining
+
+    def wider_ffn(state):
+        state["cfg"]["model"]["encoder_ffn_embed_dim"] = state["cfg"]["model"]["encoder_ffn_embed_dim"] * 2
+
+    imported = read_fairseq(_rewritten(tmp_path, "w2v2_base_like.pt", wider_ffn))
+    built = []
+    real_init = Wav2Vec2ForPretraining.__init__
+    monkeypatch.setattr(Wav2Vec2ForPretraining, "__init__", lambda self, config: (
+        built.append(torch.empty(0).device.type), real_init(self, config))[1])
+    with pytest.raises(FairseqImportError, match=r"ffn\.fc1\.weight has shape \(\d+, \d+\), the config implies"):
+        build_seqattn_model(imported)
+    assert built == ["meta"]  # only the shape-checking model was built

@@ -141,7 +141,7 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
             skeleton = model_class(config)
         # HF CTC models trained without time masking have no masked_spec_embed; inference never uses it
         check_weights(skeleton, describe_state(weights), hf_config, str(hf_dir / "config.json"),
-                      "the HF weights", optional=frozenset({"wav2vec2.mask_emb"}))
+                      "the HF checkpoint", optional=frozenset({"wav2vec2.mask_emb"}))
     except WeightsMismatch as error:
         raise ConversionError(f"{hf_dir}: {error}") from None
     except (ValueError, RuntimeError) as error:
