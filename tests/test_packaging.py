@@ -22,7 +22,7 @@ def test_pyproject_declares_ranges_and_the_lock_pins_every_requirement():
     assert not [r for r in project["dependencies"] if "==" in r], "pyproject.toml keeps ranges; pin in the lock"
     pins = check_lock.read_lock(LOCK)
     wanted = _requirement_names(project["dependencies"])
-    for extra in ("test", "recipes", "decode", "bench"):
+    for extra in ("test", "recipes", "decode", "bench", "train", "analysis", "all"):
         wanted |= _requirement_names(project["optional-dependencies"][extra])
     assert sorted(wanted - set(pins)) == []
     assert pins["babel"] and pins["torch"] and pins["kenlm"]  # the demo's text source and the KenLM sdist

@@ -47,6 +47,9 @@ def _summary(args, inputs) -> dict:
 
 
 def _attention(args) -> int:
+    from seqattn.utils.extras import require_analysis
+
+    require_analysis("seqattn analyze")
     import torch
 
     from seqattn.analysis.attention import analyze_attention, write_attention_outputs
@@ -111,6 +114,9 @@ def _lm_attention(args, model):
 
 
 def _codebook(args) -> int:
+    from seqattn.utils.extras import require_analysis
+
+    require_analysis("seqattn analyze")
     from seqattn.analysis.codebook import (code_counts, compare_languages, require_languages, require_quantizer,
                                            write_codebook_outputs)
     from seqattn.models.io import load_model
@@ -134,6 +140,9 @@ def _codebook(args) -> int:
 
 
 def _layers(args) -> int:
+    from seqattn.utils.extras import require_analysis
+
+    require_analysis("seqattn analyze")
     from seqattn.analysis.codebook import require_languages
     from seqattn.analysis.inputs import AnalysisInputError
     from seqattn.analysis.layers import analyze_layers, pooled_layer_features, write_layer_outputs
@@ -163,6 +172,9 @@ def _layers(args) -> int:
 
 
 def _localize(args) -> int:
+    from seqattn.utils.extras import require_analysis
+
+    require_analysis("seqattn convert localize")
     import json
 
     from seqattn.analysis.localize import run_localize

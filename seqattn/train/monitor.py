@@ -19,9 +19,11 @@ class TrainMonitor:
             self.log_file = open(output_dir / "train.log", "a", encoding="utf-8")
             self.trace_file = open(output_dir / "updates.jsonl", "a", encoding="utf-8")
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+                from seqattn.utils.extras import require
 
-                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+                summary = require("torch.utils.tensorboard", "train", "run.tensorboard=true",
+                                  " (or set run.tensorboard=false)")
+                self.writer = summary.SummaryWriter(str(output_dir / "tensorboard"))
 
     def message(self, text: str) -> None:
         if not self.enabled:
