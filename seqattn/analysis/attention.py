@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from seqattn.models.wav2vec2.longform import inference_features
+from seqattn.utils.device import module_device
 from seqattn.nn import AttentionWeights, MultiHeadAttention
 
 DEFAULT_WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -293,7 +294,7 @@ def analyze_lm_attention(model: torch.nn.Module, token_windows: list[torch.Tenso
                          progress: bool = True) -> AttentionAnalysis:
     """The same measurements for a :class:`~seqattn.models.lm.TransformerLM` over windows of token ids (each
     (N,) long); distances are in tokens."""
-    device = next(model.parameters()).device
+    device = module_device(model)
 
     def batches():
         for tokens in tqdm(token_windows, desc="attention", unit="window", disable=not progress):

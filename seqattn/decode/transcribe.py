@@ -28,6 +28,7 @@ from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model
 from seqattn.models.wav2vec2.longform import LongFormCTC
+from seqattn.utils.device import module_device
 from seqattn.utils.malloc import release_free_memory
 
 from .align import MAX_ALIGN_FRAMES, AlignmentError, align_words, greedy_path_words
@@ -200,7 +201,7 @@ class Transcriber:
         self.allow_pipes, self.pipe_timeout, self.stream_seconds = allow_pipes, pipe_timeout, stream_seconds
         self.inference = LongFormCTC(model)
         self.normalize = model.config.normalize_waveform
-        self.device = next(model.parameters()).device
+        self.device = module_device(model)
         if chunk_seconds is None:
             chunk_seconds = 30.0 if self.inference.has_full_attention else 0.0
         self.chunk_seconds = chunk_seconds

@@ -87,10 +87,8 @@ def check_model_dir(path: Path, meta: dict) -> torch.nn.Module:
         raise ModelDirError(f"{config_path}: {error}") from None
     try:
         tensors = read_safetensors_header(weights)
-    except WeightsMismatch as error:
-        raise ModelDirError(f"cannot read {weights}: {error}") from None
-    except OSError as error:
-        raise ModelDirError(f"cannot read {weights}: {error.strerror or error}") from None
+    except (WeightsMismatch, OSError) as error:  # malformed or truncated; unreadable
+        raise ModelDirError(f"cannot read {weights}: {getattr(error, 'strerror', None) or error}") from None
     try:
         for key, wanted, held in _layer_counts(meta["model_type"], parsed, tensors):
             if wanted != held:  # before validate(), whose work may grow with the layer count
@@ -120,7 +118,9 @@ def _fill(skeleton: torch.nn.Module, state: dict[str, torch.Tensor], weights: Pa
     skeleton.load_state_dict(state, strict=False, assign=True)
     for alias, source in aliases.items():
         owner, _, attribute = alias.rpartition(".")
-        setattr(skeleton.get_submodule(owner), attribute, skeleton.get_parameter(source))
+        source_owner, _, source_attribute = source.rpartition(".")
+        setattr(skeleton.get_submodule(owner), attribute,
+                getattr(skeleton.get_submodule(source_owner), source_attribute))
     left = [name for name, tensor in list(skeleton.named_parameters()) + list(skeleton.named_buffers())
             if tensor.is_meta]
     if left:

@@ -83,27 +83,22 @@ def layer_count(names, pattern: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def tied_names(model: torch.nn.Module) -> set[str]:
-    """State-dict names of parameters and buffers that are the same tensor as an earlier name (tied
-    embeddings): saved once under the first name. Found by identity, so it works on the meta device too."""
-    seen, tied = set(), set()
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """``{alias name: first name}`` of parameters and buffers that are one tensor under several names (tied
+    embeddings), saved once under the first name. Found by identity, so it works on the meta device too."""
+    first, aliases = {}, {}
     for name, tensor in list(model.named_parameters(remove_duplicate=False)) + \
             list(model.named_buffers(remove_duplicate=False)):
-        if id(tensor) in seen:
-            tied.add(name)
-        seen.add(id(tensor))
-    return tied
-
-
-def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
-    """``{alias name: first name}`` of parameters that are one tensor under several names (tied weights)."""
-    first, aliases = {}, {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if id(parameter) in first:
-            aliases[name] = first[id(parameter)]
+        if id(tensor) in first:
+            aliases[name] = first[id(tensor)]
         else:
-            first[id(parameter)] = name
+            first[id(tensor)] = name
     return aliases
+
+
+def tied_names(model: torch.nn.Module) -> set[str]:
+    """The state-dict names that are aliases of an earlier one (not saved)."""
+    return set(tied_aliases(model))
 
 
 def _config_ints(config: dict, prefix: str = "") -> dict[str, int]:

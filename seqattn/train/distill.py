@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from seqattn.utils.device import module_device
+
 from .schedule import cosine
 
 
@@ -51,7 +53,7 @@ def random_crops(waves: list[torch.Tensor], count: int, samples: int, generator:
 def layer_loss(student, teacher, waveforms, lengths) -> torch.Tensor:
     """Mean over layers of the per-frame squared error of the layer outputs (real frames only), on the
     teacher's device."""
-    device = next(teacher.parameters()).device
+    device = module_device(teacher)
     waveforms, lengths = waveforms.to(device), lengths.to(device)
     with torch.no_grad():
         features = teacher.features(waveforms, lengths)

@@ -182,8 +182,9 @@ class TrainingRun:
             position = state.position
             self.monitor.message(f"resumed from {resumed_from} at update {position.step} (epoch {position.epoch}, "
                                  f"batch {position.batch})")
+        self.config_json = json.dumps(to_plain(config), indent=2)  # also inside every checkpoint's training state
         if ctx.is_main:
-            (self.out / "config.json").write_text(json.dumps(to_plain(config), indent=2))
+            (self.out / "config.json").write_text(self.config_json)
         self.monitor.message(f"device {self.device}, precision {self.precision}"
                              + (", tf32" if self.device.type == "cuda" and self.run.tf32 else "")
                              + (", compiled" if self.run.compile else ""))
@@ -208,7 +209,7 @@ class TrainingRun:
         path, state = None, self.state
         if self.ctx.is_main:
             training_state = {"optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-                              "position": state.position.__dict__.copy(), "config": json.dumps(to_plain(self.config))}
+                              "position": state.position.__dict__.copy(), "config": self.config_json}
             if self.scaler is not None:
                 training_state["scaler"] = self.scaler.state_dict()
             try:

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from seqattn.utils.device import module_device
+
 from .components import Encoder, EncoderLayer, FeatureExtractor
 from .model import Features, Wav2Vec2ForCTC, Wav2Vec2Model
 
@@ -108,7 +110,7 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
                        frames_per_chunk: int = CNN_CHUNK_FRAMES) -> Features:
     """Features of 1-D waveforms of any lengths: each through the CNN on its own (long ones in chunks), the
     feature layer norm, then padded into one (B, T, C) batch, on the model's device."""
-    device = next(backbone.parameters()).device
+    device = module_device(backbone)
     rows = []
     for wave in waveforms:
         wave = wave.to(device)
