@@ -47,7 +47,7 @@ def _never_built(monkeypatch):
     monkeypatch.setattr(io, "build_model", refuse)
 
 
-@pytest.mark.parametrize("changes, message", [
+CONFIG_CASES = [
     ({"ffn_dim": 40}, r"ffn_dim is 40 but model\.safetensors holds wav2vec2\.encoder\.layers\.0\.ffn\.fc1\.weight "
                       r"with shape \(192, 96\)"),
     ({"num_layers": 5}, r"num_layers asks for 5 layers but model\.safetensors holds 2"),
@@ -59,12 +59,44 @@ def _never_built(monkeypatch):
     ({"attention": {"num_heads": 5}}, r"config\.json: .*embed_dim 96 not divisible by 5 heads"),
     ({"vocab_size": 9}, r"vocab_size is 9 but model\.safetensors holds head\.weight with shape \(6, 96\)"),
     ({"conv_layers": [[16, 10, 5]]}, r"conv_layers asks for 1 layers but model\.safetensors holds"),
-])
+]
+
+
+@pytest.mark.parametrize("changes, message", CONFIG_CASES)
 def test_config_that_disagrees_is_refused_before_building(ctc_dir, monkeypatch, changes, message):
     _edit_config(ctc_dir, **changes)
     _never_built(monkeypatch)
     with pytest.raises(ModelDirError, match=message):
         load_model(ctc_dir)
+
+
+@pytest.mark.parametrize("changes, message", CONFIG_CASES)
+def test_config_that_disagrees_is_one_line_from_the_cli(ctc_dir, tmp_path, capsys, changes, message):
+    """The same cases through `seqattn transcribe` (in-process): exit 2, one line, the same reason."""
+    import re
+
+    _edit_config(ctc_dir, **changes)
+    wav = make_data_dir(tmp_path, "data", 1, "hi") and next((tmp_path / "wav" / "data").glob("*.wav"))
+    assert cli_main(["transcribe", str(ctc_dir), str(wav), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_weights_and_vocabulary_problems_are_one_line_from_the_cli(ctc_dir, tmp_path, capsys):
+    wav = make_data_dir(tmp_path, "data", 1, "hi") and next((tmp_path / "wav" / "data").glob("*.wav"))
+    weights, tokens = ctc_dir / "model.safetensors", ctc_dir / "tokens.json"
+    original_weights, original_tokens = weights.read_bytes(), tokens.read_text(encoding="utf-8")
+    for damage, reason in [(lambda: weights.write_bytes(original_weights[:-100]), "truncated: tensor"),
+                           (lambda: weights.write_bytes(b"12345"), "shorter than its header"),
+                           (lambda: tokens.write_text('{"type": "char", "tokens": "abc"}'), "character vocabulary"),
+                           (lambda: tokens.write_text(json.dumps({"type": "char", "tokens": TOKENS[:-1]})),
+                            "has 5 tokens but the model outputs 6")]:
+        damage()
+        assert cli_main(["transcribe", str(ctc_dir), str(wav), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and reason in err, err
+        weights.write_bytes(original_weights)
+        tokens.write_text(original_tokens, encoding="utf-8")
 
 
 def test_weights_file_problems_name_the_tensor(ctc_dir, tmp_path):
@@ -270,3 +302,67 @@ def test_loaded_model_owns_its_memory_and_ties_its_weights(tmp_path):
     with open(model_dir / "model.safetensors", "r+b") as handle:
         handle.truncate(16)  # in place: a mapping of the old file would now fault
     torch.testing.assert_close(loaded(tokens).logits, original(tokens).logits)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=JSON_VALUES, key=st.sampled_from(["type", "tokens", "model", "model_type", "extra"]),
+       kind=st.sampled_from(["byte", "char", "word", "sentencepiece"]))
+def test_fuzzed_tokenizer_file_is_loaded_or_cleanly_refused(tmp_path, value, key, kind):
+    from seqattn.data.lm_tokenizers import TokenizerError, load_tokenizer
+
+    directory = tmp_path / "tokenizer"
+    directory.mkdir(exist_ok=True)
+    content = {"type": kind, "tokens": ["a", "b"], key: value}
+    (directory / "tokenizer.json").write_text(json.dumps(content), encoding="utf-8")
+    try:
+        load_tokenizer(directory)
+    except TokenizerError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(tmp_path_factory):
+    """A language-model run's checkpoint directory, its training_state.pt fuzzed below."""
+    from seqattn.train.checkpoint import CheckpointManager
+
+    torch.manual_seed(0)
+    model = TransformerLM(presets.tiny(vocab_size=50))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.loss(torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8)))[1].backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    manager = CheckpointManager(tmp_path_factory.mktemp("lm_run") / "checkpoints")
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "position": {"step": 1, "epoch": 0, "batch": 1, "bad_streak": 0, "skipped_total": 0}, "config": "{}"}
+    return manager, manager.save(model, state, 1)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from([("optimizer",), ("optimizer", "param_groups"), ("optimizer", "state"), ("scheduler",),
+                             ("position",), ("position", "step"), ("position", "extra"), ("config",), ("extra",)]),
+       value=st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True)
+                          | st.text(max_size=4), lambda c: st.lists(c, max_size=3)
+                          | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=5))
+def test_fuzzed_training_state_resumes_or_is_cleanly_refused(lm_checkpoint, path, value):
+    """A training_state.pt with any one entry replaced: resume works, or refuses with a TrainingError."""
+    from seqattn.train.checkpoint import STATE_FILE
+    from seqattn.train.loop import TrainingError, TrainingState, resume
+
+    manager, checkpoint = lm_checkpoint
+    original = (checkpoint / STATE_FILE).read_bytes()
+    state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+    node = state
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    torch.save(state, checkpoint / STATE_FILE)
+    torch.manual_seed(0)
+    model = TransformerLM(presets.tiny(vocab_size=50))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    training = TrainingState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0))
+    try:
+        resume(manager, training)
+    except TrainingError:
+        pass
+    finally:
+        (checkpoint / STATE_FILE).write_bytes(original)

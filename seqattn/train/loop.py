@@ -414,12 +414,14 @@ def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Pat
         raise TrainingError(f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
                             "directory away to resume from an older checkpoint") from None
     try:
+        if not isinstance(saved, dict):
+            raise TypeError(f"it holds a {type(saved).__name__}, not a mapping")
         state.optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
         state.position = Position(**saved["position"])
         if scaler is not None and "scaler" in saved:
             scaler.load_state_dict(saved["scaler"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:  # any malformed entry
         raise TrainingError(f"cannot resume from {path}: its training_state.pt does not match this run's optimizer "
                             f"or schedule ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
                             "resume with the config that wrote it, or move the directory away") from None
