@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from seqattn.data.audio import AudioError, load_audio, normalize_waveform
+from seqattn.data.hf_datasets import is_dataset_spec
 from seqattn.decode.transcribe import Failure, InputItem, collect_inputs
 from seqattn.errors import SeqattnError
 
@@ -52,13 +53,13 @@ def parse_data_arguments(arguments: list[str]) -> list[tuple[str | None, str]]:
 
 def gather_items(arguments: list[str]) -> tuple[list[InputItem], list[Failure]]:
     """Every utterance named by ``[LANG=]PATH`` arguments: a Kaldi data dir (has ``wav.scp``), a ``.jsonl``
-    manifest, a fairseq ``.tsv`` manifest, an audio file or a directory of audio files."""
+    manifest, a fairseq ``.tsv`` manifest, an HF dataset spec, an audio file or a directory of audio files."""
     items, failures = [], []
     for language, path in parse_data_arguments(arguments):
         p = Path(path)
         if (p / "wav.scp").is_file():
             found, failed = collect_inputs([], data_dir=str(p))
-        elif p.suffix in (".jsonl", ".tsv") and p.is_file():
+        elif (p.suffix in (".jsonl", ".tsv") and p.is_file()) or is_dataset_spec(path):
             found, failed = collect_inputs([], manifest=str(p))
         else:
             found, failed = collect_inputs([str(p)])

@@ -132,7 +132,7 @@ def add_lm_parsers(commands) -> None:
         epilog="example: seqattn eval-lm exp/lm/checkpoints/update_00005000 data/test.txt --context 256 --stride 128",
     )
     p.add_argument("model_dir", help="a seqattn LM directory (config.json, model.safetensors, tokenizer.json)")
-    p.add_argument("files", nargs="+", help="UTF-8 text files")
+    p.add_argument("files", nargs="+", help="UTF-8 text files, or HF datasets (a save_to_disk directory or parquet files; PATH?split=S&text=COLUMN)")
     p.add_argument("--context", type=int, default=0, help="tokens per window (default: the model's max_context)")
     p.add_argument("--stride", type=int, default=0, help="sliding-window stride (default: = context, i.e. blocks)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")

@@ -47,7 +47,20 @@ def _transcribe(args) -> int:
         return 2
     from seqattn.utils.device import resolve_device
 
-    model, vocab = load_recognizer(args.model_dir, resolve_device(args.device))
+    backend = args.backend
+    if backend == "auto":
+        backend = "onnxruntime" if str(args.model_dir).endswith(".onnx") else "torch"
+    if backend == "onnxruntime":
+        from seqattn.interop.onnx import OnnxCTC
+
+        if Path(args.model_dir).is_dir():
+            print(f"seqattn transcribe: error: --backend onnxruntime runs an exported .onnx file; export this "
+                  f"model first: seqattn export onnx {args.model_dir} model.onnx", file=sys.stderr)
+            return 2
+        model = OnnxCTC(args.model_dir, threads=args.threads)
+        vocab = model.vocabulary
+    else:
+        model, vocab = load_recognizer(args.model_dir, resolve_device(args.device))
     items, failures = collect_inputs(args.inputs, args.data_dir, args.manifest)
     if args.language:
         for item in items:
@@ -150,6 +163,16 @@ def _convert(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from seqattn.interop.onnx import export_onnx
+
+    report = export_onnx(args.model_dir, args.out, opset=args.opset)
+    print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB) in {report.seconds:.1f} s; checked with "
+          f"onnxruntime on inputs of {', '.join(str(n) for n in report.checked_samples)} samples: max |logit "
+          f"difference| {report.max_difference:.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqattn",
@@ -186,8 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "are listed and skipped; the exit status is 1 when any input failed.",
         epilog="example: seqattn transcribe exp/ft/checkpoints/update_00000600 talk.wav --output-format all",
     )
-    p.add_argument("model_dir", help="a seqattn CTC model directory (config.json, model.safetensors, tokens.json)")
+    p.add_argument("model_dir", metavar="MODEL",
+                   help="a seqattn CTC model directory (config.json, model.safetensors, tokens.json), or an .onnx "
+                        "file written by seqattn export onnx")
     p.add_argument("inputs", nargs="*", help="audio files or directories")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="what runs the model: PyTorch for model directories, onnxruntime (CPU) for .onnx files; "
+                        "auto picks by MODEL")
     p.add_argument("--data-dir", help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell "
                                       "command whose stdout is the audio, run with sh -c as Kaldi does)")
     p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text) or a fairseq .tsv manifest (its "
@@ -272,6 +300,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("out_dir", help="HF directory to write (loads with transformers' from_pretrained)")
     q.set_defaults(handler=_convert)
     add_localize_parser(formats)
+
+    p = commands.add_parser(
+        "export", help="export a CTC model to ONNX",
+        description="Export a model for other runtimes.",
+    )
+    formats = p.add_subparsers(dest="target_format", required=True, metavar="FORMAT")
+    q = formats.add_parser(
+        "onnx", help="CTC model directory -> .onnx (dynamic batch and length)",
+        description="Export a CTC model (full, local, shifted-window and pooled heads; not routed heads) to ONNX "
+                    "with dynamic batch and length. The model's config and vocabulary travel in the file's "
+                    "metadata, so `seqattn transcribe OUT.onnx` needs nothing else. The export is checked with "
+                    "onnxruntime against PyTorch (logits within 1e-4) before the file is written.",
+        epilog="example: seqattn export onnx exp/ft/best exp/ft/model.onnx && "
+               "seqattn transcribe exp/ft/model.onnx talk.wav",
+    )
+    q.add_argument("model_dir", help="a seqattn CTC model directory")
+    q.add_argument("out", help="the .onnx file to write")
+    q.add_argument("--opset", type=int, default=18, help="ONNX opset version")
+    q.set_defaults(handler=_export)
     add_analyze_parser(commands)
     add_lm_parsers(commands)
     return finish_help(parser)

@@ -36,10 +36,32 @@ class AudioSource:
     def is_pipe(self) -> bool:
         return self.location.rstrip().endswith("|")
 
+    @property
+    def seekable(self) -> bool:
+        """True when the audio is a file that can be read piece by piece (streamed); pipes run whole."""
+        return not self.is_pipe
+
     def __str__(self) -> str:
         if self.start is None:
             return self.location
         return f"{self.location} [{self.start:.2f}-{'' if self.end is None else f'{self.end:.2f}'}]"
+
+
+@dataclass(frozen=True)
+class EmbeddedAudio(AudioSource):
+    """Audio stored inside something else (a row of an HF dataset): :meth:`open` gives a file-like object
+    over its encoded bytes, or the path of the file it refers to. It is read whole, never streamed."""
+
+    @property
+    def is_pipe(self) -> bool:
+        return False
+
+    @property
+    def seekable(self) -> bool:
+        return False
+
+    def open(self):
+        raise NotImplementedError
 
 
 def run_pipe(command: str, timeout: float) -> bytes:
@@ -101,7 +123,9 @@ def segment_frames(source: AudioSource, f: sf.SoundFile) -> tuple[int, int]:
 def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 and the native sample rate, segment applied."""
     try:
-        if source.is_pipe:
+        if isinstance(source, EmbeddedAudio):
+            handle = source.open()
+        elif source.is_pipe:
             if not allow_pipes:
                 raise AudioError(f"pipe sources are disabled (--no-pipes): {source.location}")
             handle = io.BytesIO(run_pipe(source.location, pipe_timeout))
@@ -116,7 +140,7 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
             if data.shape[0] < stop - start:
                 raise AudioError(f"{source}: truncated: the header promises {stop - start} frames, the file holds "
                                  f"{data.shape[0]}")
-        if not source.is_pipe:
+        if handle == source.location:  # a plain file (embedded bytes and pipes are checked by decoding)
             check_wav_length(source)
     except AudioError:
         raise
@@ -172,10 +196,14 @@ def audio_duration(source: AudioSource | str, *, pipe_timeout: float = 120.0, al
         if source.end <= source.start or source.start < 0:
             raise AudioError(f"{source}: segment end {source.end} is not after start {source.start}")
         return source.end - source.start
-    if not os.path.isfile(source.location):
+    if isinstance(source, EmbeddedAudio):
+        target = source.open()
+    elif not os.path.isfile(source.location):
         raise AudioError(f"{source}: no such file" if not os.path.isdir(source.location) else f"{source}: is a directory")
+    else:
+        target = source.location
     try:
-        info = sf.info(source.location)
+        info = sf.info(target)
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioError(f"{source}: cannot read audio header ({error})") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:

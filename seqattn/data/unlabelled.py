@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .audio import AudioError, audio_duration, load_audio, normalize_waveform
+from .hf_datasets import is_dataset_spec, read_dataset
 from .kaldi import read_data_dir
 from .manifest import read_fairseq_manifest, read_jsonl_manifest
 from .sampling import duration_batches, temperature_epoch
@@ -36,7 +37,10 @@ class ScanReport:
 
 
 def read_utterances(path: str | os.PathLike, language: str | None, fix: bool):
-    """Utterances from a Kaldi data dir, a fairseq ``.tsv`` or a ``.jsonl`` manifest."""
+    """(utterances, data-dir problems dropped under ``fix``) from a Kaldi data dir, an HF dataset spec
+    (:mod:`seqattn.data.hf_datasets`), a fairseq ``.tsv`` or a ``.jsonl`` manifest."""
+    if is_dataset_spec(path):
+        return read_dataset(str(path), language), []
     path = Path(path)
     if path.is_dir():
         data = read_data_dir(path, fix=fix, language=language)
@@ -45,7 +49,7 @@ def read_utterances(path: str | os.PathLike, language: str | None, fix: bool):
         return read_fairseq_manifest(path, language), []
     if path.suffix in (".jsonl", ".json"):
         return read_jsonl_manifest(path, language), []
-    raise FileNotFoundError(f"{path}: not a data directory, .tsv or .jsonl manifest")
+    raise FileNotFoundError(f"{path}: not a Kaldi data directory, an HF dataset, or a .tsv or .jsonl manifest")
 
 
 def scan(sources: list[tuple[str, str | None]], sample_rate: int, min_samples: int, fix: bool = False,

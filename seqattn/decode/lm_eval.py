@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seqattn.data.hf_datasets import DatasetSpecError, dataset_text_column, is_dataset_spec
 from seqattn.errors import SeqattnError
 
 
@@ -62,8 +63,12 @@ class Score:
 def text_chunks(path: str | os.PathLike, errors: str = "strict", chunk_bytes: int = 1 << 20):
     """Decoded text of a file in pieces that end at a line end (or, for a huge line, at whitespace).
 
-    Invalid UTF-8 raises :class:`LMEvalError` with its byte offset, unless ``errors="replace"``.
+    Invalid UTF-8 raises :class:`LMEvalError` with its byte offset, unless ``errors="replace"``. An HF dataset
+    spec (:mod:`seqattn.data.hf_datasets`) gives its text column, one row per line.
     """
+    if is_dataset_spec(path):
+        yield from _dataset_chunks(str(path), chunk_bytes)
+        return
     path = Path(path)
     if path.is_dir():
         raise LMEvalError(f"{path}: is a directory, not a text file")
@@ -93,6 +98,20 @@ def text_chunks(path: str | os.PathLike, errors: str = "strict", chunk_bytes: in
             rest = text[cut:]
             if cut:
                 yield text[:cut]
+
+
+def _dataset_chunks(spec: str, chunk_bytes: int):
+    """The rows of a dataset's text column, joined by line ends, in pieces of about ``chunk_bytes``."""
+    piece, size = [], 0
+    for row in dataset_text_column(spec):
+        line = row if row.endswith("\n") else row + "\n"
+        piece.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            yield "".join(piece)
+            piece, size = [], 0
+    if piece:
+        yield "".join(piece)
 
 
 class WindowScorer:
@@ -178,7 +197,7 @@ def evaluate_files(model, tokenizer, paths: list[str], *, context: int, stride: 
         try:
             score = score_file(path, tokenizer, scorer, errors, progress)
             overall.add(score)
-        except LMEvalError as error:
+        except (LMEvalError, DatasetSpecError) as error:  # reported; the other files go on
             score = Score(str(path), error=str(error))
         per_file.append(score)
     return per_file, overall

@@ -23,12 +23,12 @@ import torch
 from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
 from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.kaldi import read_data_dir
-from seqattn.data.manifest import read_fairseq_manifest, read_jsonl_manifest
+from seqattn.data.hf_datasets import is_dataset_spec, read_dataset
+from seqattn.data.unlabelled import read_utterances
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model
-from seqattn.models.wav2vec2.longform import LongFormCTC
-from seqattn.utils.device import module_device
+from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
 from seqattn.utils.malloc import release_free_memory
 
 from .align import MAX_ALIGN_FRAMES, AlignmentError, align_words, greedy_path_words
@@ -69,7 +69,8 @@ class TranscriptionResult:
 
 
 def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str | None = None) -> tuple[list[InputItem], list[Failure]]:
-    """Files, directories (searched recursively for audio), a Kaldi data dir or a JSONL manifest."""
+    """Files, directories (searched recursively for audio) and HF datasets, a Kaldi data dir, and a JSONL,
+    fairseq ``.tsv`` or HF dataset manifest."""
     items, failures, seen = [], [], set()
 
     def add(item: InputItem):
@@ -83,7 +84,10 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
 
     for path in paths:
         p = Path(path)
-        if p.is_dir():
+        if is_dataset_spec(path):  # an HF dataset (save_to_disk directory, parquet/arrow files) as a positional
+            for utt in read_dataset(path):
+                add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink()))
             if not found:
                 failures.append(Failure(path, "directory holds no audio files"))
@@ -101,9 +105,8 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
             failures.append(Failure(key, f"invalid data-dir entry: {reasons}"))
         for utt in data.utterances:
             add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
-    if manifest is not None:  # JSONL (NeMo style), or a fairseq .tsv with its .wrd/.ltr transcripts
-        read = read_fairseq_manifest if str(manifest).endswith(".tsv") else read_jsonl_manifest
-        for utt in read(manifest):
+    if manifest is not None:  # JSONL (NeMo style), a fairseq .tsv with its .wrd/.ltr transcripts, an HF dataset
+        for utt in read_utterances(manifest, None, fix=False)[0]:
             add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
     return items, failures
 
@@ -199,11 +202,12 @@ class Transcriber:
                  pipe_timeout: float = 120.0, stream_seconds: float = STREAM_SECONDS):
         self.vocab, self.sample_rate, self.timestamps = vocab, sample_rate, timestamps
         self.allow_pipes, self.pipe_timeout, self.stream_seconds = allow_pipes, pipe_timeout, stream_seconds
-        self.inference = LongFormCTC(model)
-        self.normalize = model.config.normalize_waveform
-        self.device = module_device(model)
+        # a seqattn model runs in PyTorch; a CTCInference (an exported ONNX graph) is used as it is
+        self.inference = model if isinstance(model, CTCInference) else LongFormCTC(model)
+        self.normalize = self.inference.normalize
+        self.device = self.inference.device
         if chunk_seconds is None:
-            chunk_seconds = 30.0 if self.inference.has_full_attention else 0.0
+            chunk_seconds = self.inference.default_chunk_seconds
         self.chunk_seconds = chunk_seconds
         self.streamable = chunk_seconds == 0 and self.inference.streamable
         self.decoder = beam if beam is not None else GreedyDecoder()
@@ -233,9 +237,9 @@ class Transcriber:
     # --- reading ----------------------------------------------------------------------------------------------
 
     def read(self, index: int, item: InputItem) -> Loaded | Streaming | Skipped:
-        """Read one input: whole (pipes always: a pipe cannot seek), or, for a plain file long enough for a
+        """Read one input: whole (pipes and dataset rows always: they cannot seek), or, for a plain file long enough for a
         streamable model, as an open stream. Raises AudioError for unusable audio."""
-        if item.source.is_pipe:
+        if not item.source.seekable:
             wave = load_audio(item.source, self.sample_rate, allow_pipes=self.allow_pipes,
                               pipe_timeout=self.pipe_timeout)
             return self._prepared(index, item, wave)

@@ -336,6 +336,10 @@ def banded_attention(
     ``self_bias`` added to each query's score for its own key.
     """
     batch, heads, length, _ = q.shape
+    if torch.compiler.is_exporting() and segments is None and not return_weights:
+        from .band_export import gathered_band_attention  # a traceable form of the same band (ONNX export)
+
+        return gathered_band_attention(q, k, v, window_left, window_right, key_valid, scale, self_bias)
     if length == 0:
         out = q.new_zeros(batch, heads, 0, v.shape[-1])
         return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out

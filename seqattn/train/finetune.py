@@ -201,8 +201,8 @@ def train(config: FinetuneConfig, command: str = "seqattn finetune") -> Path:
 def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Path:
     data, optim = config.data, config.optim
     out = Path(config.run.output_dir)
-    train_sources = [(s.path, s.language) for s in data.train]
-    valid_sources = [(s.path, s.language) for s in data.valid]
+    train_sources = [(s.location, s.language) for s in data.train]
+    valid_sources = [(s.location, s.language) for s in data.valid]
     texts = read_texts(train_sources, data.fix_data_dirs)
     if data.common_script and any(language is None for _, language in texts):
         raise TrainingError("data.common_script needs every training utterance's language (utt2lang in the data "

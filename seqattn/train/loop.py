@@ -377,7 +377,8 @@ def check_sources(paths: list[str], what: str) -> None:
         raise TrainingError(f"data.train is empty: give at least one {what} data dir or manifest, e.g. "
                             "data.train='[{path: data/train_hi, language: hi}]'")
     for path in paths:
-        if not Path(path).exists():
+        base = Path(str(path).partition("?")[0])  # an HF dataset spec's query picks split and columns
+        if not base.exists() and not any(base.parent.glob(base.name)):
             raise TrainingError(f"data source {path} does not exist")
 
 

@@ -130,7 +130,7 @@ def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Pat
     )
     training = TrainingRun("pretrain", config, ctx, TrainingState(model, optimizer, scheduler), command=command)
     out, monitor = training.out, training.monitor
-    report = scan([(s.path, s.language) for s in data.train], data.sample_rate, data.min_sample_size,
+    report = scan([(s.location, s.language) for s in data.train], data.sample_rate, data.min_sample_size,
                   fix=data.fix_data_dirs, progress=ctx.is_main)
     if ctx.is_main:
         if report.failed:

@@ -69,11 +69,24 @@ class FeatureExtractor(nn.Module):
 
     def receptive_field(self) -> tuple[int, int]:
         """(samples seen by one output frame, samples between output frames): (400, 320) for wav2vec 2.0."""
-        field, hop = 1, 1
-        for layer in self.conv_layers:
-            field += (layer.kernel - 1) * hop
-            hop *= layer.stride
-        return field, hop
+        return receptive_field([(layer.kernel, layer.stride) for layer in self.conv_layers])
+
+
+def receptive_field(kernels_and_strides: list[tuple[int, int]]) -> tuple[int, int]:
+    """(samples seen by one output frame, samples between frames) of a stack of convolutions."""
+    field, hop = 1, 1
+    for kernel, stride in kernels_and_strides:
+        field += (kernel - 1) * hop
+        hop *= stride
+    return field, hop
+
+
+def conv_output_frames(kernels_and_strides: list[tuple[int, int]], num_samples: int) -> int:
+    """Frames a stack of unpadded convolutions gives for ``num_samples`` inputs (0 when too short)."""
+    frames = num_samples
+    for kernel, stride in kernels_and_strides:
+        frames = (frames - kernel) // stride + 1
+    return max(frames, 0)
 
 
 class ConvPositionalEmbedding(nn.Module):

@@ -215,8 +215,59 @@ def stream_logits(model: Wav2Vec2ForCTC, read: Read, num_samples: int, *, window
         yield model.head(out[0, first - lo : last - lo])  # (last - first, V)
 
 
-class LongFormCTC:
-    """The one object through which a CTC model turns waveforms of any length into logits."""
+class CTCInference:
+    """What transcription needs from a CTC model, whatever runs it: logits of utterances in one pass, and of
+    long inputs in overlapping chunks. :class:`LongFormCTC` runs a seqattn model in PyTorch;
+    :class:`seqattn.interop.onnx.OnnxCTC` runs an exported ONNX graph with onnxruntime."""
+
+    min_samples: int  # samples seen by one frame: shorter inputs give no frame
+    hop: int  # samples between frames
+    normalize: bool  # whether inputs are layer-normalised first (fairseq's ``normalize``)
+    device: torch.device
+    streamable: bool = False  # True when :meth:`stream_logits` exists and is exact
+    has_full_attention: bool = False
+
+    @property
+    def default_chunk_seconds(self) -> float:
+        """Inputs longer than this run in overlapping chunks unless told otherwise (0: one pass)."""
+        return 30.0 if self.has_full_attention else 0.0
+
+    def num_frames(self, num_samples: int) -> int:
+        raise NotImplementedError
+
+    def logits(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits (T_i, V) of each 1-D waveform."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def chunked_logits(self, wave: torch.Tensor, chunk: int, overlap: int) -> torch.Tensor:
+        """(T, V) logits of a long waveform from chunks of about ``chunk`` samples overlapping by ``overlap`` on
+        each side; each chunk contributes only its central frames, so every frame sees at least ``overlap`` of
+        context. Chunks start on the frame grid (multiples of the hop), so chunk frame j is global frame
+        ``begin / hop + j`` and the pieces join into exactly the frames of one pass."""
+        hop = self.hop
+        total_frames = self.num_frames(wave.numel())
+        overlap = overlap // hop * hop
+        step = max(hop, (chunk - 2 * overlap) // hop * hop)  # samples of central frames per chunk
+        pieces, frame = [], 0
+        while frame < total_frames:
+            start = frame * hop  # first sample of the first frame this chunk contributes
+            begin = max(0, start - overlap)
+            end = min(wave.numel(), start + step + overlap)
+            if end - begin < self.min_samples:  # nothing left that gives a frame
+                break
+            logits = self.logits([wave[begin:end]])[0]  # (frames, V)
+            offset = (start - begin) // hop  # frames of left context to drop
+            piece = logits[offset : offset + min(total_frames - frame, step // hop)]
+            if piece.shape[0] == 0:
+                break
+            pieces.append(piece)
+            frame += piece.shape[0]
+        return torch.cat(pieces)[:total_frames]
+
+
+class LongFormCTC(CTCInference):
+    """The one object through which a seqattn CTC model turns waveforms of any length into logits."""
 
     def __init__(self, model: Wav2Vec2ForCTC, frames_per_chunk: int = CNN_CHUNK_FRAMES):
         self.model = model
@@ -224,6 +275,8 @@ class LongFormCTC:
         extractor = model.wav2vec2.feature_extractor
         # samples seen by one frame (shorter inputs give no frame) and samples between frames
         self.min_samples, self.hop = extractor.receptive_field()
+        self.normalize = model.config.normalize_waveform
+        self.device = module_device(model)
 
     @property
     def streamable(self) -> bool:
@@ -244,27 +297,6 @@ class LongFormCTC:
         features = inference_features(self.model.wav2vec2, waveforms, self.frames_per_chunk)
         logits = self.model.head(encode(self.model.wav2vec2, features))  # (B, T, V)
         return [logits[i, : int(n)] for i, n in enumerate(features.lengths)]
-
-    @torch.no_grad()
-    def chunked_logits(self, wave: torch.Tensor, chunk: int, overlap: int) -> torch.Tensor:
-        """(T, V) logits of a long waveform from chunks of ``chunk`` samples overlapping by ``overlap`` on each
-        side; each chunk contributes only its central frames, so every frame sees at least ``overlap`` of context."""
-        total_frames = self.num_frames(wave.numel())
-        pieces, frame, start = [], 0, 0
-        step = chunk - 2 * overlap
-        while frame < total_frames:
-            begin = max(0, start - overlap)
-            end = min(wave.numel(), start + step + overlap)
-            logits = self.logits([wave[begin:end]])[0]  # (frames, V)
-            offset = (start - begin) // self.hop  # frames of left context to drop
-            want = min(total_frames - frame, max(1, step // self.hop))
-            piece = logits[offset : offset + want]
-            if piece.shape[0] == 0:
-                break
-            pieces.append(piece)
-            frame += piece.shape[0]
-            start += step
-        return torch.cat(pieces)[:total_frames]
 
     def stream_logits(self, read: Read, num_samples: int, window_frames: int | None = None) -> Iterator[torch.Tensor]:
         """Logits window by window (see :func:`stream_logits`), memory bounded by the window."""
