@@ -44,11 +44,14 @@ def test_bench_transcribe_quick(tmp_path):
     pytest.importorskip("transformers", reason="test extra (transformers) not installed")
     payload, table = _run("bench_transcribe.py", tmp_path)
     rows = {(r["impl"], r["seconds"]): r for r in payload["rows"]}
-    assert set(rows) == {(impl, s) for impl in ("seqattn_local", "hf_pipeline") for s in (4.0, 12.0)}
+    pytest.importorskip("onnxruntime", reason="onnx extra not installed")
+    assert set(rows) == {(impl, s) for impl in ("seqattn_local", "seqattn_onnx", "hf_pipeline") for s in (4.0, 12.0)}
     for row in rows.values():
         assert "error" not in row, row
         assert len(row["times_s"]) == 2 and row["peak_rss_mib"] > 0 and row["transcript_chars"] >= 0
-    assert "HF time / seqattn time" in table and "RTF" in table
+    for s in (4.0, 12.0):  # the same weights through onnxruntime: the same greedy transcript
+        assert rows[("seqattn_onnx", s)]["transcript_chars"] == rows[("seqattn_local", s)]["transcript_chars"]
+    assert "HF time / seqattn time" in table and "PyTorch time / onnxruntime time" in table and "RTF" in table
 
 
 def test_bench_lm_medians_summarise_runs_and_keep_failures():

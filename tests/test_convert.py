@@ -212,3 +212,97 @@ def test_hf_directory_whose_config_disagrees_with_its_weights_is_refused(tmp_pat
     assert len(errors) == 1 and "intermediate_size is 48 but the HF checkpoint holds " \
            "wav2vec2.encoder.layers.0.ffn.fc1.weight with shape (64, 32)" in errors[0], errors
     assert not (tmp_path / "out").exists()
+
+
+def _same_weights(a_dir, b_dir):
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(a_dir / "model.safetensors")), load_file(str(b_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hf_import_by_repo_id_reads_the_offline_hub_cache(tmp_path):
+    """huggingface_hub's own cache lookup (refs/main -> snapshots/<commit>) under HF_HUB_OFFLINE=1, as a user
+    runs it; a repo missing from the cache is a one-line error naming the cache."""
+    import os
+    import subprocess
+    import sys
+
+    _, hf_dir = _hf_ctc_dir(tmp_path, "base")
+    cache = tmp_path / "hub"
+    repo = cache / "models--someorg--tiny-ctc"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots").mkdir()
+    import shutil
+
+    shutil.copytree(hf_dir, repo / "snapshots" / commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "seqattn.cli.main", "convert", "hf-import"]
+    done = subprocess.run(command + ["someorg/tiny-ctc", str(tmp_path / "from_hub")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "from_dir")]) == 0
+    _same_weights(tmp_path / "from_hub", tmp_path / "from_dir")
+    assert "HF hub repo someorg/tiny-ctc" in (tmp_path / "from_hub" / "README.md").read_text()
+    missing = subprocess.run(command + ["someorg/absent", str(tmp_path / "nothing")], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert missing.returncode == 2 and "not in the HF cache" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_sharded_safetensors_import_like_one_file(tmp_path):
+    hf, hf_dir = _hf_ctc_dir(tmp_path, "large")
+    sharded = tmp_path / "sharded"
+    hf.save_pretrained(sharded, max_shard_size="40KB")
+    for path in hf_dir.glob("*.json"):  # tokenizer and feature extractor files beside the weights
+        if not (sharded / path.name).exists():
+            (sharded / path.name).write_bytes(path.read_bytes())
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 2
+    assert cli_main(["convert", "hf-import", str(sharded), str(tmp_path / "a")]) == 0
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "b")]) == 0
+    _same_weights(tmp_path / "a", tmp_path / "b")
+    next(p for p in sharded.glob("model-*.safetensors")).unlink()  # a shard the index names is gone
+    assert cli_main(["convert", "hf-import", str(sharded), str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+
+
+def test_per_language_vocabularies_and_mms_adapters(tmp_path, capsys):
+    _, hf_dir = _hf_ctc_dir(tmp_path, "base")
+    other = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "க": 5, "ா": 6, "ம": 7, "ல": 8}
+    (hf_dir / "vocab.json").write_text(json.dumps({"hin": HF_VOCAB, "tam": other}, ensure_ascii=False), encoding="utf-8")
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "x")]) == 2
+    assert "one vocabulary per language (2, e.g. hin, tam); choose one with --language" in capsys.readouterr().err
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "tam"), "--language", "tam"]) == 0
+    assert CharVocabulary.load(tmp_path / "tam" / "tokens.json").tokens[3:7] == ["க", "ா", "ம", "ல"]
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "adapter_attn_dim": 16}))
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "y"), "--language", "tam"]) == 2
+    assert "MMS-style per-language attention adapters" in capsys.readouterr().err
+
+
+def test_finetuning_continues_an_imported_ctc_model_with_its_own_head_and_vocabulary(tmp_path):
+    from safetensors.torch import load_file
+
+    from seqattn.train.config_io import load_config
+    from seqattn.train.finetune import FinetuneConfig, train
+
+    _, hf_dir = _hf_ctc_dir(tmp_path, "large")
+    imported = tmp_path / "imported"
+    assert cli_main(["convert", "hf-import", str(hf_dir), str(imported)]) == 0
+    train_dir = make_data_dir(tmp_path, "train", 6, "hi", seconds=(1.0, 1.4), texts=["कमल", "मल काम", "कलम"])
+    overrides = [f"init={imported}", f"data.train=[{{path: {train_dir}}}]", "optim.max_updates=2", "run.save_every=2",
+                 "validate_every=0", "freeze_updates=0", "run.tensorboard=false", "data.max_tokens=48000",
+                 "optim.lr=1e-6"]
+    recipe = str(REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml")
+    best = train(load_config(FinetuneConfig, recipe, [*overrides, f"run.output_dir={tmp_path / 'continued'}"]))
+    assert (best / "tokens.json").read_text() == (imported / "tokens.json").read_text()
+    log = (tmp_path / "continued" / "train.log").read_text(encoding="utf-8")
+    assert "continuing the CTC head and vocabulary of" in log
+    before, after = load_file(str(imported / "model.safetensors")), load_file(str(best / "model.safetensors"))
+    assert (after["head.weight"] - before["head.weight"]).abs().max() < 1e-3  # the head trained on, not anew
+    fresh = train(load_config(FinetuneConfig, recipe, [*overrides, "new_vocabulary=true",
+                                                       f"run.output_dir={tmp_path / 'fresh'}"]))
+    tokens = CharVocabulary.load(fresh / "tokens.json").tokens
+    assert tokens != CharVocabulary.load(imported / "tokens.json").tokens and "<s>" not in tokens

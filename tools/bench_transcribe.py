@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Greedy CTC transcription speed on CPU: seqattn (local attention, one pass) vs HF transformers' pipeline.
+"""Greedy CTC transcription speed on CPU: seqattn (local attention, one pass; in PyTorch and exported to ONNX
+and run by onnxruntime) vs HF transformers' pipeline.
 
 Run:  .venv/bin/python tools/bench_transcribe.py [--quick] [--out-dir bench_out/transcribe]
 
@@ -87,6 +88,30 @@ def _seqattn_runner(path: str, quick: bool):
     return run, torch
 
 
+def _onnx_runner(path: str, quick: bool, threads: int, workdir: str):
+    """The same seqattn model (same seed, so the same weights) exported to ONNX and run by onnxruntime through
+    the same transcription code; the export happens before timing."""
+    from seqattn.data.audio import AudioSource
+    from seqattn.decode.transcribe import InputItem, transcribe
+    from seqattn.interop.onnx import OnnxCTC, export_onnx
+    from seqattn.models.io import save_model
+    from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
+
+    model_dir = os.path.join(workdir, "model")
+    save_model(Wav2Vec2ForCTC(_config(quick, local=True)).eval(), model_dir,
+               extra_files={"tokens.json": _vocabulary().to_json()})
+    runtime = OnnxCTC(export_onnx(model_dir, os.path.join(workdir, "model.onnx")).path, threads=threads)
+
+    def run() -> str:
+        result = transcribe(runtime, runtime.vocabulary, [InputItem("bench", AudioSource(path))], timestamps=False,
+                            progress=False)
+        if result.failures:
+            raise RuntimeError(result.failures[0].reason)
+        return result.transcripts[0].text
+
+    return run, None
+
+
 def _hf_runner(path: str, quick: bool, chunk_seconds: float):
     import soundfile as sf
     import transformers
@@ -124,7 +149,12 @@ def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_c
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "input.wav")
         _write_audio(path, seconds)
-        run = _seqattn_runner(path, quick)[0] if impl == "seqattn_local" else _hf_runner(path, quick, hf_chunk)[0]
+        if impl == "seqattn_local":
+            run = _seqattn_runner(path, quick)[0]
+        elif impl == "seqattn_onnx":
+            run = _onnx_runner(path, quick, threads, tmp)[0]
+        else:
+            run = _hf_runner(path, quick, hf_chunk)[0]
         with torch.inference_mode():
             if seconds < 600:
                 run()  # warm-up (long inputs amortise first-call costs themselves)
@@ -139,7 +169,9 @@ def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_c
 
 
 IMPLEMENTATIONS = {
-    "seqattn_local": "seqattn, local attention L=R=128, one pass",
+    "seqattn_local": "seqattn, local attention L=R=128, one pass (PyTorch)",
+    "seqattn_onnx": "the same model exported to ONNX, onnxruntime CPU (one pass up to 120 s, then 120 s chunks "
+                    "with 20 s context each side)",
     "hf_pipeline": "HF Wav2Vec2ForCTC pipeline, chunk_length_s={chunk:g}",
 }
 
@@ -168,12 +200,15 @@ def markdown(rows, info, hf_chunk) -> str:
             else:
                 cells.append(f"RTF {statistics.median(row['rtf']):.3f}, {row['peak_rss_mib']:.0f} MiB")
         lines.append(f"| {name.format(chunk=hf_chunk)} | " + " | ".join(cells) + " |")
-    lines += ["", "## Ratios (HF time / seqattn time; > 1 means seqattn is faster)", ""]
-    for s in lengths:
-        ours, hf = by.get(("seqattn_local", s), {}), by.get(("hf_pipeline", s), {})
-        if "times_s" in ours and "times_s" in hf:
-            ratio = statistics.median(hf["times_s"]) / statistics.median(ours["times_s"])
-            lines.append(f"- {_length_name(s)}: {ratio:.2f}x")
+    for title, slow, fast in (("HF time / seqattn time; > 1 means seqattn is faster", "hf_pipeline", "seqattn_local"),
+                              ("PyTorch time / onnxruntime time, same model; > 1 means ONNX is faster",
+                               "seqattn_local", "seqattn_onnx")):
+        lines += ["", f"## Ratios ({title})", ""]
+        for s in lengths:
+            a, b = by.get((slow, s), {}), by.get((fast, s), {})
+            if "times_s" in a and "times_s" in b:
+                ratio = statistics.median(a["times_s"]) / statistics.median(b["times_s"])
+                lines.append(f"- {_length_name(s)}: {ratio:.2f}x")
     lines += ["", "Targets: >= 1.3x faster than HF at 60 s and 10 min; a 1-hour file in one pass with peak RSS "
               "<= 6 GB; RTF <= 0.3 on 2 cores."]
     return "\n".join(lines) + "\n"

@@ -156,7 +156,7 @@ def _convert(args) -> int:
     if args.source_format == "fairseq":
         out = convert.convert_fairseq(args.source, args.out_dir, args.dict)
     elif args.source_format == "hf-import":
-        out = convert.hf_import(args.source, args.out_dir)
+        out = convert.hf_import(args.source, args.out_dir, language=args.language)
     else:
         out = convert.hf_export(args.source, args.out_dir)
     print(f"wrote {out}")
@@ -291,8 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("out_dir", help="seqattn model directory to write")
     q.add_argument("--dict", help="fairseq dict.ltr.txt (when the checkpoint holds no target dictionary)")
     q.set_defaults(handler=_convert)
-    q = formats.add_parser("hf-import", help="HF Wav2Vec2ForCTC / Wav2Vec2ForPreTraining directory -> seqattn")
-    q.add_argument("source", help="HF save_pretrained directory (config.json, model.safetensors, vocab.json)")
+    q = formats.add_parser(
+        "hf-import", help="HF Wav2Vec2ForCTC / Wav2Vec2ForPreTraining directory or hub repo id -> seqattn",
+        description="Import an HF wav2vec2 model: a save_pretrained directory, or a hub repo id read through "
+                    "huggingface_hub's cache (with HF_HUB_OFFLINE=1 only the local cache is used). Sharded weights "
+                    "(model.safetensors.index.json) are joined. MMS-style per-language attention adapters are not "
+                    "supported (a clear error); a per-language vocab.json needs --language.",
+        epilog="example: HF_HUB_OFFLINE=1 seqattn convert hf-import facebook/wav2vec2-base-960h exp/w2v_960h",
+    )
+    q.add_argument("source", help="HF save_pretrained directory (config.json, model.safetensors, vocab.json) or a "
+                                  "hub repo id (org/name)")
+    q.add_argument("--language", help="the language whose vocabulary to take from a per-language vocab.json")
     q.add_argument("out_dir", help="seqattn model directory to write")
     q.set_defaults(handler=_convert)
     q = formats.add_parser("hf-export", help="seqattn model directory (full attention only) -> HF directory")

@@ -61,25 +61,84 @@ def _read_json(path: Path) -> dict:
         raise ConversionError(f"{path} is not valid JSON: {error}") from None
 
 
-def _hf_weights(hf_dir: Path) -> dict:
-    safetensors_path, bin_path = hf_dir / "model.safetensors", hf_dir / "pytorch_model.bin"
-    if safetensors_path.is_file():
+def _load_weights_file(path: Path) -> dict:
+    """One safetensors file, or a PyTorch pickle read with ``weights_only`` (no code runs)."""
+    if not path.is_file():
+        raise ConversionError(f"{path} is missing")
+    if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(safetensors_path))
-    if bin_path.is_file():
         try:
-            return torch.load(bin_path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is reported as a bad file
-            raise ConversionError(f"{bin_path}: cannot be read safely: {str(error).splitlines()[0]}") from None
-    raise ConversionError(f"{hf_dir} holds neither model.safetensors nor pytorch_model.bin")
+            return load_file(str(path))
+        except Exception as error:  # safetensors' own error types
+            raise ConversionError(f"{path}: cannot be read: {str(error).splitlines()[0]}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is reported as a bad file
+        raise ConversionError(f"{path}: cannot be read safely: {str(error).splitlines()[0]}") from None
 
 
-def hf_vocabulary(hf_dir: Path, hf_config: dict) -> tuple[CharVocabulary, list[int]]:
-    """HF ``vocab.json`` -> (seqattn vocabulary, output order: seqattn output i = HF output order[i])."""
+def _hf_weights(hf_dir: Path) -> dict:
+    """The weights of an HF directory: one file, or the shards its ``*.index.json`` maps (safetensors first)."""
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (hf_dir / single).is_file():
+            return _load_weights_file(hf_dir / single)
+        if (hf_dir / index).is_file():
+            weight_map = _read_json(hf_dir / index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ConversionError(f"{hf_dir / index}: lacks a 'weight_map' of tensor names to shard files")
+            weights = {}
+            for shard in sorted(set(weight_map.values())):
+                if Path(shard).name != shard:
+                    raise ConversionError(f"{hf_dir / index}: shard {shard!r} is not a file name in {hf_dir}")
+                weights.update(_load_weights_file(hf_dir / shard))
+            missing = sorted(set(weight_map) - set(weights))
+            if missing:
+                raise ConversionError(f"{hf_dir / index}: the shards lack {len(missing)} mapped tensor(s), e.g. "
+                                      f"{missing[0]}")
+            return weights
+    raise ConversionError(f"{hf_dir} holds neither model.safetensors nor pytorch_model.bin (nor a sharded index)")
+
+
+def resolve_hf_source(source: str | os.PathLike) -> Path:
+    """A local HF directory as it is, or a hub repo id (``facebook/wav2vec2-base-960h``) resolved through
+    ``huggingface_hub``'s cache: with ``HF_HUB_OFFLINE=1`` only the local cache is read."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    text = str(source)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or path.exists():
+        raise ConversionError(f"{source}: no such directory (and not a hub repo id like org/name)")
+    from seqattn.utils.extras import require
+
+    hub = require("huggingface_hub", "hub", f"importing {text} from the HF hub or its cache")
+    patterns = ["*.json", "*.safetensors", "*.bin", "*.txt"]
+    try:
+        return Path(hub.snapshot_download(text, allow_patterns=patterns))
+    except Exception as error:  # LocalEntryNotFoundError, RepositoryNotFoundError, connection errors, ...
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        where = f"the HF cache ({hub.constants.HF_HUB_CACHE})"
+        hint = (f"it is not in {where} and HF_HUB_OFFLINE is set; download it first (hf download {text}) or "
+                "give a local directory") if offline else f"neither {where} nor the hub could provide it"
+        raise ConversionError(f"{text}: {hint} ({type(error).__name__})") from None
+
+
+def hf_vocabulary(hf_dir: Path, hf_config: dict, language: str | None = None) -> tuple[CharVocabulary, list[int]]:
+    """HF ``vocab.json`` -> (seqattn vocabulary, output order: seqattn output i = HF output order[i]).
+
+    A per-language vocabulary (MMS's ``{language: {token: id}}``) needs ``language`` to pick one."""
     vocab = _read_json(hf_dir / "vocab.json")
     if vocab and all(isinstance(v, dict) for v in vocab.values()):  # multi-language layout {lang: {token: id}}
-        raise ConversionError(f"{hf_dir / 'vocab.json'}: per-language vocabularies are not supported")
+        if language is None:
+            raise ConversionError(f"{hf_dir / 'vocab.json'} holds one vocabulary per language ({len(vocab)}, e.g. "
+                                  f"{', '.join(sorted(vocab)[:5])}); choose one with --language")
+        if language not in vocab:
+            raise ConversionError(f"{hf_dir / 'vocab.json'} has no vocabulary for language {language!r}")
+        vocab = vocab[language]
+    elif language is not None:
+        raise ConversionError(f"{hf_dir / 'vocab.json'} holds a single vocabulary; --language applies only to "
+                              "per-language (MMS-style) vocabularies")
     tokenizer = _read_json(hf_dir / "tokenizer_config.json") if (hf_dir / "tokenizer_config.json").is_file() else {}
     symbols = [None] * len(vocab)
     for token, index in vocab.items():
@@ -101,14 +160,22 @@ def hf_vocabulary(hf_dir: Path, hf_config: dict) -> tuple[CharVocabulary, list[i
     return CharVocabulary(tokens, strip_punctuation=False, lowercase=bool(tokenizer.get("do_lower_case", False))), order
 
 
-def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """HF ``Wav2Vec2ForCTC`` / ``Wav2Vec2ForPreTraining`` directory -> seqattn model directory."""
+def hf_import(source: str | os.PathLike, out_dir: str | os.PathLike, language: str | None = None) -> Path:
+    """HF ``Wav2Vec2ForCTC`` / ``Wav2Vec2ForPreTraining`` directory or hub repo id -> seqattn model directory.
+
+    Sharded weights (``model.safetensors.index.json``) are joined; ``language`` picks one vocabulary of a
+    per-language ``vocab.json``. MMS's per-language attention adapters are refused: seqattn's layers have none.
+    """
     from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining
 
-    hf_dir = Path(hf_dir)
-    if not hf_dir.is_dir():
-        raise ConversionError(f"{hf_dir}: no such directory")
+    hf_dir = resolve_hf_source(source)
     hf_config = _read_json(hf_dir / "config.json")
+    if hf_config.get("adapter_attn_dim"):
+        adapters = sorted(p.name for p in hf_dir.glob("adapter.*.safetensors"))[:3]
+        raise ConversionError(f"{hf_dir / 'config.json'}: adapter_attn_dim={hf_config['adapter_attn_dim']}: MMS-style "
+                              "per-language attention adapters" + (f" ({', '.join(adapters)}, ...)" if adapters else "")
+                              + " are not supported: seqattn's wav2vec2 layers have no adapter modules, so the "
+                              "model would compute a different function")
     architectures = hf_config.get("architectures") or []
     if hf_config.get("model_type") != "wav2vec2" or not set(architectures) & {"Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"}:
         raise ConversionError(f"{hf_dir / 'config.json'}: model_type {hf_config.get('model_type')!r} / architectures "
@@ -128,7 +195,7 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     config.normalize_waveform = bool(_read_json(preprocessor).get("do_normalize", False)) if preprocessor.is_file() else False
     vocabulary = None
     if ctc:
-        vocabulary, order = hf_vocabulary(hf_dir, hf_config)
+        vocabulary, order = hf_vocabulary(hf_dir, hf_config, language)
         if "head.weight" not in weights or weights["head.weight"].shape[0] != len(order):
             raise ConversionError(f"{hf_dir}: lm_head does not match the {len(order)} entries of vocab.json")
         weights["head.weight"], weights["head.bias"] = weights["head.weight"][order], weights["head.bias"][order]
@@ -152,7 +219,10 @@ def hf_import(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         missing = [k for k in missing if k != "wav2vec2.mask_emb"]
     if missing or unexpected:
         raise ConversionError(f"{hf_dir}: missing weights {missing}, unexpected weights {unexpected}")
-    return _save_with_vocabulary(model.eval(), out_dir, vocabulary, f"HF directory {hf_dir.resolve()}")
+    origin = f"HF directory {hf_dir.resolve()}" if Path(source).is_dir() else f"HF hub repo {source} ({hf_dir})"
+    if language is not None:
+        origin += f", vocabulary of language {language}"
+    return _save_with_vocabulary(model.eval(), out_dir, vocabulary, origin)
 
 
 def hf_export(model_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> Path:

@@ -23,7 +23,7 @@ from seqattn.data.labelled import PaddedBatches, prepare, read_texts
 from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.sources import DataSource
 from seqattn.data.text import CharVocabulary
-from seqattn.data.vocabulary import VOCAB_FILE
+from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.decode.ctc import greedy_decode
 from seqattn.models.io import check_model_dir, read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
@@ -65,6 +65,9 @@ class TriStage:
 @dataclass
 class FinetuneConfig:
     init: str | None = None  # pretrained seqattn model directory; None = random init from `model`
+    # A CTC init (a fine-tuned or imported CTC model) keeps its head and tokens.json, so training continues
+    # where it stopped; true trains a new head over a vocabulary built from the training text instead.
+    new_vocabulary: bool = False
     model: Wav2Vec2Config = field(default_factory=Wav2Vec2Config)  # used for random init
     model_overrides: dict = field(default_factory=dict)  # fields changed on the pretrained config (masking...)
     freeze_cnn: bool = True
@@ -76,8 +79,26 @@ class FinetuneConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="exp/finetune"))
 
 
-def build_model(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2ForCTC:
-    """A CTC model: the pretrained backbone (``init``) with a new head, or random init."""
+def init_vocabulary(config: FinetuneConfig) -> CharVocabulary | None:
+    """The vocabulary of a CTC ``init`` whose head training continues, or None (a new head is trained)."""
+    if config.init is None or config.new_vocabulary:
+        return None
+    meta = read_model_config(config.init)
+    if meta.get("model_type") != "wav2vec2_ctc":
+        return None  # a pretraining checkpoint: the head is new by nature
+    path = Path(config.init) / VOCAB_FILE
+    if not path.is_file():
+        raise TrainingError(f"{config.init} is a CTC model without {VOCAB_FILE}, so its head cannot be continued; "
+                            "set new_vocabulary=true to train a new head over the training text's vocabulary")
+    vocab = load_vocabulary(path)
+    if len(vocab) != meta["config"].get("vocab_size"):
+        raise TrainingError(f"{path} has {len(vocab)} tokens but the model outputs {meta['config'].get('vocab_size')}")
+    return vocab
+
+
+def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False) -> Wav2Vec2ForCTC:
+    """A CTC model: the pretrained backbone (``init``) with a new head, the whole CTC ``init`` (``keep_head``),
+    or random init."""
     if config.init is None:
         model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
     else:
@@ -96,6 +117,8 @@ def build_model(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2ForCTC:
         from safetensors.torch import load_file
 
         state = load_file(str(Path(config.init) / "model.safetensors"))
+        if keep_head:
+            model.head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
         backbone = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
         if not backbone:
             raise TrainingError(f"{config.init} holds no wav2vec2 backbone weights")
@@ -210,14 +233,17 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     if data.units not in ("char", "sentencepiece"):
         raise TrainingError(f"data.units must be 'char' or 'sentencepiece', got {data.units!r}")
     texts_only, languages = [t for t, _ in texts], [language for _, language in texts]
-    if data.units == "sentencepiece":
+    continued = init_vocabulary(config)
+    if continued is not None:
+        vocab = continued
+    elif data.units == "sentencepiece":
         vocab = PieceVocabulary.build(texts_only, data.strip_punctuation, data.lowercase, languages=languages,
                                       common_script=data.common_script, size=data.sentencepiece_size)
     else:
         vocab = CharVocabulary.build(texts_only, data.strip_punctuation, data.lowercase, languages=languages,
                                      common_script=data.common_script)
     torch.manual_seed(config.run.seed)
-    model = build_model(config, len(vocab))
+    model = build_model(config, len(vocab), keep_head=continued is not None)
     frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731
     train_report = prepare(train_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
                            frames_of, data.fix_data_dirs)
@@ -239,6 +265,9 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
         rejected = [f"train {r}" for r in train_report.rejected] + [f"valid {r}" for r in valid_report.rejected]
         if rejected:
             (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
+        if continued is not None:
+            monitor.message(f"continuing the CTC head and vocabulary of {config.init} (new_vocabulary=true would "
+                            "train a new head); training characters outside it are rejected")
         monitor.message(f"vocabulary of {len(vocab)} tokens; {len(train_report.items)} training and "
                         f"{len(valid_report.items)} validation utterances; {len(rejected)} rejected "
                         "(see rejected_utterances.txt)")

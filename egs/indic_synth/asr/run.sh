@@ -153,7 +153,7 @@ models=ft
 
 if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)" $exp/log/ft.log; then
   if [ -n "$pretrained" ]; then
-    finetune ft "init=$pretrained"
+    finetune ft "init=$pretrained new_vocabulary=true"  # a CTC model given as --pretrained gets a new head over this recipe's vocabulary
   else
     finetune ft "init=$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"
   fi
