@@ -89,3 +89,54 @@ def test_fleurs_layout_to_kaldi_dirs(tmp_path):
             assert len(data.utterances) == 2 * len(texts)
             assert sorted({u.text for u in data.utterances}) == sorted(texts)  # normalised column, no danda
         assert (out / f"train_{code}" / "utt2gender").read_text().split()[1] == "female"
+
+
+def test_fleurs_from_hf_datasets_through_the_recipe(tmp_path):
+    """egs/fleurs with --hf-data: FLEURS held as HF datasets (FLEURS's columns, audio stored as bytes, one
+    unreadable row) becomes validated Kaldi dirs through run.sh's stage 1, with no download stage."""
+    import io
+    import os
+
+    datasets = __import__("pytest").importorskip("datasets", reason="needs the datasets extra")
+    hf_data = tmp_path / "fleurs_hf"
+    for config, texts in FLEURS.items():
+        splits = {}
+        for split in ("train", "validation", "test"):
+            rows = {"id": [], "audio": [], "transcription": [], "gender": [], "language": []}
+            for i, text in enumerate(texts):
+                for take in range(2):
+                    buffer = io.BytesIO()
+                    sf.write(buffer, tone_wave(0.5, 16000, np.random.default_rng(10 * i + take)), 16000, format="WAV")
+                    rows["id"].append(i)
+                    rows["audio"].append({"bytes": buffer.getvalue(), "path": None})
+                    rows["transcription"].append(text)
+                    rows["gender"].append("FEMALE" if take else "MALE")
+                    rows["language"].append(config)
+            rows["id"].append(99)  # an unreadable recording: reported, left out
+            rows["audio"].append({"bytes": b"RIFF broken", "path": None})
+            rows["transcription"].append("x")
+            rows["gender"].append("MALE")
+            rows["language"].append(config)
+            splits[split] = datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio())
+        datasets.DatasetDict(splits).save_to_disk(hf_data / config)
+    import shutil
+
+    recipe = tmp_path / "egs" / "fleurs" / "asr"  # run.sh writes data/ beside itself: run a copy
+    shutil.copytree(REPO / "egs" / "fleurs" / "asr", recipe)
+    (tmp_path / "egs" / "indic_synth").symlink_to(REPO / "egs" / "indic_synth")  # the shared later stages
+    (recipe / "path.sh").write_text(f"export SEQATTN_ROOT={REPO}\nexport PATH={Path(sys.executable).parent}:$PATH\n"
+                                    f"export PYTHONPATH={REPO}\n")
+    done = subprocess.run(["bash", str(recipe / "run.sh"), "--hf-data", str(hf_data), "--configs", "ta_in,hi_in",
+                           "--stop-stage", "1"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "stage 0" not in done.stdout and "cannot decode audio" in done.stderr
+    for config, texts in FLEURS.items():
+        code = config.split("_")[0]
+        for split in ("train", "dev", "test"):
+            data = read_data_dir(recipe / "data" / f"{split}_{code}", require_text=True)
+            assert len(data.utterances) == 2 * len(texts)
+            assert sorted({u.text for u in data.utterances}) == sorted(texts)
+            assert all(Path(u.source.location).suffix == ".flac" for u in data.utterances)
+        genders = (recipe / "data" / f"train_{code}" / "utt2gender").read_text().split()[1::2]
+        assert sorted(set(genders)) == ["female", "male"]
