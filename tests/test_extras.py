@@ -40,3 +40,22 @@ def test_analysis_without_its_packages_names_the_extra(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert f'seqattn analyze needs {package}, which is not installed: pip install "seqattn[analysis]"' in err
     assert err.count("\n") == 1
+
+
+def test_interop_extras_name_themselves(tmp_path, monkeypatch, capsys):
+    """HF datasets, ONNX and hub ids each need their own extra; without it the command says which."""
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    from seqattn.data.hf_datasets import DatasetSpec, open_dataset
+
+    open_dataset.cache_clear()
+    with pytest.raises(MissingExtraError, match=r'reading HF datasets needs datasets.*"seqattn\[datasets\]"'):
+        open_dataset(DatasetSpec.parse(str(tmp_path / "x.parquet")))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert cli_main(["transcribe", str(tmp_path / "m.onnx"), str(tmp_path)]) == 2
+    assert 'needs onnxruntime, which is not installed: pip install "seqattn[onnx]"' in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    assert cli_main(["convert", "hf-import", "someorg/model", str(tmp_path / "out")]) == 2
+    assert 'needs huggingface_hub, which is not installed: pip install "seqattn[hub]"' in capsys.readouterr().err
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"onnx", "datasets", "hub"} <= set(project)
