@@ -4,7 +4,6 @@ The same audio is written as a Kaldi data dir and as a dataset (``save_to_disk``
 parquet files that refer to the wav files): training, transcription, analysis and LM scoring must give the
 same results from either.
 """
-import io
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 
 datasets = pytest.importorskip("datasets", reason="needs the datasets extra: pip install 'seqattn[datasets]'")
 
-from audio_fixtures import make_data_dir, tone_wave  # noqa: E402
+from audio_fixtures import make_data_dir  # noqa: E402
 from seqattn.cli.main import main as cli_main  # noqa: E402
 from seqattn.data.audio import AudioError, audio_duration, load_audio  # noqa: E402
 from seqattn.data.hf_datasets import DatasetSpecError, is_dataset_spec, read_dataset  # noqa: E402
@@ -142,6 +141,11 @@ def test_finetune_transcribe_analyze_from_a_dataset(corpus, tmp_path, capsys):
         hypotheses = (tmp_path / name / "text").read_text(encoding="utf-8").splitlines()
         outputs[name] = (printed, [line.split(maxsplit=1)[1:] for line in hypotheses])
     assert outputs["hf"] == outputs["kaldi"]
+    # a dataset input that cannot be read is one failed input; the others are transcribed
+    code = cli_main(["transcribe", str(best), f"{corpus['saved']}?split=nope", f"{corpus['saved']}?split=validation",
+                     "--output-dir", str(tmp_path / "mixed"), "--quiet"])
+    assert code == 1 and "has no split 'nope'" in capsys.readouterr().err
+    assert len((tmp_path / "mixed" / "text").read_text(encoding="utf-8").splitlines()) == 3
     out = tmp_path / "analysis"
     assert cli_main(["analyze", "attention", str(best), f"{corpus['saved']}?split=train&language=lang_id",
                      "--out-dir", str(out), "--quiet", "--plot-format", "png"]) == 0

@@ -20,6 +20,7 @@ CONFIGS = {
     "shared-qk routing": presets.with_attention(presets.tiny(), routing_shared_qk=True),
     "routing in the last layer only": presets.tiny(routing_layers=1),
     "local+full": presets.with_attention(presets.tiny(), local_heads=2, routing_heads=0),
+    "per-head windows": presets.with_attention(presets.tiny(), local_windows=[[4, 0], [1, 0]]),
     "learned positions": presets.tiny(positions="learned"),
 }
 

@@ -220,3 +220,59 @@ def test_memory_is_linear_in_length():
     assert result.returncode == 0, result.stderr
     peak_kib = int(result.stdout.strip().splitlines()[-1])
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def _per_head_reference(q, k, v, lefts, rights, mask=None):
+    """Each head through the dense reference with its own band."""
+    outs = [masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1],
+                             band_allowed(q.shape[2], lefts[h], rights[h], mask))[0] for h in range(q.shape[1])]
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("n,lefts,rights,lengths", [
+    (37, [5, 1, 5, 12], [3, 0, 3, 12], None),  # two heads share a window, odd N
+    (101, [40, 2, 0, 17], [0, 0, 0, 0], [101, 60]),  # causal heads of four widths, padding
+    (9, [64, 3, 0, 8], [64, 2, 1, 0], [9, 4]),  # windows wider than N beside narrow ones
+])
+def test_per_head_windows_match_the_dense_reference(n, lefts, rights, lengths):
+    q, k, v = _inputs(2, 4, n, 8)
+    mask = None if lengths is None else _padding(2, n, lengths)
+    out = local_attention(q, k, v, lefts, rights, mask)
+    ref = _per_head_reference(q, k, v, lefts, rights, mask)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
+    grad = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    # the banded weights of every head use the widest left extent as their column origin
+    _, band = local_attention(q.detach(), k.detach(), v.detach(), lefts, rights, mask, return_weights=True)
+    assert band.shape == (2, 4, n, max(lefts) + max(rights) + 1)
+    for h in range(4):
+        _, probs = masked_attention(q[:, h : h + 1].detach(), k[:, h : h + 1].detach(), v[:, h : h + 1].detach(),
+                                    band_allowed(n, lefts[h], rights[h], mask))
+        i = torch.arange(n)[:, None]
+        j = i - max(lefts) + torch.arange(band.shape[-1])[None, :]
+        inside = (j >= 0) & (j < n)
+        want = torch.where(inside, probs[:, 0].gather(-1, j.clamp(0, n - 1).expand(2, -1, -1)), 0.0)
+        torch.testing.assert_close(band[:, h], want, atol=1e-12, rtol=0)
+
+
+def test_per_head_causal_windows_do_not_leak():
+    q, k, v = (x.detach() for x in _inputs(1, 3, 60, 8))
+    base = local_attention(q, k, v, [9, 2, 30], [0, 0, 0])
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 31:] += 4.0
+    v2[:, :, 31:] -= 2.0
+    changed = local_attention(q, k2, v2, [9, 2, 30], [0, 0, 0])
+    torch.testing.assert_close(changed[:, :, :31], base[:, :, :31], atol=1e-12, rtol=0)
+    assert not torch.allclose(changed[:, :, 31:], base[:, :, 31:])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(window_left=[1, 2], window_right=0), r"one window per head \(3\)"),
+    (dict(window_left=[1, -2, 3], window_right=0), r"window_left\[1\] must be >= 0"),
+    (dict(window_left=[1, 2, 3], window_right=[0, 0, 0.5]), r"window_right\[2\]"),
+])
+def test_bad_per_head_windows_raise_value_error(kwargs, match):
+    q, k, v = _inputs(1, 3, 5, 4)
+    with pytest.raises(ValueError, match=match):
+        local_attention(q, k, v, **kwargs)

@@ -120,3 +120,28 @@ def test_cli_reports_windows_speed_and_error_rates_then_the_model_transcribes(tm
     assert "not 0.97" in capsys.readouterr().err and not (tmp_path / "l2").exists()
     assert cli_main(["convert", "localize", str(model_dir), str(tmp_path / "l3"), "--analysis",
                      str(tmp_path / "an" / "attention.json"), "--coverage", "0.95", "--bench-seconds", "0"]) == 0
+
+
+def test_per_head_windows_follow_each_heads_own_need():
+    model = Wav2Vec2ForCTC(tiny(vocab_size=9)).eval()
+    wave = torch.randn(16000)
+    analysis = analyze_attention(model, [wave], coverages=(0.9,), progress=False)
+    needs = {0: [3, 7, 1, 12], 1: [5, 5, 2, 0]}
+    for stats in analysis.heads:  # give every head its own measured need
+        stats.coverage_windows[0.9] = needs[stats.layer][stats.head]
+    windows = choose_windows(model.config, analysis, 0.9, per_head=True, multiple=2)
+    assert [w.head_pairs for w in windows] == [[(4, 4), (8, 8), (2, 2), (12, 12)], [(6, 6), (6, 6), (2, 2), (2, 2)]]
+    assert [(w.window_left, w.window_right) for w in windows] == [(12, 12), (6, 6)]
+    local = localize_model(model, windows)
+    assert local.config.attention_for(0).local_windows == [[4, 4], [8, 8], [2, 2], [12, 12]]
+    # the localized layer equals the full one with each head's own band applied: compare to a model whose
+    # layers are local with one window per layer, head by head
+    with torch.no_grad():
+        per_head = local(wave[None])[0]
+        widest = localize_model(model, choose_windows(model.config, analysis, 0.9, multiple=2))(wave[None])[0]
+    assert not torch.allclose(per_head, widest, atol=1e-5)  # narrower heads do change the function
+    # a local model's heads are narrowed, never widened
+    narrowed = choose_windows(local.config, analysis, 0.9, per_head=True, multiple=4)
+    assert narrowed[0].head_pairs == [(4, 4), (8, 8), (2, 2), (12, 12)] and not narrowed[0].converted
+    tighter = choose_windows(local.config, analysis, 0.9, per_head=True, min_window=1)
+    assert tighter[0].head_pairs == [(3, 3), (7, 7), (1, 1), (12, 12)] and tighter[0].converted

@@ -14,26 +14,14 @@ pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'se
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'seqattn[onnx]'")
 
 from audio_fixtures import tone_wave  # noqa: E402
+from model_fixtures import ctc_model_dir  # noqa: E402
 from dense_reference import band_allowed, masked_attention  # noqa: E402
 from seqattn.cli.main import main as cli_main  # noqa: E402
-from seqattn.data.text import CharVocabulary  # noqa: E402
 from seqattn.interop.onnx import OnnxCTC, OnnxError, export_onnx  # noqa: E402
-from seqattn.models.io import load_model, save_model  # noqa: E402
-from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny  # noqa: E402
+from seqattn.models.io import load_model  # noqa: E402
 from seqattn.models.wav2vec2.longform import LongFormCTC  # noqa: E402
 from seqattn.nn import AttentionConfig  # noqa: E402
 from seqattn.nn.band_export import gathered_band_attention  # noqa: E402
-
-
-def _model_dir(path, **config):
-    vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
-    torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), **config)).eval()
-    with torch.no_grad():  # make blank not always win, so transcripts are non-empty
-        model.head.bias.copy_(torch.linspace(-1, 1, len(vocab)))
-        model.head.bias[0] = -3.0
-    save_model(model, path, extra_files={"tokens.json": vocab.to_json()})
-    return path
 
 
 @pytest.mark.parametrize("left,right,n,pad", [(5, 5, 37, 0), (16, 3, 101, 7), (7, 0, 64, 5), (40, 40, 23, 4),
@@ -84,7 +72,7 @@ def exported(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"onnx-{request.param}")
     config = dict(HEAD_MIXES[request.param])
     config.setdefault("extractor_mode", "layer_norm")
-    model_dir = _model_dir(root / "model", **config)
+    model_dir = ctc_model_dir(root / "model", **config)
     report = export_onnx(model_dir, root / "model.onnx")
     return model_dir, report
 
@@ -144,7 +132,7 @@ def test_long_input_runs_in_chunks_with_onnx(exported):
 
 
 def test_routed_heads_are_refused_before_export(tmp_path):
-    model_dir = _model_dir(tmp_path / "routed", attention=AttentionConfig(num_heads=4, local_heads=2, routing_heads=1,
+    model_dir = ctc_model_dir(tmp_path / "routed", attention=AttentionConfig(num_heads=4, local_heads=2, routing_heads=1,
                                                                           num_clusters=2, routing_window=8))
     with pytest.raises(OnnxError, match="layer 0 has routed heads"):
         export_onnx(model_dir, tmp_path / "routed.onnx")
@@ -152,7 +140,7 @@ def test_routed_heads_are_refused_before_export(tmp_path):
 
 
 def test_bad_onnx_inputs_are_clear_errors(tmp_path, capsys):
-    model_dir = _model_dir(tmp_path / "model", attention=AttentionConfig(num_heads=4, local_heads=4))
+    model_dir = ctc_model_dir(tmp_path / "model", attention=AttentionConfig(num_heads=4, local_heads=4))
     assert cli_main(["transcribe", str(model_dir), str(tmp_path), "--backend", "onnxruntime"]) == 2
     assert "export this model first: seqattn export onnx" in capsys.readouterr().err
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")

@@ -3,8 +3,6 @@ create a file, which must not appear); weights are safetensors; no source calls 
 import ast
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -80,6 +80,17 @@ def test_streamed_logits_equal_one_pass(extractor_mode, samples):
     torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
 
 
+def test_per_head_windows_stream_like_one_pass():
+    """The halo of a layer with per-head windows is its widest head's reach."""
+    attention = AttentionConfig(num_heads=4, local_heads=4, local_windows=[[8, 6], [2, 2], [0, 11], [5, 0]])
+    model = _model("layer_norm", attention=attention)
+    assert longform.encoder_halo(model.wav2vec2) == 8 + 2 * 11
+    wave = torch.randn(16000 * 4 + 77)
+    one_pass = longform.LongFormCTC(model).logits([wave])[0]
+    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
+    torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
+
+
 def test_too_small_a_halo_is_caught(monkeypatch):
     """The halo matters: with half of it the frames near the window edges move far beyond rounding."""
     model = _model("layer_norm")

@@ -8,32 +8,20 @@ import soundfile as sf
 import torch
 
 from audio_fixtures import make_data_dir, tone_wave
+from model_fixtures import ctc_model_dir
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
 from seqattn.models.wav2vec2 import longform
 from seqattn.models.wav2vec2.longform import LongFormCTC
-from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny
 from seqattn.nn import AttentionConfig
 
 LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
 
 
-def _ctc_model_dir(path, **config):
-    vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
-    torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), **config)).eval()
-    with torch.no_grad():  # make blank not always win, so transcripts are non-empty
-        model.head.bias.copy_(torch.linspace(-1, 1, len(vocab)))
-        model.head.bias[0] = -3.0
-    vocab.save(path.parent / "tokens.tmp.json")
-    save_model(model, path, extra_files={"tokens.json": path.parent / "tokens.tmp.json"})
-    return path
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return _ctc_model_dir(tmp_path_factory.mktemp("model") / "ctc")
+    return ctc_model_dir(tmp_path_factory.mktemp("model") / "ctc")
 
 
 def _write(path, seconds, rate=16000, channels=1, seed=0):
@@ -103,7 +91,7 @@ def test_piped_wav_scp_and_segments_and_no_pipes(model_dir, tmp_path, capsys):
 def test_model_dir_errors(tmp_path, capsys):
     assert cli_main(["transcribe", str(tmp_path / "nope"), "x.wav"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    model = _ctc_model_dir(tmp_path / "m")
+    model = ctc_model_dir(tmp_path / "m")
     (model / "tokens.json").unlink()
     assert cli_main(["transcribe", str(model), "x.wav"]) == 2
     assert "tokens.json" in capsys.readouterr().err

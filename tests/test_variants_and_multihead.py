@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dense_reference import key_allowed, masked_attention
+from dense_reference import band_allowed, key_allowed, masked_attention
 from seqattn.nn import (
     AttentionConfig,
     MultiHeadAttention,
@@ -180,3 +180,35 @@ def test_gradcheck_float64():
     mask = _mask(1, 10, [8])
     assert torch.autograd.gradcheck(lambda a, b, c: shifted_window_attention(a, b, c, 4, 2, mask), (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: pooled_attention(a, b, c, 3, mask, causal=True), (q, k, v))
+
+
+def test_per_head_local_windows_in_a_mixed_layer_match_per_head_references():
+    """local_windows gives every local head its own band; each head equals a one-head layer with that window."""
+    torch.manual_seed(0)
+    windows = [[6, 1], [0, 0], [2, 9]]
+    config = AttentionConfig(num_heads=4, local_heads=3, window_left=99, window_right=99, local_windows=windows)
+    mha = MultiHeadAttention(32, config).double()
+    x = torch.randn(2, 23, 32, dtype=torch.float64)
+    mask = _mask(2, 23, [23, 14])
+    result = mha(x, mask, return_weights=True)
+    q, k, v = mha.project(x)
+    heads = []
+    for h in range(4):
+        left, right = windows[h] if h < 3 else (23, 23)  # head 3 is a full head
+        allowed = band_allowed(23, left, right, mask)
+        heads.append(masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], allowed)[0])
+    want = mha.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(2, 23, 32))
+    torch.testing.assert_close(result.out, want, atol=1e-10, rtol=1e-10)
+    local = next(w for w in result.weights if w.kind == "local")
+    assert local.window_left == 6 and local.weights.shape == (2, 3, 23, 6 + 9 + 1)
+    assert config.reach is None
+    assert AttentionConfig(num_heads=3, local_heads=3, local_windows=windows).reach == (6, 9)
+
+
+def test_bad_per_head_window_configs():
+    with pytest.raises(ValueError, match="local_windows gives 1 windows for 2 local heads"):
+        AttentionConfig(num_heads=2, local_heads=2, local_windows=[[1, 1]]).validate()
+    with pytest.raises(ValueError, match=r"local_windows\[1\] must be \[left, right\]"):
+        AttentionConfig(num_heads=2, local_heads=2, local_windows=[[1, 1], [2, -1]]).validate()
+    with pytest.raises(ValueError, match="causal attention needs right extents of 0"):
+        AttentionConfig(num_heads=2, local_heads=2, causal=True, window_right=0, local_windows=[[1, 0], [2, 3]]).validate()

@@ -23,11 +23,16 @@ B, H, D = 1, 8, 64
 LEFT = RIGHT = 128  # bidirectional local window
 CAUSAL_LEFT = 256  # causal local window
 ROUTING_WINDOW = 256  # tokens per cluster; clusters = N / ROUTING_WINDOW
+PER_HEAD = [128, 128, 32, 32, 8, 8, 8, 8]  # +-w of each head in the per-head-window call (a localized layer)
+NARROW = {"seqattn_local_w32": 32, "seqattn_local_w8": 8}
 
 METHODS = {
     # name: (description, is_dense)
     "seqattn_local": (f"seqattn local L=R={LEFT}", False),
     "lucidrains_local": ("lucidrains local-attention, window 128, look back/forward 1, exact", False),
+    "seqattn_local_w32": ("seqattn local L=R=32", False),
+    "seqattn_local_w8": ("seqattn local L=R=8", False),
+    "seqattn_local_per_head": (f"seqattn local, per-head windows {'/'.join(map(str, PER_HEAD))} (one call)", False),
     "seqattn_local_causal": (f"seqattn local causal L={CAUSAL_LEFT}", False),
     "lucidrains_local_causal": ("lucidrains local-attention causal, window 128, look back 2, exact", False),
     "sdpa_dense": ("dense SDPA, no mask", True),
@@ -50,6 +55,15 @@ def _build(method: str, n: int):
         from seqattn.nn import local_attention
 
         return (lambda q, k, v: local_attention(q, k, v, LEFT, RIGHT)), True
+    if method in NARROW:
+        from seqattn.nn import local_attention
+
+        width = NARROW[method]
+        return (lambda q, k, v: local_attention(q, k, v, width, width)), True
+    if method == "seqattn_local_per_head":
+        from seqattn.nn import local_attention
+
+        return (lambda q, k, v: local_attention(q, k, v, PER_HEAD, PER_HEAD)), True
     if method == "seqattn_local_causal":
         from seqattn.nn import local_attention
 
@@ -161,6 +175,9 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
             med("lucidrains_routing", mid, "forward_s"), med("seqattn_routing", mid, "forward_s")
         ),
     }
+    summary["narrow_vs_wide_fwd_bwd_at"] = top  # cost of narrower windows as a share of +-128
+    summary["narrow_vs_wide_fwd_bwd"] = {method: ratio(med(method, top), med("seqattn_local", top))
+                                         for method in (*NARROW, "seqattn_local_per_head")}
     small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
     summary["growth_from"], summary["growth_to"] = small, large
     summary["local_time_growth_fwd_bwd"] = ratio(med("seqattn_local", large), med("seqattn_local", small))
@@ -226,6 +243,9 @@ def markdown(rows, summary, lengths, meta) -> str:
         f"(target >= 15x), {fmt(s['local_vs_sdpa_band_fwd_bwd'])} faster than band-masked SDPA, "
         f"{fmt(s['local_vs_lucidrains_fwd_bwd'])} faster than lucidrains local-attention (target >= 1.5x).",
         f"- causal local L=256 vs lucidrains causal: {fmt(s['causal_local_vs_lucidrains_fwd_bwd'])}.",
+        f"- narrow windows at N={s['narrow_vs_wide_fwd_bwd_at']}, fwd+bwd time as a share of L=R=128: "
+        + ", ".join(f"{METHODS[m][0]}: {fmt(r)}" for m, r in s["narrow_vs_wide_fwd_bwd"].items())
+        + " (targets: +-32 <= 0.35x, +-8 <= 0.15x).",
         f"- time growth N={s['growth_from']} -> N={s['growth_to']} (fwd+bwd): {fmt(s['local_time_growth_fwd_bwd'])} "
         "(target <= 4.5x).",
         "- peak MiB per 1k tokens (linear memory means flat): "

@@ -90,17 +90,22 @@ def _seqattn_runner(path: str, quick: bool):
 
 def _onnx_runner(path: str, quick: bool, threads: int, workdir: str):
     """The same seqattn model (same seed, so the same weights) exported to ONNX and run by onnxruntime through
-    the same transcription code; the export happens before timing."""
+    the same transcription code. The export runs before timing, in its own process (`seqattn export onnx`), so
+    the worker's peak RSS is onnxruntime's alone."""
+    import subprocess
+
     from seqattn.data.audio import AudioSource
     from seqattn.decode.transcribe import InputItem, transcribe
-    from seqattn.interop.onnx import OnnxCTC, export_onnx
+    from seqattn.interop.onnx import OnnxCTC
     from seqattn.models.io import save_model
     from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
 
-    model_dir = os.path.join(workdir, "model")
+    model_dir, onnx_path = os.path.join(workdir, "model"), os.path.join(workdir, "model.onnx")
     save_model(Wav2Vec2ForCTC(_config(quick, local=True)).eval(), model_dir,
                extra_files={"tokens.json": _vocabulary().to_json()})
-    runtime = OnnxCTC(export_onnx(model_dir, os.path.join(workdir, "model.onnx")).path, threads=threads)
+    subprocess.run([sys.executable, "-m", "seqattn.cli.main", "export", "onnx", model_dir, onnx_path], check=True,
+                   capture_output=True)
+    runtime = OnnxCTC(onnx_path, threads=threads)
 
     def run() -> str:
         result = transcribe(runtime, runtime.vocabulary, [InputItem("bench", AudioSource(path))], timestamps=False,

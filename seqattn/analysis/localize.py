@@ -34,15 +34,17 @@ class LayerWindow:
     layer: int
     window: int  # +-w in frames the layer needs for the coverage (after rounding)
     head_windows: list[int]  # each head's own smallest window for the coverage
-    window_left: int  # the layer's window after conversion
+    window_left: int  # the layer's window after conversion (the widest head's, with per-head windows)
     window_right: int
     converted: bool  # False for a local layer whose window was already no wider
+    head_pairs: list[tuple[int, int]] | None = None  # per-head (left, right) windows, when chosen per head
 
 
 def choose_windows(config: Wav2Vec2Config, analysis: AttentionAnalysis, coverage: float, *, multiple: int = 1,
-                   min_window: int = 1) -> list[LayerWindow]:
+                   min_window: int = 1, per_head: bool = False) -> list[LayerWindow]:
     """Per layer, the window covering ``coverage`` of the mass for every head (the largest head's need),
-    rounded up to a multiple of ``multiple`` frames and at least ``min_window``.
+    rounded up to a multiple of ``multiple`` frames and at least ``min_window``; with ``per_head`` each head
+    gets its own such window instead (narrow heads then cost less).
 
     Full-attention layers become local with that window; local layers are narrowed to it when it is
     smaller than the window they were trained with (never widened). Layers mixing kinds are refused.
@@ -67,12 +69,21 @@ def choose_windows(config: Wav2Vec2Config, analysis: AttentionAnalysis, coverage
                 raise LocalizeError(f"the analysis holds windows for coverages {known}, not {coverage}: run it "
                                     "again with this coverage (or pass --data so localize measures it)")
             need.append(int(s.coverage_windows[coverage]))
-        window = multiple * math.ceil(max(min_window, max(need)) / multiple)
+        rounded = [multiple * math.ceil(max(min_window, n) / multiple) for n in need]
+        window = max(rounded)
         if attention.full_heads:
-            windows.append(LayerWindow(layer, window, need, window, window, converted=True))
+            pairs = [(w, w) for w in rounded] if per_head else None
+            windows.append(LayerWindow(layer, window, need, window, window, converted=True, head_pairs=pairs))
+        elif per_head:
+            lefts, rights = attention.local_head_windows()
+            pairs = [(min(left, w), min(right, w)) for left, right, w in zip(lefts, rights, rounded)]
+            narrowed = pairs != list(zip(lefts, rights))
+            windows.append(LayerWindow(layer, window, need, max(p[0] for p in pairs), max(p[1] for p in pairs),
+                                       converted=narrowed, head_pairs=pairs))
         else:
-            left, right = min(attention.window_left, window), min(attention.window_right, window)
-            narrowed = (left, right) != (attention.window_left, attention.window_right)
+            lefts, rights = attention.local_head_windows()
+            left, right = min(max(lefts), window), min(max(rights), window)
+            narrowed = (left, right) != (max(lefts), max(rights)) or attention.local_windows is not None
             windows.append(LayerWindow(layer, window, need, left, right, converted=narrowed))
     return windows
 
@@ -86,6 +97,7 @@ def localized_config(config: Wav2Vec2Config, windows: list[LayerWindow]) -> Wav2
         if choice.converted:
             attention.local_heads = attention.num_heads
             attention.window_left, attention.window_right = choice.window_left, choice.window_right
+            attention.local_windows = [list(pair) for pair in choice.head_pairs] if choice.head_pairs else None
         layers.append(attention)
     new.layer_attention = layers
     new.validate()
@@ -150,7 +162,8 @@ def test_error_rates(model, vocab, items, failures, progress: bool) -> dict:
 
 def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: list[str] | None = None,
                  analysis_json: str | None = None, max_utterances: int = 64, max_seconds: float = 30.0,
-                 multiple: int = 1, distill_data: list[str] | None = None, distill: DistillConfig | None = None,
+                 multiple: int = 1, per_head: bool = False, distill_data: list[str] | None = None,
+                 distill: DistillConfig | None = None,
                  test: list[str] | None = None, bench_seconds: float = 60.0, bench_reps: int = 3,
                  command: str = "seqattn convert localize", progress: bool = True, device: str = "auto") -> dict:
     """The whole of ``seqattn convert localize``: measure (or read) the attention, choose windows, convert,
@@ -179,7 +192,7 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
     else:
         raise LocalizeError("give --data (audio to measure the attention on) or --analysis (an attention.json "
                             "written by `seqattn analyze attention`)")
-    windows = choose_windows(teacher.config, analysis, coverage, multiple=multiple)
+    windows = choose_windows(teacher.config, analysis, coverage, multiple=multiple, per_head=per_head)
     converted = [w.layer for w in windows if w.converted]
     if not converted:
         raise LocalizeError(f"nothing to localize in {model_dir}: every layer is local already with a window no "
@@ -190,7 +203,8 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
         "analysis": {"utterances": analysis.utterances, "seconds": round(analysis.seconds, 2),
                      "from": analysis_json or data},
         "windows": [{"layer": w.layer, "needed": w.window, "head_windows": w.head_windows, "window_left": w.window_left,
-                     "window_right": w.window_right, "converted": w.converted} for w in windows],
+                     "window_right": w.window_right, "converted": w.converted,
+                     "head_pairs": [list(p) for p in w.head_pairs] if w.head_pairs else None} for w in windows],
         "frame_ms": analysis.frame_ms,
     }
     if distill_data:
@@ -227,7 +241,8 @@ def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: 
         report["test"]["wer_change"] = report["test"]["after"]["wer"] - report["test"]["before"]["wer"]
     notes = f"## Localized (coverage {coverage})\n\n" + "\n".join(
         f"- layer {w.layer}: -{w.window_left}/+{w.window_right} frames ({w.window_left * analysis.frame_ms:g} ms left)"
-        f"{'' if w.converted else ' (unchanged)'}" for w in windows
+        + (f", per head {' '.join(f'-{a}/+{b}' for a, b in w.head_pairs)}" if w.head_pairs else "")
+        + ("" if w.converted else " (unchanged)") for w in windows
     )
     files = _copy_tokenizer_files(source)
     files["localize.json"] = json.dumps(report, indent=1) + "\n"

@@ -185,7 +185,7 @@ def _localize(args) -> int:
     report = run_localize(
         args.model_dir, args.out_dir, coverage=args.coverage, data=args.data, analysis_json=args.analysis,
         max_utterances=args.max_utterances, max_seconds=args.max_seconds, multiple=args.multiple,
-        distill_data=args.distill, distill=distill, test=args.test, bench_seconds=args.bench_seconds,
+        per_head=args.per_head, distill_data=args.distill, distill=distill, test=args.test, bench_seconds=args.bench_seconds,
         bench_reps=args.bench_reps, command=_command_line(), progress=not args.quiet, device=args.device,
     )
     print("windows (-left/+right frames per layer): "
@@ -200,7 +200,8 @@ def _localize(args) -> int:
 def _data_options(p, default_utterances: int | None, default_seconds: float | None,
                   default_per_language: int | None) -> None:
     p.add_argument("model_dir", help="a seqattn model directory (convert fairseq/HF checkpoints first)")
-    p.add_argument("data", nargs="+", help="[LANG=]PATH: Kaldi data dirs, .jsonl manifests, audio files or folders; "
+    p.add_argument("data", nargs="+", help="[LANG=]PATH: Kaldi data dirs, .jsonl or .tsv manifests, HF datasets "
+                                           "(PATH?split=S), audio files or folders; "
                                            "LANG= sets the language of every utterance of PATH")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-utterances", type=int, default=default_utterances, help="random sample of this many")
@@ -282,6 +283,9 @@ def add_localize_parser(formats) -> None:
     q.add_argument("--max-utterances", type=int, default=64)
     q.add_argument("--max-seconds", type=float, default=30.0)
     q.add_argument("--multiple", type=int, default=1, help="round windows up to a multiple of this many frames")
+    q.add_argument("--per-head", action="store_true",
+                   help="give every head its own window (its own coverage need) instead of the layer's widest; "
+                        "narrow heads then run with their own blocking and cost less")
     q.add_argument("--distill", nargs="+", help="[LANG=]PATH unlabelled audio to distil the attention layers on")
     q.add_argument("--distill-steps", type=int, default=200)
     q.add_argument("--distill-lr", type=float, default=2e-4)

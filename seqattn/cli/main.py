@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "transcribe", help="transcribe audio with a fine-tuned CTC model",
-        description="Transcribe audio files (any sample rate, mono or multi-channel), directories, a Kaldi "
-                    "data dir or a JSONL manifest. Word times come from CTC forced alignment. With reference "
+        description="Transcribe audio files (any sample rate, mono or multi-channel), directories, HF datasets, "
+                    "a Kaldi data dir or a JSONL manifest. Word times come from CTC forced alignment. With reference "
                     "transcripts (Kaldi text or manifest) it prints Kaldi-style %WER/%CER. Unreadable inputs "
                     "are listed and skipped; the exit status is 1 when any input failed.",
         epilog="example: seqattn transcribe exp/ft/checkpoints/update_00000600 talk.wav --output-format all",
@@ -212,13 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL",
                    help="a seqattn CTC model directory (config.json, model.safetensors, tokens.json), or an .onnx "
                         "file written by seqattn export onnx")
-    p.add_argument("inputs", nargs="*", help="audio files or directories")
+    p.add_argument("inputs", nargs="*", help="audio files or directories, or HF datasets (a save_to_disk directory or "
+                                             "parquet/arrow files; 'PATH?split=test&text=transcription')")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="what runs the model: PyTorch for model directories, onnxruntime (CPU) for .onnx files; "
                         "auto picks by MODEL")
     p.add_argument("--data-dir", help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell "
                                       "command whose stdout is the audio, run with sh -c as Kaldi does)")
-    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text) or a fairseq .tsv manifest (its "
+    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text), an HF dataset, or a fairseq .tsv manifest (its "
                                       ".wrd or .ltr transcripts beside it)")
     p.add_argument("--output-dir", default="transcripts")
     p.add_argument("--output-format", default="txt", choices=["txt", "json", "ctm", "srt", "vtt", "all"])

@@ -66,20 +66,22 @@ class DatasetSpec:
         return f"{self.path}?{query}" if query else self.path
 
 
-def _data_files(path: Path) -> list[str]:
-    return sorted(str(p) for p in path.rglob("*") if p.suffix in DATA_FILE_SUFFIXES)
+def _holds_data_files(path: Path) -> bool:
+    return any(p.suffix in DATA_FILE_SUFFIXES for p in path.rglob("*"))  # stops at the first one
 
 
 def is_dataset_spec(spec: str | os.PathLike) -> bool:
-    """True for a save_to_disk directory, parquet/arrow files (a glob allowed) or a folder holding only them,
-    with or without a ``?query``."""
+    """True for a save_to_disk directory, parquet/arrow files (a glob allowed) or a folder of them (not a
+    Kaldi data dir), with or without a ``?query``; an existing file of another kind never is."""
     text = str(spec)
+    if Path(text).is_file() and not text.endswith(DATA_FILE_SUFFIXES):
+        return False  # an audio file or manifest, even with a '?' in its name
     path_text, sep, _ = text.partition("?")
     path = Path(path_text)
     if path.is_dir():
         if any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
             return True
-        return sep == "?" or (not (path / "wav.scp").exists() and bool(_data_files(path)))
+        return not (path / "wav.scp").exists() and (sep == "?" or _holds_data_files(path))
     return path_text.endswith(DATA_FILE_SUFFIXES) or sep == "?"
 
 

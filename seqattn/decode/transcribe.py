@@ -23,7 +23,7 @@ import torch
 from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
 from seqattn.data.audio_stream import StreamingAudio
 from seqattn.data.kaldi import read_data_dir
-from seqattn.data.hf_datasets import is_dataset_spec, read_dataset
+from seqattn.data.hf_datasets import DatasetSpecError, is_dataset_spec, read_dataset
 from seqattn.data.unlabelled import read_utterances
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
@@ -85,7 +85,12 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
     for path in paths:
         p = Path(path)
         if is_dataset_spec(path):  # an HF dataset (save_to_disk directory, parquet/arrow files) as a positional
-            for utt in read_dataset(path):
+            try:
+                rows = read_dataset(path)
+            except DatasetSpecError as error:  # reported like an unreadable file; the other inputs go on
+                failures.append(Failure(path, str(error)))
+                continue
+            for utt in rows:
                 add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink()))

@@ -55,3 +55,16 @@ def check_padding_mask(mask: torch.Tensor | None, batch: int, length: int, devic
         raise ValueError(f"key_padding_mask must have shape (B, N) = ({batch}, {length}), got {tuple(mask.shape)}")
     if mask.device != device:
         raise ValueError("key_padding_mask must be on the same device as q")
+
+
+def check_head_windows(name: str, value, heads: int) -> list[int]:
+    """A window extent for every head: one non-negative int for all of them, or a sequence of ``heads`` ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [check_window(name, value)] * heads
+    try:
+        values = list(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a non-negative int or one per head, got {value!r}") from None
+    if len(values) != heads:
+        raise ValueError(f"{name} must give one window per head ({heads}), got {len(values)}")
+    return [check_window(f"{name}[{i}]", v) for i, v in enumerate(values)]

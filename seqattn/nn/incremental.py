@@ -1,7 +1,8 @@
 """Token-by-token attention for generation, with a cache whose size does not grow with the sequence for
 local and routed heads.
 
-- local heads keep a ring buffer of their last ``window_left`` keys/values (memory O(window));
+- local heads keep a ring buffer of their last ``window_left`` keys/values (memory O(window); with per-head
+  windows the largest, each head masking what lies beyond its own);
 - causal routed heads keep, per cluster, a ring buffer of the last ``routing_window`` keys/values of
   tokens filed in that cluster (memory O(clusters * window)): exactly what the causal routing kernel lets a
   query see (its own cluster's most recent tokens, plus itself);
@@ -29,10 +30,13 @@ class RingBuffer:
     values: torch.Tensor
     filled: int = 0  # slots holding a key (every row advances together)
     next: int = 0  # slot the next key goes to
+    windows: torch.Tensor | None = None  # (h,) each head's own window when heads differ (size is the largest)
 
     @classmethod
-    def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor) -> "RingBuffer":
-        return cls(like.new_zeros(batch, heads, size, dim), like.new_zeros(batch, heads, size, value_dim))
+    def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor, windows=None) -> "RingBuffer":
+        own = None if windows is None or len(set(windows)) == 1 else torch.tensor(windows, device=like.device)
+        return cls(like.new_zeros(batch, heads, size, dim), like.new_zeros(batch, heads, size, value_dim),
+                   windows=own)
 
     @property
     def size(self) -> int:
@@ -58,8 +62,13 @@ class RingBuffer:
         self.filled = min(self.filled + 1, self.size)
 
     def valid(self) -> torch.Tensor:
-        """(W,) bool: slots that hold a key."""
-        return torch.arange(self.size, device=self.keys.device) < self.filled
+        """(W,) bool: slots that hold a key; (h, W) with per-head windows: slots within each head's window."""
+        slots = torch.arange(self.size, device=self.keys.device)
+        held = slots < self.filled
+        if self.windows is None:
+            return held
+        age = (self.next - 1 - slots) % self.size + 1  # 1 = the latest key, counted back from the new token
+        return held[None, :] & (age[None, :] <= self.windows[:, None])  # (h, W)
 
 
 @dataclass
@@ -164,12 +173,13 @@ def check_cacheable(head_groups, causal: bool) -> None:
 
 
 def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-            window_left: int, routing=None) -> None:
+            window_lefts: list[int], routing=None) -> None:
     """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
 
     ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
-    ``window_left`` the local heads' window and ``routing`` the layer's :class:`RoutingAttention` (its
-    centroids file the prompt's keys by cluster)."""
+    ``window_lefts`` each local head's window (the buffer keeps the largest; a narrower head sees only its
+    own last keys) and ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
+    by cluster)."""
     if cache.position != 0 or cache.buffers:
         raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
     batch, _, length, dim = q.shape
@@ -177,7 +187,7 @@ def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cach
         heads = slice(start, start + count)
         qg, kg, vg = q[:, heads], k[:, heads], v[:, heads]
         if kind == "local":
-            buffer = RingBuffer.empty(batch, count, window_left, dim, vg.shape[-1], qg)
+            buffer = RingBuffer.empty(batch, count, max(window_lefts), dim, vg.shape[-1], qg, windows=window_lefts)
             buffer.fill(kg, vg)
         elif kind == "routing":
             qn = normalize(qg)

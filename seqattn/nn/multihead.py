@@ -34,6 +34,9 @@ class AttentionConfig:
     # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
     window_left: int = 64
     window_right: int = 64
+    # per-head windows of the local heads, [[left, right], ...] one pair per local head (None: window_left and
+    # window_right for all of them). Heads of one window run together, so narrow heads cost less.
+    local_windows: list[list[int]] | None = None
     # routing heads
     num_clusters: int = 8
     routing_window: int = 64
@@ -52,13 +55,20 @@ class AttentionConfig:
     def full_heads(self) -> int:
         return self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
 
+    def local_head_windows(self) -> tuple[list[int], list[int]]:
+        """(left extents, right extents) of the local heads, one entry per local head."""
+        if self.local_windows is None:
+            return [self.window_left] * self.local_heads, [self.window_right] * self.local_heads
+        return [int(pair[0]) for pair in self.local_windows], [int(pair[1]) for pair in self.local_windows]
+
     @property
     def reach(self) -> tuple[int, int] | None:
         """(frames left, frames right) beyond which no query looks, or None when some head sees the whole
         sequence (routing, pooled, full) or works on absolute window positions (shifted windows). A layer with
         a bounded reach can be run on overlapping time slices with the same result."""
         if self.local_heads == self.num_heads:
-            return self.window_left, self.window_right
+            lefts, rights = self.local_head_windows()
+            return max(lefts), max(rights)
         return None
 
     def validate(self) -> None:
@@ -77,6 +87,16 @@ class AttentionConfig:
             raise ValueError(f"causal attention needs window_right=0, got {self.window_right}")
         if self.window_left < 0 or self.window_right < 0:
             raise ValueError(f"window_left/window_right must be >= 0, got {self.window_left}/{self.window_right}")
+        if self.local_windows is not None:
+            if len(self.local_windows) != self.local_heads:
+                raise ValueError(f"local_windows gives {len(self.local_windows)} windows for {self.local_heads} "
+                                 "local heads")
+            for index, pair in enumerate(self.local_windows):
+                if (len(pair) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in pair)):
+                    raise ValueError(f"local_windows[{index}] must be [left, right] with non-negative ints, got "
+                                     f"{pair!r}")
+                if self.causal and pair[1] != 0:
+                    raise ValueError(f"causal attention needs right extents of 0, local_windows[{index}] is {pair}")
 
 
 @dataclass
@@ -158,8 +178,9 @@ class MultiHeadAttention(nn.Module):
             routed = self.routing(q, k, v, key_padding_mask, return_weights=return_weights)
             return routed.out, routed.aux_loss, routed.weights
         if kind == "local":
-            right = 0 if c.causal else c.window_right
-            result = local_attention(q, k, v, c.window_left, right, key_padding_mask, return_weights=return_weights)
+            lefts, rights = c.local_head_windows()
+            rights = [0] * len(rights) if c.causal else rights
+            result = local_attention(q, k, v, lefts, rights, key_padding_mask, return_weights=return_weights)
         elif kind == "window":
             result = shifted_window_attention(
                 q, k, v, c.block_window, c.block_shift, key_padding_mask, causal=c.causal,
@@ -175,7 +196,7 @@ class MultiHeadAttention(nn.Module):
             return result, None, None
         out, weights = result
         if kind == "local":
-            weights = AttentionWeights("local", (), weights, window_left=c.window_left)
+            weights = AttentionWeights("local", (), weights, window_left=max(c.local_head_windows()[0]))
         elif kind == "full":
             weights = AttentionWeights("full", (), weights)
         return out, None, weights
@@ -196,7 +217,8 @@ class MultiHeadAttention(nn.Module):
             if key_padding_mask is not None:
                 raise ValueError("a cached (generation) pass takes unpadded prompts")
             check_cacheable(self.head_groups(), self.config.causal)
-            prefill(self.head_groups(), q, k, v, cache, window_left=self.config.window_left, routing=self.routing)
+            prefill(self.head_groups(), q, k, v, cache, window_lefts=self.config.local_head_windows()[0],
+                    routing=self.routing)
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():
