@@ -34,3 +34,14 @@ def key_allowed(n, key_padding_mask=None, causal=False, device=None):
     if key_padding_mask is not None:
         allowed = allowed & ~key_padding_mask[:, None, None, :]
     return allowed
+
+
+def dilated_allowed(n, left, right, dilation, key_padding_mask=None, device=None):
+    """(B or 1, 1, N, N): j = i + m * dilation with -left <= m <= right, and j not padding."""
+    i = torch.arange(n, device=device)[:, None]
+    j = torch.arange(n, device=device)[None, :]
+    step = j - i
+    allowed = ((step % dilation == 0) & (step >= -left * dilation) & (step <= right * dilation))[None, None]
+    if key_padding_mask is not None:
+        allowed = allowed & ~key_padding_mask[:, None, None, :]
+    return allowed

@@ -228,3 +228,29 @@ def test_language_model_heads_from_text_match_analytic_values(tmp_path):
         assert head["entropy"] == pytest.approx(expected["entropy"], abs=1e-5)
         assert head["w95"] == expected["w95"] and head["mean_distance_ms"] is None
     assert {h["kind"] for h in values["heads"]} == {"local", "full"}
+
+
+def test_uniform_dilated_heads_match_analytic_values():
+    """Dilated heads: locality statistics from their (N, 2w+1) weights, never N x N, equal the analytic ones."""
+    config = tiny(layer_attention=[
+        AttentionConfig(num_heads=4, dilated_heads=4, dilation=3, dilated_window=2),
+        AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=2, window_right=2, dilation=5,
+                        dilated_window=1),
+    ])
+    model = Wav2Vec2Model(config).eval()
+    for layer in model.encoder.layers:
+        torch.nn.init.zeros_(layer.attention.q_proj.weight)
+        torch.nn.init.zeros_(layer.attention.q_proj.bias)
+    waves = [torch.randn(16000), torch.randn(11000)]
+    frames = [int(n) for n in model.output_lengths(torch.tensor([w.numel() for w in waves]))]
+    analysis = analyze_attention(model, waves, batch_size=2, windows=WINDOWS, progress=False)
+
+    def rows(dilation, window):
+        return [(i, [i + m * dilation for m in range(-window, window + 1) if 0 <= i + m * dilation < n])
+                for n in frames for i in range(n)]
+
+    for head in range(4):
+        check(analysis.head(0, head), expected_from_rows(rows(3, 2)))
+    check(analysis.head(1, 2), expected_from_rows(rows(5, 1)))
+    check(analysis.head(1, 0), expected_from_rows(rows(1, 2)))
+    assert {s.kind for s in analysis.heads} == {"dilated", "local"}

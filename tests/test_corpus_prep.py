@@ -99,7 +99,8 @@ def test_fleurs_from_hf_datasets_through_the_recipe(tmp_path):
 
     datasets = __import__("pytest").importorskip("datasets", reason="needs the datasets extra")
     hf_data = tmp_path / "fleurs_hf"
-    for config, texts in FLEURS.items():
+    configs = {"hi_in": FLEURS["hi_in"]}
+    for config, texts in configs.items():
         splits = {}
         for split in ("train", "validation", "test"):
             rows = {"id": [], "audio": [], "transcription": [], "gender": [], "language": []}
@@ -126,12 +127,12 @@ def test_fleurs_from_hf_datasets_through_the_recipe(tmp_path):
     (tmp_path / "egs" / "indic_synth").symlink_to(REPO / "egs" / "indic_synth")  # the shared later stages
     (recipe / "path.sh").write_text(f"export SEQATTN_ROOT={REPO}\nexport PATH={Path(sys.executable).parent}:$PATH\n"
                                     f"export PYTHONPATH={REPO}\n")
-    done = subprocess.run(["bash", str(recipe / "run.sh"), "--hf-data", str(hf_data), "--configs", "ta_in,hi_in",
+    done = subprocess.run(["bash", str(recipe / "run.sh"), "--hf-data", str(hf_data), "--configs", "hi_in",
                            "--stop-stage", "1"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "stage 0" not in done.stdout and "cannot decode audio" in done.stderr
-    for config, texts in FLEURS.items():
+    for config, texts in configs.items():
         code = config.split("_")[0]
         for split in ("train", "dev", "test"):
             data = read_data_dir(recipe / "data" / f"{split}_{code}", require_text=True)

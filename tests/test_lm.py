@@ -21,6 +21,8 @@ CONFIGS = {
     "routing in the last layer only": presets.tiny(routing_layers=1),
     "local+full": presets.with_attention(presets.tiny(), local_heads=2, routing_heads=0),
     "per-head windows": presets.with_attention(presets.tiny(), local_windows=[[4, 0], [1, 0]]),
+    "dilated heads": presets.with_attention(presets.tiny(), routing_heads=1, dilated_heads=1, dilation=3,
+                                            dilated_window=3),
     "learned positions": presets.tiny(positions="learned"),
 }
 

@@ -59,11 +59,12 @@ def test_export_is_used_while_exporting_only():
                                                               scale=8**-0.5))
 
 
-HEAD_MIXES = {
-    "local": dict(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)),
-    "mixed": dict(attention=AttentionConfig(num_heads=4, local_heads=1, window_heads=1, pooled_heads=1,
-                                            window_left=5, window_right=11, block_window=12, pool_size=3)),
-    "full-groupnorm": dict(extractor_mode="default"),
+HEAD_MIXES = {  # all-local (layer-norm extractor); every exportable kind beside a GroupNorm extractor
+    "local": dict(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8),
+                  extractor_mode="layer_norm"),
+    "mixed-groupnorm": dict(attention=AttentionConfig(num_heads=4, local_heads=1, window_heads=1, pooled_heads=1,
+                                                      window_left=5, window_right=11, block_window=12, pool_size=3),
+                            extractor_mode="default"),
 }
 
 
@@ -71,7 +72,6 @@ HEAD_MIXES = {
 def exported(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"onnx-{request.param}")
     config = dict(HEAD_MIXES[request.param])
-    config.setdefault("extractor_mode", "layer_norm")
     model_dir = ctc_model_dir(root / "model", **config)
     report = export_onnx(model_dir, root / "model.onnx")
     return model_dir, report

@@ -226,7 +226,7 @@ def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
     model_dir = save_model(TransformerLM(presets.tiny(vocab_size=257)).eval(), tmp_path / "lm",
                            extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
     huge = tmp_path / "huge.txt"
-    huge.write_text("word " * 1_000_000)  # one 5 MB line: read in pieces cut at whitespace
+    huge.write_text("word " * 200_000)  # one 1 MB line (test_huge_lines_are_cut_at_whitespace covers the cutting)
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     binary = tmp_path / "binary.dat"
@@ -236,7 +236,20 @@ def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
                      "--batch-size", "64", "--json", str(report), "--quiet"])
     assert code == 1
     files = {f["name"].rsplit("/", 1)[-1]: f for f in json.loads(report.read_text())["files"]}
-    assert files["huge.txt"]["tokens"] == 5_000_000 and files["huge.txt"]["words"] == 1_000_000
+    assert files["huge.txt"]["tokens"] == 1_000_000 and files["huge.txt"]["words"] == 200_000
     assert files["empty.txt"]["error"] == "empty: no text to score"
     assert "invalid UTF-8 at byte" in files["binary.dat"]["error"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_huge_lines_are_cut_at_whitespace(tmp_path):
+    """A line far longer than the read size is cut at whitespace (else anywhere), never held whole twice."""
+    from seqattn.decode.lm_eval import text_chunks
+
+    text = "word " * 10_000 + "x" * 9000 + "\nlast line\n"  # 50 kB of words, then 9 kB without whitespace
+    path = tmp_path / "huge.txt"
+    path.write_text(text)
+    pieces = list(text_chunks(path, chunk_bytes=1000))
+    assert "".join(pieces) == text and len(pieces) > 5
+    assert all(piece.endswith((" ", "\n", "x")) for piece in pieces)
+    assert max(len(piece) for piece in pieces) <= 5 * 1000 + 9000

@@ -91,6 +91,18 @@ def test_per_head_windows_stream_like_one_pass():
     torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
 
 
+def test_dilated_heads_stream_like_one_pass():
+    """A dilated head reaches dilation * dilated_window frames: the halo covers it."""
+    attention = AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=4, window_right=4,
+                                dilation=3, dilated_window=3)
+    model = _model("layer_norm", attention=attention)
+    assert longform.encoder_halo(model.wav2vec2) == 8 + 2 * 9
+    wave = torch.randn(16000 * 4 + 301)
+    one_pass = longform.LongFormCTC(model).logits([wave])[0]
+    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
+    torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
+
+
 def test_too_small_a_halo_is_caught(monkeypatch):
     """The halo matters: with half of it the frames near the window edges move far beyond rounding."""
     model = _model("layer_norm")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dense_reference import band_allowed, key_allowed, masked_attention
+from dense_reference import band_allowed, dilated_allowed, key_allowed, masked_attention
 from seqattn.nn import (
     AttentionConfig,
     MultiHeadAttention,
@@ -212,3 +212,28 @@ def test_bad_per_head_window_configs():
         AttentionConfig(num_heads=2, local_heads=2, local_windows=[[1, 1], [2, -1]]).validate()
     with pytest.raises(ValueError, match="causal attention needs right extents of 0"):
         AttentionConfig(num_heads=2, local_heads=2, causal=True, window_right=0, local_windows=[[1, 0], [2, 3]]).validate()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
+    torch.manual_seed(1)
+    config = AttentionConfig(num_heads=4, local_heads=1, dilated_heads=2, window_left=3, window_right=0 if causal else 3,
+                             dilation=3, dilated_window=2, causal=causal)
+    mha = MultiHeadAttention(32, config).double()
+    assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "full"]
+    x = torch.randn(2, 29, 32, dtype=torch.float64)
+    mask = None if causal else _mask(2, 29, [29, 17])
+    result = mha(x, mask, return_weights=True)
+    q, k, v = mha.project(x)
+    right = 0 if causal else 3
+    allowed = [band_allowed(29, 3, right, mask), dilated_allowed(29, 2, 0 if causal else 2, 3, mask),
+               dilated_allowed(29, 2, 0 if causal else 2, 3, mask), key_allowed(29, mask, causal=causal)]
+    heads = [masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], allowed[h])[0] for h in range(4)]
+    want = mha.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(2, 29, 32))
+    torch.testing.assert_close(result.out, want, atol=1e-10, rtol=1e-10)
+    dilated = next(w for w in result.weights if w.kind == "dilated")
+    assert dilated.heads == (1, 2) and dilated.weights.shape[-1] == (3 if causal else 5)
+    dense = dilated.to_dense(29)
+    torch.testing.assert_close(dense.sum(-1)[0], torch.ones(2, 29, dtype=torch.float64))
+    assert AttentionConfig(num_heads=3, local_heads=1, dilated_heads=2, dilation=3, dilated_window=2,
+                           window_left=4, window_right=4).reach == (6, 6)

@@ -33,6 +33,7 @@ METHODS = {
     "seqattn_local_w32": ("seqattn local L=R=32", False),
     "seqattn_local_w8": ("seqattn local L=R=8", False),
     "seqattn_local_per_head": (f"seqattn local, per-head windows {'/'.join(map(str, PER_HEAD))} (one call)", False),
+    "seqattn_dilated": ("seqattn dilated, stride 4, +-32 strides (reach +-128)", False),
     "seqattn_local_causal": (f"seqattn local causal L={CAUSAL_LEFT}", False),
     "lucidrains_local_causal": ("lucidrains local-attention causal, window 128, look back 2, exact", False),
     "sdpa_dense": ("dense SDPA, no mask", True),
@@ -64,6 +65,10 @@ def _build(method: str, n: int):
         from seqattn.nn import local_attention
 
         return (lambda q, k, v: local_attention(q, k, v, PER_HEAD, PER_HEAD)), True
+    if method == "seqattn_dilated":
+        from seqattn.nn import dilated_attention
+
+        return (lambda q, k, v: dilated_attention(q, k, v, 32, 32, 4)), True
     if method == "seqattn_local_causal":
         from seqattn.nn import local_attention
 
@@ -177,7 +182,7 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
     }
     summary["narrow_vs_wide_fwd_bwd_at"] = top  # cost of narrower windows as a share of +-128
     summary["narrow_vs_wide_fwd_bwd"] = {method: ratio(med(method, top), med("seqattn_local", top))
-                                         for method in (*NARROW, "seqattn_local_per_head")}
+                                         for method in (*NARROW, "seqattn_local_per_head", "seqattn_dilated")}
     small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
     summary["growth_from"], summary["growth_to"] = small, large
     summary["local_time_growth_fwd_bwd"] = ratio(med("seqattn_local", large), med("seqattn_local", small))

@@ -3,6 +3,7 @@
 Kernels take q, k, v of shape (B, H, N, D) and own no parameters; :class:`MultiHeadAttention` owns the
 projections and splits its heads among kernels.
 """
+from .dilated import dilated_attention
 from .full import full_attention
 from .incremental import LayerCache, attention_step
 from .local import local_attention
@@ -23,6 +24,7 @@ __all__ = [
     "RoutingAttention",
     "RoutingOutput",
     "attention_step",
+    "dilated_attention",
     "full_attention",
     "local_attention",
     "pooled_attention",

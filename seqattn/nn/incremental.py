@@ -3,6 +3,7 @@ local and routed heads.
 
 - local heads keep a ring buffer of their last ``window_left`` keys/values (memory O(window); with per-head
   windows the largest, each head masking what lies beyond its own);
+- dilated heads keep the last ``dilation * dilated_window`` and see every ``dilation``-th of them;
 - causal routed heads keep, per cluster, a ring buffer of the last ``routing_window`` keys/values of
   tokens filed in that cluster (memory O(clusters * window)): exactly what the causal routing kernel lets a
   query see (its own cluster's most recent tokens, plus itself);
@@ -31,12 +32,14 @@ class RingBuffer:
     filled: int = 0  # slots holding a key (every row advances together)
     next: int = 0  # slot the next key goes to
     windows: torch.Tensor | None = None  # (h,) each head's own window when heads differ (size is the largest)
+    stride: int = 1  # dilated heads see only keys whose distance is a multiple of this
 
     @classmethod
-    def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor, windows=None) -> "RingBuffer":
+    def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor, windows=None,
+              stride: int = 1) -> "RingBuffer":
         own = None if windows is None or len(set(windows)) == 1 else torch.tensor(windows, device=like.device)
         return cls(like.new_zeros(batch, heads, size, dim), like.new_zeros(batch, heads, size, value_dim),
-                   windows=own)
+                   windows=own, stride=stride)
 
     @property
     def size(self) -> int:
@@ -65,9 +68,13 @@ class RingBuffer:
         """(W,) bool: slots that hold a key; (h, W) with per-head windows: slots within each head's window."""
         slots = torch.arange(self.size, device=self.keys.device)
         held = slots < self.filled
-        if self.windows is None:
+        if self.windows is None and self.stride == 1:
             return held
         age = (self.next - 1 - slots) % self.size + 1  # 1 = the latest key, counted back from the new token
+        if self.stride > 1:
+            held = held & (age % self.stride == 0)
+        if self.windows is None:
+            return held
         return held[None, :] & (age[None, :] <= self.windows[:, None])  # (h, W)
 
 
@@ -164,22 +171,24 @@ class LayerCache:
 
 
 def check_cacheable(head_groups, causal: bool) -> None:
-    """Cached generation covers causal layers of local, routing and full heads."""
+    """Cached generation covers causal layers of local, dilated, routing and full heads."""
     for kind, _, _ in head_groups:
-        if kind not in ("local", "routing", "full"):
-            raise ValueError(f"cached generation supports local, routing and full heads, not {kind!r} heads")
+        if kind not in ("local", "dilated", "routing", "full"):
+            raise ValueError(f"cached generation supports local, dilated, routing and full heads, not {kind!r} "
+                             "heads")
     if not causal:
         raise ValueError("cached generation needs a causal attention layer")
 
 
 def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-            window_lefts: list[int], routing=None) -> None:
+            window_lefts: list[int], routing=None, dilation: tuple[int, int] = (1, 0)) -> None:
     """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
 
     ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
     ``window_lefts`` each local head's window (the buffer keeps the largest; a narrower head sees only its
-    own last keys) and ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
-    by cluster)."""
+    own last keys), ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
+    by cluster) and ``dilation`` the dilated heads' (stride, window in strides): they keep the last
+    stride * window keys and see every stride-th of them."""
     if cache.position != 0 or cache.buffers:
         raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
     batch, _, length, dim = q.shape
@@ -188,6 +197,10 @@ def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cach
         qg, kg, vg = q[:, heads], k[:, heads], v[:, heads]
         if kind == "local":
             buffer = RingBuffer.empty(batch, count, max(window_lefts), dim, vg.shape[-1], qg, windows=window_lefts)
+            buffer.fill(kg, vg)
+        elif kind == "dilated":
+            stride, window = dilation
+            buffer = RingBuffer.empty(batch, count, stride * window, dim, vg.shape[-1], qg, stride=stride)
             buffer.fill(kg, vg)
         elif kind == "routing":
             qn = normalize(qg)
@@ -226,7 +239,7 @@ def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         heads = slice(start, start + count)
         qg, kg, vg = q[:, heads, 0], k[:, heads, 0], v[:, heads, 0]  # (B, h, D)
         buffer = cache.buffers[kind]
-        if kind == "local":
+        if kind in ("local", "dilated"):
             out = _attend_one(qg, buffer.keys, buffer.values, buffer.valid(), kg, vg, scale)
             buffer.push(kg, vg)
         elif kind == "routing":

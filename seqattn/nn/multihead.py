@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .dilated import dilated_attention
 from .full import full_attention
 from .incremental import LayerCache, attention_step, check_cacheable, prefill
 from .local import local_attention
@@ -30,6 +31,7 @@ class AttentionConfig:
     routing_heads: int = 0
     window_heads: int = 0  # Swin-style non-overlapping windows
     pooled_heads: int = 0  # HiLo low-frequency heads (attend average-pooled keys/values)
+    dilated_heads: int = 0  # dilated windows: keys at stride `dilation` within +-dilated_window strides
     causal: bool = False
     # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
     window_left: int = 64
@@ -48,12 +50,16 @@ class AttentionConfig:
     block_shift: int = 0
     # pooled heads: tokens per pool
     pool_size: int = 4
+    # dilated heads: query i sees keys i + m * dilation, -dilated_window <= m <= dilated_window (m <= 0 if causal)
+    dilation: int = 4
+    dilated_window: int = 16
     rotary: bool = False
     rotary_base: float = 10000.0
 
     @property
     def full_heads(self) -> int:
-        return self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
+        return (self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
+                - self.dilated_heads)
 
     def local_head_windows(self) -> tuple[list[int], list[int]]:
         """(left extents, right extents) of the local heads, one entry per local head."""
@@ -66,9 +72,11 @@ class AttentionConfig:
         """(frames left, frames right) beyond which no query looks, or None when some head sees the whole
         sequence (routing, pooled, full) or works on absolute window positions (shifted windows). A layer with
         a bounded reach can be run on overlapping time slices with the same result."""
-        if self.local_heads == self.num_heads:
+        if self.local_heads + self.dilated_heads == self.num_heads:
             lefts, rights = self.local_head_windows()
-            return max(lefts), max(rights)
+            reach = self.dilated_window * self.dilation if self.dilated_heads else 0
+            right = 0 if self.causal else reach
+            return max([reach, *lefts]), max([right, *rights])
         return None
 
     def validate(self) -> None:
@@ -77,6 +85,7 @@ class AttentionConfig:
             routing_heads=self.routing_heads,
             window_heads=self.window_heads,
             pooled_heads=self.pooled_heads,
+            dilated_heads=self.dilated_heads,
         )
         for name, value in counts.items():
             if value < 0:
@@ -87,6 +96,9 @@ class AttentionConfig:
             raise ValueError(f"causal attention needs window_right=0, got {self.window_right}")
         if self.window_left < 0 or self.window_right < 0:
             raise ValueError(f"window_left/window_right must be >= 0, got {self.window_left}/{self.window_right}")
+        if self.dilated_heads and (self.dilation < 1 or self.dilated_window < 0):
+            raise ValueError(f"dilated heads need dilation >= 1 and dilated_window >= 0, got {self.dilation} and "
+                             f"{self.dilated_window}")
         if self.local_windows is not None:
             if len(self.local_windows) != self.local_heads:
                 raise ValueError(f"local_windows gives {len(self.local_windows)} windows for {self.local_heads} "
@@ -144,6 +156,7 @@ class MultiHeadAttention(nn.Module):
             ("routing", c.routing_heads),
             ("window", c.window_heads),
             ("pooled", c.pooled_heads),
+            ("dilated", c.dilated_heads),
             ("full", c.full_heads),
         ):
             if count:
@@ -186,6 +199,14 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, c.block_window, c.block_shift, key_padding_mask, causal=c.causal,
                 return_weights=return_weights,
             )
+        elif kind == "dilated":
+            right = 0 if c.causal else c.dilated_window
+            result = dilated_attention(q, k, v, c.dilated_window, right, c.dilation, key_padding_mask,
+                                       return_weights=return_weights)
+            if return_weights:
+                out, (weights, keys) = result
+                return out, None, AttentionWeights("dilated", (), weights, key_index=keys)
+            return result, None, None
         elif kind == "pooled":
             result = pooled_attention(
                 q, k, v, c.pool_size, key_padding_mask, causal=c.causal, return_weights=return_weights
@@ -218,7 +239,7 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("a cached (generation) pass takes unpadded prompts")
             check_cacheable(self.head_groups(), self.config.causal)
             prefill(self.head_groups(), q, k, v, cache, window_lefts=self.config.local_head_windows()[0],
-                    routing=self.routing)
+                    routing=self.routing, dilation=(self.config.dilation, self.config.dilated_window))
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():
