@@ -59,8 +59,10 @@ def test_export_is_used_while_exporting_only():
                                                               scale=8**-0.5))
 
 
-HEAD_MIXES = {  # all-local (layer-norm extractor); every exportable kind beside a GroupNorm extractor
-    "local": dict(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8),
+HEAD_MIXES = {  # bounded reach: per-head local windows and a dilated head (layer-norm extractor); every other
+    # exportable kind beside a GroupNorm extractor
+    "local": dict(attention=AttentionConfig(num_heads=4, local_heads=3, dilated_heads=1, dilation=3, dilated_window=2,
+                                            local_windows=[[8, 8], [2, 2], [5, 0]]),
                   extractor_mode="layer_norm"),
     "mixed-groupnorm": dict(attention=AttentionConfig(num_heads=4, local_heads=1, window_heads=1, pooled_heads=1,
                                                       window_left=5, window_right=11, block_window=12, pool_size=3),
@@ -123,8 +125,8 @@ def test_long_input_runs_in_chunks_with_onnx(exported):
     chunked = runtime.chunked_logits(wave, chunk=16000, overlap=16000 // 6)
     assert chunked.shape[0] == runtime.num_frames(wave.numel())
     assert runtime.default_chunk_seconds == (120.0 if not runtime.has_full_attention else 30.0)
-    if runtime.default_chunk_seconds == 120.0 and runtime.config.attention.local_heads == 4:
-        # all heads local: chunks whose overlap covers the receptive field give one pass's logits exactly
+    if runtime.config.attention.reach is not None:
+        # every head's reach is bounded: chunks whose overlap covers the receptive field give one pass's logits
         wave = torch.randn(16000 * 5)
         whole = runtime.logits([wave])[0]
         torch.testing.assert_close(runtime.chunked_logits(wave, chunk=32000, overlap=8000), whole,

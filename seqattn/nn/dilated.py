@@ -10,8 +10,6 @@ work on ``(B, H * d, N / d, D)``: O(N * window) time and memory, gradients inclu
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -58,7 +56,7 @@ def dilated_attention(
     batch, heads, length, dim = q.shape
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
-    padded = math.ceil(max(length, 1) / dilation) * dilation
+    padded = (length + dilation - 1) // dilation * dilation  # integer arithmetic: traceable with a symbolic N
     valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)
     if key_padding_mask is not None:
         valid = ~key_padding_mask
