@@ -80,24 +80,18 @@ def test_streamed_logits_equal_one_pass(extractor_mode, samples):
     torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
 
 
-def test_per_head_windows_stream_like_one_pass():
-    """The halo of a layer with per-head windows is its widest head's reach."""
-    attention = AttentionConfig(num_heads=4, local_heads=4, local_windows=[[8, 6], [2, 2], [0, 11], [5, 0]])
+@pytest.mark.parametrize("attention,halo,samples", [
+    # per-head windows: the halo follows the widest head
+    (AttentionConfig(num_heads=4, local_heads=4, local_windows=[[8, 6], [2, 2], [0, 11], [5, 0]]), 8 + 2 * 11,
+     16000 * 4 + 77),
+    # dilated heads reach dilation * dilated_window frames
+    (AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=4, window_right=4, dilation=3,
+                     dilated_window=3), 8 + 2 * 9, 16000 * 4 + 301),
+], ids=["per-head-windows", "dilated"])
+def test_bounded_reach_heads_stream_like_one_pass(attention, halo, samples):
     model = _model("layer_norm", attention=attention)
-    assert longform.encoder_halo(model.wav2vec2) == 8 + 2 * 11
-    wave = torch.randn(16000 * 4 + 77)
-    one_pass = longform.LongFormCTC(model).logits([wave])[0]
-    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
-    torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)
-
-
-def test_dilated_heads_stream_like_one_pass():
-    """A dilated head reaches dilation * dilated_window frames: the halo covers it."""
-    attention = AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=4, window_right=4,
-                                dilation=3, dilated_window=3)
-    model = _model("layer_norm", attention=attention)
-    assert longform.encoder_halo(model.wav2vec2) == 8 + 2 * 9
-    wave = torch.randn(16000 * 4 + 301)
+    assert longform.encoder_halo(model.wav2vec2) == halo
+    wave = torch.randn(samples)
     one_pass = longform.LongFormCTC(model).logits([wave])[0]
     streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40)))
     torch.testing.assert_close(streamed, one_pass, atol=2e-5, rtol=0)

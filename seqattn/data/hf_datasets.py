@@ -66,6 +66,11 @@ class DatasetSpec:
         return f"{self.path}?{query}" if query else self.path
 
 
+def _is_saved_dataset(path: Path) -> bool:
+    """A ``save_to_disk`` directory: a DatasetDict's ``dataset_dict.json`` or a Dataset's ``state.json``."""
+    return path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json"))
+
+
 def _holds_data_files(path: Path) -> bool:
     return any(p.suffix in DATA_FILE_SUFFIXES for p in path.rglob("*"))  # stops at the first one
 
@@ -78,9 +83,9 @@ def is_dataset_spec(spec: str | os.PathLike) -> bool:
         return False  # an audio file or manifest, even with a '?' in its name
     path_text, sep, _ = text.partition("?")
     path = Path(path_text)
+    if _is_saved_dataset(path):
+        return True
     if path.is_dir():
-        if any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
-            return True
         return not (path / "wav.scp").exists() and (sep == "?" or _holds_data_files(path))
     return path_text.endswith(DATA_FILE_SUFFIXES) or sep == "?"
 
@@ -93,7 +98,7 @@ def open_dataset(spec: DatasetSpec):
     datasets = require("datasets", "datasets", "reading HF datasets")
     path = Path(spec.path)
     try:
-        if path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
+        if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
         elif path.is_dir():
             loaded = datasets.load_dataset(str(path))

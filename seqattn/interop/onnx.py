@@ -153,8 +153,7 @@ class OnnxCTC(CTCInference):
         self.min_samples, self.hop = receptive_field(self.convs)
         self.normalize = self.config.normalize_waveform
         self.device = torch.device("cpu")
-        self.has_full_attention = any(self.config.attention_for(i).full_heads > 0
-                                      for i in range(self.config.num_layers))
+        self.has_full_attention = self.config.has_full_attention
         # The base extractor's GroupNorm normalises each channel over the whole input, padding included, so
         # padded batches would change the frames: such models run one utterance at a time.
         self.batchable = self.config.extractor_mode != "default"

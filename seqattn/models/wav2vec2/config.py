@@ -64,6 +64,11 @@ class Wav2Vec2Config:
             return self.layer_attention[layer]
         return self.attention
 
+    @property
+    def has_full_attention(self) -> bool:
+        """True when some layer has a full-attention head (quadratic cost: long inputs run in chunks)."""
+        return any(self.attention_for(i).full_heads > 0 for i in range(self.num_layers))
+
     def validate(self) -> None:
         for name in ("embed_dim", "ffn_dim", "num_layers", "conv_pos", "conv_pos_groups", "final_dim", "latent_vars",
                      "latent_groups", "mask_length", "mask_channel_length", "num_negatives"):

@@ -285,8 +285,7 @@ class LongFormCTC(CTCInference):
 
     @property
     def has_full_attention(self) -> bool:
-        config = self.model.config
-        return any(config.attention_for(i).full_heads > 0 for i in range(config.num_layers))
+        return self.model.config.has_full_attention
 
     def num_frames(self, num_samples: int) -> int:
         return int(self.model.wav2vec2.output_lengths(torch.tensor([num_samples]))[0])
