@@ -45,3 +45,41 @@ def dilated_allowed(n, left, right, dilation, key_padding_mask=None, device=None
     if key_padding_mask is not None:
         allowed = allowed & ~key_padding_mask[:, None, None, :]
     return allowed
+
+
+def global_reference(q, k, v, left, right, key_padding_mask=None, *, tokens, queries=None, causal=False,
+                     block=64):
+    """Band plus summary tokens, written out per query with N x N pooling masks (see seqattn.nn.global_tokens
+    for the definition). Returns the output (B, H, N, Dv)."""
+    batch, heads, n, dim = q.shape
+    scale = dim**-0.5
+    valid = torch.ones(batch, n, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+    # pool[b, g, i, j]: may summary g of query i pool key j
+    pool = torch.zeros(batch, tokens, n, n, dtype=torch.bool)
+    for b in range(batch):
+        real = [j for j in range(n) if valid[b, j]]
+        for i in range(n):
+            if causal:
+                past = [j for j in real if j < (i // block) * block]
+                for g in range(tokens):
+                    pool[b, g, i, past] = True
+            elif queries is None:
+                for rank, j in enumerate(real):
+                    pool[b, rank * tokens // len(real), i, j] = True
+            else:
+                pool[b, :, i, real] = True
+    if queries is None:
+        pool_scores = torch.zeros(batch, heads, tokens, n, n, dtype=q.dtype)
+    else:
+        pool_scores = torch.einsum("hgd,bhjd->bhgj", queries, k)[:, :, :, None, :].expand(-1, -1, -1, n, -1) * scale
+    pool_scores = pool_scores.masked_fill(~pool[:, None], float("-inf"))
+    pool_probs = torch.softmax(pool_scores, dim=-1).nan_to_num(0.0)  # (B, H, g, N, N)
+    summary_keys = torch.einsum("bhgij,bhjd->bhigd", pool_probs, k)  # (B, H, N, g, D)
+    summary_values = torch.einsum("bhgij,bhjd->bhigd", pool_probs, v)
+    summary_seen = pool.any(-1).permute(0, 2, 1)[:, None]  # (B, 1, N, g)
+    band_scores = (q @ k.transpose(-1, -2)) * scale
+    band_scores = band_scores.masked_fill(~band_allowed(n, left, right, key_padding_mask), float("-inf"))
+    summary_scores = torch.einsum("bhid,bhigd->bhig", q, summary_keys) * scale
+    summary_scores = summary_scores.masked_fill(~summary_seen, float("-inf"))
+    probs = torch.softmax(torch.cat([band_scores, summary_scores], dim=-1), dim=-1).nan_to_num(0.0)
+    return probs[..., :n] @ v + torch.einsum("bhig,bhigd->bhid", probs[..., n:], summary_values), probs

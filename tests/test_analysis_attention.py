@@ -254,3 +254,33 @@ def test_uniform_dilated_heads_match_analytic_values():
     check(analysis.head(1, 2), expected_from_rows(rows(5, 1)))
     check(analysis.head(1, 0), expected_from_rows(rows(1, 2)))
     assert {s.kind for s in analysis.heads} == {"dilated", "local"}
+
+
+def test_uniform_global_heads_match_analytic_values():
+    """Global heads: each summary counts at its pooled mean position; with zero queries every slot (band keys
+    and summaries) gets the same weight, and uniform pooling centres every summary on the utterance's middle."""
+    config = tiny(layer_attention=[
+        AttentionConfig(num_heads=4, global_heads=4, global_tokens=2, global_window=2),
+        AttentionConfig(num_heads=4, local_heads=2, global_heads=2, window_left=1, window_right=1, global_tokens=1,
+                        global_pooling="mean", global_window=1),
+    ])
+    model = Wav2Vec2Model(config).eval()
+    for layer in model.encoder.layers:
+        torch.nn.init.zeros_(layer.attention.q_proj.weight)
+        torch.nn.init.zeros_(layer.attention.q_proj.bias)
+    torch.nn.init.zeros_(model.encoder.layers[0].attention.global_attention.queries)
+    waves = [torch.randn(16000), torch.randn(12000)]
+    frames = [int(n) for n in model.output_lengths(torch.tensor([w.numel() for w in waves]))]
+    assert all(n % 2 for n in frames)  # odd lengths: the middle is a frame, no rounding ties
+    analysis = analyze_attention(model, waves, batch_size=2, windows=WINDOWS, progress=False)
+
+    def rows(window, tokens):
+        return [(i, [j for j in range(i - window, i + window + 1) if 0 <= j < n] + [(n - 1) // 2] * tokens)
+                for n in frames for i in range(n)]
+
+    for head in range(4):
+        check(analysis.head(0, head), expected_from_rows(rows(2, 2)))
+    check(analysis.head(1, 2), expected_from_rows(rows(1, 1)))
+    check(analysis.head(1, 0), expected_from_rows([(i, [j for j in (i - 1, i, i + 1) if 0 <= j < n])
+                                                   for n in frames for i in range(n)]))
+    assert {s.kind for s in analysis.heads} == {"global", "local"}

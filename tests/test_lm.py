@@ -23,6 +23,10 @@ CONFIGS = {
     "per-head windows": presets.with_attention(presets.tiny(), local_windows=[[4, 0], [1, 0]]),
     "dilated heads": presets.with_attention(presets.tiny(), routing_heads=1, dilated_heads=1, dilation=3,
                                             dilated_window=3),
+    "global heads": presets.with_attention(presets.tiny(), routing_heads=1, global_heads=1, global_tokens=2,
+                                           global_window=3, global_block=5),
+    "global mean heads": presets.with_attention(presets.tiny(), routing_heads=0, global_heads=2, global_tokens=1,
+                                                global_pooling="mean", global_window=2, global_block=4),
     "learned positions": presets.tiny(positions="learned"),
 }
 
@@ -70,8 +74,8 @@ def test_cached_generation_equals_uncached(name):
 
 
 def test_cache_memory_is_bounded_by_the_windows():
-    config = presets.with_attention(presets.tiny(), local_heads=2, routing_heads=2, window_left=4, routing_window=4,
-                                    num_clusters=3)
+    config = presets.with_attention(presets.tiny(), local_heads=1, routing_heads=2, global_heads=1, window_left=4,
+                                    routing_window=4, num_clusters=3, global_window=4, global_block=8)
     model = trained_centroids(TransformerLM(config))
     caches = model.new_caches()
     model(torch.randint(0, 50, (1, 5)), caches=caches)
@@ -229,7 +233,8 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
-    """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process."""
+    """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process (a
+    layer of local, routed, dilated and global heads: every parameter, the summary queries included)."""
     import os
     import subprocess
     import sys
@@ -247,8 +252,11 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "train-lm",
                str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{tmp_path / 'train.txt'}]",
-               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.attention.local_heads=2",
-               "model.attention.routing_heads=2", "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8",
+               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.attention.local_heads=1",
+               "model.attention.routing_heads=1", "model.attention.dilated_heads=1", "model.attention.global_heads=1",
+               "model.attention.dilation=2", "model.attention.dilated_window=4", "model.attention.global_tokens=2",
+               "model.attention.global_window=4", "model.attention.global_block=8",
+               "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8",
                "model.attention.num_clusters=2", "model.max_context=32", "data.seq_len=32", "data.batch_size=4",
                "optim.max_updates=3", "optim.warmup_updates=1", "run.save_every=3", "run.tensorboard=false",
                "run.threads=1"]
@@ -259,6 +267,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         torch.testing.assert_close(weights[2][key], weights[1][key], atol=1e-4, rtol=1e-3,
                                    msg=lambda m, key=key: f"{key}: {m}")
     assert any("kmeans" in key for key in weights[1])
+    assert any("global_attention.queries" in key for key in weights[1])
 
 
 def test_a_corpus_smaller_than_one_batch_is_a_clear_error(tmp_path, capsys):

@@ -60,12 +60,13 @@ def test_export_is_used_while_exporting_only():
 
 
 HEAD_MIXES = {  # bounded reach: per-head local windows and a dilated head (layer-norm extractor); every other
-    # exportable kind beside a GroupNorm extractor
+    # exportable kind (shifted windows, pooled, global and full heads) beside a GroupNorm extractor
     "local": dict(attention=AttentionConfig(num_heads=4, local_heads=3, dilated_heads=1, dilation=3, dilated_window=2,
                                             local_windows=[[8, 8], [2, 2], [5, 0]]),
                   extractor_mode="layer_norm"),
-    "mixed-groupnorm": dict(attention=AttentionConfig(num_heads=4, local_heads=1, window_heads=1, pooled_heads=1,
-                                                      window_left=5, window_right=11, block_window=12, pool_size=3),
+    "mixed-groupnorm": dict(attention=AttentionConfig(num_heads=6, local_heads=1, window_heads=1, pooled_heads=1,
+                                                      global_heads=2, window_left=5, window_right=11, block_window=12,
+                                                      pool_size=3, global_tokens=3, global_window=4),
                             extractor_mode="default"),
 }
 

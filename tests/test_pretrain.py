@@ -137,11 +137,13 @@ def test_too_many_non_finite_steps_abort_without_corrupting(data, tmp_path, monk
 
 
 def test_torchrun_two_processes_match_one_process(data, tmp_path):
-    """2 ranks on half-batches == 1 process on full batches, k-means centroids (routing heads) included."""
+    """2 ranks on half-batches == 1 process on full batches, k-means centroids (routing heads) and the global
+    heads' summary queries included (one head each of local, routed, dilated and global)."""
     overrides = [
         "optim.max_updates=3", "run.save_every=3", "run.tensorboard=false", "data.max_tokens=64000",
-        "model.attention={num_heads: 4, local_heads: 2, routing_heads: 2, window_left: 8, window_right: 8, "
-        "routing_window: 16, num_clusters: 3, kmeans_decay: 0.5}",
+        "model.attention={num_heads: 4, local_heads: 1, routing_heads: 1, dilated_heads: 1, global_heads: 1, "
+        "window_left: 8, window_right: 8, routing_window: 16, num_clusters: 3, kmeans_decay: 0.5, dilation: 2, "
+        "dilated_window: 4, global_tokens: 2, global_window: 4}",
         "model.mask_channel_prob=0.0", "data.max_sample_size=16000", "data.min_sample_size=4000",
         "optim.warmup_updates=1", "run.threads=1",
     ]
@@ -157,7 +159,7 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         runs[procs] = _weights(out, 3)
     one, two = runs[1], runs[2]
-    assert any("kmeans.means" in key for key in one)
+    assert any("kmeans.means" in key for key in one) and any("global_attention.queries" in key for key in one)
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=2e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
 

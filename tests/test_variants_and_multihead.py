@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dense_reference import band_allowed, dilated_allowed, key_allowed, masked_attention
+from dense_reference import band_allowed, dilated_allowed, global_reference, key_allowed, masked_attention
 from seqattn.nn import (
     AttentionConfig,
     MultiHeadAttention,
@@ -237,3 +237,40 @@ def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
     torch.testing.assert_close(dense.sum(-1)[0], torch.ones(2, 29, dtype=torch.float64))
     assert AttentionConfig(num_heads=3, local_heads=1, dilated_heads=2, dilation=3, dilated_window=2,
                            window_left=4, window_right=4).reach == (6, 6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_global_heads_in_a_mixed_layer_match_their_references(causal):
+    torch.manual_seed(2)
+    config = AttentionConfig(num_heads=4, local_heads=1, dilated_heads=1, global_heads=1, window_left=3,
+                             window_right=0 if causal else 3, dilation=2, dilated_window=2, global_tokens=3,
+                             global_window=2, global_block=6, causal=causal)
+    mha = MultiHeadAttention(32, config).double()
+    assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "global", "full"]
+    assert config.reach is None  # summaries see the whole sequence
+    x = torch.randn(2, 31, 32, dtype=torch.float64)
+    mask = None if causal else _mask(2, 31, [31, 19])
+    result = mha(x, mask, return_weights=True)
+    q, k, v = mha.project(x)
+    right = 0 if causal else 3
+    allowed = [band_allowed(31, 3, right, mask), dilated_allowed(31, 2, 0 if causal else 2, 2, mask)]
+    heads = [masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], allowed[h])[0] for h in range(2)]
+    heads.append(global_reference(q[:, 2:3], k[:, 2:3], v[:, 2:3], 2, 0 if causal else 2, mask, tokens=3,
+                                  queries=mha.global_attention.queries, causal=causal, block=6)[0])
+    heads.append(masked_attention(q[:, 3:], k[:, 3:], v[:, 3:], key_allowed(31, mask, causal=causal))[0])
+    want = mha.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(2, 31, 32))
+    real = slice(None) if mask is None else ~mask
+    torch.testing.assert_close(result.out[real], want[real], atol=1e-10, rtol=1e-10)
+    glob = next(w for w in result.weights if w.kind == "global")
+    assert glob.heads == (2,) and glob.weights.shape[-1] == (3 if causal else 5) + 3
+    # the learned summary queries are trained: a loss reaches them
+    result.out.sum().backward()
+    assert mha.global_attention.queries.grad is not None and bool(mha.global_attention.queries.grad.abs().sum() > 0)
+
+
+def test_global_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="global_pooling"):
+        AttentionConfig(num_heads=2, global_heads=1, global_pooling="max").validate()
+    with pytest.raises(ValueError, match="global_tokens: 1"):
+        AttentionConfig(num_heads=2, global_heads=1, global_pooling="mean", global_tokens=3, causal=True,
+                        window_right=0).validate()

@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     formats = p.add_subparsers(dest="target_format", required=True, metavar="FORMAT")
     q = formats.add_parser(
         "onnx", help="CTC model directory -> .onnx (dynamic batch and length)",
-        description="Export a CTC model (full, local, dilated, shifted-window and pooled heads; not routed heads) to ONNX "
+        description="Export a CTC model (full, local, dilated, global, shifted-window and pooled heads; not routed heads) to ONNX "
                     "with dynamic batch and length. The model's config and vocabulary travel in the file's "
                     "metadata, so `seqattn transcribe OUT.onnx` needs nothing else. The export is checked with "
                     "onnxruntime against PyTorch (logits within 1e-4) before the file is written.",

@@ -2,7 +2,7 @@
 
 ``seqattn export onnx MODEL_DIR OUT.onnx`` captures ``model(waveforms, lengths) -> (logits, frame_lengths)``
 with ``torch.export`` (dynamic batch and length) and translates it with PyTorch's ONNX exporter. Full, local
-(per-head windows too), dilated, shifted-window and pooled heads export; local heads go through a traceable
+(per-head windows too), dilated, global, shifted-window and pooled heads export; local heads go through a traceable
 form of the same band
 (:mod:`seqattn.nn.band_export`), so the exported graph keeps local attention's O(N * window) cost. Routed
 heads do not: their k-means assignment sorts tokens by content into data-dependent shapes.
@@ -67,7 +67,7 @@ def check_exportable(config, where) -> None:
         if config.attention_for(index).routing_heads:
             raise OnnxError(f"{where}: layer {index} has routed heads, which cannot be exported to ONNX (k-means "
                             "routing sorts tokens by content into data-dependent shapes); full, local, "
-                            "dilated, shifted-window and pooled heads can")
+                            "dilated, global, shifted-window and pooled heads can")
 
 
 def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, opset: int = OPSET,

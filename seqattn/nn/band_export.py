@@ -23,11 +23,12 @@ def _ceil_div(a, b: int):
 
 
 def gathered_band_attention(q, k, v, window_left: int, window_right: int, key_valid: torch.Tensor,
-                            scale: float, self_bias: float = 0.0) -> torch.Tensor:
+                            scale: float, self_bias: float = 0.0, return_lse: bool = False):
     """Band attention (B, H, N, Dv) of ``q, k, v`` (B, H, N, D); ``key_valid`` (B, H, N) bool.
 
     Query i sees key j iff ``i - window_left <= j <= i + window_right`` and ``key_valid[..., j]``; a query
-    that sees no key outputs zeros (the convention of :func:`seqattn.nn.local_attention`).
+    that sees no key outputs zeros (the convention of :func:`seqattn.nn.local_attention`). With
+    ``return_lse`` it returns ``(out, lse)``, lse (B, H, N) as the training kernel gives it.
     """
     batch, heads, length, dim = q.shape
     block = default_block_size(window_left, window_right, 1 << 30)  # independent of the (symbolic) length
@@ -57,4 +58,9 @@ def gathered_band_attention(q, k, v, window_left: int, window_right: int, key_va
     probs = probs * allowed.any(-1, keepdim=True).to(v.dtype)  # a query that sees no key outputs zeros
     out = torch.matmul(probs, values)  # (B, H, nb, b, Dv)
     out = out.reshape(batch, heads, num_blocks * block, v.shape[-1])  # (B, H, nb*b, Dv)
-    return out[:, :, :length]
+    if not return_lse:
+        return out[:, :, :length]
+    lse_dtype = torch.promote_types(scores.dtype, torch.float32)
+    lse = torch.logsumexp(scores.to(lse_dtype), dim=-1).masked_fill(~allowed.any(-1), torch.finfo(lse_dtype).min / 2)
+    lse = lse.reshape(batch, heads, num_blocks * block)  # (B, H, nb*b)
+    return out[:, :, :length], lse[:, :, :length]

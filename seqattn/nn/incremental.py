@@ -7,6 +7,8 @@ local and routed heads.
 - causal routed heads keep, per cluster, a ring buffer of the last ``routing_window`` keys/values of
   tokens filed in that cluster (memory O(clusters * window)): exactly what the causal routing kernel lets a
   query see (its own cluster's most recent tokens, plus itself);
+- causal global heads keep their window's ring buffer plus running poolings (memory O(window + tokens)):
+  the summaries of the complete past blocks, and the pooling of the current block, folded in when it ends;
 - full heads keep every key/value (memory O(length)).
 
 Keys are stored after rotary (and, for routed heads, after the routing layer norm), so a cached step
@@ -157,6 +159,26 @@ class GrowingBuffer:
 
 
 @dataclass
+class SummaryBuffer:
+    """Causal global heads: the band's ring buffer and two running poolings, each a tuple (log mass (B, h, g),
+    mean key (B, h, g, D), mean value (B, h, g, Dv), mean position (B, h, g)): ``committed`` over the complete
+    past blocks (what the next query's summaries are) and ``pending`` over the current block so far."""
+
+    ring: RingBuffer
+    committed: tuple
+    pending: tuple
+    block: int
+
+    @property
+    def keys(self) -> torch.Tensor:  # for memory_bytes: the ring plus the summaries
+        return torch.cat([self.ring.keys.flatten(), self.committed[1].flatten(), self.pending[1].flatten()])
+
+    @property
+    def values(self) -> torch.Tensor:
+        return torch.cat([self.ring.values.flatten(), self.committed[2].flatten(), self.pending[2].flatten()])
+
+
+@dataclass
 class LayerCache:
     """One attention layer's cache: a buffer per head group, and the next token's position."""
 
@@ -171,24 +193,26 @@ class LayerCache:
 
 
 def check_cacheable(head_groups, causal: bool) -> None:
-    """Cached generation covers causal layers of local, dilated, routing and full heads."""
+    """Cached generation covers causal layers of local, dilated, routing, global and full heads."""
     for kind, _, _ in head_groups:
-        if kind not in ("local", "dilated", "routing", "full"):
-            raise ValueError(f"cached generation supports local, dilated, routing and full heads, not {kind!r} "
-                             "heads")
+        if kind not in ("local", "dilated", "routing", "global", "full"):
+            raise ValueError(f"cached generation supports local, dilated, routing, global and full heads, not "
+                             f"{kind!r} heads")
     if not causal:
         raise ValueError("cached generation needs a causal attention layer")
 
 
 def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-            window_lefts: list[int], routing=None, dilation: tuple[int, int] = (1, 0)) -> None:
+            window_lefts: list[int], routing=None, dilation: tuple[int, int] = (1, 0),
+            global_tokens=None) -> None:
     """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
 
     ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
     ``window_lefts`` each local head's window (the buffer keeps the largest; a narrower head sees only its
     own last keys), ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
     by cluster) and ``dilation`` the dilated heads' (stride, window in strides): they keep the last
-    stride * window keys and see every stride-th of them."""
+    stride * window keys and see every stride-th of them; ``global_tokens`` the layer's
+    :class:`~seqattn.nn.global_tokens.GlobalTokens` (its window, block and pooling queries)."""
     if cache.position != 0 or cache.buffers:
         raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
     batch, _, length, dim = q.shape
@@ -209,6 +233,13 @@ def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cach
             buffer = ClusterBuffer.empty(batch, count, routing.kmeans.num_clusters, routing.window, dim,
                                          vg.shape[-1], qg)
             buffer.fill(ids, kn, vg)
+        elif kind == "global":
+            ring = RingBuffer.empty(batch, count, global_tokens.window_left, dim, vg.shape[-1], qg)
+            ring.fill(kg, vg)
+            done = length // global_tokens.block * global_tokens.block  # complete blocks: [0, done)
+            positions = torch.arange(length, device=q.device)
+            buffer = SummaryBuffer(ring, global_tokens.token_stats(kg, vg, positions < done),
+                                   global_tokens.token_stats(kg, vg, positions >= done), global_tokens.block)
         else:
             buffer = GrowingBuffer(kg.clone(), vg.clone())
         cache.buffers[kind] = buffer
@@ -228,7 +259,7 @@ def _attend_one(query, keys, values, valid, own_key, own_value, scale, own_bias=
 
 
 def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-                   routing=None) -> torch.Tensor:
+                   routing=None, global_tokens=None) -> torch.Tensor:
     """Per-head attention output (B, H, D) of one new token, given its (rotated) q, k, v (B, H, 1, D) at
     position ``cache.position``, over what the cache holds; the cache then holds the token too."""
     from .routing import SHARED_QK_SELF_BIAS
@@ -251,6 +282,19 @@ def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             bias = SHARED_QK_SELF_BIAS if routing.shared_qk else 0.0
             out = _attend_one(qn, keys, values, valid, kn, vg, scale, bias)
             buffer.push(ids, kn, vg)
+        elif kind == "global":
+            if cache.position % buffer.block == 0:  # a block just ended: its pooling joins the summaries
+                buffer.committed = global_tokens.merge(buffer.committed, buffer.pending)
+                buffer.pending = global_tokens.empty_stats(kg, vg)
+            mass, summary_keys, summary_values, _ = buffer.committed
+            ring_valid = buffer.ring.valid().expand(*qg.shape[:2], -1)  # (B, h, W)
+            keys = torch.cat([buffer.ring.keys, summary_keys.to(kg.dtype)], dim=2)  # (B, h, W + g, D)
+            values = torch.cat([buffer.ring.values, summary_values.to(vg.dtype)], dim=2)
+            out = _attend_one(qg, keys, values, torch.cat([ring_valid, torch.isfinite(mass)], dim=2), kg, vg, scale)
+            buffer.ring.push(kg, vg)
+            token = torch.ones(1, dtype=torch.bool, device=q.device)
+            buffer.pending = global_tokens.merge(buffer.pending, global_tokens.token_stats(
+                kg[:, :, None], vg[:, :, None], token))
         else:
             out = _attend_one(qg, buffer.keys, buffer.values, torch.ones(buffer.keys.shape[2], dtype=torch.bool,
                                                                          device=q.device), kg, vg, scale)

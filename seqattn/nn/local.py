@@ -215,8 +215,11 @@ def _band_bias(layout: BlockLayout, dtype, device) -> torch.Tensor:
     return torch.where(band_mask(layout, device), zero, torch.full((), _neg(dtype), dtype=dtype, device=device))
 
 
-def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, scores, probs) -> torch.Tensor:
-    """Softmax probabilities of global blocks [start, stop), written into ``probs`` (c, b, W)."""
+def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, scores, probs,
+                 lse: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax probabilities of global blocks [start, stop), written into ``probs`` (c, b, W); with ``lse``
+    (G, b) (float32 or float64), each row's log-sum-exp of scores goes to ``lse[start:stop]`` (the masking value for a row
+    that sees no key)."""
     kw = flat.windows(kf, start, stop)  # (c, W, D)
     bias = masks.band.expand(stop - start, -1, -1)  # (c, b, W)
     chunk_keys = masks.key_win[start:stop]  # (c, W)
@@ -228,6 +231,9 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
         other = masks.seg_q[start:stop, :, None] != masks.seg_win[start:stop, None, :]  # (c, b, W)
         scores.masked_fill_(other, _neg(scores.dtype))  # only keys of the query's own segment
         rows = rows & (scores.amax(-1) > _neg(scores.dtype) / 4)
+    if lse is not None:
+        row_lse = torch.logsumexp(scores.to(lse.dtype), dim=-1)  # (c, b)
+        lse[start:stop] = row_lse.masked_fill_(~rows, _neg(lse.dtype))
     if scores.dtype in (torch.float16, torch.bfloat16):
         probs.copy_(torch.softmax(scores.float(), dim=-1))
     else:
@@ -237,7 +243,8 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     return probs
 
 
-def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, probs_out: torch.Tensor | None = None):
+def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, probs_out: torch.Tensor | None = None,
+                      lse: torch.Tensor | None = None):
     """Yield ``(start, stop, probs, scratch)`` for every chunk of global blocks.
 
     ``probs`` (c, b, W) are the chunk's softmax probabilities, written into ``probs_out[start:stop]`` when a
@@ -250,15 +257,20 @@ def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, probs_out
         stop = min(start + step, flat.blocks)
         scores = buffers[0][: stop - start]
         probs = probs_out[start:stop] if probs_out is not None else buffers[1][: stop - start]
-        yield start, stop, _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs), scores
+        yield start, stop, _chunk_probs(flat, masks, qg, kf, scale, start, stop, scores, probs, lse), scores
 
 
 class _BandedAttention(torch.autograd.Function):
     """Chunked band attention: forward and backward run chunk by chunk over cache-sized slabs of blocks;
-    the probabilities (G, b, W) are kept between them, everything else is O(N * D)."""
+    the probabilities (G, b, W) are kept between them, everything else is O(N * D).
+
+    It returns the output and each row's log-sum-exp of scores (B, H, N) float32, so that a caller can merge
+    the band with other keys exactly (global tokens); the log-sum-exp is differentiable too: its gradient
+    with respect to a score is that score's probability."""
 
     @staticmethod
-    def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float):
+    def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float,
+                with_lse: bool = False):
         flat = _FlatLayout(layout, *q.shape[:2])
         qg = flat.queries(q)  # (G, b, D)
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
@@ -269,19 +281,25 @@ class _BandedAttention(torch.autograd.Function):
         # one chunk's worth (for an hour of audio the kept probabilities would be 3 GB per layer).
         needs_backward = any(ctx.needs_input_grad[:3])
         probs = q.new_empty(flat.blocks, layout.block, layout.window) if needs_backward else None  # (G, b, W)
-        for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale, probs):
+        lse_dtype = torch.promote_types(q.dtype, torch.float32)  # float32 for half types, float64 stays
+        lse = torch.empty(flat.blocks, layout.block, dtype=lse_dtype, device=q.device) if with_lse else None
+        for start, stop, p, _ in _iter_chunk_probs(flat, masks, qg, kf, scale, probs, lse):
             torch.bmm(p, flat.windows(vf, start, stop), out=out[start:stop])
         ctx.flat, ctx.scale = flat, scale
         if needs_backward:
             ctx.save_for_backward(qg, kf, vf, out, probs)
-        return flat.unflatten_queries(out)
+        if not with_lse:
+            return flat.unflatten_queries(out)
+        return flat.unflatten_queries(out), flat.unflatten_queries(lse[..., None])[..., 0]  # (B,H,N,Dv), (B,H,N)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, grad_lse=None):
         qg, kf, vf, out, probs = ctx.saved_tensors
         flat, scale = ctx.flat, ctx.scale
         layout = flat.layout
         go = flat.queries(grad_out)  # (G, b, Dv)
+        # d lse / d score = probability: it enters the softmax backward as an offset of the row term
+        glse = None if grad_lse is None else flat.queries(grad_lse[..., None].to(go.dtype))  # (G, b, 1)
         dq = torch.empty_like(qg)  # (G, b, D), gradient w.r.t. q * scale until the final rescale
         dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)  # (rows, D)
         dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+span-1, b, D)
@@ -294,6 +312,8 @@ class _BandedAttention(torch.autograd.Function):
             dvw = torch.bmm(p.transpose(1, 2), g)  # (c, W, Dv)
             dp = torch.bmm(g, flat.windows(vf, start, stop).transpose(1, 2), out=scratch[: stop - start])  # (c, b, W)
             row = (g * out[start:stop]).sum(-1, keepdim=True)  # (c, b, 1) = sum_j p_j dp_j
+            if glse is not None:
+                row = row - glse[start:stop]
             ds = dp.sub_(row).mul_(p)  # softmax backward, in place: d loss / d score
             torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
             dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop]).mul_(scale)  # (c, W, D)
@@ -304,7 +324,7 @@ class _BandedAttention(torch.autograd.Function):
                 dk_blocks[start + s : stop + s] += dkw[:, s]
                 dv_blocks[start + s : stop + s] += dvw[:, s]
         dq = flat.unflatten_queries(dq.mul_(scale))  # (B, H, N, D)
-        return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None, None, None
+        return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None, None, None, None
 
 
 def _banded_probs(q, k, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float) -> torch.Tensor:
@@ -331,23 +351,32 @@ def banded_attention(
     self_bias: float = 0.0,
     block_size: int | None = None,
     return_weights: bool = False,
+    return_lse: bool = False,
 ):
     """The shared kernel behind local and routing attention (inputs already validated).
 
     Beyond :func:`local_attention` it takes a per-head key validity ``key_valid`` (B, H, N) bool, optional
     ``segments`` (B, H, N) int (query i only sees keys j with ``segments[j] == segments[i]``), and a
-    ``self_bias`` added to each query's score for its own key.
+    ``self_bias`` added to each query's score for its own key. ``return_lse`` makes the output
+    ``(out, lse)`` with each query's differentiable log-sum-exp of scores (B, H, N), float32 for half and
+    float32 inputs, float64 for float64 (a very
+    negative finite value for a query that sees no key), for merging the band with other keys.
     """
     batch, heads, length, _ = q.shape
     if torch.compiler.is_exporting() and segments is None and not return_weights:
         from .band_export import gathered_band_attention  # a traceable form of the same band (ONNX export)
 
-        return gathered_band_attention(q, k, v, window_left, window_right, key_valid, scale, self_bias)
+        return gathered_band_attention(q, k, v, window_left, window_right, key_valid, scale, self_bias,
+                                       return_lse=return_lse)
     if length == 0:
         out = q.new_zeros(batch, heads, 0, v.shape[-1])
+        if return_lse:
+            return out, q.new_zeros(batch, heads, 0, dtype=torch.promote_types(q.dtype, torch.float32))
         return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
     layout = make_layout(length, window_left, window_right, block_size)
-    out = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias)
+    if return_lse:
+        return _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, True)
+    out = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, False)
     if not return_weights:
         return out
     probs = _banded_probs(q, k, layout, key_valid, segments, scale, self_bias)

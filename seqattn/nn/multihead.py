@@ -1,7 +1,8 @@
 """Multi-head attention that owns the projections and splits its heads among kernels.
 
 Heads are laid out in a fixed order: ``local``, ``routing``, ``window`` (shifted windows), ``pooled``
-(HiLo low-frequency), then ``full`` for whatever remains. Each group runs its own kernel on its slice of
+(HiLo low-frequency), ``dilated``, ``global`` (a window plus pooled summary tokens), then ``full`` for whatever
+remains. Each group runs its own kernel on its slice of
 q, k, v; the outputs are concatenated back in head order before the output projection. So "6 local + 2
 routing" heads, HiLo (local + pooled heads) or an all-full layer are all the same module with other counts.
 """
@@ -14,6 +15,7 @@ from torch import nn
 
 from .dilated import dilated_attention
 from .full import full_attention
+from .global_tokens import POOLINGS, GlobalTokens
 from .incremental import LayerCache, attention_step, check_cacheable, prefill
 from .local import local_attention
 from .rotary import Rotary
@@ -32,6 +34,7 @@ class AttentionConfig:
     window_heads: int = 0  # Swin-style non-overlapping windows
     pooled_heads: int = 0  # HiLo low-frequency heads (attend average-pooled keys/values)
     dilated_heads: int = 0  # dilated windows: keys at stride `dilation` within +-dilated_window strides
+    global_heads: int = 0  # a window plus global summary tokens (GC ViT, BigBird)
     causal: bool = False
     # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
     window_left: int = 64
@@ -53,13 +56,19 @@ class AttentionConfig:
     # dilated heads: query i sees keys i + m * dilation, -dilated_window <= m <= dilated_window (m <= 0 if causal)
     dilation: int = 4
     dilated_window: int = 16
+    # global heads: +-global_window plus global_tokens summaries, pooled by learned queries ("learned") or
+    # as means of equal segments ("mean"); causal layers pool complete past blocks of global_block positions
+    global_tokens: int = 4
+    global_pooling: str = "learned"
+    global_window: int = 64
+    global_block: int = 64
     rotary: bool = False
     rotary_base: float = 10000.0
 
     @property
     def full_heads(self) -> int:
         return (self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
-                - self.dilated_heads)
+                - self.dilated_heads - self.global_heads)
 
     def local_head_windows(self) -> tuple[list[int], list[int]]:
         """(left extents, right extents) of the local heads, one entry per local head."""
@@ -86,6 +95,7 @@ class AttentionConfig:
             window_heads=self.window_heads,
             pooled_heads=self.pooled_heads,
             dilated_heads=self.dilated_heads,
+            global_heads=self.global_heads,
         )
         for name, value in counts.items():
             if value < 0:
@@ -99,6 +109,15 @@ class AttentionConfig:
         if self.dilated_heads and (self.dilation < 1 or self.dilated_window < 0):
             raise ValueError(f"dilated heads need dilation >= 1 and dilated_window >= 0, got {self.dilation} and "
                              f"{self.dilated_window}")
+        if self.global_heads:
+            if self.global_pooling not in POOLINGS:
+                raise ValueError(f"global_pooling must be one of {POOLINGS}, got {self.global_pooling!r}")
+            if self.global_tokens < 1 or self.global_window < 0 or self.global_block < 1:
+                raise ValueError(f"global heads need global_tokens >= 1, global_window >= 0 and global_block >= 1, "
+                                 f"got {self.global_tokens}, {self.global_window} and {self.global_block}")
+            if self.causal and self.global_pooling == "mean" and self.global_tokens != 1:
+                raise ValueError("causal global heads with global_pooling: mean have one summary (the mean of the "
+                                 f"past blocks): set global_tokens: 1, got {self.global_tokens}")
         if self.local_windows is not None:
             if len(self.local_windows) != self.local_heads:
                 raise ValueError(f"local_windows gives {len(self.local_windows)} windows for {self.local_heads} "
@@ -146,6 +165,13 @@ class MultiHeadAttention(nn.Module):
                 decay=config.kmeans_decay,
                 commitment=config.commitment_weight,
             )
+        self.global_attention = None
+        if config.global_heads:
+            self.global_attention = GlobalTokens(
+                config.global_heads, self.head_dim, tokens=config.global_tokens, pooling=config.global_pooling,
+                window_left=config.global_window, window_right=config.global_window, causal=config.causal,
+                block=config.global_block,
+            )
 
     def head_groups(self) -> list[tuple[str, int, int]]:
         """(kind, first head, head count) for every non-empty group, in head order."""
@@ -157,6 +183,7 @@ class MultiHeadAttention(nn.Module):
             ("window", c.window_heads),
             ("pooled", c.pooled_heads),
             ("dilated", c.dilated_heads),
+            ("global", c.global_heads),
             ("full", c.full_heads),
         ):
             if count:
@@ -181,7 +208,8 @@ class MultiHeadAttention(nn.Module):
         attending to what ``cache`` holds (filled by a ``forward(..., cache=cache)`` prompt pass)."""
         batch = x.shape[0]
         q, k, v = self.project(x, cache.position)  # (B, H, 1, D) each
-        out = attention_step(self.head_groups(), q, k, v, cache, routing=self.routing)  # (B, H, D)
+        out = attention_step(self.head_groups(), q, k, v, cache, routing=self.routing,
+                             global_tokens=self.global_attention)  # (B, H, D)
         return self.out_proj(out.reshape(batch, 1, self.embed_dim))  # (B, 1, E)
 
     def _run_group(self, kind, q, k, v, key_padding_mask, return_weights):
@@ -190,6 +218,9 @@ class MultiHeadAttention(nn.Module):
         if kind == "routing":
             routed = self.routing(q, k, v, key_padding_mask, return_weights=return_weights)
             return routed.out, routed.aux_loss, routed.weights
+        if kind == "global":
+            result = self.global_attention(q, k, v, key_padding_mask, return_weights=return_weights)
+            return (result[0], None, result[1]) if return_weights else (result, None, None)
         if kind == "local":
             lefts, rights = c.local_head_windows()
             rights = [0] * len(rights) if c.causal else rights
@@ -239,7 +270,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("a cached (generation) pass takes unpadded prompts")
             check_cacheable(self.head_groups(), self.config.causal)
             prefill(self.head_groups(), q, k, v, cache, window_lefts=self.config.local_head_windows()[0],
-                    routing=self.routing, dilation=(self.config.dilation, self.config.dilated_window))
+                    routing=self.routing, dilation=(self.config.dilation, self.config.dilated_window),
+                    global_tokens=self.global_attention)
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():
