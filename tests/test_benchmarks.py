@@ -19,7 +19,7 @@ def _run(script, out, *args):
 def test_bench_attention_quick(tmp_path):
     pytest.importorskip("local_attention", reason="bench extra (local-attention) not installed")
     pytest.importorskip("routing_transformer", reason="bench extra (routing-transformer) not installed")
-    methods = ["seqattn_local", "seqattn_local_w8", "seqattn_local_per_head", "lucidrains_local", "sdpa_dense",
+    methods = ["seqattn_local", "seqattn_global", "seqattn_local_per_head", "lucidrains_local", "sdpa_dense",
                "seqattn_routing", "lucidrains_routing"]
     payload, table = _run("bench_attention.py", tmp_path, "--methods", *methods)
     rows = {(r["method"], r["n"]): r for r in payload["rows"]}
@@ -30,7 +30,8 @@ def test_bench_attention_quick(tmp_path):
     summary = payload["summary"]
     assert summary["matmul_gflops"] > 0 and summary["local_vs_lucidrains_fwd_bwd"] > 0
     assert "| seqattn local L=R=128 |" in table and "## Targets" in table
-    assert summary["narrow_vs_wide_fwd_bwd"]["seqattn_local_w8"] > 0 and "as a share of L=R=128" in table
+    assert summary["narrow_vs_wide_fwd_bwd"]["seqattn_local_per_head"] > 0 and "as a share of L=R=128" in table
+    assert summary["global_vs_local_fwd_bwd"]["1024"]["bidirectional"] > 0 and "global heads, fwd+bwd" in table
 
 
 def test_bench_wav2vec2_quick(tmp_path):

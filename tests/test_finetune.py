@@ -83,6 +83,28 @@ def test_backbone_comes_from_init_and_stays_frozen(setup, tmp_path):
     assert not torch.equal(tuned["head.weight"], Wav2Vec2ForCTC(tiny(vocab_size=tuned["head.weight"].shape[0])).head.weight)
 
 
+def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setup, tmp_path):
+    """A pretrained head re-purposed at fine-tuning keeps its projections; global heads get fresh summary
+    queries; overrides whose weights cannot come from init (routed heads' centroids) stay an error."""
+    from seqattn.train.finetune import build_model
+    from seqattn.train.loop import TrainingError
+
+    heads = "{num_heads: 4, local_heads: 2, dilated_heads: 1, global_heads: 1, dilation: 2, dilated_window: 3}"
+    model = build_model(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}"), vocab_size=7)
+    pretrained = load_file(str(setup[2] / "model.safetensors"))
+    state = model.state_dict()
+    for key, value in pretrained.items():
+        if key.startswith("wav2vec2.encoder"):
+            assert torch.equal(state[key], value), key
+    groups = [g[0] for g in model.wav2vec2.encoder.layers[0].attention.head_groups()]
+    assert groups == ["local", "dilated", "global"]
+    assert state["wav2vec2.encoder.layers.1.attention.global_attention.queries"].shape == (1, 4, 24)
+    train(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}", "freeze_updates=0",
+                  "optim.max_updates=2", "run.save_every=2", "validate_every=0"))
+    with pytest.raises(TrainingError, match="do not fit"):
+        build_model(_config(setup, tmp_path, "model_overrides={attention: {num_heads: 4, routing_heads: 2}}"), 7)
+
+
 def test_unfrozen_transformer_trains_but_cnn_stays(setup, tmp_path):
     train(_config(setup, tmp_path, "freeze_updates=0", "validate_every=0"))
     tuned = load_file(str(tmp_path / "checkpoints" / "update_00000004" / "model.safetensors"))

@@ -24,17 +24,20 @@ def test_tinyshakespeare_recipe_offline(tmp_path):
     corpus.write_text("".join(f"CITIZEN {i % 5}:\nWe are accounted poor citizens, the patricians good.\n\n"
                               for i in range(400)))
     data, exp = tmp_path / "data", tmp_path / "exp"
-    run(EGS / "tinyshakespeare" / "lm", "--corpus", str(corpus), "--quick", "true", "--variants", "local,routing",
-        "--data", str(data), "--exp", str(exp))
+    run(EGS / "tinyshakespeare" / "lm", "--corpus", str(corpus), "--quick", "true", "--variants", "routing,global",
+        "--seeds", "1", "--data", str(data), "--exp", str(exp))
     assert (data / "train.txt").stat().st_size == int(0.9 * len(corpus.read_text()[:50000]))
-    for variant in ("local", "routing"):
-        report = json.loads((exp / variant / "eval" / "valid_sliding64_32.json").read_text())
+    for name in ("routing_seed1", "global_seed1"):
+        report = json.loads((exp / name / "eval" / "valid_sliding64_32.json").read_text())
         assert report["scheme"] == "sliding" and report["overall"]["tokens"] > 0
-        assert (exp / variant / "sample.txt").read_text().startswith("ROMEO:")
+        assert (exp / name / "sample.txt").read_text().startswith("ROMEO:")
+    assert json.loads((exp / "global_seed1" / "best" / "config.json").read_text())["config"]["attention"][
+        "global_heads"] == 1
     results = (exp / "RESULTS.md").read_text()
-    assert "| routing |" in results and "sliding 64/32" in results and "blocks of 64" in results
+    assert "| routing_seed1 |" in results and "sliding 64/32" in results and "blocks of 64" in results
+    assert "## Over seeds" in results and "| global | 1 |" in results
     again = run(EGS / "tinyshakespeare" / "lm", "--corpus", str(corpus), "--quick", "true", "--variants",
-                "local,routing", "--data", str(data), "--exp", str(exp))
+                "routing,global", "--seeds", "1", "--data", str(data), "--exp", str(exp))
     assert again.stdout.count("already done") == 5
 
 

@@ -25,6 +25,8 @@ CAUSAL_LEFT = 256  # causal local window
 ROUTING_WINDOW = 256  # tokens per cluster; clusters = N / ROUTING_WINDOW
 PER_HEAD = [128, 128, 32, 32, 8, 8, 8, 8]  # +-w of each head in the per-head-window call (a localized layer)
 NARROW = {"seqattn_local_w32": 32, "seqattn_local_w8": 8}
+GLOBAL_TOKENS = 8  # summary tokens of the global heads (learned pooling)
+GLOBAL_BLOCK = 64  # causal global heads: summaries of the complete past blocks of this many tokens
 
 METHODS = {
     # name: (description, is_dense)
@@ -34,6 +36,9 @@ METHODS = {
     "seqattn_local_w8": ("seqattn local L=R=8", False),
     "seqattn_local_per_head": (f"seqattn local, per-head windows {'/'.join(map(str, PER_HEAD))} (one call)", False),
     "seqattn_dilated": ("seqattn dilated, stride 4, +-32 strides (reach +-128)", False),
+    "seqattn_global": (f"seqattn global: L=R={LEFT} plus {GLOBAL_TOKENS} learned summary tokens", False),
+    "seqattn_global_causal": (f"seqattn global causal: L={CAUSAL_LEFT} plus {GLOBAL_TOKENS} summaries of past "
+                              f"{GLOBAL_BLOCK}-token blocks", False),
     "seqattn_local_causal": (f"seqattn local causal L={CAUSAL_LEFT}", False),
     "lucidrains_local_causal": ("lucidrains local-attention causal, window 128, look back 2, exact", False),
     "sdpa_dense": ("dense SDPA, no mask", True),
@@ -69,6 +74,14 @@ def _build(method: str, n: int):
         from seqattn.nn import dilated_attention
 
         return (lambda q, k, v: dilated_attention(q, k, v, 32, 32, 4)), True
+    if method in ("seqattn_global", "seqattn_global_causal"):
+        from seqattn.nn.global_tokens import global_token_attention
+
+        causal = method.endswith("causal")
+        queries = torch.randn(H, GLOBAL_TOKENS, D, requires_grad=True)
+        left, right = (CAUSAL_LEFT, 0) if causal else (LEFT, RIGHT)
+        return (lambda q, k, v: global_token_attention(q, k, v, left, right, tokens=GLOBAL_TOKENS, queries=queries,
+                                                       causal=causal, block=GLOBAL_BLOCK)), True
     if method == "seqattn_local_causal":
         from seqattn.nn import local_attention
 
@@ -184,6 +197,9 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
     summary["narrow_vs_wide_fwd_bwd"] = {method: ratio(med(method, top), med("seqattn_local", top))
                                          for method in (*NARROW, "seqattn_local_per_head", "seqattn_dilated")}
     small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
+    summary["global_vs_local_fwd_bwd"] = {  # what the summary tokens add to the same window
+        n: {"bidirectional": ratio(med("seqattn_global", n), med("seqattn_local", n)),
+            "causal": ratio(med("seqattn_global_causal", n), med("seqattn_local_causal", n))} for n in lengths}
     summary["growth_from"], summary["growth_to"] = small, large
     summary["local_time_growth_fwd_bwd"] = ratio(med("seqattn_local", large), med("seqattn_local", small))
     peaks = {n: by[("seqattn_local", n)].get("peak_mib") for n in lengths if ("seqattn_local", n) in by}
@@ -251,6 +267,9 @@ def markdown(rows, summary, lengths, meta) -> str:
         f"- narrow windows at N={s['narrow_vs_wide_fwd_bwd_at']}, fwd+bwd time as a share of L=R=128: "
         + ", ".join(f"{METHODS[m][0]}: {fmt(r)}" for m, r in s["narrow_vs_wide_fwd_bwd"].items())
         + " (targets: +-32 <= 0.35x, +-8 <= 0.15x).",
+        "- global heads, fwd+bwd time against the same window without summaries: "
+        + ", ".join(f"N={n}: {fmt(r['bidirectional'])} (causal {fmt(r['causal'])})"
+                    for n, r in s["global_vs_local_fwd_bwd"].items()) + ".",
         f"- time growth N={s['growth_from']} -> N={s['growth_to']} (fwd+bwd): {fmt(s['local_time_growth_fwd_bwd'])} "
         "(target <= 4.5x).",
         "- peak MiB per 1k tokens (linear memory means flat): "

@@ -122,8 +122,12 @@ def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False
         backbone = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
         if not backbone:
             raise TrainingError(f"{config.init} holds no wav2vec2 backbone weights")
+        # Heads turned into global heads by model_overrides keep their projections and get fresh summary
+        # queries (initialised as the model's own); anything else missing or left over is an error.
+        fresh = {name: value for name, value in model.wav2vec2.state_dict().items()
+                 if name.endswith("global_attention.queries") and name not in backbone}
         try:
-            model.wav2vec2.load_state_dict(backbone, strict=True)
+            model.wav2vec2.load_state_dict({**fresh, **backbone}, strict=True)
         except RuntimeError as error:
             first = str(error).strip().splitlines()
             raise TrainingError(f"the weights of {config.init} do not fit the model that model_overrides asks for: "
