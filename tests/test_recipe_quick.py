@@ -1,6 +1,7 @@
 """The demo recipe: the text its held-out sets are built from, a failing stage, and the --quick smoke run
 (every stage on a tiny subset, then a re-run that skips done stages)."""
 import hashlib
+import json
 import os
 import random
 import re
@@ -94,10 +95,14 @@ def test_demo_recipe_quick(tmp_path):
     pytest.importorskip("babel", reason="babel (the recipe's text source) is not installed")
     data, exp = tmp_path / "data", tmp_path / "exp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["bash", "run.sh", "--quick", "true", "--data", str(data), "--exp", str(exp)]
+    args = ["bash", "run.sh", "--quick", "true", "--data", str(data), "--exp", str(exp), "--head-variants", "global"]
     first = subprocess.run(args, cwd=RECIPE, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert sorted(p.name for p in (exp / "done").iterdir()) == ["0", "1", "2", "3", "5", "6", "7", "8", "9"]
+    assert sorted(p.name for p in (exp / "done").iterdir()) == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    # the head variant: one local head made global, fine-tuned for exactly as many updates as ft
+    assert (exp / "ft_global" / "checkpoints" / "LAST").read_text() == (exp / "ft" / "checkpoints" / "LAST").read_text()
+    attention = json.loads((exp / "ft_global" / "best" / "config.json").read_text())["config"]["attention"]
+    assert attention["global_heads"] == 1 and attention["local_heads"] == 3
     for lang in ("hi", "ta", "bpy"):  # bpy: a voice whose text comes from another locale (Bengali script)
         assert len((data / f"train_{lang}" / "wav.scp").read_text().splitlines()) == 8
     for lang in ("hi", "ta"):
@@ -112,6 +117,7 @@ def test_demo_recipe_quick(tmp_path):
         assert (exp / "longform" / "one_pass" / f"long_hi.{fmt}").is_file()
     results = (exp / "RESULTS.md").read_text(encoding="utf-8")
     assert "| test_hi |" in results and "| test_pipe_hi |" in results and "## Time per stage" in results
+    assert "fine-tuned, one head global, greedy" in results
     # every dev utterance was usable, so "best" was chosen by validation (a CLDR change once left none)
     assert "16 training and 8 validation utterances; 0 rejected" in (exp / "ft" / "train.log").read_text("utf-8")
     assert (exp / "ft" / "checkpoints" / "BEST").read_text().split()[1:] != []  # "<dir> <wer>"
@@ -124,7 +130,7 @@ def test_demo_recipe_quick(tmp_path):
     assert "train update 6" in (exp / "pretrain" / "train.log").read_text()
     second = subprocess.run(args + ["--stage", "1"], cwd=RECIPE, capture_output=True, text=True, timeout=300,
                             env=env)
-    assert second.returncode == 0 and second.stdout.count("already done") == 8, second.stdout[-2000:]
+    assert second.returncode == 0 and second.stdout.count("already done") == 9, second.stdout[-2000:]
     bad = subprocess.run(["bash", "run.sh", "--quick", "true", "--bogus", "1"], cwd=RECIPE, capture_output=True,
                          text=True, timeout=60, env=env)
     assert bad.returncode != 0 and "unknown option --bogus" in bad.stderr

@@ -107,36 +107,35 @@ def global_summaries(k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, *, t
         mass, keys, values, centre = _pool_stats(scores, mask, k, v, positions)
         return Summaries(keys[:, :, None], values[:, :, None], torch.isfinite(mass)[:, :, None],
                          centre[:, :, None])
-    # causal: statistics of every block, then an exclusive prefix over blocks
+    # causal: statistics of every block, then an exclusive prefix over blocks (blocks before tokens, so the
+    # per-block matmuls share their batch axes with the keys and nothing is broadcast-copied)
     blocks = (length + block - 1) // block
     pad = blocks * block - length
     scores = pooling_scores(queries, k, tokens, scale)  # (B, h, g, N)
     scores = torch.nn.functional.pad(scores, (0, pad)).view(batch, heads, tokens, blocks, block)  # (B,h,g,T,b)
-    mask = torch.nn.functional.pad(valid, (0, pad)).view(batch, 1, 1, blocks, block)  # (B, 1, 1, T, b)
-    kb = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(batch, heads, 1, blocks, block, -1)  # (B,h,1,T,b,D)
-    vb = torch.nn.functional.pad(v, (0, 0, 0, pad)).view(batch, heads, 1, blocks, block, -1)  # (B,h,1,T,b,Dv)
-    block_positions = torch.arange(blocks * block, device=k.device)  # (T*b,)
-    mass, keys, values, centre = _pool_stats(  # per block: (B, h, g, T, 1), (B, h, g, T, 1, D), ...
-        scores[..., None, :], mask[..., None, :], kb, vb, block_positions.view(blocks, 1, block))
-    mass, centre = mass[..., 0], centre[..., 0]  # drop the singleton row axis: (B, h, g, T)
-    keys, values = keys[..., 0, :], values[..., 0, :]  # (B, h, g, T, D)
-    reference = mass.amax(-1, keepdim=True)  # (B, h, g, 1)
+    scores = scores.transpose(2, 3)  # (B, h, T, g, b)
+    mask = torch.nn.functional.pad(valid, (0, pad)).view(batch, 1, blocks, 1, block)  # (B, 1, T, 1, b)
+    kb = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(batch, heads, blocks, block, -1)  # (B, h, T, b, D)
+    vb = torch.nn.functional.pad(v, (0, 0, 0, pad)).view(batch, heads, blocks, block, -1)  # (B, h, T, b, Dv)
+    positions = torch.arange(blocks * block, device=k.device).view(blocks, 1, block)  # (T, 1, b)
+    # per block: log mass and mean position (B, h, T, g), mean key (B, h, T, g, D), mean value (B, h, T, g, Dv)
+    mass, keys, values, centre = _pool_stats(scores, mask, kb, vb, positions)
+    reference = mass.amax(2, keepdim=True)  # (B, h, 1, g)
     reference = torch.where(torch.isfinite(reference), reference, torch.zeros_like(reference))
-    share = torch.exp((mass - reference).double())  # (B, h, g, T): block weights, 0 for empty blocks
+    share = torch.exp((mass - reference).double())  # (B, h, T, g): block weights, 0 for empty blocks
 
-    def exclusive_prefix(x):  # sum over blocks before each block, along the block axis (dim 3)
-        total = x.cumsum(3)
-        return torch.cat([torch.zeros_like(total[:, :, :, :1]), total[:, :, :, :-1]], dim=3)
+    def exclusive_prefix(x):  # sum over the blocks before each block (dim 2)
+        total = x.cumsum(2)
+        return torch.cat([torch.zeros_like(total[:, :, :1]), total[:, :, :-1]], dim=2)
 
-    weight = exclusive_prefix(share)  # (B, h, g, T)
-    seen = weight > 0
+    weight = exclusive_prefix(share)  # (B, h, T, g)
     denom = weight.clamp(min=torch.finfo(torch.float64).tiny)
-    pooled_keys = (exclusive_prefix(share[..., None] * keys.double()) / denom[..., None]).to(k.dtype)
-    pooled_values = (exclusive_prefix(share[..., None] * values.double()) / denom[..., None]).to(v.dtype)
-    pooled_centre = (exclusive_prefix(share * centre.double()) / denom).float()
-    # (B, h, g, T, ...) -> (B, h, T, g, ...)
-    return Summaries(pooled_keys.transpose(2, 3), pooled_values.transpose(2, 3), seen.transpose(2, 3),
-                     pooled_centre.transpose(2, 3))
+    return Summaries(
+        keys=(exclusive_prefix(share[..., None] * keys.double()) / denom[..., None]).to(k.dtype),
+        values=(exclusive_prefix(share[..., None] * values.double()) / denom[..., None]).to(v.dtype),
+        valid=weight > 0,
+        centre=(exclusive_prefix(share * centre.double()) / denom).float(),
+    )
 
 
 def _summary_scores(q: torch.Tensor, summaries: Summaries, block: int, scale: float) -> torch.Tensor:
@@ -158,10 +157,23 @@ def _summary_scores(q: torch.Tensor, summaries: Summaries, block: int, scale: fl
 
 
 def _per_query(x: torch.Tensor, block: int, length: int) -> torch.Tensor:
-    """(B, h, T, g, ...) per-block summary data -> (B, h, N, g, ...) per query."""
+    """(B, h, T, g) per-block summary data -> (B, h, N, g) per query."""
     if x.shape[2] == 1:
         return x.expand(-1, -1, length, *x.shape[3:])
     return x.repeat_interleave(block, dim=2)[:, :, :length]
+
+
+def _mix_summaries(probs: torch.Tensor, values: torch.Tensor, block: int) -> torch.Tensor:
+    """Weights (B, h, N, g) over the summaries' values (B, h, T, g, Dv) of each query's block -> (B, h, N, Dv),
+    without copying the values per query."""
+    batch, heads, length, tokens = probs.shape
+    blocks = values.shape[2]
+    if blocks == 1:
+        return torch.einsum("bhng,bhgd->bhnd", probs, values[:, :, 0])
+    pad = blocks * block - length
+    probs = torch.nn.functional.pad(probs, (0, 0, 0, pad)).view(batch, heads, blocks, block, tokens)  # (B,h,T,b,g)
+    out = torch.einsum("bhtrg,bhtgd->bhtrd", probs, values)  # (B, h, T, b, Dv)
+    return out.reshape(batch, heads, blocks * block, -1)[:, :, :length]  # (B, h, N, Dv)
 
 
 def global_token_attention(
@@ -221,8 +233,7 @@ def global_token_attention(
     any_summary = seen.any(-1)  # (B, H, N)
     summary_lse = summary_lse.masked_fill(~any_summary, _neg(scores.dtype))
     summary_probs = torch.softmax(scores, dim=-1) * any_summary[..., None]  # (B, H, N, g)
-    values = _per_query(summaries.values, block, length)  # (B, H, N, g, Dv)
-    summary_out = torch.einsum("bhng,bhngd->bhnd", summary_probs.to(v.dtype), values)  # (B, H, N, Dv)
+    summary_out = _mix_summaries(summary_probs.to(v.dtype), summaries.values, block)  # (B, H, N, Dv)
     # one softmax over band and summaries: weight each part by its share of the joint normaliser
     top = torch.maximum(band_lse, summary_lse)
     band_mass, summary_mass = torch.exp(band_lse - top), torch.exp(summary_lse - top)  # (B, H, N)

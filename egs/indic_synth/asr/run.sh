@@ -9,6 +9,9 @@
 # Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
 #   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
+#   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
+#                    a dilated head (stride 4, +-32 strides: reach +-128 frames) or a global head (+-64 frames
+#                    plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
 # Every stage logs to $exp/log/, leaves a marker in $exp/done/ and records its time in $exp/time/, so a
 # re-run skips finished work and an interrupted stage starts again (training resumes from its last checkpoint).
 # A failing stage stops the run at once, naming the stage and its log; no later stage runs on what it left.
@@ -21,6 +24,7 @@ stage=0
 stop_stage=100
 quick=false
 ablation=false
+head_variants=""
 nj=2
 seed=1
 # Unlabelled pretraining audio: every espeak-ng voice of an Indian language (bpy reads Bengali-script text).
@@ -44,6 +48,7 @@ beam_size=50
 analysis_utts=40        # per language, for the attention/layer analyses
 localize_coverage=0.9   # convert localize: share of attention mass each layer's window keeps
 localize_distill_steps=150
+localize_bench_seconds=60  # input length of the encoder timing before/after convert localize
 data=""                 # data and exp roots (default: data/ and exp/, or data_quick/ and exp_quick/ with --quick)
 exp=""
 pretrained=""           # a seqattn model dir (e.g. a converted IndicWav2Vec checkpoint): skip pretraining
@@ -55,7 +60,7 @@ if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   pretrain_overrides="optim.max_updates=6 optim.warmup_updates=2 run.save_every=3 run.log_every=2"
   finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml; finetune_time=60
   finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 freeze_updates=2"
-  beam_size=5; analysis_utts=4; localize_distill_steps=3
+  beam_size=5; analysis_utts=4; localize_distill_steps=3; localize_bench_seconds=5
   data=${data:-data_quick}; exp=${exp:-exp_quick}
 else
   data=${data:-data}; exp=${exp:-exp}
@@ -133,14 +138,15 @@ if [ -z "$pretrained" ] && run_stage 2 "wav2vec 2.0 pretraining on all $(langs_o
   finish_stage 2 pretrain
 fi
 
-# finetune NAME INIT: one multilingual CTC model over all labelled languages (one output layer over the
+# finetune NAME INIT [OVERRIDES...]: one multilingual CTC model over all labelled languages (one output layer over the
 # union of their scripts; the scripts do not overlap, so the model also identifies the language).
 finetune() {
   local name=$1 init=$2
+  shift 2
   local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s/train_%s}, ' $data $l; done)
   local valid=$(for l in $(langs_of $asr_langs); do printf '{path: %s/dev_%s}, ' $data $l; done)
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
-    run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides \
+    run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides "$@" \
     2>&1 | tee $exp/log/$name.log
   # training links $exp/$name/best to the checkpoint BEST names (the final model when nothing was validated)
   if [ ! -f $exp/$name/best/config.json ]; then
@@ -150,6 +156,15 @@ finetune() {
 }
 models=ft
 [ "$ablation" = true ] && models="ft ft_scratch"
+for v in ${head_variants//,/ }; do models="$models ft_$v"; done
+head_variant_attention() {  # the fine-tuned model's attention with one local head replaced
+  case $1 in
+    dilated) echo "{num_heads: 4, local_heads: 3, dilated_heads: 1, window_left: 64, window_right: 64, dilation: 4, dilated_window: 32}" ;;
+    global) echo "{num_heads: 4, local_heads: 3, global_heads: 1, window_left: 64, window_right: 64, global_window: 64, global_tokens: 8}" ;;
+    *) echo "unknown head variant $1 (dilated, global)" >&2; return 1 ;;
+  esac
+}
+for v in ${head_variants//,/ }; do head_variant_attention $v > /dev/null; done
 
 if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)" $exp/log/ft.log; then
   if [ -n "$pretrained" ]; then
@@ -160,9 +175,20 @@ if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)" $exp/l
   finish_stage 3 finetune
 fi
 
-if [ "$ablation" = true ] && run_stage 4 "ablation: the same fine-tuning from random initialisation" $exp/log/ft_scratch.log; then
-  finetune ft_scratch "init=null freeze_cnn=false freeze_updates=0"
-  finish_stage 4 finetune_scratch
+if { [ "$ablation" = true ] || [ -n "$head_variants" ]; } && \
+    run_stage 4 "ablations: fine-tuning from random initialisation / with other heads" $exp/log/ft_scratch.log; then
+  [ "$ablation" = true ] && finetune ft_scratch "init=null freeze_cnn=false freeze_updates=0"
+  if [ -n "$head_variants" ]; then
+    # equal compute: the same init, data order and schedule as ft, stopped at the update ft reached
+    updates=$(sed 's/^update_0*//' $exp/ft/checkpoints/LAST)
+    [ -n "$pretrained" ] && init="$pretrained new_vocabulary=true" || \
+      init="$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"
+    for v in ${head_variants//,/ }; do
+      finetune ft_$v "init=$init" run.max_time_s=0 run.stop_after=$updates \
+        "model_overrides.attention=$(head_variant_attention $v)"
+    done
+  fi
+  finish_stage 4 ablations
 fi
 
 if run_stage 5 "n-gram LMs and lexicons from the training text" $exp/log/lm.log; then
@@ -221,12 +247,12 @@ if run_stage 8 "analysis: attention locality, codebook use, layer probes, conver
     else
       echo "codebook analysis skipped: $pt_model has no quantizer (not a pretraining model)"
     fi
-    # Localize the fine-tuned model: windows measured on dev, CER measured on test; once as it is, once
-    # with half the mass and the attention layers distilled on unlabelled training audio.
+    # Localize the fine-tuned model: windows measured on dev, CER measured on test; once as it is (a window
+    # per head), once with half the mass and the attention layers distilled on unlabelled training audio.
     seqattn convert localize $exp/ft/best $exp/ft_local --data $devs --coverage $localize_coverage --test $tests \
-      --bench-seconds 60 --quiet
+      --per-head --bench-seconds $localize_bench_seconds --quiet
     seqattn convert localize $exp/ft/best $exp/ft_local_distilled --data $devs --coverage 0.5 --test $tests \
-      --distill $trains --distill-steps $localize_distill_steps --bench-seconds 60 --quiet
+      --distill $trains --distill-steps $localize_distill_steps --bench-seconds $localize_bench_seconds --quiet
   } 2>&1 | tee $exp/log/analysis.log
   finish_stage 8 analysis
 fi

@@ -21,7 +21,8 @@ from pathlib import Path
 from seqattn.utils.machine import machine_line
 
 LINE = re.compile(r"%(WER|CER) ([\d.]+) \[ (\d+) / (\d+),")
-MODEL_NAMES = {"ft": "pretrained + fine-tuned", "ft_scratch": "fine-tuned from scratch (no pretraining)"}
+MODEL_NAMES = {"ft": "pretrained + fine-tuned", "ft_scratch": "fine-tuned from scratch (no pretraining)",
+               "ft_dilated": "fine-tuned, one head dilated", "ft_global": "fine-tuned, one head global"}
 
 
 def read_scores(path: Path) -> dict[str, tuple[float, int, int]]:
