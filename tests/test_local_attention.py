@@ -276,3 +276,15 @@ def test_bad_per_head_windows_raise_value_error(kwargs, match):
     q, k, v = _inputs(1, 3, 5, 4)
     with pytest.raises(ValueError, match=match):
         local_attention(q, k, v, **kwargs)
+
+
+@pytest.mark.parametrize("window,expected", [(0, 0), (1, 16), (16, 16), (17, 32), (40, 47), (47, 47), (48, 64),
+                                             (56, 64), (65, 128), (130, 192)])
+def test_widest_same_cost_window_stays_in_the_block_class(window, expected):
+    from seqattn.nn.local import make_layout, widest_same_cost_window
+
+    widest = widest_same_cost_window(window)
+    assert widest == expected
+    # the same blocking (block size and key blocks) at a long length: the same cost
+    a, b = make_layout(1 << 16, window, window), make_layout(1 << 16, widest, widest)
+    assert (a.block, a.span) == (b.block, b.span)

@@ -3,8 +3,8 @@
 
   shakespeare  nanoGPT's CPU experiment (tiny Shakespeare, char-level, 90/10 split, 4 layers, 4 heads,
                128 dims, context 64, batch 12, lr 1e-3 cosine to 1e-4, no dropout) under the same wall-clock
-               budget (default 180 s of training per model), for full, local-only and local+routing
-               attention. Each model's update count is set from a short timing run so that its cosine
+               budget (default 180 s of training per model), for full, local-only, local+routing,
+               local+dilated and local+global attention (--variants picks some). Each model's update count is set from a short timing run so that its cosine
                schedule ends inside the budget. Val loss: `seqattn eval-lm` over all of the 10% split in
                blocks of 64 (nats per character, as nanoGPT reports). --runs N repeats every model with
                seeds 0..N-1, variants interleaved so that machine noise falls on all of them alike; the
@@ -45,7 +45,17 @@ SHAKESPEARE_VARIANTS = {
     "local (window 32)": ["model.attention.local_heads=4", "model.attention.routing_heads=0", "model.routing_layers=0", "model.attention.window_left=32"],
     "local+routing (2+2)": ["model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
                             "model.attention.window_left=32", "model.attention.num_clusters=4", "model.attention.routing_window=32"],
+    # one local head replaced by a head that sees the whole context of 64 at about a local head's cost
+    "local+dilated (3+1, stride 4)": ["model.attention.local_heads=3", "model.attention.dilated_heads=1",
+                                      "model.attention.routing_heads=0", "model.routing_layers=0",
+                                      "model.attention.window_left=32", "model.attention.dilation=4",
+                                      "model.attention.dilated_window=16"],
+    "local+global (3+1, 4 tokens)": ["model.attention.local_heads=3", "model.attention.global_heads=1",
+                                     "model.attention.routing_heads=0", "model.routing_layers=0",
+                                     "model.attention.window_left=32", "model.attention.global_window=32",
+                                     "model.attention.global_tokens=4", "model.attention.global_block=16"],
 }
+SHAKESPEARE_NAMES = dict(zip(("full", "local", "routing", "dilated", "global"), SHAKESPEARE_VARIANTS))
 LONG_VARIANTS = {  # (routing_layers, attention fields)
     "full": (0, dict(local_heads=0, routing_heads=0)),
     "local+routing": (-1, dict(local_heads=4, routing_heads=4, window_left=256, num_clusters=8, routing_window=256)),
@@ -92,7 +102,8 @@ def shakespeare(args, workdir: Path) -> list[dict]:
     data = [f"data.train=[{train}]", f"data.valid=[{valid}]"]
     rows = []
     for seed in range(args.runs):
-        for name, overrides in SHAKESPEARE_VARIANTS.items():
+        for name in (SHAKESPEARE_NAMES[short] for short in args.variants):
+            overrides = SHAKESPEARE_VARIANTS[name]
             per_update = seconds_per_update(data + overrides, workdir / f"cal_{len(rows)}")
             # leave 5% of the budget for the one validation pass at the end (data.valid_tokens below)
             updates = max(20, int(0.95 * args.budget / per_update))
@@ -270,6 +281,8 @@ def main() -> None:
     parser.add_argument("--wt-context", type=int, default=1024)
     parser.add_argument("--wt-updates", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3, help="shakespeare, wikitext2: runs (seeds) per variant")
+    parser.add_argument("--variants", nargs="+", default=list(SHAKESPEARE_NAMES), choices=list(SHAKESPEARE_NAMES),
+                        help="shakespeare: the attention variants to train")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out-dir", default="bench_out/lm")
     parser.add_argument("--variant", help=argparse.SUPPRESS)

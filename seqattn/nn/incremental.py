@@ -18,6 +18,7 @@ token at a time by :func:`attention_step`; both need frozen centroids (eval mode
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -169,13 +170,16 @@ class SummaryBuffer:
     pending: tuple
     block: int
 
-    @property
-    def keys(self) -> torch.Tensor:  # for memory_bytes: the ring plus the summaries
-        return torch.cat([self.ring.keys.flatten(), self.committed[1].flatten(), self.pending[1].flatten()])
 
-    @property
-    def values(self) -> torch.Tensor:
-        return torch.cat([self.ring.values.flatten(), self.committed[2].flatten(), self.pending[2].flatten()])
+def _tensor_bytes(item) -> int:
+    """Bytes held by the tensors of a buffer (dataclass fields, tuples, nested buffers)."""
+    if isinstance(item, torch.Tensor):
+        return item.numel() * item.element_size()
+    if isinstance(item, (tuple, list)):
+        return sum(_tensor_bytes(part) for part in item)
+    if dataclasses.is_dataclass(item):
+        return sum(_tensor_bytes(getattr(item, f.name)) for f in dataclasses.fields(item))
+    return 0
 
 
 @dataclass
@@ -186,10 +190,7 @@ class LayerCache:
     position: int = 0
 
     def memory_bytes(self) -> int:
-        total = 0
-        for buffer in self.buffers.values():
-            total += buffer.keys.numel() * buffer.keys.element_size() + buffer.values.numel() * buffer.values.element_size()
-        return total
+        return sum(_tensor_bytes(buffer) for buffer in self.buffers.values())
 
 
 def check_cacheable(head_groups, causal: bool) -> None:

@@ -72,6 +72,21 @@ def default_block_size(window_left: int, window_right: int, length: int) -> int:
     return max(1, min(block, length))
 
 
+def widest_same_cost_window(window: int) -> int:
+    """The widest symmetric window ``+-w' >= +-window`` that the kernel runs at the same cost (same block size,
+    same key blocks per query block, for long inputs). Narrowing a head below its class's widest window buys
+    nothing, so window choices (``convert localize --per-head``) widen to this and split heads only where it
+    saves work."""
+    if window <= 0:
+        return 0
+    block = default_block_size(window, window, 1 << 30)
+    widest = block * math.ceil(window / block)
+    # staying in the block-size class: a window of 2w + 1 >= 96 keys moves to larger blocks
+    while widest > window and default_block_size(widest, widest, 1 << 30) != block:
+        widest -= 1
+    return widest
+
+
 def make_layout(length: int, window_left: int, window_right: int, block_size: int | None = None) -> BlockLayout:
     """Clip the window to the sequence and choose the blocking."""
     left = min(window_left, max(length - 1, 0))
@@ -231,13 +246,17 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
         other = masks.seg_q[start:stop, :, None] != masks.seg_win[start:stop, None, :]  # (c, b, W)
         scores.masked_fill_(other, _neg(scores.dtype))  # only keys of the query's own segment
         rows = rows & (scores.amax(-1) > _neg(scores.dtype) / 4)
-    if lse is not None:
-        row_lse = torch.logsumexp(scores.to(lse.dtype), dim=-1)  # (c, b)
-        lse[start:stop] = row_lse.masked_fill_(~rows, _neg(lse.dtype))
     if scores.dtype in (torch.float16, torch.bfloat16):
-        probs.copy_(torch.softmax(scores.float(), dim=-1))
+        full_probs = torch.softmax(scores.float(), dim=-1)
+        probs.copy_(full_probs)
     else:
-        torch.softmax(scores, dim=-1, out=probs)
+        full_probs = torch.softmax(scores, dim=-1, out=probs)
+    if lse is not None:
+        # log-sum-exp from the softmax already computed: at a row's largest score, p = exp(max - lse), so
+        # lse = max - log(max p) (max p >= 1 / W: no precision lost; a separate logsumexp pass costs as
+        # much as the rest of the forward on CPU)
+        peak = scores.amax(-1).to(lse.dtype) - torch.log(full_probs.amax(-1).to(lse.dtype))  # (c, b)
+        lse[start:stop] = peak.masked_fill_(~rows, _neg(lse.dtype))
     if not bool(rows.all()):
         probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
     return probs
