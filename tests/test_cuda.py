@@ -59,6 +59,38 @@ def test_routing_heads_on_the_gpu_match_the_cpu(causal):
     torch.testing.assert_close(gpu_out.cpu(), cpu_out, atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-4), (torch.bfloat16, 5e-2)])
+def test_dilated_and_global_heads_on_the_gpu_match_the_cpu(causal, dtype, atol):
+    """A layer of local, dilated and global heads on the GPU: outputs equal the CPU's (bf16 under autocast, the
+    way training runs it), and so do the fp32 gradients."""
+    from seqattn.nn import AttentionConfig, MultiHeadAttention
+
+    torch.manual_seed(0)
+    config = AttentionConfig(num_heads=4, local_heads=2, dilated_heads=1, global_heads=1, causal=causal,
+                             window_left=16, window_right=0 if causal else 16, dilation=3, dilated_window=8,
+                             global_window=16, global_tokens=4, global_block=32)
+    module = MultiHeadAttention(64, config)
+    x = torch.randn(2, 1001, 64)
+    mask = None if causal else torch.arange(1001)[None, :] >= torch.tensor([[1001], [777]])
+    cpu_out = module(x, mask).out
+    cpu_out.square().sum().backward()
+    cpu_grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    module.to(GPU)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        gpu_out = module(x.to(GPU), None if mask is None else mask.to(GPU)).out
+    gpu_out.float().square().sum().backward()
+    real = slice(None) if mask is None else ~mask
+    torch.testing.assert_close(gpu_out.float().cpu()[real], cpu_out.detach()[real], atol=atol, rtol=atol)
+    for grad, reference in zip((p.grad.float().cpu() for p in module.parameters()), cpu_grads):
+        if dtype == torch.float32:
+            scale = float(reference.abs().max()) + 1e-6
+            torch.testing.assert_close(grad / scale, reference / scale, atol=1e-3, rtol=1e-3)
+        else:  # bf16 gradients of a sum of squares are too coarse to compare element-wise
+            assert bool(torch.isfinite(grad).all())
+
+
 def _lm_args(tmp_path, *extra):
     text = tmp_path / "train.txt"
     text.write_text("to be or not to be, that is the question. " * 300)

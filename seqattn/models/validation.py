@@ -101,10 +101,20 @@ def tied_names(model: torch.nn.Module) -> set[str]:
     return set(tied_aliases(model))
 
 
+# An attention config's settings for a kind of head it has none of cannot have made any shape.
+_HEAD_SETTINGS = {"routing_heads": ("num_clusters", "routing_window"), "window_heads": ("block_window", "block_shift"),
+                  "pooled_heads": ("pool_size",), "dilated_heads": ("dilation", "dilated_window"),
+                  "global_heads": ("global_tokens", "global_window", "global_block")}
+
+
 def _config_ints(config: dict, prefix: str = "") -> dict[str, int]:
-    """Every integer value of a (nested) config as ``{dotted key: value}``."""
+    """Every integer value of a (nested) config as ``{dotted key: value}``, less the settings of head kinds an
+    attention config has no heads of."""
+    idle = {name for count, names in _HEAD_SETTINGS.items() if config.get(count) == 0 for name in names}
     found = {}
     for key, value in config.items():
+        if key in idle:
+            continue
         if isinstance(value, dict):
             found.update(_config_ints(value, f"{prefix}{key}."))
         elif isinstance(value, int) and not isinstance(value, bool):
