@@ -67,6 +67,13 @@ def _pool_stats(scores: torch.Tensor, mask: torch.Tensor, k: torch.Tensor, v: to
     return mass, probs.to(k.dtype) @ k, probs.to(v.dtype) @ v, centre
 
 
+def _split_blocks(x: torch.Tensor, axis: int, blocks: int, block: int) -> torch.Tensor:
+    """``x`` with its sequence axis padded (zeros, False) to ``blocks * block`` and split into (blocks, block)."""
+    pad = blocks * block - x.shape[axis]
+    x = torch.nn.functional.pad(x, [0, 0] * (x.dim() - 1 - axis) + [0, pad])
+    return x.unflatten(axis, (blocks, block))
+
+
 def _merge_stats(first, second):
     """Combine two poolings' statistics (log mass, means...) into the pooling over both key sets."""
     mass = torch.logaddexp(first[0], second[0])
@@ -110,13 +117,11 @@ def global_summaries(k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, *, t
     # causal: statistics of every block, then an exclusive prefix over blocks (blocks before tokens, so the
     # per-block matmuls share their batch axes with the keys and nothing is broadcast-copied)
     blocks = (length + block - 1) // block
-    pad = blocks * block - length
     scores = pooling_scores(queries, k, tokens, scale)  # (B, h, g, N)
-    scores = torch.nn.functional.pad(scores, (0, pad)).view(batch, heads, tokens, blocks, block)  # (B,h,g,T,b)
-    scores = scores.transpose(2, 3)  # (B, h, T, g, b)
-    mask = torch.nn.functional.pad(valid, (0, pad)).view(batch, 1, blocks, 1, block)  # (B, 1, T, 1, b)
-    kb = torch.nn.functional.pad(k, (0, 0, 0, pad)).view(batch, heads, blocks, block, -1)  # (B, h, T, b, D)
-    vb = torch.nn.functional.pad(v, (0, 0, 0, pad)).view(batch, heads, blocks, block, -1)  # (B, h, T, b, Dv)
+    scores = _split_blocks(scores, 3, blocks, block).transpose(2, 3)  # (B, h, g, T, b) -> (B, h, T, g, b)
+    mask = _split_blocks(valid, 1, blocks, block)[:, None, :, None]  # (B, T, b) -> (B, 1, T, 1, b)
+    kb = _split_blocks(k, 2, blocks, block)  # (B, h, T, b, D)
+    vb = _split_blocks(v, 2, blocks, block)  # (B, h, T, b, Dv)
     positions = torch.arange(blocks * block, device=k.device).view(blocks, 1, block)  # (T, 1, b)
     # per block: log mass and mean position (B, h, T, g), mean key (B, h, T, g, D), mean value (B, h, T, g, Dv)
     mass, keys, values, centre = _pool_stats(scores, mask, kb, vb, positions)
@@ -147,8 +152,7 @@ def _summary_scores(q: torch.Tensor, summaries: Summaries, block: int, scale: fl
         scores = torch.einsum("bhnd,bhgd->bhng", q, summaries.keys[:, :, 0]) * scale  # (B, h, N, g)
         valid = summaries.valid[:, :, 0, None, :]  # (B, h, 1, g)
     else:
-        pad = blocks * block - length
-        qb = torch.nn.functional.pad(q, (0, 0, 0, pad)).view(batch, heads, blocks, block, dim)  # (B,h,T,b,D)
+        qb = _split_blocks(q, 2, blocks, block)  # (B, h, T, b, D)
         scores = torch.einsum("bhtrd,bhtgd->bhtrg", qb, summaries.keys) * scale  # (B, h, T, b, g)
         scores = scores.reshape(batch, heads, blocks * block, -1)[:, :, :length]  # (B, h, N, g)
         valid = summaries.valid[:, :, :, None, :].expand(-1, -1, -1, block, -1)  # (B, h, T, b, g)
@@ -170,8 +174,7 @@ def _mix_summaries(probs: torch.Tensor, values: torch.Tensor, block: int) -> tor
     blocks = values.shape[2]
     if blocks == 1:
         return torch.einsum("bhng,bhgd->bhnd", probs, values[:, :, 0])
-    pad = blocks * block - length
-    probs = torch.nn.functional.pad(probs, (0, 0, 0, pad)).view(batch, heads, blocks, block, tokens)  # (B,h,T,b,g)
+    probs = _split_blocks(probs, 2, blocks, block)  # (B, h, T, b, g)
     out = torch.einsum("bhtrg,bhtgd->bhtrd", probs, values)  # (B, h, T, b, Dv)
     return out.reshape(batch, heads, blocks * block, -1)[:, :, :length]  # (B, h, N, Dv)
 

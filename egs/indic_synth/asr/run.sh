@@ -250,13 +250,11 @@ if run_stage 8 "analysis: attention locality, codebook use, layer probes, conver
     # Localize the fine-tuned model: windows measured on dev, CER measured on test; once as it is (a window
     # per head), once with half the mass and the attention layers distilled on unlabelled training audio.
     # (a model whose every head already fits the coverage at the kernel's cost is left as it is: said, not failed)
-    if ! report=$(seqattn convert localize $exp/ft/best $exp/ft_local --data $devs --coverage $localize_coverage \
-        --test $tests --per-head --bench-seconds $localize_bench_seconds --quiet 2>&1); then
-      echo "$report"
-      grep -q "nothing to localize" <<< "$report" || exit 1
-    else
-      echo "$report"
-    fi
+    status=0
+    report=$(seqattn convert localize $exp/ft/best $exp/ft_local --data $devs --coverage $localize_coverage \
+      --test $tests --per-head --bench-seconds $localize_bench_seconds --quiet 2>&1) || status=$?
+    echo "$report"
+    [ $status -eq 0 ] || grep -q "nothing to localize" <<< "$report" || exit 1
     seqattn convert localize $exp/ft/best $exp/ft_local_distilled --data $devs --coverage 0.5 --test $tests \
       --distill $trains --distill-steps $localize_distill_steps --bench-seconds $localize_bench_seconds --quiet
   } 2>&1 | tee $exp/log/analysis.log
