@@ -111,7 +111,7 @@ def test_chunked_logits_match_one_pass_for_local_models(tmp_path):
 
 @pytest.mark.parametrize("extractor_mode", ["default", "layer_norm"])
 def test_long_input_cnn_in_chunks_equals_one_pass(extractor_mode):
-    """cnn_long must reproduce the whole-utterance CNN exactly, including the base model's GroupNorm,
+    """front_end_long must reproduce the whole-utterance CNN exactly, including the base model's GroupNorm,
     whose statistics span the entire input (gathered in a first pass)."""
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(tiny(vocab_size=8, extractor_mode=extractor_mode)).eval()
@@ -120,7 +120,7 @@ def test_long_input_cnn_in_chunks_equals_one_pass(extractor_mode):
     with torch.no_grad():
         whole = extractor(wave[None])
         for frames in (1, 37, 100, 10_000):
-            chunked = longform.cnn_long(extractor, wave, frames_per_chunk=frames)
+            chunked = longform.front_end_long(extractor, wave, frames_per_chunk=frames)
             assert chunked.shape == whole.shape
             torch.testing.assert_close(chunked, whole, atol=2e-5, rtol=1e-4)
 

@@ -32,6 +32,7 @@ class LabelledReport:
     items: list[LabelledItem]
     rejected: list[str] = field(default_factory=list)  # "utt_id: reason"
     fixed: list[str] = field(default_factory=list)  # data-dir problems dropped under fix
+    too_few_frames: int = 0  # of the rejected, utterances whose labels need more frames than the audio gives
 
 
 def read_texts(sources: list[tuple[str, str | None]], fix: bool = False) -> list[tuple[str, str | None]]:
@@ -77,6 +78,7 @@ def prepare(sources: list[tuple[str, str | None]], vocab: CharVocabulary, sample
             frames = frames_of(samples)
             if needed > frames:
                 report.rejected.append(f"{utt.utt_id}: {len(labels)} labels need {needed} frames, audio has {frames}")
+                report.too_few_frames += 1
                 continue
             report.items.append(LabelledItem(utt.utt_id, utt.source, utt.language, samples, vocab.normalize(utt.text),
                                              labels))

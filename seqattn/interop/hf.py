@@ -120,6 +120,9 @@ def config_to_hf(config: Wav2Vec2Config) -> dict:
     HF wav2vec2 has only full attention, so a config with local/routing/other heads in any layer is refused:
     HF would silently run it with full attention and compute something else.
     """
+    if config.frontend != "cnn" or config.encoder_block != "transformer":
+        raise ValueError(f"frontend={config.frontend!r}, encoder_block={config.encoder_block!r}: HF Wav2Vec2 has the "
+                         "raw-waveform CNN and transformer blocks only")
     for i in range(config.num_layers):
         attention = config.attention_for(i)
         if attention.full_heads != attention.num_heads or attention.rotary:

@@ -63,6 +63,9 @@ class _LogitsGraph(nn.Module):
 
 def check_exportable(config, where) -> None:
     """Refuse what the exporter cannot capture, before minutes are spent trying."""
+    if config.frontend != "cnn":
+        raise OnnxError(f"{where}: frontend={config.frontend!r}: ONNX export takes the raw-waveform CNN front end only "
+                        "(the fbank front end is not exported yet)")
     for index in range(config.num_layers):
         if config.attention_for(index).routing_heads:
             raise OnnxError(f"{where}: layer {index} has routed heads, which cannot be exported to ONNX (k-means "

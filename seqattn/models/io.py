@@ -71,9 +71,10 @@ def _layer_counts(model_type: str, parsed, tensors: dict) -> list[tuple[str, int
     names = list(tensors)
     if model_type == "transformer_lm":
         return [("num_layers", parsed.num_layers, layer_count(names, r"blocks\.(\d+)\."))]
-    return [("num_layers", parsed.num_layers, layer_count(names, r"(?:wav2vec2\.)?encoder\.layers\.(\d+)\.")),
-            ("conv_layers", len(parsed.conv_layers),
-             layer_count(names, r"(?:wav2vec2\.)?feature_extractor\.conv_layers\.(\d+)\."))]
+    counts = [("num_layers", parsed.num_layers, layer_count(names, r"(?:wav2vec2\.)?encoder\.layers\.(\d+)\."))]
+    conv_layers = len(parsed.conv_layers) if parsed.frontend == "cnn" else 0  # the fbank front end holds no weights
+    return counts + [("conv_layers", conv_layers,
+                      layer_count(names, r"(?:wav2vec2\.)?feature_extractor\.conv_layers\.(\d+)\."))]
 
 
 def check_model_dir(path: Path, meta: dict) -> torch.nn.Module:

@@ -10,6 +10,7 @@ validation WER/CER every ``validate_every`` updates and the best checkpoint kept
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,25 @@ def init_vocabulary(config: FinetuneConfig) -> CharVocabulary | None:
     return vocab
 
 
+FRONT_END_KEYS = ("frontend", "fbank_bins", "fbank_stack", "conv_layers", "extractor_mode", "encoder_block")
+
+
+def check_label_rate(model_config: Wav2Vec2Config, report, sample_rate: int) -> None:
+    """A frame rate too low for the labels is a configuration error, not a data problem: when it rejects half
+    of the training utterances or more, stop with an error that names the key setting the frame rate."""
+    usable = len(report.items) + report.too_few_frames
+    if report.too_few_frames == 0 or report.too_few_frames * 2 < usable:
+        return
+    if model_config.frontend == "fbank":
+        key, hop = "fbank_stack", 160 * model_config.fbank_stack
+    else:
+        key, hop = "conv_layers", math.prod(stride for _, _, stride in model_config.conv_layers)
+    raise TrainingError(f"model.{key}: frames of {1000 * hop / sample_rate:g} ms leave fewer CTC frames than labels "
+                        f"in {report.too_few_frames} of "
+                        f"{usable} training utterances (see rejected_utterances.txt); use a higher frame rate or "
+                        "larger units (data.units: sentencepiece)")
+
+
 def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False) -> Wav2Vec2ForCTC:
     """A CTC model: the pretrained backbone (``init``) with a new head, the whole CTC ``init`` (``keep_head``),
     or random init."""
@@ -104,6 +124,12 @@ def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False
     else:
         meta = read_model_config(config.init)
         check_model_dir(Path(config.init), meta)  # the init directory agrees with itself before anything is built
+        for key in FRONT_END_KEYS:  # weights cannot carry over to another front end or block type
+            pretrained = meta["config"].get(key, getattr(Wav2Vec2Config(), key))
+            if key in config.model_overrides and config.model_overrides[key] != pretrained:
+                raise TrainingError(f"model_overrides.{key}: {config.init} was pretrained with {key}={pretrained!r}, "
+                                    f"its weights cannot serve {key}={config.model_overrides[key]!r} (pretrain with "
+                                    "it, or fine-tune from scratch with init: null)")
         values = {**meta["config"], **config.model_overrides, "vocab_size": vocab_size}
         try:
             model_config = Wav2Vec2Config.from_dict(values)
@@ -253,6 +279,7 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
                            frames_of, data.fix_data_dirs)
     valid_report = prepare(valid_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
                            frames_of, data.fix_data_dirs)
+    check_label_rate(model.config, train_report, data.sample_rate)
     if not train_report.items:
         raise TrainingError("no usable training utterances (see rejected_utterances.txt)")
     params = [p for p in model.parameters() if p.requires_grad]

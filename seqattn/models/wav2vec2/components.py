@@ -3,6 +3,8 @@
 Layouts match fairseq / HF / torchaudio so their weights load one to one:
 feature CNN (7 convs, 320x down-sampling), convolutional positional embedding (weight-normed, K=128,
 16 groups), and post-LN (base) or pre-LN (large) transformer layers whose attention is any seqattn mix.
+Conformer blocks (macaron feed-forwards and a convolution module around the same attention) are the
+encoder's other option.
 """
 from __future__ import annotations
 
@@ -56,12 +58,18 @@ class FeatureExtractor(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(layers)
 
+    @property
+    def out_channels(self) -> int:
+        return self.conv_layers[-1].conv.out_channels
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for layer in self.conv_layers:
             lengths = layer.output_lengths(lengths)
         return lengths.clamp(min=0)
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S) -> (B, C, T). ``lengths`` is accepted for the front-end interface and not used: the base
+        extractor's GroupNorm normalises over each padded row, as fairseq's does."""
         x = waveforms[:, None]  # (B, 1, S)
         for layer in self.conv_layers:
             x = layer(x)
@@ -70,6 +78,45 @@ class FeatureExtractor(nn.Module):
     def receptive_field(self) -> tuple[int, int]:
         """(samples seen by one output frame, samples between output frames): (400, 320) for wav2vec 2.0."""
         return receptive_field([(layer.kernel, layer.stride) for layer in self.conv_layers])
+
+    # --- inputs read in pieces (long-form and streamed transcription) ------------------------------------------
+
+    @torch.no_grad()
+    def whole_input_statistics(self, read, num_samples: int, samples_per_chunk: int):
+        """Per-channel mean and 1/std of the first conv's output over the whole waveform, chunk by chunk in
+        float64, as ``(mean (C, 1), inv_std (C, 1))``; None when the first layer has no GroupNorm.
+        ``read(start, stop)`` returns samples [start, stop)."""
+        layer = self.conv_layers[0]
+        if layer.norm_kind != "group":
+            return None
+        frames = (num_samples - layer.kernel) // layer.stride + 1
+        per_chunk = max(1, samples_per_chunk // layer.stride)
+        total = sum_sq = None
+        for j0 in range(0, frames, per_chunk):
+            j1 = min(frames, j0 + per_chunk)
+            y = layer.conv(read(j0 * layer.stride, (j1 - 1) * layer.stride + layer.kernel)[None, None])[0]
+            y = y.double()  # (C, j1 - j0)
+            total = y.sum(1) if total is None else total + y.sum(1)
+            sum_sq = y.square().sum(1) if sum_sq is None else sum_sq + y.square().sum(1)
+        if total is None:
+            return None
+        mean = total / frames
+        variance = (sum_sq / frames - mean.square()).clamp(min=0.0)  # biased, as GroupNorm uses
+        inv_std = (variance + layer.norm.eps).rsqrt()
+        return mean.float()[:, None], inv_std.float()[:, None]
+
+    def with_statistics(self, samples: torch.Tensor, statistics) -> torch.Tensor:
+        """Output frames of a piece of one input, its GroupNorm using the whole input's ``statistics`` (from
+        :meth:`whole_input_statistics`) as a fixed affine map: samples (1, 1, S) -> (1, C, T)."""
+        x = samples.reshape(1, 1, -1)
+        for i, layer in enumerate(self.conv_layers):
+            if i == 0 and statistics is not None:
+                mean, inv_std = statistics
+                y = (layer.conv(x) - mean) * inv_std  # GroupNorm with whole-utterance statistics
+                x = F.gelu(y * layer.norm.weight[:, None] + layer.norm.bias[:, None])
+            else:
+                x = layer(x)
+        return x
 
 
 def receptive_field(kernels_and_strides: list[tuple[int, int]]) -> tuple[int, int]:
@@ -116,16 +163,18 @@ class ConvPositionalEmbedding(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise fc1 -> GELU -> dropout -> fc2: x (B, T, C) -> (B, T, C)."""
+    """Position-wise fc1 -> activation (GELU, or SiLU in Conformer blocks) -> dropout -> fc2:
+    x (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, dim: int, hidden: int, activation_dropout: float):
+    def __init__(self, dim: int, hidden: int, activation_dropout: float, activation=F.gelu):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(activation_dropout)
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(F.gelu(self.fc1(x))))
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
 
 
 @dataclass
@@ -150,8 +199,21 @@ class EncoderOutput:
     time_mask: torch.Tensor | None = None  # (B, T) frames replaced by the mask embedding (training masking)
 
 
+def attention_reach(attention: MultiHeadAttention) -> int | None:
+    """Frames on either side that the attention's output at one frame depends on, or None when unbounded."""
+    reach = attention.config.reach
+    return None if reach is None else max(reach)
+
+
 class EncoderLayer(nn.Module):
-    """Transformer layer; post-LN (``layer_norm_first=False``, base) or pre-LN (large)."""
+    """Transformer layer; post-LN (``layer_norm_first=False``, base) or pre-LN (large).
+
+    Every encoder layer (this one and :class:`ConformerLayer`) has two halves that long-form inference runs
+    separately: :meth:`attend` (everything up to and including the attention) and :meth:`feed_forward` (the
+    rest, whose output frame t depends on input frames within ``feed_forward_reach`` of t).
+    """
+
+    feed_forward_reach = 0  # the feed-forward half is position-wise
 
     def __init__(self, dim: int, ffn_dim: int, attention: AttentionConfig, layer_norm_first: bool,
                  dropout: float, activation_dropout: float, eps: float):
@@ -174,7 +236,12 @@ class EncoderLayer(nn.Module):
             x = self.attention_norm(x)
         return LayerOutput(x, attended.aux_loss, attended.weights)
 
-    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def reach(self) -> int | None:
+        """Frames on either side that one output frame depends on, or None when unbounded."""
+        return attention_reach(self.attention)
+
+    def feed_forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
         """The feed-forward block with its residual and norm, frame by frame: x (B, T, C) -> (B, T, C)."""
         if self.layer_norm_first:
             return x + self.dropout(self.ffn(self.final_norm(x)))
@@ -184,6 +251,95 @@ class EncoderLayer(nn.Module):
         """x (B, T, C) -> LayerOutput (x after both blocks)."""
         attended = self.attend(x, padding_mask, return_weights)
         return replace(attended, x=self.feed_forward(attended.x))
+
+
+class ConvolutionModule(nn.Module):
+    """The Conformer's convolution module (Gulati et al. 2020): LN -> pointwise conv to 2C -> GLU -> depthwise
+    conv of ``kernel`` frames (centred) -> LayerNorm or BatchNorm -> SiLU -> pointwise conv -> dropout.
+
+    Padded frames are zeroed before the depthwise convolution, so they never reach real frames, and BatchNorm
+    takes its training statistics over real frames only (a batch's padding does not shift them). LayerNorm
+    (the default) normalises each frame on its own: batch-independent and exact on time slices. Pointwise
+    convolutions are linear layers over channels. x (B, T, C) -> (B, T, C).
+    """
+
+    def __init__(self, dim: int, kernel: int, norm: str, dropout: float, eps: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.pointwise_in = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.BatchNorm1d(dim) if norm == "batch" else nn.LayerNorm(dim, eps=eps)
+        self.pointwise_out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def normalize(self, y: torch.Tensor, padding_mask) -> torch.Tensor:
+        if isinstance(self.norm, nn.LayerNorm):
+            return self.norm(y)
+        if padding_mask is None:
+            return self.norm(y.reshape(-1, y.shape[-1])).view_as(y)  # (B*T, C) through BatchNorm1d
+        out = torch.zeros_like(y)
+        out[~padding_mask] = self.norm(y[~padding_mask])  # (real frames, C)
+        return out
+
+    def forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
+        y = F.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)  # (B, T, C): first half gated by the second
+        if padding_mask is not None:
+            y = y.masked_fill(padding_mask[..., None], 0.0)
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+        return self.dropout(self.pointwise_out(F.silu(self.normalize(y, padding_mask))))
+
+
+class ConformerLayer(nn.Module):
+    """Conformer block: half-step feed-forward, self-attention (any seqattn head mix), convolution module,
+    half-step feed-forward, final LayerNorm; every sub-block pre-normed with a residual.
+
+    Same interface as :class:`EncoderLayer`: :meth:`attend` is the first feed-forward and the attention,
+    :meth:`feed_forward` the convolution module, the second feed-forward and the final norm.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, attention: AttentionConfig, kernel: int, norm: str, dropout: float,
+                 activation_dropout: float, eps: float):
+        super().__init__()
+        self.ffn1_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn1 = FeedForward(dim, ffn_dim, activation_dropout, F.silu)
+        self.attention_norm = nn.LayerNorm(dim, eps=eps)
+        self.attention = MultiHeadAttention(dim, attention)
+        self.conv = ConvolutionModule(dim, kernel, norm, dropout, eps)
+        self.ffn2_norm = nn.LayerNorm(dim, eps=eps)
+        self.ffn2 = FeedForward(dim, ffn_dim, activation_dropout, F.silu)
+        self.final_norm = nn.LayerNorm(dim, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.feed_forward_reach = kernel // 2
+
+    @property
+    def reach(self) -> int | None:
+        reach = attention_reach(self.attention)
+        return None if reach is None else reach + self.feed_forward_reach
+
+    def attend(self, x: torch.Tensor, padding_mask=None, return_weights: bool = False) -> LayerOutput:
+        """x (B, T, C) -> LayerOutput after the first half-step feed-forward and the attention."""
+        x = x + 0.5 * self.dropout(self.ffn1(self.ffn1_norm(x)))
+        attended = self.attention(self.attention_norm(x), padding_mask, return_weights=return_weights)
+        return LayerOutput(x + self.dropout(attended.out), attended.aux_loss, attended.weights)
+
+    def feed_forward(self, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
+        """Convolution module, second half-step feed-forward, final norm: x (B, T, C) -> (B, T, C)."""
+        x = x + self.conv(x, padding_mask)
+        x = x + 0.5 * self.dropout(self.ffn2(self.ffn2_norm(x)))
+        return self.final_norm(x)
+
+    def forward(self, x: torch.Tensor, padding_mask=None, return_weights: bool = False) -> LayerOutput:
+        attended = self.attend(x, padding_mask, return_weights)
+        return replace(attended, x=self.feed_forward(attended.x, padding_mask))
+
+
+def build_layer(config, index: int) -> EncoderLayer | ConformerLayer:
+    """Layer ``index`` of the encoder the config describes."""
+    if config.encoder_block == "conformer":
+        return ConformerLayer(config.embed_dim, config.ffn_dim, config.attention_for(index), config.conformer_kernel,
+                              config.conformer_norm, config.dropout, config.activation_dropout, config.layer_norm_eps)
+    return EncoderLayer(config.embed_dim, config.ffn_dim, config.attention_for(index), config.layer_norm_first,
+                        config.dropout, config.activation_dropout, config.layer_norm_eps)
 
 
 class Encoder(nn.Module):
@@ -196,13 +352,7 @@ class Encoder(nn.Module):
         self.pos_conv = ConvPositionalEmbedding(config.embed_dim, config.conv_pos, config.conv_pos_groups)
         self.layer_norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(
-                config.embed_dim, config.ffn_dim, config.attention_for(i), config.layer_norm_first, config.dropout,
-                config.activation_dropout, config.layer_norm_eps,
-            )
-            for i in range(config.num_layers)
-        )
+        self.layers = nn.ModuleList(build_layer(config, i) for i in range(config.num_layers))
         for module in self.layers.modules():  # BERT-style init of the transformer (fairseq init_bert_params)
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)

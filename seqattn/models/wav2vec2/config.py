@@ -15,8 +15,18 @@ from seqattn.utils.values import check_known_keys, from_values
 BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
 
 
+FRONT_ENDS = ("cnn", "fbank")
+ENCODER_BLOCKS = ("transformer", "conformer")
+CONFORMER_NORMS = ("layer", "batch")
+
+
 @dataclass
 class Wav2Vec2Config:
+    # front end: "cnn" (fairseq's raw-waveform CNN below, for IndicWav2Vec / fairseq / HF checkpoints) or
+    # "fbank" (80-bin Kaldi log-mel, normalised per utterance, fbank_stack 10 ms frames per encoder frame)
+    frontend: str = "cnn"
+    fbank_bins: int = 80
+    fbank_stack: int = 4  # 2, 4, 8: encoder frames of 20, 40, 80 ms
     # feature CNN: (channels, kernel, stride) per layer
     conv_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
     extractor_mode: str = "default"  # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
@@ -27,7 +37,12 @@ class Wav2Vec2Config:
     num_layers: int = 12
     attention: AttentionConfig = field(default_factory=lambda: AttentionConfig(num_heads=12))
     layer_attention: list[AttentionConfig] | None = None  # optional per-layer attention (len == num_layers)
-    layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base)
+    layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base); Conformer blocks are always pre-LN
+    # "transformer" (wav2vec 2.0's layers) or "conformer" (macaron feed-forwards around the attention and a
+    # depthwise-convolution module of conformer_kernel frames, normalised by LayerNorm or BatchNorm)
+    encoder_block: str = "transformer"
+    conformer_kernel: int = 15
+    conformer_norm: str = "layer"
     conv_pos: int = 128
     conv_pos_groups: int = 16
     layer_norm_eps: float = 1e-5
@@ -59,6 +74,11 @@ class Wav2Vec2Config:
     vocab_size: int = 0
     final_dropout: float = 0.0
 
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the front end's frames: the last conv's, or fbank bins x stacked frames."""
+        return self.fbank_bins * self.fbank_stack if self.frontend == "fbank" else self.conv_layers[-1][0]
+
     def attention_for(self, layer: int) -> AttentionConfig:
         if self.layer_attention is not None:
             return self.layer_attention[layer]
@@ -84,6 +104,16 @@ class Wav2Vec2Config:
         if not self.conv_layers or any(len(layer) != 3 or min(layer) < 1 for layer in self.conv_layers):
             raise ValueError(f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
                              f"got {self.conv_layers}"[:300])
+        for name, allowed in (("frontend", FRONT_ENDS), ("encoder_block", ENCODER_BLOCKS),
+                              ("conformer_norm", CONFORMER_NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("fbank_bins", "fbank_stack"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.conformer_kernel < 1 or self.conformer_kernel % 2 == 0:
+            raise ValueError(f"conformer_kernel must be odd and positive (a centred convolution), got "
+                             f"{self.conformer_kernel}")
         if len(self.latent_temp) != 3:
             raise ValueError(f"latent_temp must be [max, min, decay], got {self.latent_temp}")
         if self.extractor_mode not in ("default", "layer_norm"):

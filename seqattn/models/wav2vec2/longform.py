@@ -26,12 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 from seqattn.utils.device import module_device
 
-from .components import Encoder, EncoderLayer, FeatureExtractor
-from .model import Features, Wav2Vec2ForCTC, Wav2Vec2Model
+from .components import ConformerLayer, Encoder, EncoderLayer
+from .model import Features, FrontEnd, Wav2Vec2ForCTC, Wav2Vec2Model
 
 CNN_CHUNK_FRAMES = 1024  # CNN output frames per chunk of a long utterance (the first layer holds 512 x S/5)
 SLICE_FRAMES = 4096  # encoder time slices for inputs longer than two slices
@@ -42,67 +41,38 @@ STREAM_WINDOW_FRAMES = 32768  # central frames per streamed window (about 11 min
 Read = Callable[[int, int], torch.Tensor]  # read(start, stop) -> waveform samples [start, stop), shape (stop - start,)
 
 
-# --- the CNN on inputs of any length -------------------------------------------------------------------------
+# --- the front end on inputs of any length -------------------------------------------------------------------
 
 @torch.no_grad()
-def first_layer_statistics(extractor: FeatureExtractor, read: Read, num_samples: int, samples_per_chunk: int):
-    """Per-channel mean and 1/std of the first conv's output over the whole waveform, chunk by chunk in
-    float64, as ``(mean (C, 1), inv_std (C, 1))``; None when the first layer has no GroupNorm."""
-    layer = extractor.conv_layers[0]
-    if layer.norm_kind != "group":
-        return None
-    frames = (num_samples - layer.kernel) // layer.stride + 1
-    per_chunk = max(1, samples_per_chunk // layer.stride)
-    total = sum_sq = None
-    for j0 in range(0, frames, per_chunk):
-        j1 = min(frames, j0 + per_chunk)
-        y = layer.conv(read(j0 * layer.stride, (j1 - 1) * layer.stride + layer.kernel)[None, None])[0]
-        y = y.double()  # (C, j1 - j0)
-        total = y.sum(1) if total is None else total + y.sum(1)
-        sum_sq = y.square().sum(1) if sum_sq is None else sum_sq + y.square().sum(1)
-    mean = total / frames
-    variance = (sum_sq / frames - mean.square()).clamp(min=0.0)  # biased, as GroupNorm uses
-    inv_std = (variance + layer.norm.eps).rsqrt()
-    return mean.float()[:, None], inv_std.float()[:, None]
+def front_end_frames(extractor: FrontEnd, read: Read, f0: int, f1: int, statistics,
+                     frames_per_chunk: int = CNN_CHUNK_FRAMES) -> torch.Tensor:
+    """Front-end output frames [f0, f1) -> (1, C, f1 - f0), computed ``frames_per_chunk`` frames at a time.
 
-
-@torch.no_grad()
-def cnn_frames(extractor: FeatureExtractor, read: Read, f0: int, f1: int, statistics,
-               frames_per_chunk: int = CNN_CHUNK_FRAMES) -> torch.Tensor:
-    """CNN output frames [f0, f1) -> (1, C, f1 - f0), computed ``frames_per_chunk`` frames at a time.
-
-    The convolutions have no padding, so output frames [a, b) depend only on samples [a*hop, (b-1)*hop + field)
-    and each chunk is exact. The base model's GroupNorm normalises every channel over the *whole* utterance:
-    ``statistics`` (from :func:`first_layer_statistics`, None for a layer-norm extractor) applies those as a
-    fixed affine map.
+    Both front ends work without padding, so output frames [a, b) depend only on samples
+    [a*hop, (b-1)*hop + field) and each chunk is exact. What looks at the *whole* utterance (the base CNN's
+    GroupNorm, the fbank's per-utterance normalisation) takes ``statistics`` from the front end's
+    ``whole_input_statistics`` instead.
     """
     field, hop = extractor.receptive_field()
     pieces = []
     for a in range(f0, f1, frames_per_chunk):
         b = min(f1, a + frames_per_chunk)
-        x = read(a * hop, (b - 1) * hop + field)[None, None]  # (1, 1, samples of this chunk)
-        for i, layer in enumerate(extractor.conv_layers):
-            if i == 0 and statistics is not None:
-                mean, inv_std = statistics
-                y = (layer.conv(x) - mean) * inv_std  # GroupNorm with whole-utterance statistics
-                x = F.gelu(y * layer.norm.weight[:, None] + layer.norm.bias[:, None])
-            else:
-                x = layer(x)
-        pieces.append(x)  # (1, C, b - a)
+        samples = read(a * hop, (b - 1) * hop + field)[None, None]  # (1, 1, samples of this chunk)
+        pieces.append(extractor.with_statistics(samples, statistics))  # (1, C, b - a)
     return torch.cat(pieces, dim=2)
 
 
 @torch.no_grad()
-def cnn_long(extractor: FeatureExtractor, waveform: torch.Tensor, frames_per_chunk: int = CNN_CHUNK_FRAMES):
+def front_end_long(extractor: FrontEnd, waveform: torch.Tensor, frames_per_chunk: int = CNN_CHUNK_FRAMES):
     """One waveform (S,) -> (1, C, T), equal to ``extractor(waveform[None])`` with memory bounded by the chunk
-    instead of the input (the first layer alone holds 512 x S/5 floats: 24 GB for an hour)."""
+    instead of the input (the CNN's first layer alone holds 512 x S/5 floats: 24 GB for an hour)."""
     total = int(extractor.output_lengths(torch.tensor([waveform.numel()]))[0])
     if total <= 0:
         return extractor(waveform[None])
     read = lambda start, stop: waveform[start:stop]  # noqa: E731
     samples_per_chunk = frames_per_chunk * extractor.receptive_field()[1]
-    statistics = first_layer_statistics(extractor, read, waveform.numel(), samples_per_chunk)
-    return cnn_frames(extractor, read, 0, total, statistics, frames_per_chunk)
+    statistics = extractor.whole_input_statistics(read, waveform.numel(), samples_per_chunk)
+    return front_end_frames(extractor, read, 0, total, statistics, frames_per_chunk)
 
 
 @torch.no_grad()
@@ -115,7 +85,7 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
     for wave in waveforms:
         wave = wave.to(device)
         if backbone.output_lengths(torch.tensor([wave.numel()]))[0] > frames_per_chunk:
-            cnn = cnn_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
+            cnn = front_end_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
         else:
             cnn = backbone.feature_extractor(wave[None])  # (1, C, T_i)
         rows.append(backbone.feature_norm(cnn[0].transpose(0, 1)))  # (T_i, C)
@@ -144,12 +114,11 @@ def map_time_slices(x: torch.Tensor, fn, halo: int, slice_frames: int, padding_m
     return out
 
 
-def feed_forward_in_slices(layer: EncoderLayer, x: torch.Tensor) -> torch.Tensor:
-    """The layer's position-wise feed-forward block on slices of time: x (B, T, C) -> (B, T, C)."""
-    if x.shape[0] * x.shape[1] <= FEED_FORWARD_SLICE:
-        return layer.feed_forward(x)
-    step = max(1, FEED_FORWARD_SLICE // x.shape[0])
-    return torch.cat([layer.feed_forward(x[:, t : t + step]) for t in range(0, x.shape[1], step)], dim=1)
+def feed_forward_in_slices(layer: EncoderLayer | ConformerLayer, x: torch.Tensor, padding_mask=None) -> torch.Tensor:
+    """The layer's feed-forward half on slices of time (with its reach as halo: 0 for a transformer layer, half
+    the convolution for a Conformer block): x (B, T, C) -> (B, T, C)."""
+    step = max(1, FEED_FORWARD_SLICE // max(1, x.shape[0]))
+    return map_time_slices(x, layer.feed_forward, layer.feed_forward_reach, step, padding_mask)
 
 
 @torch.no_grad()
@@ -167,11 +136,10 @@ def encode(backbone: Wav2Vec2Model, features: Features, slice_frames: int | None
         positions = lambda y: map_time_slices(y, lambda part, _: encoder.pos_conv(part), halo, slice_frames)  # noqa: E731
     x = encoder.embed(x, padding_mask, positions)
     for layer in encoder.layers:
-        reach = layer.attention.config.reach
-        if sliced and reach is not None:
-            x = map_time_slices(x, lambda part, mask: layer(part, mask).x, max(reach), slice_frames, padding_mask)
+        if sliced and layer.reach is not None:
+            x = map_time_slices(x, lambda part, mask: layer(part, mask).x, layer.reach, slice_frames, padding_mask)
         else:
-            x = feed_forward_in_slices(layer, layer.attend(x, padding_mask).x)
+            x = feed_forward_in_slices(layer, layer.attend(x, padding_mask).x, padding_mask)
     return encoder.finish(x)
 
 
@@ -179,10 +147,9 @@ def encoder_halo(backbone: Wav2Vec2Model) -> int | None:
     """Frames on each side that one encoder output frame depends on, or None when a layer's reach is unbounded."""
     halo = backbone.encoder.pos_conv.kernel // 2
     for layer in backbone.encoder.layers:
-        reach = layer.attention.config.reach
-        if reach is None:
+        if layer.reach is None:
             return None
-        halo += max(reach)
+        halo += layer.reach
     return halo
 
 
@@ -204,11 +171,11 @@ def stream_logits(model: Wav2Vec2ForCTC, read: Read, num_samples: int, *, window
     extractor = backbone.feature_extractor
     hop = extractor.receptive_field()[1]
     total = int(backbone.output_lengths(torch.tensor([num_samples]))[0])
-    statistics = first_layer_statistics(extractor, read, num_samples, frames_per_chunk * hop) if total > 0 else None
+    statistics = extractor.whole_input_statistics(read, num_samples, frames_per_chunk * hop) if total > 0 else None
     for first in range(0, total, window_frames):
         last = min(total, first + window_frames)
         lo, hi = max(0, first - halo), min(total, last + halo)
-        cnn = cnn_frames(extractor, read, lo, hi, statistics, frames_per_chunk)  # (1, C, hi - lo)
+        cnn = front_end_frames(extractor, read, lo, hi, statistics, frames_per_chunk)  # (1, C, hi - lo)
         x = backbone.feature_norm(cnn.transpose(1, 2))  # (1, hi - lo, C)
         zero = x.new_zeros(())
         out = encode(backbone, Features(x, zero, zero, None, None))  # (1, hi - lo, D)

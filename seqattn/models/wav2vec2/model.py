@@ -14,6 +14,7 @@ from torch import nn
 
 from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
+from .fbank import FbankFrontEnd
 from .masking import channel_mask, sample_negatives, span_mask
 from .quantizer import GumbelQuantizer
 
@@ -31,26 +32,35 @@ class _GradMultiply(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+FrontEnd = FeatureExtractor | FbankFrontEnd  # waveforms (B, S) -> frames (B, C, T); see build_front_end
+
+
+def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
+    """The config's front end: fairseq's raw-waveform CNN, or the parameter-free log-mel filterbank."""
+    if config.frontend == "fbank":
+        return FbankFrontEnd(config.fbank_bins, config.fbank_stack)
+    return FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
+
+
 @dataclass
 class Features:
-    x: torch.Tensor  # (B, T, C_conv) CNN features after the feature layer norm
+    x: torch.Tensor  # (B, T, C) front-end features after the feature layer norm
     penalty_sum: torch.Tensor  # sum of squared CNN activations (before the norm): fairseq's features_pen is
-    penalty_count: torch.Tensor  # penalty_sum / penalty_count
+    penalty_count: torch.Tensor  # penalty_sum / penalty_count (zero for the fbank, which learns nothing)
     padding_mask: torch.Tensor | None  # (B, T) bool, True = padding
     lengths: torch.Tensor | None  # (B,) valid frames
 
 
 class Wav2Vec2Model(nn.Module):
-    """Feature CNN + feature norm/projection + transformer encoder."""
+    """Front end (feature CNN or fbank) + feature norm/projection + transformer or Conformer encoder."""
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
         config.validate()
         self.config = config
-        conv_dim = config.conv_layers[-1][0]
-        self.feature_extractor = FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
-        self.feature_norm = nn.LayerNorm(conv_dim)
-        self.feature_projection = nn.Linear(conv_dim, config.embed_dim)
+        self.feature_extractor = build_front_end(config)
+        self.feature_norm = nn.LayerNorm(config.feature_dim)
+        self.feature_projection = nn.Linear(config.feature_dim, config.embed_dim)
         self.dropout_input = nn.Dropout(config.dropout_input)
         self.mask_emb = nn.Parameter(torch.empty(config.embed_dim).uniform_())
         self.encoder = Encoder(config)
@@ -59,9 +69,12 @@ class Wav2Vec2Model(nn.Module):
         return self.feature_extractor.output_lengths(lengths)
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> Features:
-        """Run the CNN (with fairseq's gradient scaling) and the feature layer norm."""
+        """Run the front end (the CNN with fairseq's gradient scaling) and the feature layer norm."""
         mult = self.config.feature_grad_mult
-        if mult > 0 or not self.training:
+        learned = self.config.frontend == "cnn"
+        if not learned:
+            x = self.feature_extractor(waveforms, lengths)  # nothing to learn: no gradient scaling, no penalty
+        elif mult > 0 or not self.training:
             x = self.feature_extractor(waveforms)
             if self.training and mult != 1.0:
                 x = _GradMultiply.apply(x, mult)
@@ -69,8 +82,8 @@ class Wav2Vec2Model(nn.Module):
             with torch.no_grad():
                 x = self.feature_extractor(waveforms)
         x = x.transpose(1, 2)  # (B, T, C)
-        penalty_sum = x.float().pow(2).sum()
-        penalty_count = torch.tensor(float(x.numel()), device=x.device)
+        penalty_sum = x.float().pow(2).sum() if learned else x.new_zeros((), dtype=torch.float32)
+        penalty_count = torch.tensor(float(x.numel()) if learned else 1.0, device=x.device)
         x = self.feature_norm(x)
         padding_mask = frame_lengths = None
         if lengths is not None:
@@ -138,9 +151,8 @@ class Wav2Vec2ForPretraining(nn.Module):
         self.config = config
         self.wav2vec2 = Wav2Vec2Model(config)
         vq_dim = config.latent_dim or config.final_dim
-        conv_dim = config.conv_layers[-1][0]
         self.quantizer = GumbelQuantizer(
-            conv_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
+            config.feature_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
         )
         self.project_q = nn.Linear(vq_dim, config.final_dim)
         self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
