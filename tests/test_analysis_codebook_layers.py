@@ -49,8 +49,12 @@ def test_shared_and_language_specific_entries():
     assert analysis.linkage.shape == (2, 4)
 
 
-def test_code_counts_equal_the_models_own_quantize_per_utterance():
-    model = Wav2Vec2ForPretraining(tiny()).eval()
+@pytest.mark.parametrize("objective", ["contrastive", "bestrq"])
+def test_code_counts_equal_the_models_own_quantize_per_utterance(objective):
+    """Gumbel quantizer (2 groups of 32) and BEST-RQ's random-projection quantizer (2 codebooks of 32)."""
+    config = tiny() if objective == "contrastive" else tiny(frontend="fbank", fbank_bins=40, objective="bestrq",
+                                                             bestrq_codebooks=2, bestrq_entries=32)
+    model = Wav2Vec2ForPretraining(config).eval()
     waves = [torch.randn(n) for n in (9000, 12000, 7000)]
     utterances = [Utterance(f"u{i}", w, lang) for i, (w, lang) in enumerate(zip(waves, ("hi", "ta", "hi")))]
     counts = code_counts(model, utterances, batch_size=3, progress=False)

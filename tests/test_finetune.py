@@ -182,3 +182,44 @@ def test_training_links_best_and_last_that_load_model_accepts(setup, tmp_path):
     assert (tmp_path / "best").resolve() == (checkpoints / best_name).resolve()
     assert isinstance(load_model(tmp_path / "best"), Wav2Vec2ForCTC) and (tmp_path / "last" / "tokens.json").is_file()
     assert (tmp_path / "best").is_symlink() and not (tmp_path / "best").readlink().is_absolute()  # movable
+
+
+FBANK_RECIPE = REPO / "recipes" / "wav2vec2" / "finetune_fbank_conformer_cpu.yaml"
+
+
+def _fbank_config(setup, out, *extra):
+    """The fbank Conformer recipe from scratch, shrunk to test size."""
+    train_dir, valid_dir, _ = setup
+    return load_config(FinetuneConfig, str(FBANK_RECIPE), [
+        f"data.train=[{{path: {train_dir}, language: hi}}]", f"data.valid=[{{path: {valid_dir}, language: hi}}]",
+        f"run.output_dir={out}", "data.max_tokens=48000", "optim.max_updates=4", "validate_every=2",
+        "run.log_every=2", "run.save_every=4", "run.tensorboard=false", "run.max_time_s=0",
+        "model.embed_dim=48", "model.ffn_dim=96", "model.num_layers=2", "model.fbank_bins=40", "model.conv_pos=8",
+        "model.conv_pos_groups=4", "model.final_dim=16", *extra,
+    ])
+
+
+def test_fbank_conformer_recipe_trains_from_scratch_and_transcribes(setup, tmp_path, capsys):
+    best = train(_fbank_config(setup, tmp_path / "ft"))
+    model = load_model(best)
+    assert isinstance(model, Wav2Vec2ForCTC)
+    assert model.config.frontend == "fbank" and model.config.encoder_block == "conformer"
+    assert "valid update 2: wer=" in (tmp_path / "ft" / "train.log").read_text(encoding="utf-8")
+    assert cli_main(["transcribe", str(best), "--data-dir", str(setup[1]), "--output-dir", str(tmp_path / "out"),
+                     "--quiet"]) == 0
+    assert "%WER" in capsys.readouterr().out  # a data dir with references is scored
+
+
+def test_front_end_mismatches_and_too_low_frame_rates_are_one_line_errors(setup, tmp_path):
+    from seqattn.train.finetune import build_model
+    from seqattn.train.loop import TrainingError
+
+    # a raw-CNN pretrained model cannot be fine-tuned as an fbank model: the error names the key
+    with pytest.raises(TrainingError, match=r"model_overrides.frontend: .* was pretrained with frontend='cnn'"):
+        build_model(_config(setup, tmp_path, "model_overrides={frontend: fbank}"), vocab_size=7)
+    with pytest.raises(TrainingError, match=r"model_overrides.encoder_block: .*encoder_block='transformer'"):
+        build_model(_config(setup, tmp_path, "model_overrides={encoder_block: conformer}"), vocab_size=7)
+    # 32 stacked frames = 320 ms: every 1-1.5 s training utterance has more labels than frames
+    with pytest.raises(TrainingError, match=r"model.fbank_stack: frames of 320 ms leave fewer CTC frames than labels "
+                                            r"in 12 of 12 training utterances"):
+        train(_fbank_config(setup, tmp_path / "slow", "model.fbank_stack=32"))

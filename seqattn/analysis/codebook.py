@@ -1,7 +1,8 @@
 """Which quantizer entries each language uses, and how much languages share them.
 
-For a pretrained wav2vec2 model (Gumbel product quantizer: G groups of V entries), every frame of every
-utterance picks one entry per group (the eval-mode argmax, as the pretraining targets do). Per language
+For a pretrained wav2vec2 model (Gumbel product quantizer: G groups of V entries; or BEST-RQ's frozen
+random-projection quantizer: G codebooks of V entries), every frame of every utterance picks one entry per
+group (the eval-mode argmax, as the pretraining targets do). Per language
 that gives a (G, V) count table, from which:
 
 - per language: the distribution of entry use per group, its perplexity ``exp(H)`` per group (their sum
@@ -60,11 +61,11 @@ def code_counts(model: torch.nn.Module, utterances: list[Utterance], batch_size:
     counts: dict[str, np.ndarray] = {}
     for start in tqdm(range(0, len(utterances), batch_size), desc="codebook", unit="batch", disable=not progress):
         batch = utterances[start : start + batch_size]
-        features = inference_features(backbone, [u.wave for u in batch])
+        features = inference_features(backbone, [u.wave for u in batch], keep_raw=True)
         frames = torch.ones(features.x.shape[:2], dtype=torch.bool, device=features.x.device) \
             if features.padding_mask is None \
             else ~features.padding_mask  # (B, T)
-        targets = quantizer(features.x, frames).targets  # (B, T, G)
+        targets = quantizer(model.quantizer_input(features), frames).targets  # (B, T, G)
         for row, utterance in enumerate(batch):
             picked = targets[row][frames[row]]  # (T_i, G)
             offsets = picked.cpu() + torch.arange(groups) * entries  # (T_i, G) flat entry index per group

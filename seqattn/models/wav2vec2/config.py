@@ -17,6 +17,7 @@ BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320
 
 FRONT_ENDS = ("cnn", "fbank")
 ENCODER_BLOCKS = ("transformer", "conformer")
+OBJECTIVES = ("contrastive", "bestrq")
 CONFORMER_NORMS = ("layer", "batch")
 
 
@@ -60,6 +61,13 @@ class Wav2Vec2Config:
     latent_groups: int = 2
     latent_dim: int = 0  # 0: use final_dim
     latent_temp: list[float] = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # max, min, decay per update
+    # pretraining objective: "contrastive" (wav2vec 2.0: InfoNCE over the Gumbel quantizer above) or "bestrq"
+    # (BEST-RQ: cross-entropy on the entries a frozen random-projection quantizer picks for the fbank frames)
+    objective: str = "contrastive"
+    bestrq_codebooks: int = 1
+    bestrq_entries: int = 8192
+    bestrq_dim: int = 16
+    bestrq_seed: int = 0  # draws the projection and codebooks (then stored in the checkpoint)
     # masking
     mask_prob: float = 0.65
     mask_length: int = 10
@@ -105,10 +113,13 @@ class Wav2Vec2Config:
             raise ValueError(f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
                              f"got {self.conv_layers}"[:300])
         for name, allowed in (("frontend", FRONT_ENDS), ("encoder_block", ENCODER_BLOCKS),
-                              ("conformer_norm", CONFORMER_NORMS)):
+                              ("conformer_norm", CONFORMER_NORMS), ("objective", OBJECTIVES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("fbank_bins", "fbank_stack"):
+        if self.objective == "bestrq" and self.frontend != "fbank":
+            raise ValueError("objective: bestrq quantizes filterbank frames and needs frontend: fbank, got "
+                             f"frontend: {self.frontend}")
+        for name in ("fbank_bins", "fbank_stack", "bestrq_codebooks", "bestrq_entries", "bestrq_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.conformer_kernel < 1 or self.conformer_kernel % 2 == 0:

@@ -77,23 +77,28 @@ def front_end_long(extractor: FrontEnd, waveform: torch.Tensor, frames_per_chunk
 
 @torch.no_grad()
 def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
-                       frames_per_chunk: int = CNN_CHUNK_FRAMES) -> Features:
-    """Features of 1-D waveforms of any lengths: each through the CNN on its own (long ones in chunks), the
-    feature layer norm, then padded into one (B, T, C) batch, on the model's device."""
+                       frames_per_chunk: int = CNN_CHUNK_FRAMES, keep_raw: bool = False) -> Features:
+    """Features of 1-D waveforms of any lengths: each through the front end on its own (long ones in chunks),
+    the feature layer norm, then padded into one (B, T, C) batch, on the model's device. ``keep_raw`` also
+    keeps the front end's frames before the norm (``Features.raw``, what BEST-RQ's quantizer reads)."""
     device = module_device(backbone)
-    rows = []
+    rows, raw_rows = [], []
     for wave in waveforms:
         wave = wave.to(device)
         if backbone.output_lengths(torch.tensor([wave.numel()]))[0] > frames_per_chunk:
-            cnn = front_end_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
+            frames = front_end_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
         else:
-            cnn = backbone.feature_extractor(wave[None])  # (1, C, T_i)
-        rows.append(backbone.feature_norm(cnn[0].transpose(0, 1)))  # (T_i, C)
+            frames = backbone.feature_extractor(wave[None])  # (1, C, T_i)
+        frames = frames[0].transpose(0, 1)  # (T_i, C)
+        rows.append(backbone.feature_norm(frames))
+        if keep_raw:
+            raw_rows.append(frames)
     lengths = torch.tensor([row.shape[0] for row in rows], device=rows[0].device)
     x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, max T_i, C)
+    raw = torch.nn.utils.rnn.pad_sequence(raw_rows, batch_first=True) if keep_raw else None  # (B, max T_i, C)
     padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]  # (B, T)
     zero = x.new_zeros(())
-    return Features(x, zero, zero, padding_mask if bool(padding_mask.any()) else None, lengths)
+    return Features(x, zero, zero, padding_mask if bool(padding_mask.any()) else None, lengths, raw)
 
 
 # --- the encoder on inputs of any length ---------------------------------------------------------------------

@@ -16,7 +16,8 @@ from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
 from .fbank import FbankFrontEnd
 from .masking import channel_mask, sample_negatives, span_mask
-from .quantizer import GumbelQuantizer
+from .bestrq import RandomProjectionQuantizer
+from .quantizer import GumbelQuantizer, perplexity
 
 
 class _GradMultiply(torch.autograd.Function):
@@ -49,6 +50,7 @@ class Features:
     penalty_count: torch.Tensor  # penalty_sum / penalty_count (zero for the fbank, which learns nothing)
     padding_mask: torch.Tensor | None  # (B, T) bool, True = padding
     lengths: torch.Tensor | None  # (B,) valid frames
+    raw: torch.Tensor | None = None  # (B, T, C) the front end's frames before the feature norm (BEST-RQ targets)
 
 
 class Wav2Vec2Model(nn.Module):
@@ -84,12 +86,12 @@ class Wav2Vec2Model(nn.Module):
         x = x.transpose(1, 2)  # (B, T, C)
         penalty_sum = x.float().pow(2).sum() if learned else x.new_zeros((), dtype=torch.float32)
         penalty_count = torch.tensor(float(x.numel()) if learned else 1.0, device=x.device)
-        x = self.feature_norm(x)
+        raw, x = x, self.feature_norm(x)
         padding_mask = frame_lengths = None
         if lengths is not None:
             frame_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
             padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
-        return Features(x, penalty_sum, penalty_count, padding_mask, frame_lengths)
+        return Features(x, penalty_sum, penalty_count, padding_mask, frame_lengths, raw)
 
     def apply_mask(self, x, padding_mask, generators: list[torch.Generator], sync_min=None):
         """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T)).
@@ -132,7 +134,7 @@ class Wav2Vec2Model(nn.Module):
 @dataclass
 class PretrainingOutput:
     loss: torch.Tensor  # per-target mean InfoNCE + weighted diversity and feature penalty (+ attention aux)
-    contrastive: torch.Tensor  # summed InfoNCE over this process's targets
+    contrastive: torch.Tensor  # summed InfoNCE (BEST-RQ: cross-entropy) over this process's targets
     diversity: torch.Tensor  # (G*V - prob_perplexity) / (G*V)
     feature_penalty: torch.Tensor
     aux: torch.Tensor  # attention auxiliary losses (routing commitment)
@@ -144,12 +146,22 @@ class PretrainingOutput:
 
 
 class Wav2Vec2ForPretraining(nn.Module):
-    """Backbone + quantizer + ``project_q`` / ``final_proj``; ``forward`` returns projected states (B, T, F)."""
+    """Backbone + a quantizer that makes the targets + the heads that predict them.
+
+    ``objective: contrastive`` (wav2vec 2.0): Gumbel quantizer, ``project_q`` and ``final_proj``; ``forward``
+    returns projected states (B, T, F). ``objective: bestrq``: a frozen random-projection quantizer and
+    ``bestrq_head``; ``forward`` returns the logits over every codebook's entries (B, T, G * V).
+    """
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
         self.config = config
         self.wav2vec2 = Wav2Vec2Model(config)
+        if config.objective == "bestrq":
+            self.quantizer = RandomProjectionQuantizer(config.feature_dim, config.bestrq_codebooks,
+                                                       config.bestrq_entries, config.bestrq_dim, config.bestrq_seed)
+            self.bestrq_head = nn.Linear(config.embed_dim, config.bestrq_codebooks * config.bestrq_entries)
+            return
         vq_dim = config.latent_dim or config.final_dim
         self.quantizer = GumbelQuantizer(
             config.feature_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
@@ -160,22 +172,70 @@ class Wav2Vec2ForPretraining(nn.Module):
 
     def forward(self, waveforms, lengths=None):
         out, out_lengths = self.wav2vec2(waveforms, lengths)
-        return self.final_proj(out), out_lengths
+        head = self.bestrq_head if self.config.objective == "bestrq" else self.final_proj
+        return head(out), out_lengths
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):
         return self.wav2vec2.extract_features(waveforms, lengths, num_layers)
 
+    def quantizer_input(self, features: Features) -> torch.Tensor:
+        """What the quantizer reads (B, T, C): the normalised features (contrastive), or the front end's frames
+        before the learned feature norm (BEST-RQ, whose targets must not move while the model learns)."""
+        if self.config.objective == "bestrq":
+            if features.raw is None:
+                raise ValueError("BEST-RQ targets need the front end's frames (Features.raw)")
+            return features.raw
+        return features.x
+
     def quantize(self, waveforms, lengths=None):
-        """Quantized CNN features of every frame: (:class:`Quantized`, project_q(quantized.x))."""
+        """Quantized features of every frame: (:class:`Quantized`, project_q(quantized.x) or None for BEST-RQ)."""
         features = self.wav2vec2.features(waveforms, lengths)
         frames = None if features.padding_mask is None else ~features.padding_mask
-        quantized = self.quantizer(features.x, frames)
-        return quantized, self.project_q(quantized.x)
+        quantized = self.quantizer(self.quantizer_input(features), frames)
+        return quantized, (None if self.config.objective == "bestrq" else self.project_q(quantized.x))
 
     def set_num_updates(self, num_updates: int) -> None:
-        self.quantizer.set_num_updates(num_updates)
+        if self.config.objective == "contrastive":
+            self.quantizer.set_num_updates(num_updates)
 
     def pretraining_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
+                         reduce=None, sync_min=None) -> PretrainingOutput:
+        """The configured objective's loss (see :meth:`contrastive_loss` and :meth:`bestrq_loss`)."""
+        loss = self.bestrq_loss if self.config.objective == "bestrq" else self.contrastive_loss
+        return loss(waveforms, lengths, generators, world_size=world_size, reduce=reduce, sync_min=sync_min)
+
+    def bestrq_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
+                    reduce=None, sync_min=None) -> PretrainingOutput:
+        """Mask spans and predict, at every masked frame, the entry each codebook of the frozen random-projection
+        quantizer picks for the unmasked fbank frame (cross-entropy, mean over masked frames and codebooks).
+
+        Arguments as for :meth:`contrastive_loss`; under DDP the target count is the global batch's and the
+        per-rank sum is scaled by ``world_size``, so DDP's gradient average equals one process.
+        """
+        reduce = reduce or (lambda t: t)
+        features = self.wav2vec2.features(waveforms, lengths)
+        encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
+        time_mask = encoded.time_mask  # (B, T)
+        frames = None if features.padding_mask is None else ~features.padding_mask
+        quantized = self.quantizer(features.raw, frames, reduce=reduce)
+        groups, entries = self.quantizer.groups, self.quantizer.num_vars
+        logits = self.bestrq_head(encoded.x[time_mask]).view(-1, groups, entries)  # (M, G, V)
+        targets = quantized.targets[time_mask]  # (M, G)
+        total = F.cross_entropy(logits.float().reshape(-1, entries), targets.reshape(-1), reduction="sum")
+        num_targets = int(reduce(torch.tensor(float(targets.numel()), device=logits.device)).item())
+        loss = world_size * total / max(num_targets, 1) + encoded.aux_loss
+        with torch.no_grad():
+            correct = int((logits.argmax(-1) == targets).sum())
+            predicted = torch.softmax(logits.float(), dim=-1)  # (M, G, V)
+            prob_perplexity = perplexity(predicted, None, reduce)
+        zero = loss.new_zeros(())
+        return PretrainingOutput(
+            loss=loss, contrastive=total.detach(), diversity=zero, feature_penalty=zero, aux=encoded.aux_loss.detach(),
+            num_targets=targets.numel(), correct=correct, code_perplexity=quantized.code_perplexity,
+            prob_perplexity=prob_perplexity, temperature=0.0,
+        )
+
+    def contrastive_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
                          reduce=None, sync_min=None) -> PretrainingOutput:
         """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE).
 

@@ -53,8 +53,8 @@ class GumbelQuantizer(nn.Module):
         hard = F.one_hot(targets, self.num_vars).to(logits.dtype)  # (BT, G, V)
         soft = torch.softmax(logits.float(), dim=-1)  # (BT, G, V)
         keep = None if frame_mask is None else frame_mask.reshape(-1)
-        code_perplexity = _perplexity(hard.float(), keep, reduce)
-        prob_perplexity = _perplexity(soft, keep, reduce)
+        code_perplexity = perplexity(hard.float(), keep, reduce)
+        prob_perplexity = perplexity(soft, keep, reduce)
         if self.training:
             choice = _gumbel_hard(logits.float(), self.temperature, batch, generators).type_as(logits)
         else:
@@ -84,7 +84,7 @@ def _gumbel_hard(logits: torch.Tensor, tau: float, batch: int, generators) -> to
     return hard - soft.detach() + soft
 
 
-def _perplexity(probs: torch.Tensor, keep: torch.Tensor | None, reduce: Callable | None = None) -> torch.Tensor:
+def perplexity(probs: torch.Tensor, keep: torch.Tensor | None, reduce: Callable | None = None) -> torch.Tensor:
     """Sum over groups of exp(entropy of the mean distribution). probs (BT, G, V)."""
     if keep is not None:
         probs = probs[keep]
