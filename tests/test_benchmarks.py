@@ -38,9 +38,9 @@ def test_bench_wav2vec2_quick(tmp_path):
     pytest.importorskip("transformers", reason="test extra (transformers) not installed")
     payload, table = _run("bench_wav2vec2.py", tmp_path)
     impls = {r["impl"]: r for r in payload["rows"]}
-    assert set(impls) == {"hf", "seqattn_full", "seqattn_local"}
+    assert set(impls) == {"hf", "seqattn_full", "seqattn_local", "seqattn_fbank_local", "seqattn_fbank_bestrq"}
     assert all("error" not in r and len(r["step_s"]) == 2 for r in impls.values()), impls
-    assert "HF time / seqattn time" in table
+    assert "HF time / seqattn time" in table and "raw-CNN local time / fbank time" in table
 
 
 def test_bench_transcribe_quick(tmp_path):

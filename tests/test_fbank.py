@@ -172,3 +172,27 @@ def test_front_end_settings_are_checked():
                                 ("conformer_kernel", 4, "conformer_kernel must be odd")]:
         with pytest.raises(ValueError, match=message):
             Wav2Vec2Config(**{key: value}).validate()
+
+
+def test_frequency_masks_hide_the_same_bins_in_every_stacked_frame_in_training_only():
+    from seqattn.models.wav2vec2.masking import frequency_mask, generators_for
+
+    masks = frequency_mask(64, 40, 2, 7, generators_for(range(64)))
+    widths = masks.sum(1)
+    assert widths.max() <= 14 and widths.float().mean() > 3  # two bands of up to 7 bins, not all empty
+    assert torch.equal(masks, frequency_mask(64, 40, 2, 7, generators_for(range(64))))  # per-utterance seeds
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(_fbank_config(fbank_freq_masks=2, fbank_freq_width=7, mask_prob=0.0)).train()
+    seen = []
+    model.wav2vec2.feature_projection.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    waves = torch.stack([_speechlike(1.0, seed=1), _speechlike(1.0, seed=2)])
+    model.training_forward(waves, None, mask_generators=generators_for([5, 6]))
+    expected = frequency_mask(2, 40, 2, 7, generators_for([5, 6]))  # (B, bins)
+    x = seen[-1].view(2, -1, 4, 40)  # (B, T, stack, bins)
+    for row in range(2):
+        hidden = (x[row] == 0).all(0).all(0)  # (bins,): zero in every frame and every stacked copy
+        assert torch.equal(hidden, expected[row])
+    model.training_forward(waves, None)  # no generators (validation, inference): nothing masked
+    assert not (seen[-1] == 0).all(1).any()
+    with pytest.raises(ValueError, match="fbank_freq_masks .* needs frontend: fbank"):
+        tiny(fbank_freq_masks=2).validate()

@@ -3,11 +3,13 @@
 
 Run:  .venv/bin/python tools/bench_wav2vec2.py [--quick] [--out-dir bench_out/wav2vec2]
 
-The model is seqattn's ``small()`` preset (4 layers, 256 dims, 256-channel CNN) and the HF
-``Wav2Vec2ForPreTraining`` built with the same sizes (SDPA attention). Both include their masking and
-negative sampling in the step. seqattn runs with full attention (the original model) and with local
-attention of 128 frames each side. Each (implementation, crop) runs in its own subprocess: median of
---reps steps after a warm-up, and peak RSS above the pre-step level. Batch size 1.
+The model is seqattn's ``small()`` preset (4 layers, 256 dims, 256-channel CNN; ``--preset base``: BASE, 12
+layers of 768 dims over the 512-channel CNN) and the HF ``Wav2Vec2ForPreTraining`` built with the same sizes
+(SDPA attention). Both include their masking and negative sampling in the step. seqattn runs with full
+attention (the original model), with local attention of 128 frames each side, and with the log-mel
+filterbank front end stacked to 40 ms under the same local encoder (contrastive objective, and BEST-RQ).
+Each (implementation, crop) runs in its own subprocess: median of --reps steps after a warm-up, and peak
+RSS above the pre-step level. Batch size 1.
 """
 from __future__ import annotations
 
@@ -23,15 +25,21 @@ IMPLEMENTATIONS = {
     "hf": "HF Wav2Vec2ForPreTraining (SDPA)",
     "seqattn_full": "seqattn, full attention",
     "seqattn_local": "seqattn, local attention L=R=128 frames",
+    "seqattn_fbank_local": "seqattn, fbank 40 ms, local L=R=128, contrastive",
+    "seqattn_fbank_bestrq": "seqattn, fbank 40 ms, local L=R=128, BEST-RQ",
 }
 
 
-def _hf_model():
+def _preset(name: str, **overrides):
+    from seqattn.models.wav2vec2 import base, small
+
+    return (base if name == "base" else small)(**overrides)
+
+
+def _hf_model(preset: str):
     import transformers
 
-    from seqattn.models.wav2vec2 import small
-
-    c = small()
+    c = _preset(preset)
     config = transformers.Wav2Vec2Config(
         hidden_size=c.embed_dim, num_hidden_layers=c.num_layers, num_attention_heads=c.attention.num_heads,
         intermediate_size=c.ffn_dim, conv_dim=[l[0] for l in c.conv_layers], conv_kernel=[l[1] for l in c.conv_layers],
@@ -46,14 +54,14 @@ def _hf_model():
     return transformers.Wav2Vec2ForPreTraining(config).train()
 
 
-def _step(impl: str, seconds: float):
+def _step(impl: str, seconds: float, preset: str):
     import torch
 
     waves = torch.randn(1, int(seconds * 16000))
     if impl == "hf":
         from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-        model = _hf_model()
+        model = _hf_model(preset)
         frames = int(model._get_feat_extract_output_lengths(waves.shape[1]))
 
         def step():
@@ -65,13 +73,18 @@ def _step(impl: str, seconds: float):
             model.zero_grad(set_to_none=True)
 
         return step
-    from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, small
+    from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining
     from seqattn.models.wav2vec2.masking import generators_for
     from seqattn.nn import AttentionConfig
 
-    config = small(layerdrop=0.0)
-    if impl == "seqattn_local":
-        config.attention = AttentionConfig(num_heads=4, local_heads=4, window_left=128, window_right=128)
+    config = _preset(preset, layerdrop=0.0)
+    if impl != "seqattn_full":
+        heads = config.attention.num_heads
+        config.attention = AttentionConfig(num_heads=heads, local_heads=heads, window_left=128, window_right=128)
+    if impl.startswith("seqattn_fbank"):
+        config.frontend, config.fbank_stack = "fbank", 4
+    if impl == "seqattn_fbank_bestrq":
+        config.objective = "bestrq"
     model = Wav2Vec2ForPretraining(config).train()
     counter = iter(range(10**9))
 
@@ -82,12 +95,12 @@ def _step(impl: str, seconds: float):
     return step
 
 
-def worker(impl: str, seconds: float, reps: int, threads: int) -> dict:
+def worker(impl: str, seconds: float, reps: int, threads: int, preset: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    step = _step(impl, seconds)
+    step = _step(impl, seconds, preset)
     peak = peak_above_baseline(step)  # first step of a fresh process: nothing cached by the allocator yet
     return {"impl": impl, "seconds": seconds, "step_s": timed(step, reps), "peak_mib": peak}
 
@@ -98,7 +111,7 @@ def markdown(rows, info, crops) -> str:
         "# wav2vec 2.0 pretraining step benchmark",
         "",
         f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
-        f"Batch 1, `small()` preset, median of {info['reps']} steps (forward + backward incl. masking); "
+        f"Batch 1, `{info['preset']}()` preset, median of {info['reps']} steps (forward + backward incl. masking); "
         "peak = max RSS during the first step of a fresh process above the level before it; glibc mmap/trim "
         "thresholds raised to 2 GiB in every worker (as `seqattn` commands do).",
         "",
@@ -117,14 +130,23 @@ def markdown(rows, info, crops) -> str:
     lines += ["", "## Ratios (HF time / seqattn time; > 1 means seqattn is faster)", ""]
     for s in crops:
         hf = by.get(("hf", s), {})
-        for impl in ("seqattn_full", "seqattn_local"):
+        for impl in IMPLEMENTATIONS:
             row = by.get((impl, s), {})
-            if "step_s" in hf and "step_s" in row:
+            if impl != "hf" and "step_s" in hf and "step_s" in row:
                 ratio = median_ms(hf["step_s"]) / median_ms(row["step_s"])
                 mem = f"{row['peak_mib']:.0f} vs HF {hf['peak_mib']:.0f} MiB"
                 lines.append(f"- {s:.0f} s, {IMPLEMENTATIONS[impl]}: {ratio:.2f}x ({mem})")
+    lines += ["", "## Ratios (seqattn raw-CNN local time / fbank time)", ""]
+    for s in crops:
+        cnn = by.get(("seqattn_local", s), {})
+        for impl in ("seqattn_fbank_local", "seqattn_fbank_bestrq"):
+            row = by.get((impl, s), {})
+            if "step_s" in cnn and "step_s" in row:
+                lines.append(f"- {s:.0f} s, {IMPLEMENTATIONS[impl]}: "
+                             f"{median_ms(cnn['step_s']) / median_ms(row['step_s']):.2f}x")
     lines += ["", "Targets: full attention no slower than HF (HF/seqattn >= 0.95, i.e. time ratio <= 1.05); "
-              "local at 60 s at least 2x faster than HF with lower peak memory."]
+              "local at 60 s at least 2x faster than HF with lower peak memory; fbank 40 ms with local +-128 at "
+              "60 s (BASE) at least 3x faster than HF and 2x faster than the raw-CNN local model."]
     return "\n".join(lines) + "\n"
 
 
@@ -138,9 +160,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out-dir", default="bench_out/wav2vec2")
+    parser.add_argument("--preset", choices=["small", "base"], default="small")
+    parser.add_argument("--implementations", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS))
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.seconds, args.reps, args.threads)))
+        print(json.dumps(worker(args.worker, args.seconds, args.reps, args.threads, args.preset)))
         return
     if args.quick:
         args.crops, args.reps = [2.0], 2
@@ -148,11 +172,11 @@ def main() -> None:
 
     rows = []
     for seconds in args.crops:
-        for impl in tqdm(IMPLEMENTATIONS, desc=f"{seconds:.0f} s crops"):
+        for impl in tqdm(args.implementations, desc=f"{seconds:.0f} s crops"):
             worker_args = ["--worker", impl, "--seconds", str(seconds), "--reps", str(args.reps),
-                           "--threads", str(args.threads)]
+                           "--threads", str(args.threads), "--preset", args.preset]
             rows.append({"impl": impl, "seconds": seconds, **run_worker(__file__, worker_args, args.timeout)})
-    info = meta(sys.argv, args.threads, args.reps)
+    info = {**meta(sys.argv, args.threads, args.reps), "preset": args.preset}
     write_outputs(args.out_dir, {"meta": info, "rows": rows}, markdown(rows, info, args.crops))
 
 

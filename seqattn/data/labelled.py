@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 
 from .audio import AudioError, audio_duration, load_audio, normalize_waveform
+from .augment import AugmentConfig
+from .augment import augment as augment_wave
 from .sampling import duration_batches
 from .text import CharVocabulary, VocabularyError
 from .unlabelled import item_seed, read_utterances
@@ -89,8 +91,10 @@ class PaddedBatches(torch.utils.data.Dataset):
     """Item b is this rank's share of padded batch b of an epoch (batches by total padded duration)."""
 
     def __init__(self, items: list[LabelledItem], epoch: int, seed: int, max_tokens: int, sample_rate: int,
-                 normalize: bool, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+                 normalize: bool, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 augment: AugmentConfig | None = None):
         self.items, self.epoch, self.seed = items, epoch, seed
+        self.augment = augment if augment is not None and augment.enabled else None
         self.sample_rate, self.normalize = sample_rate, normalize
         self.rank, self.world_size = rank, world_size
         generator = torch.Generator().manual_seed(item_seed(seed, epoch, 0, purpose=2))
@@ -113,8 +117,11 @@ class PaddedBatches(torch.utils.data.Dataset):
             except AudioError as error:
                 failed.append(f"{item.utt_id}: {error}")
                 continue
+            key = item_seed(self.seed, self.epoch, batch_index * 100_003 + slot)
+            if self.augment is not None:  # drawn from the utterance's own key: the same audio on resume
+                wave = augment_wave(wave, self.augment, self.sample_rate, torch.Generator().manual_seed(key ^ 0x5EED))
             waves.append(normalize_waveform(wave) if self.normalize else wave)
-            keys.append(item_seed(self.seed, self.epoch, batch_index * 100_003 + slot))
+            keys.append(key)
             chosen.append(item)
         lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
         padded = torch.zeros(len(waves), int(lengths.max()) if waves else 0)

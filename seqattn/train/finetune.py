@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from seqattn.data.augment import AugmentConfig
 from seqattn.data.labelled import PaddedBatches, prepare, read_texts
 from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.sources import DataSource
@@ -53,6 +54,7 @@ class FinetuneData:
     sentencepiece_size: int = 200
     num_workers: int = 0
     fix_data_dirs: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # waveform perturbation of training utterances
 
 
 @dataclass
@@ -187,7 +189,8 @@ class FinetuneTask(Task):
     def epoch_dataset(self, epoch: int):
         data = self.config.data
         return PaddedBatches(self.train_items, epoch, self.config.run.seed, data.max_tokens, data.sample_rate,
-                             self.model.config.normalize_waveform, self.ctx.rank, self.ctx.world_size)
+                             self.model.config.normalize_waveform, self.ctx.rank, self.ctx.world_size,
+                             augment=data.augment)
 
     def is_empty(self, batch) -> bool:
         return batch["waves"].shape[0] == 0
@@ -246,6 +249,10 @@ def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: Finetune
 
 def train(config: FinetuneConfig, command: str = "seqattn finetune") -> Path:
     """Run (or resume) fine-tuning; returns the best checkpoint (by validation WER) or the last one."""
+    try:
+        config.data.augment.validate()
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     check_sources([s.path for s in config.data.train], "labelled")
     check_sources([s.path for s in config.data.valid] or [config.data.train[0].path], "validation")
     return launch(_train, config, command)

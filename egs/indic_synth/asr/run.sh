@@ -9,6 +9,8 @@
 # Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
 #   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
+#   --frontend fbank  the filterbank Conformer (80-bin log-mel stacked to 40 ms, 6 Conformer blocks with local
+#                    heads), pretrained with BEST-RQ, instead of the raw-waveform CNN wav2vec 2.0 model
 #   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
 #                    a dilated head (stride 4, +-32 strides: reach +-128 frames) or a global head (+-64 frames
 #                    plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
@@ -25,6 +27,7 @@ stop_stage=100
 quick=false
 ablation=false
 head_variants=""
+frontend=cnn
 nj=2
 seed=1
 # Unlabelled pretraining audio: every espeak-ng voice of an Indian language (bpy reads Bengali-script text).
@@ -54,12 +57,28 @@ exp=""
 pretrained=""           # a seqattn model dir (e.g. a converted IndicWav2Vec checkpoint): skip pretraining
 . ./local/parse_options.sh "$@"
 
+case $frontend in
+  cnn) ;;
+  fbank)
+    pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_bestrq_conformer_cpu.yaml
+    finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_fbank_conformer_cpu.yaml ;;
+  *) echo "run.sh: --frontend must be cnn or fbank, got '$frontend'" >&2; exit 2 ;;
+esac
+
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   pretrain_langs=hi,ta,bpy; asr_langs=hi,ta; train_utts=8; test_utts=4; longform_utts=4
-  pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_tiny.yaml; pretrain_time=60
+  pretrain_time=60
   pretrain_overrides="optim.max_updates=6 optim.warmup_updates=2 run.save_every=3 run.log_every=2"
-  finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml; finetune_time=60
+  finetune_time=60
   finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 freeze_updates=2"
+  if [ "$frontend" = cnn ]; then
+    pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_tiny.yaml
+    finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_tiny.yaml
+  else  # the fbank Conformer at test size
+    shrink="model.embed_dim=48 model.ffn_dim=96 model.num_layers=2 model.conv_pos=8 model.conv_pos_groups=4"
+    pretrain_overrides="$pretrain_overrides $shrink model.bestrq_entries=64"
+    finetune_overrides="optim.max_updates=6 run.save_every=3 run.log_every=2 validate_every=3 $shrink"
+  fi
   beam_size=5; analysis_utts=4; localize_distill_steps=3; localize_bench_seconds=5
   data=${data:-data_quick}; exp=${exp:-exp_quick}
 else

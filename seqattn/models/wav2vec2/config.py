@@ -28,6 +28,10 @@ class Wav2Vec2Config:
     frontend: str = "cnn"
     fbank_bins: int = 80
     fbank_stack: int = 4  # 2, 4, 8: encoder frames of 20, 40, 80 ms
+    # SpecAugment frequency masking of the fbank in training (time masking is mask_prob / mask_length):
+    # fbank_freq_masks bands of up to fbank_freq_width bins per utterance, the same bins in every stacked frame
+    fbank_freq_masks: int = 0
+    fbank_freq_width: int = 15
     # feature CNN: (channels, kernel, stride) per layer
     conv_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
     extractor_mode: str = "default"  # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
@@ -119,6 +123,12 @@ class Wav2Vec2Config:
         if self.objective == "bestrq" and self.frontend != "fbank":
             raise ValueError("objective: bestrq quantizes filterbank frames and needs frontend: fbank, got "
                              f"frontend: {self.frontend}")
+        if self.fbank_freq_masks < 0 or self.fbank_freq_width < 0:
+            raise ValueError(f"fbank_freq_masks and fbank_freq_width must be 0 or more, got {self.fbank_freq_masks} "
+                             f"and {self.fbank_freq_width}")
+        if self.fbank_freq_masks and self.frontend != "fbank":
+            raise ValueError("fbank_freq_masks masks filterbank bins and needs frontend: fbank (the raw CNN's "
+                             "features are masked by mask_channel_prob)")
         for name in ("fbank_bins", "fbank_stack", "bestrq_codebooks", "bestrq_entries", "bestrq_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -49,6 +49,18 @@ def channel_mask(batch: int, channels: int, mask_prob: float, span: int, generat
     return span_mask(lengths, channels, mask_prob, span, generators, same_count=False)
 
 
+def frequency_mask(batch: int, bins: int, masks: int, max_width: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """(B, bins) bool: SpecAugment's frequency masking. Each row gets ``masks`` bands of ``f ~ U{0..max_width}``
+    bins starting at ``U{0..bins - f}`` (bands may overlap), drawn from the row's own generator."""
+    mask = torch.zeros(batch, bins, dtype=torch.bool)
+    for row, generator in enumerate(generators[:batch]):
+        for _ in range(masks):
+            width = int(torch.randint(0, min(max_width, bins) + 1, (), generator=generator))
+            start = int(torch.randint(0, bins - width + 1, (), generator=generator))
+            mask[row, start : start + width] = True
+    return mask
+
+
 def sample_negatives(num_targets: int, num_negatives: int, generators: list[torch.Generator]) -> torch.Tensor:
     """Indices (K, B, M) of negatives for each of M masked targets, drawn from the other M - 1 targets
     of the same utterance (never the target itself)."""

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bestrq import RandomProjectionQuantizer
 from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
 from .fbank import FbankFrontEnd
-from .masking import channel_mask, sample_negatives, span_mask
-from .bestrq import RandomProjectionQuantizer
+from .masking import channel_mask, frequency_mask, sample_negatives, span_mask
 from .quantizer import GumbelQuantizer, perplexity
 
 
@@ -111,9 +111,14 @@ class Wav2Vec2Model(nn.Module):
 
     def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None,
                keep_layer_outputs: bool = True) -> EncoderOutput:
-        """Project features and run the encoder; with ``mask_generators`` (training) apply span masking.
-        The result carries the frame ``lengths`` and, when masking, the ``time_mask``."""
-        x = self.dropout_input(self.feature_projection(features.x))
+        """Project features and run the encoder; with ``mask_generators`` (training) apply the fbank's frequency
+        masking and span masking. The result carries the frame ``lengths`` and, when masking, the ``time_mask``."""
+        x = features.x
+        c = self.config
+        if mask_generators is not None and c.fbank_freq_masks > 0:
+            bins = frequency_mask(x.shape[0], c.fbank_bins, c.fbank_freq_masks, c.fbank_freq_width, mask_generators)
+            x = x.masked_fill(bins.repeat(1, c.fbank_stack)[:, None, :].to(x.device), 0.0)  # (B, 1, stack * bins)
+        x = self.dropout_input(self.feature_projection(x))
         time_mask = None
         if mask_generators is not None:
             x, time_mask = self.apply_mask(x, features.padding_mask, mask_generators, sync_min)
