@@ -90,10 +90,12 @@ def test_distillation_trains_only_attention_and_recovers_the_teacher():
     assert result.trained_parameters == sum(p.numel() for n, p in student.named_parameters() if ".attention." in n)
 
 
-def test_cli_reports_windows_speed_and_error_rates_then_the_model_transcribes(tmp_path, capsys):
+@pytest.mark.parametrize("model", [{}, {"frontend": "fbank", "fbank_bins": 40, "encoder_block": "conformer",
+                                          "conformer_kernel": 5}], ids=["cnn-transformer", "fbank-conformer"])
+def test_cli_reports_windows_speed_and_error_rates_then_the_model_transcribes(tmp_path, capsys, model):
     texts = ["नमस्ते भारत", "हिंदी"]
     vocab = CharVocabulary.build(texts)
-    model_dir = save_model(Wav2Vec2ForCTC(tiny(vocab_size=len(vocab))), tmp_path / "full",
+    model_dir = save_model(Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), **model)), tmp_path / "full",
                            extra_files={"tokens.json": vocab.to_json()})
     data = make_data_dir(tmp_path, "test", 4, "hi", texts=texts)
     out = tmp_path / "local"

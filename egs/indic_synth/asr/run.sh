@@ -121,6 +121,10 @@ if run_stage 0 "system dependencies" "$exp/log/apt.log $exp/log/kenlm.log"; then
   missing=""
   command -v espeak-ng > /dev/null || missing="$missing espeak-ng"
   command -v sox > /dev/null || missing="$missing sox"
+  # translated messages of these packages are the out-of-domain test sentences (stage 1)
+  [ -f /usr/share/locale/hi/LC_MESSAGES/glib20.mo ] || missing="$missing libglib2.0-data"
+  [ -f /usr/share/locale/hi/LC_MESSAGES/shared-mime-info.mo ] || missing="$missing shared-mime-info"
+  [ -f /usr/share/locale/hi/LC_MESSAGES/xdg-user-dirs.mo ] || missing="$missing xdg-user-dirs"
   if [ -n "$missing" ]; then
     echo "installing$missing (apt)"
     (apt-get install -y $missing > $exp/log/apt.log 2>&1 || \
@@ -141,6 +145,9 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
       --seed $seed --nj $nj --words $test_words 2>&1 | tee $exp/log/synth_$split.log
   done
+  # out of domain: translated Debian messages (sentences, not name lists), voices no other split uses
+  python local/synthesize.py --out $data --langs $asr_langs --split test_ood --utts $test_utts --seed $seed \
+    --nj $nj --text-source messages 2>&1 | tee $exp/log/synth_test_ood.log
   [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang $data/dev_$longform_lang --long $data/test_long_$longform_lang \
     --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
     2>&1 | tee $exp/log/longform_data.log
@@ -221,7 +228,8 @@ fi
 if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights tuned on dev)" $exp/log/decode.log; then
   for model in $models; do
     for l in $(langs_of $asr_langs); do
-      for set in dev_$l test_$l; do
+      for set in dev_$l test_$l test_ood_$l; do
+        [ -d $data/$set ] || continue  # test_ood_* needs the translated messages (stage 0)
         seqattn transcribe $exp/$model/best --data-dir $data/$set --output-dir $exp/decode/$model/greedy/$set \
           --batch-size 8 --quiet
       done

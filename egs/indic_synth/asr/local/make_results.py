@@ -74,7 +74,8 @@ def main() -> None:
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {machine_line()}",
         "- data: espeak-ng speech of CLDR word sequences; dev/test use sentences and speaker settings (voice "
-        "variants m5, m6, f4, f5) never seen in training",
+        "variants m5, m6, f4, f5) never seen in training; test_ood_* are real sentences of another source "
+        "(translated Debian messages) spoken by named espeak-ng voices at pitches outside the training range",
         "- scoring: `seqattn transcribe` with references (jiwer), Kaldi-style %WER / %CER, totals over each set",
         "",
     ]

@@ -8,6 +8,12 @@ and weekday names in each language's own script), so a fresh machine needs nothi
 espeak-ng voice variants with their own rate, pitch and amplitude; held-out splits use other variants and
 other sentences than training (the split name seeds both choices), drawn only from words whose characters the
 training text has, so every held-out character is in the fine-tuned model's vocabulary.
+
+``--text-source messages`` makes an out-of-domain split instead: real sentences, the translated user-interface
+messages of Debian packages (gettext catalogues under /usr/share/locale/<lang>/LC_MESSAGES, which
+tools/install_system_deps.sh installs), spoken by named espeak-ng voices that no other split uses, at pitches
+outside the training range. Catalogues of names (iso-codes) are left out, as are messages with Latin letters,
+digits or markup, and messages with characters the training text lacks.
 """
 from __future__ import annotations
 
@@ -86,6 +92,39 @@ def sentences(lang: str, split: str, count: int, seed: int, min_words: int = 3, 
     return result
 
 
+OOD_VOICES = ["Andy", "annie", "Denis", "Lee", "max", "Alicia"]  # named variants: other formants than m1..f5
+NAME_CATALOGUES = ("iso_639", "iso_3166", "iso_4217", "iso_15924")  # lists of names, like the training text
+
+
+def message_sentences(lang: str, locale_dir: Path = Path("/usr/share/locale"), min_words: int = 3,
+                      max_words: int = 10) -> list[str]:
+    """Sentences from the language's gettext catalogues: translated messages without Latin letters, digits,
+    placeholders or markup, punctuation removed, NFC, ``min_words``..``max_words`` words; sorted, unique."""
+    import gettext
+    import re
+
+    found = set()
+    for path in sorted((locale_dir / lang / "LC_MESSAGES").glob("*.mo")):
+        if path.name.startswith(NAME_CATALOGUES):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                catalogue = gettext.GNUTranslations(handle)
+        except (OSError, UnicodeDecodeError, gettext.error) as error:  # a broken catalogue is skipped, not fatal
+            print(f"{path}: skipped ({error})", file=sys.stderr)
+            continue
+        for source, message in catalogue._catalog.items():
+            if not source or not isinstance(message, str):
+                continue
+            if re.search(r"[A-Za-z0-9%_&<>{}\\/=@$#|\[\]()\"'`*+~^]", message):
+                continue
+            text = re.sub(r"[.,:;!?\u0964\u0965\u2026\-\u2013\u2014]+", " ", unicodedata.normalize("NFC", message))
+            words = text.split()
+            if min_words <= len(words) <= max_words:
+                found.add(" ".join(words))
+    return sorted(found)
+
+
 def characters(text: str) -> set[str]:
     """The labels a character-level CTC model trained on ``text`` has (the toolkit's own normalisation)."""
     from seqattn.data.text import normalize_text
@@ -113,6 +152,19 @@ def split_sentences(lang: str, split: str, count: int, seed: int, min_words: int
     allowed = covered_words(vocabulary(lang), training_sentences)
     return sentences(lang, split, count, seed, min_words, max_words, exclude=set(training_sentences),
                      allowed=allowed)
+
+
+def ood_sentences(lang: str, split: str, count: int, seed: int, training_sentences: list[str]) -> list[str]:
+    """``count`` message sentences spelt with the training text's characters (deterministic per seed and split)."""
+    known = characters(" ".join(training_sentences))
+    candidates = [text for text in message_sentences(TEXT_FROM.get(lang, lang)) if characters(text) <= known]
+    if not candidates:  # an optional set: the rest of the recipe runs without it
+        print(f"warning: {lang}: no usable translated messages under /usr/share/locale/{lang}/LC_MESSAGES, no "
+              f"{split} set (install libglib2.0-data, shared-mime-info and xdg-user-dirs: "
+              "tools/install_system_deps.sh)", file=sys.stderr)
+        return []
+    rng = random.Random(f"{seed}-{lang}-{split}-messages")
+    return rng.sample(candidates, min(count, len(candidates)))
 
 
 def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
@@ -148,10 +200,15 @@ def main() -> None:
                         help="words per sentence")
     parser.add_argument("--noise-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance")
+    parser.add_argument("--text-source", choices=["cldr", "messages"], default="cldr",
+                        help="messages: an out-of-domain split of translated Debian messages (see above)")
     args = parser.parse_args()
 
     out = Path(args.out)
-    variants = TRAIN_VARIANTS if args.split == "train" else HELDOUT_VARIANTS
+    ood = args.text_source == "messages"
+    if ood and args.split == "train":
+        raise SystemExit("--text-source messages makes held-out test sets only; give --split, e.g. test_ood")
+    variants = OOD_VOICES if ood else TRAIN_VARIANTS if args.split == "train" else HELDOUT_VARIANTS
     for lang in args.langs.split(","):
         data_dir = out / f"{args.split}_{lang}"
         wav_dir = out / "wav" / f"{args.split}_{lang}"
@@ -164,10 +221,18 @@ def main() -> None:
                 raise SystemExit(f"{train_text} is missing: synthesise the train split first (held-out "
                                  "sentences are drawn from the characters it covers)")
             training = [line.split(" ", 1)[1] for line in train_text.read_text(encoding="utf-8").splitlines()]
-        for i, text in enumerate(split_sentences(lang, args.split, args.utts, args.seed, *args.words, training)):
+        if ood:
+            texts = ood_sentences(lang, args.split, args.utts, args.seed, training)
+            if not texts:
+                continue
+        else:
+            texts = split_sentences(lang, args.split, args.utts, args.seed, *args.words, training)
+        for i, text in enumerate(texts):
             rng = random.Random(hashlib.sha1(f"{args.seed}-{lang}-{args.split}-{i}".encode()).hexdigest())
             variant = rng.choice(variants)
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
+            if ood:  # pitch outside the training range [30, 70]
+                pitch = rng.choice([rng.randint(12, 25), rng.randint(75, 90)])
             speaker = f"{lang}-{variant}"
             utt = f"{speaker}-{args.split}-{i:05d}"
             snr = rng.uniform(*args.noise_snr) if args.noise_snr else None
