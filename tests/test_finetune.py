@@ -223,3 +223,5 @@ def test_front_end_mismatches_and_too_low_frame_rates_are_one_line_errors(setup,
     with pytest.raises(TrainingError, match=r"model.fbank_stack: frames of 320 ms leave fewer CTC frames than labels "
                                             r"in 12 of 12 training utterances"):
         train(_fbank_config(setup, tmp_path / "slow", "model.fbank_stack=32"))
+    listed = (tmp_path / "slow" / "rejected_utterances.txt").read_text(encoding="utf-8").splitlines()
+    assert sum(line.startswith("train ") and "labels need" in line for line in listed) == 12  # the list it names

@@ -109,6 +109,10 @@ def test_demo_recipe_quick(tmp_path):
         for split in ("dev", "test"):
             assert len((data / f"{split}_{lang}" / "text").read_text(encoding="utf-8").splitlines()) == 4
         assert (exp / "decode" / "ft" / "greedy" / f"test_{lang}" / "wer").read_text().startswith("%WER")
+        if list(Path(f"/usr/share/locale/{lang}/LC_MESSAGES").glob("glib20.mo")):  # the out-of-domain sentences
+            ood = (data / f"test_ood_{lang}" / "text").read_text(encoding="utf-8").splitlines()
+            assert len(ood) == 4 and all("-test_ood-" in line for line in ood)
+            assert (exp / "decode" / "ft" / "greedy" / f"test_ood_{lang}" / "wer").read_text().startswith("%WER")
         if KENLM.is_file():
             assert (exp / "decode" / "ft" / "lm" / f"test_{lang}" / "wer").read_text().startswith("%WER")
     assert len((data / "test_long_hi" / "segments").read_text().splitlines()) == 4
@@ -134,3 +138,29 @@ def test_demo_recipe_quick(tmp_path):
     bad = subprocess.run(["bash", "run.sh", "--quick", "true", "--bogus", "1"], cwd=RECIPE, capture_output=True,
                          text=True, timeout=60, env=env)
     assert bad.returncode != 0 and "unknown option --bogus" in bad.stderr
+
+
+def test_out_of_domain_sentences_come_from_message_catalogues(synthesize, tmp_path, capsys):
+    """Translated messages become test sentences: markup, Latin letters, digits and name catalogues are left
+    out, punctuation goes, NFC; a language without catalogues gets no set and a warning, not a failure."""
+    pytest.importorskip("babel", reason="babel (writes the test catalogues) is not installed")
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    messages = {"a": "फ़ाइल खोलें और सहेजें।", "b": "%s फ़ाइलें", "c": "<b>मोटा</b> पाठ यहाँ", "d": "दो शब्द",
+                "e": "नया फ़ोल्डर बनाएँ, फिर आगे बढ़ें", "f": "GNOME सत्र शुरू करें", "g": "पृष्ठ 3 देखें अभी"}
+    folder = tmp_path / "hi" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    for name, entries in (("app.mo", messages), ("iso_639-3.mo", {"x": "हिन्दी भाषा परिवार नाम"})):
+        catalog = Catalog(locale="hi")
+        for source, text in entries.items():
+            catalog.add(source, text)
+        with open(folder / name, "wb") as handle:
+            write_mo(handle, catalog)
+    found = synthesize.message_sentences("hi", tmp_path)
+    assert found == sorted({"फ़ाइल खोलें और सहेजें", "नया फ़ोल्डर बनाएँ फिर आगे बढ़ें"})
+    import unicodedata
+    assert all(unicodedata.is_normalized("NFC", s) for s in found)
+    # Tamil messages spelt with Hindi training characters: there are none, so no set (and a warning)
+    assert synthesize.ood_sentences("ta", "test_ood", 5, 1, ["फ़ाइल खोलें और सहेजें"]) == []
+    assert "no usable translated messages" in capsys.readouterr().err

@@ -113,9 +113,8 @@ def check_label_rate(model_config: Wav2Vec2Config, report, sample_rate: int) -> 
     else:
         key, hop = "conv_layers", math.prod(stride for _, _, stride in model_config.conv_layers)
     raise TrainingError(f"model.{key}: frames of {1000 * hop / sample_rate:g} ms leave fewer CTC frames than labels "
-                        f"in {report.too_few_frames} of "
-                        f"{usable} training utterances (see rejected_utterances.txt); use a higher frame rate or "
-                        "larger units (data.units: sentencepiece)")
+                        f"in {report.too_few_frames} of {usable} training utterances (listed in "
+                        "rejected_utterances.txt); use a higher frame rate or larger units (data.units: sentencepiece)")
 
 
 def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False) -> Wav2Vec2ForCTC:
@@ -286,9 +285,13 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
                            frames_of, data.fix_data_dirs)
     valid_report = prepare(valid_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
                            frames_of, data.fix_data_dirs)
+    rejected = [f"train {r}" for r in train_report.rejected] + [f"valid {r}" for r in valid_report.rejected]
+    if rejected and ctx.is_main:  # before the checks below, whose errors point at it
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
     check_label_rate(model.config, train_report, data.sample_rate)
     if not train_report.items:
-        raise TrainingError("no usable training utterances (see rejected_utterances.txt)")
+        raise TrainingError(f"no usable training utterances (see {out / 'rejected_utterances.txt'})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(params, optim)
     s = config.schedule
@@ -300,9 +303,6 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     monitor, manager = training.monitor, training.manager
     if ctx.is_main:
         vocab.save(out / VOCAB_FILE)
-        rejected = [f"train {r}" for r in train_report.rejected] + [f"valid {r}" for r in valid_report.rejected]
-        if rejected:
-            (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
         if continued is not None:
             monitor.message(f"continuing the CTC head and vocabulary of {config.init} (new_vocabulary=true would "
                             "train a new head); training characters outside it are rejected")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multilingual Indic ASR demo on synthetic espeak-ng speech, end to end on a CPU:
-#   corpus (16 espeak-ng Indian voices, CLDR text) -> wav2vec 2.0 pretraining on all of them (temperature
-#   sampling) -> one multilingual CTC model fine-tuned on 6 labelled languages (Indo-Aryan and Dravidian)
+#   corpus (16 espeak-ng Indian voices, CLDR text) -> self-supervised pretraining on all of them (temperature
+#   sampling; BEST-RQ on a filterbank Conformer by default, wav2vec 2.0's contrastive loss on the raw-waveform
+#   CNN with --frontend cnn) -> one multilingual CTC model fine-tuned on 6 labelled languages (Indo-Aryan and Dravidian)
 #   -> KenLM n-gram LMs + lexicons -> greedy and LM decoding of dev/test -> Kaldi-style scoring, RESULTS.md
 #   -> a several-minute recording transcribed in one pass (CTM/SRT), a segments file and a piped wav.scp
 #   -> analysis (attention locality, codebook use across languages, layer probes) and convert localize.
@@ -9,11 +10,12 @@
 # Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
 #   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
-#   --frontend fbank  the filterbank Conformer (80-bin log-mel stacked to 40 ms, 6 Conformer blocks with local
-#                    heads), pretrained with BEST-RQ, instead of the raw-waveform CNN wav2vec 2.0 model
+#   --frontend cnn   the raw-waveform CNN wav2vec 2.0 model (contrastive pretraining, 4 transformer layers at
+#                    20 ms) instead of the default filterbank Conformer (80-bin log-mel stacked to 40 ms, 6
+#                    Conformer blocks with local heads, BEST-RQ pretraining), which learns faster per CPU-minute
 #   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
-#                    a dilated head (stride 4, +-32 strides: reach +-128 frames) or a global head (+-64 frames
-#                    plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
+#                    a dilated head (stride 4, half the window in strides: twice the reach) or a global head (the
+#                    model's window plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
 # Every stage logs to $exp/log/, leaves a marker in $exp/done/ and records its time in $exp/time/, so a
 # re-run skips finished work and an interrupted stage starts again (training resumes from its last checkpoint).
 # A failing stage stops the run at once, naming the stage and its log; no later stage runs on what it left.
@@ -27,7 +29,7 @@ stop_stage=100
 quick=false
 ablation=false
 head_variants=""
-frontend=cnn
+frontend=fbank
 nj=2
 seed=1
 # Unlabelled pretraining audio: every espeak-ng voice of an Indian language (bpy reads Bengali-script text).
@@ -40,10 +42,10 @@ train_words="1 4"       # words per training sentence (short utterances let CTC 
 test_words="2 6"
 test_utts=40            # dev and test, per labelled language
 longform_utts=80        # segments in the long recording, from test then dev (80 x ~3.5 s = about 5 minutes)
-pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_demo_cpu.yaml
+pretrain_config=""      # default: the --frontend's recipe (recipes/wav2vec2/)
 pretrain_time=300
 pretrain_overrides=""
-finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_demo_cpu.yaml
+finetune_config=""
 finetune_time=720
 finetune_overrides=""
 lm_order=2
@@ -57,11 +59,15 @@ exp=""
 pretrained=""           # a seqattn model dir (e.g. a converted IndicWav2Vec checkpoint): skip pretraining
 . ./local/parse_options.sh "$@"
 
+head_window=64          # local window of the --head-variants (the model's own: 64 x 20 ms or 32 x 40 ms)
 case $frontend in
-  cnn) ;;
+  cnn)
+    pretrain_config=${pretrain_config:-$SEQATTN_ROOT/recipes/wav2vec2/pretrain_demo_cpu.yaml}
+    finetune_config=${finetune_config:-$SEQATTN_ROOT/recipes/wav2vec2/finetune_demo_cpu.yaml} ;;
   fbank)
-    pretrain_config=$SEQATTN_ROOT/recipes/wav2vec2/pretrain_bestrq_conformer_cpu.yaml
-    finetune_config=$SEQATTN_ROOT/recipes/wav2vec2/finetune_fbank_conformer_cpu.yaml ;;
+    pretrain_config=${pretrain_config:-$SEQATTN_ROOT/recipes/wav2vec2/pretrain_bestrq_conformer_cpu.yaml}
+    finetune_config=${finetune_config:-$SEQATTN_ROOT/recipes/wav2vec2/finetune_fbank_conformer_cpu.yaml}
+    head_window=32 ;;
   *) echo "run.sh: --frontend must be cnn or fbank, got '$frontend'" >&2; exit 2 ;;
 esac
 
@@ -185,8 +191,8 @@ models=ft
 for v in ${head_variants//,/ }; do models="$models ft_$v"; done
 head_variant_attention() {  # the fine-tuned model's attention with one local head replaced
   case $1 in
-    dilated) echo "{num_heads: 4, local_heads: 3, dilated_heads: 1, window_left: 64, window_right: 64, dilation: 4, dilated_window: 32}" ;;
-    global) echo "{num_heads: 4, local_heads: 3, global_heads: 1, window_left: 64, window_right: 64, global_window: 64, global_tokens: 8}" ;;
+    dilated) echo "{num_heads: 4, local_heads: 3, dilated_heads: 1, window_left: $head_window, window_right: $head_window, dilation: 4, dilated_window: $((head_window / 2))}" ;;
+    global) echo "{num_heads: 4, local_heads: 3, global_heads: 1, window_left: $head_window, window_right: $head_window, global_window: $head_window, global_tokens: 8}" ;;
     *) echo "unknown head variant $1 (dilated, global)" >&2; return 1 ;;
   esac
 }
@@ -293,4 +299,4 @@ if run_stage 9 "scoring: RESULTS.md" "(its output above)"; then
     --command "egs/indic_synth/asr/run.sh $*"
   finish_stage 9 results
 fi
-echo "done: results in $(pwd)/$exp/RESULTS.md"
+echo "done: results in $(cd $exp && pwd)/RESULTS.md"
