@@ -163,7 +163,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "
   finish_stage 1 corpus
 fi
 
-if [ -z "$pretrained" ] && run_stage 2 "wav2vec 2.0 pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
+if [ -z "$pretrained" ] && run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
     run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
