@@ -10,7 +10,6 @@ validation WER/CER every ``validate_every`` updates and the best checkpoint kept
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,16 +101,14 @@ def init_vocabulary(config: FinetuneConfig) -> CharVocabulary | None:
 FRONT_END_KEYS = ("frontend", "fbank_bins", "fbank_stack", "conv_layers", "extractor_mode", "encoder_block")
 
 
-def check_label_rate(model_config: Wav2Vec2Config, report, sample_rate: int) -> None:
+def check_label_rate(model: Wav2Vec2ForCTC, report, sample_rate: int) -> None:
     """A frame rate too low for the labels is a configuration error, not a data problem: when it rejects half
     of the training utterances or more, stop with an error that names the key setting the frame rate."""
     usable = len(report.items) + report.too_few_frames
     if report.too_few_frames == 0 or report.too_few_frames * 2 < usable:
         return
-    if model_config.frontend == "fbank":
-        key, hop = "fbank_stack", 160 * model_config.fbank_stack
-    else:
-        key, hop = "conv_layers", math.prod(stride for _, _, stride in model_config.conv_layers)
+    key = "fbank_stack" if model.config.frontend == "fbank" else "conv_layers"
+    hop = model.wav2vec2.feature_extractor.receptive_field()[1]  # samples between frames
     raise TrainingError(f"model.{key}: frames of {1000 * hop / sample_rate:g} ms leave fewer CTC frames than labels "
                         f"in {report.too_few_frames} of {usable} training utterances (listed in "
                         "rejected_utterances.txt); use a higher frame rate or larger units (data.units: sentencepiece)")
@@ -289,7 +286,7 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
     if rejected and ctx.is_main:  # before the checks below, whose errors point at it
         out.mkdir(parents=True, exist_ok=True)
         (out / "rejected_utterances.txt").write_text("\n".join(rejected) + "\n", encoding="utf-8")
-    check_label_rate(model.config, train_report, data.sample_rate)
+    check_label_rate(model, train_report, data.sample_rate)
     if not train_report.items:
         raise TrainingError(f"no usable training utterances (see {out / 'rejected_utterances.txt'})")
     params = [p for p in model.parameters() if p.requires_grad]

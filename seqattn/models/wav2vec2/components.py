@@ -58,10 +58,6 @@ class FeatureExtractor(nn.Module):
             in_channels = channels
         self.conv_layers = nn.ModuleList(layers)
 
-    @property
-    def out_channels(self) -> int:
-        return self.conv_layers[-1].conv.out_channels
-
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for layer in self.conv_layers:
             lengths = layer.output_lengths(lengths)

@@ -79,10 +79,6 @@ class FbankFrontEnd(nn.Module):
             self._constants[device] = (window.to(device), mel.to(device))
         return self._constants[device]
 
-    @property
-    def out_channels(self) -> int:
-        return self.num_bins * self.stack
-
     def receptive_field(self) -> tuple[int, int]:
         """(samples seen by one output frame, samples between output frames): (880, 640) at 40 ms."""
         return FRAME_SAMPLES + (self.stack - 1) * FRAME_SHIFT, FRAME_SHIFT * self.stack
