@@ -83,3 +83,33 @@ def global_reference(q, k, v, left, right, key_padding_mask=None, *, tokens, que
     summary_scores = summary_scores.masked_fill(~summary_seen, float("-inf"))
     probs = torch.softmax(torch.cat([band_scores, summary_scores], dim=-1), dim=-1).nan_to_num(0.0)
     return probs[..., :n] @ v + torch.einsum("bhig,bhigd->bhid", probs[..., n:], summary_values), probs
+
+
+def block_routed_allowed(q, k, block, top_k, key_padding_mask=None, causal=True):
+    """(B, H, N, N) bool mask of MoBA-style block routing, built with plain loops.
+
+    Query i (block b = i // block) sees its own block's real keys (j <= i when causal) and the top_k other
+    blocks with the highest q_i . (mean of the block's real keys), among complete past blocks when causal and
+    all other blocks otherwise, skipping blocks without a real key."""
+    batch, heads, n, _ = q.shape
+    real = torch.ones(batch, n, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+    blocks = -(-n // block)
+    allowed = torch.zeros(batch, heads, n, n, dtype=torch.bool)
+    for b in range(batch):
+        for h in range(heads):
+            means = {}
+            for u in range(blocks):
+                members = [j for j in range(u * block, min(n, (u + 1) * block)) if real[b, j]]
+                if members:
+                    means[u] = k[b, h, members].detach().double().mean(0)
+            for i in range(n):
+                own = i // block
+                for j in range(own * block, min(n, (own + 1) * block)):
+                    if real[b, j] and (j <= i or not causal):
+                        allowed[b, h, i, j] = True
+                candidates = [u for u in means if (u < own if causal else u != own)]
+                candidates.sort(key=lambda u: float(q[b, h, i].detach().double() @ means[u]), reverse=True)
+                for u in candidates[:top_k]:
+                    for j in range(u * block, min(n, (u + 1) * block)):
+                        allowed[b, h, i, j] = bool(real[b, j])
+    return allowed

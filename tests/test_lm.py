@@ -3,6 +3,7 @@ training/resume, and eval-lm perplexity against plain forward passes."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,41 @@ def test_eval_lm_blocks_and_sliding_equal_plain_forward_passes(tmp_path):
         b += 8
     assert score.tokens == n
     assert score.nll == pytest.approx(reference_nll(model, ids, windows), rel=1e-5)
+
+
+def test_eval_lm_splits_the_loss_by_copy_source(tmp_path, capsys):
+    """--copy-window: the per-class losses are the plain per-target NLLs of each window, grouped by the class of
+    the n-gram ending at the target within that window; the classes add up to the whole."""
+    from seqattn.data.longrange import CLASS_NAMES, copy_source_classes
+
+    model, model_dir = byte_lm(tmp_path)
+    rng = np.random.default_rng(1)
+    phrase = bytes(rng.integers(97, 123, size=30)).decode()
+    filler = lambda k: bytes(rng.integers(97, 123, size=k)).decode()  # noqa: E731
+    text = phrase + filler(60) + phrase + filler(5) + phrase[:20] + "\n"  # copies 90 back and 35 back
+    path = tmp_path / "text.txt"
+    path.write_text(text)
+    ids = np.array([256] + list(text.encode()))
+    (score,), overall = evaluate_files(model, ByteTokenizer(), [str(path)], context=160, progress=False, copy_window=40)
+    expected = {name: [0, 0.0] for name in CLASS_NAMES}
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, 160):
+            window = ids[start : start + 161]
+            logp = torch.log_softmax(model(torch.tensor(window[:-1])[None]).logits[0].double(), -1)
+            nll = -logp[torch.arange(len(window) - 1), torch.tensor(window[1:])].numpy()
+            for value, name in enumerate(CLASS_NAMES):
+                chosen = copy_source_classes(window, 40)[1:] == value
+                expected[name][0] += int(chosen.sum())
+                expected[name][1] += float(nll[chosen].sum())
+    assert expected["within"][0] > 0 and expected["beyond"][0] > 0  # the text has both kinds of copies
+    for name in CLASS_NAMES:
+        assert score.copy_source[name][0] == expected[name][0]
+        assert score.copy_source[name][1] == pytest.approx(expected[name][1], rel=1e-5)
+    assert sum(tokens for tokens, _ in score.copy_source.values()) == score.tokens
+    assert overall.copy_source == score.copy_source
+    capsys.readouterr()
+    assert cli_main(["eval-lm", str(model_dir), str(path), "--context", "160", "--copy-window", "40", "--quiet"]) == 0
+    assert "copy source beyond (window 40)" in capsys.readouterr().out
 
 
 def test_sliding_window_with_enough_context_equals_one_pass_over_everything(tmp_path):

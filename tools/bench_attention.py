@@ -27,6 +27,7 @@ PER_HEAD = [128, 128, 32, 32, 8, 8, 8, 8]  # +-w of each head in the per-head-wi
 NARROW = {"seqattn_local_w32": 32, "seqattn_local_w8": 8}
 GLOBAL_TOKENS = 8  # summary tokens of the global heads (learned pooling)
 GLOBAL_BLOCK = 64  # causal global heads: summaries of the complete past blocks of this many tokens
+ROUTED_BLOCK, ROUTED_TOP_K = 64, 3  # block-routed heads: a query sees (1 + 3) * 64 = 256 keys, as the routing window
 
 METHODS = {
     # name: (description, is_dense)
@@ -48,6 +49,9 @@ METHODS = {
     "lucidrains_routing": ("routing-transformer KmeansAttention, same clusters and window", False),
     "seqattn_routing_causal": (f"seqattn routing causal (shared QK), window {ROUTING_WINDOW}", False),
     "lucidrains_routing_causal": ("routing-transformer KmeansAttention causal, shared QK", False),
+    "seqattn_block_routed_causal": (f"seqattn block-routed causal (MoBA): blocks of {ROUTED_BLOCK}, own + top "
+                                    f"{ROUTED_TOP_K}", False),
+    "sdpa_causal": ("dense SDPA, causal (is_causal)", True),
 }
 
 
@@ -95,6 +99,12 @@ def _build(method: str, n: int):
             exact_windowsize=True, autopad=True,
         )
         return (lambda q, k, v: module(q, k, v)), True
+    if method == "seqattn_block_routed_causal":
+        from seqattn.nn.block_routing import block_routed_attention
+
+        return (lambda q, k, v: block_routed_attention(q, k, v, ROUTED_BLOCK, ROUTED_TOP_K, causal=True)), True
+    if method == "sdpa_causal":
+        return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)), True
     if method == "sdpa_dense":
         return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v)), True
     if method == "sdpa_band_mask":

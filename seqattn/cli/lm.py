@@ -63,7 +63,7 @@ def _eval_lm(args) -> int:
     context = args.context or model.config.max_context
     per_file, overall = evaluate_files(model, tokenizer, args.files, context=context, stride=args.stride,
                                        batch_size=args.batch_size, errors=args.errors, device=module_device(model),
-                                       progress=not args.quiet)
+                                       progress=not args.quiet, copy_window=args.copy_window or None)
     scheme = {"scheme": "sliding" if args.stride and args.stride < context else "blocks", "context": context,
               "stride": args.stride or context, "model": args.model_dir}
     report = {**scheme, "files": [s.to_json() for s in per_file], "overall": overall.to_json()}
@@ -89,6 +89,9 @@ def _eval_lm(args) -> int:
         print(f"overall ({scheme['scheme']}, context {context}, stride {scheme['stride']}): {total['tokens']} tokens, "
               f"token ppl {total['token_ppl']:.3f}, word ppl {total['word_ppl']:.3f}, "
               f"bits/byte {total['bits_per_byte']:.4f}; {len(failed)} of {len(per_file)} files not scored")
+        for name, part in (total.get("copy_source") or {}).items():
+            loss = "n/a" if part["loss"] is None else f"{part['loss']:.4f}"
+            print(f"  copy source {name} (window {args.copy_window}): {part['tokens']} tokens, loss {loss}")
     return 1 if failed else 0
 
 
@@ -136,6 +139,9 @@ def add_lm_parsers(commands) -> None:
     p.add_argument("--context", type=int, default=0, help="tokens per window (default: the model's max_context)")
     p.add_argument("--stride", type=int, default=0, help="sliding-window stride (default: = context, i.e. blocks)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    p.add_argument("--copy-window", type=int, default=0, metavar="W",
+                   help="also report the loss by copy source: targets whose 12-token n-gram last occurred within W "
+                        "tokens, only beyond W (what only long-range attention can use), or nowhere in the window")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict")
     p.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-' for stdout)")
     p.add_argument("--threads", type=int, default=0)

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from seqattn.data.hf_datasets import DatasetSpecError, dataset_text_column, is_dataset_spec
+from seqattn.data.longrange import CLASS_NAMES, copy_source_classes
 from seqattn.errors import SeqattnError
 
 
@@ -42,12 +43,20 @@ class Score:
     bytes: int = 0
     nll: float = 0.0  # nats, summed
     error: str | None = None
+    # with a copy window: {class: [tokens, nll]} for the classes of seqattn.data.longrange (novel/within/beyond)
+    copy_source: dict | None = None
 
     def add(self, other: "Score") -> None:
         self.tokens += other.tokens
         self.words += other.words
         self.bytes += other.bytes
         self.nll += other.nll
+        if other.copy_source is not None:
+            if self.copy_source is None:
+                self.copy_source = {name: [0, 0.0] for name in other.copy_source}
+            for name, (tokens, nll) in other.copy_source.items():
+                self.copy_source[name][0] += tokens
+                self.copy_source[name][1] += nll
 
     def to_json(self) -> dict:
         values = asdict(self)
@@ -57,6 +66,9 @@ class Score:
         values["loss"] = self.nll / self.tokens if self.tokens else None
         if self.error is None and self.tokens == 0:
             values["error"] = "empty: no text to score"
+        if self.copy_source is not None:
+            values["copy_source"] = {name: {"tokens": tokens, "loss": nll / tokens if tokens else None}
+                                     for name, (tokens, nll) in self.copy_source.items()}
         return values
 
 
@@ -115,13 +127,23 @@ def _dataset_chunks(spec: str, chunk_bytes: int):
 
 
 class WindowScorer:
-    """Scores a token stream with windows of ``context`` input tokens starting every ``stride`` tokens."""
+    """Scores a token stream with windows of ``context`` input tokens starting every ``stride`` tokens.
 
-    def __init__(self, model, context: int, stride: int, batch_size: int = 8, device: str = "cpu"):
+    With ``copy_window`` W, every scored target is also classed by where, inside its window, the n-gram ending
+    with it last occurred (:func:`seqattn.data.longrange.copy_source_classes`): within W tokens, only beyond
+    W, or nowhere; ``class_totals`` then holds each class's [targets, summed NLL]: how much of the loss a
+    model's long-range attention could remove."""
+
+    def __init__(self, model, context: int, stride: int, batch_size: int = 8, device: str = "cpu",
+                 copy_window: int | None = None):
         if context < 1 or not 1 <= stride <= context:
             raise LMEvalError(f"need context >= 1 and 1 <= stride <= context, got context={context} stride={stride}")
+        if copy_window is not None and copy_window < 1:
+            raise LMEvalError(f"copy_window must be >= 1 tokens, got {copy_window}")
         self.model, self.context, self.stride = model, context, stride
         self.batch_size, self.device = batch_size, device
+        self.copy_window = copy_window
+        self.class_totals = None if copy_window is None else {name: [0, 0.0] for name in CLASS_NAMES}
 
     @torch.no_grad()
     def _nll(self, windows: list[np.ndarray], first_scored: list[int]) -> float:
@@ -130,6 +152,14 @@ class WindowScorer:
         logits = self.model(batch[:, :-1]).logits.float()  # (b, n, V)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (b, n)
         keep = torch.arange(nll.shape[1], device=nll.device)[None, :] >= torch.tensor(first_scored, device=nll.device)[:, None]
+        if self.class_totals is not None:
+            scored_nll, kept = nll.cpu().numpy(), keep.cpu().numpy()
+            for row, window in enumerate(windows):
+                classes = copy_source_classes(window, self.copy_window)[1:]  # (n,) class of each target
+                for value, name in enumerate(CLASS_NAMES):
+                    chosen = kept[row] & (classes == value)
+                    self.class_totals[name][0] += int(chosen.sum())
+                    self.class_totals[name][1] += float(scored_nll[row][chosen].sum())
         return float((nll * keep).sum())
 
     def score(self, tokens_stream) -> tuple[float, int]:
@@ -180,18 +210,23 @@ def score_file(path, tokenizer, scorer: WindowScorer, errors: str = "strict", pr
             yield tokenizer.encode(text)
 
     size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if scorer.class_totals is not None:
+        scorer.class_totals = {name: [0, 0.0] for name in scorer.class_totals}  # this file's own totals
     with tqdm(total=size, unit="B", unit_scale=True, desc=Path(path).name, disable=not progress, leave=False) as bar:
         result.nll, result.tokens = scorer.score(stream(bar))
+    if scorer.class_totals is not None:
+        result.copy_source = {name: list(totals) for name, totals in scorer.class_totals.items()}
     result.words, result.bytes = counts["words"], counts["bytes"]
     return result
 
 
 def evaluate_files(model, tokenizer, paths: list[str], *, context: int, stride: int | None = None,
                    batch_size: int = 8, errors: str = "strict", device: str = "cpu",
-                   progress: bool = True) -> tuple[list[Score], Score]:
-    """Score every file (a failing file is reported and the others go on); returns (per file, overall)."""
+                   progress: bool = True, copy_window: int | None = None) -> tuple[list[Score], Score]:
+    """Score every file (a failing file is reported and the others go on); returns (per file, overall).
+    ``copy_window``: also split the loss by copy source (:class:`WindowScorer`)."""
     model.eval()
-    scorer = WindowScorer(model, context, stride or context, batch_size, device)
+    scorer = WindowScorer(model, context, stride or context, batch_size, device, copy_window)
     per_file, overall = [], Score("overall")
     for path in paths:
         try:

@@ -104,7 +104,8 @@ def tied_names(model: torch.nn.Module) -> set[str]:
 # An attention config's settings for a kind of head it has none of cannot have made any shape.
 _HEAD_SETTINGS = {"routing_heads": ("num_clusters", "routing_window"), "window_heads": ("block_window", "block_shift"),
                   "pooled_heads": ("pool_size",), "dilated_heads": ("dilation", "dilated_window"),
-                  "global_heads": ("global_tokens", "global_window", "global_block")}
+                  "global_heads": ("global_tokens", "global_window", "global_block"),
+                  "block_routed_heads": ("routed_block", "routed_top_k")}
 
 
 def _config_ints(config: dict, prefix: str = "") -> dict[str, int]:

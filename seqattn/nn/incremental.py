@@ -9,6 +9,8 @@ local and routed heads.
   query see (its own cluster's most recent tokens, plus itself);
 - causal global heads keep their window's ring buffer plus running poolings (memory O(window + tokens)):
   the summaries of the complete past blocks, and the pooling of the current block, folded in when it ends;
+- block-routed heads keep every key/value (any complete past block may be chosen) and the mean key of each
+  complete block (memory O(length));
 - full heads keep every key/value (memory O(length)).
 
 Keys are stored after rotary (and, for routed heads, after the routing layer norm), so a cached step
@@ -160,6 +162,46 @@ class GrowingBuffer:
 
 
 @dataclass
+class BlockBuffer:
+    """Block-routed heads: every key/value so far (B, h, T, D) and the mean key of each complete block
+    (B, h, T // block, D), which the gate scores."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    means: torch.Tensor
+    block: int
+
+    @classmethod
+    def from_prompt(cls, keys: torch.Tensor, values: torch.Tensor, block: int) -> "BlockBuffer":
+        complete = keys.shape[2] // block
+        body = keys[:, :, : complete * block]
+        means = body.reshape(*keys.shape[:2], complete, block, keys.shape[-1]).mean(3)  # (B, h, complete, D)
+        return cls(keys.clone(), values.clone(), means, block)
+
+    def push(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.keys = torch.cat([self.keys, key[:, :, None]], dim=2)
+        self.values = torch.cat([self.values, value[:, :, None]], dim=2)
+        if self.keys.shape[2] % self.block == 0:  # a block just completed
+            last = self.keys[:, :, -self.block :].mean(2, keepdim=True)  # (B, h, 1, D)
+            self.means = torch.cat([self.means, last], dim=2)
+
+    def visible(self, query: torch.Tensor, top_k: int):
+        """Keys (B, h, M, D) and values a new query (B, h, D) sees: its block so far and the ``top_k`` complete
+        blocks whose mean key scores highest against it (its own key is added by the caller)."""
+        batch, heads, length, dim = self.keys.shape
+        own_start = self.means.shape[2] * self.block
+        parts_k, parts_v = [self.keys[:, :, own_start:]], [self.values[:, :, own_start:]]
+        chosen_count = min(top_k, self.means.shape[2])
+        if chosen_count:
+            gate = torch.einsum("bhd,bhud->bhu", query.float(), self.means.float())  # (B, h, complete)
+            chosen = gate.topk(chosen_count, dim=-1).indices  # (B, h, k)
+            slots = (chosen[..., None] * self.block + torch.arange(self.block, device=query.device)).flatten(2)
+            parts_k.append(torch.gather(self.keys, 2, slots[..., None].expand(-1, -1, -1, dim)))  # (B, h, k*s, D)
+            parts_v.append(torch.gather(self.values, 2, slots[..., None].expand(-1, -1, -1, self.values.shape[-1])))
+        return torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2)
+
+
+@dataclass
 class SummaryBuffer:
     """Causal global heads: the band's ring buffer and two running poolings, each a tuple (log mass (B, h, g),
     mean key (B, h, g, D), mean value (B, h, g, Dv), mean position (B, h, g)): ``committed`` over the complete
@@ -194,18 +236,18 @@ class LayerCache:
 
 
 def check_cacheable(head_groups, causal: bool) -> None:
-    """Cached generation covers causal layers of local, dilated, routing, global and full heads."""
+    """Cached generation covers causal layers of local, dilated, routing, global, block-routed and full heads."""
     for kind, _, _ in head_groups:
-        if kind not in ("local", "dilated", "routing", "global", "full"):
-            raise ValueError(f"cached generation supports local, dilated, routing, global and full heads, not "
-                             f"{kind!r} heads")
+        if kind not in ("local", "dilated", "routing", "global", "block_routed", "full"):
+            raise ValueError(f"cached generation supports local, dilated, routing, global, block-routed and full "
+                             f"heads, not {kind!r} heads")
     if not causal:
         raise ValueError("cached generation needs a causal attention layer")
 
 
 def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
             window_lefts: list[int], routing=None, dilation: tuple[int, int] = (1, 0),
-            global_tokens=None) -> None:
+            global_tokens=None, routed_block: int = 64) -> None:
     """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
 
     ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
@@ -213,7 +255,8 @@ def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cach
     own last keys), ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
     by cluster) and ``dilation`` the dilated heads' (stride, window in strides): they keep the last
     stride * window keys and see every stride-th of them; ``global_tokens`` the layer's
-    :class:`~seqattn.nn.global_tokens.GlobalTokens` (its window, block and pooling queries)."""
+    :class:`~seqattn.nn.global_tokens.GlobalTokens` (its window, block and pooling queries); ``routed_block`` the
+    block-routed heads' block size."""
     if cache.position != 0 or cache.buffers:
         raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
     batch, _, length, dim = q.shape
@@ -241,6 +284,8 @@ def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cach
             positions = torch.arange(length, device=q.device)
             buffer = SummaryBuffer(ring, global_tokens.token_stats(kg, vg, positions < done),
                                    global_tokens.token_stats(kg, vg, positions >= done), global_tokens.block)
+        elif kind == "block_routed":
+            buffer = BlockBuffer.from_prompt(kg, vg, routed_block)
         else:
             buffer = GrowingBuffer(kg.clone(), vg.clone())
         cache.buffers[kind] = buffer
@@ -260,9 +305,10 @@ def _attend_one(query, keys, values, valid, own_key, own_value, scale, own_bias=
 
 
 def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-                   routing=None, global_tokens=None) -> torch.Tensor:
+                   routing=None, global_tokens=None, routed: tuple[int, int] = (64, 0)) -> torch.Tensor:
     """Per-head attention output (B, H, D) of one new token, given its (rotated) q, k, v (B, H, 1, D) at
-    position ``cache.position``, over what the cache holds; the cache then holds the token too."""
+    position ``cache.position``, over what the cache holds; the cache then holds the token too. ``routed`` is
+    the block-routed heads' (block, top_k)."""
     from .routing import SHARED_QK_SELF_BIAS
 
     scale = q.shape[-1] ** -0.5
@@ -296,6 +342,11 @@ def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
             token = torch.ones(1, dtype=torch.bool, device=q.device)
             buffer.pending = global_tokens.merge(buffer.pending, global_tokens.token_stats(
                 kg[:, :, None], vg[:, :, None], token))
+        elif kind == "block_routed":
+            keys, values = buffer.visible(qg, routed[1])
+            out = _attend_one(qg, keys, values, torch.ones(keys.shape[2], dtype=torch.bool, device=q.device), kg, vg,
+                              scale)
+            buffer.push(kg, vg)
         else:
             out = _attend_one(qg, buffer.keys, buffer.values, torch.ones(buffer.keys.shape[2], dtype=torch.bool,
                                                                          device=q.device), kg, vg, scale)

@@ -1,8 +1,8 @@
 """Multi-head attention that owns the projections and splits its heads among kernels.
 
 Heads are laid out in a fixed order: ``local``, ``routing``, ``window`` (shifted windows), ``pooled``
-(HiLo low-frequency), ``dilated``, ``global`` (a window plus pooled summary tokens), then ``full`` for whatever
-remains. Each group runs its own kernel on its slice of
+(HiLo low-frequency), ``dilated``, ``global`` (a window plus pooled summary tokens), ``block_routed`` (MoBA: own
+block plus gated key blocks), then ``full`` for whatever remains. Each group runs its own kernel on its slice of
 q, k, v; the outputs are concatenated back in head order before the output projection. So "6 local + 2
 routing" heads, HiLo (local + pooled heads) or an all-full layer are all the same module with other counts.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .block_routing import block_routed_attention
 from .dilated import dilated_attention
 from .full import full_attention
 from .global_tokens import POOLINGS, GlobalTokens
@@ -35,6 +36,7 @@ class AttentionConfig:
     pooled_heads: int = 0  # HiLo low-frequency heads (attend average-pooled keys/values)
     dilated_heads: int = 0  # dilated windows: keys at stride `dilation` within +-dilated_window strides
     global_heads: int = 0  # a window plus global summary tokens (GC ViT, BigBird)
+    block_routed_heads: int = 0  # MoBA: own block plus the top-k blocks by mean key
     causal: bool = False
     # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
     window_left: int = 64
@@ -62,13 +64,16 @@ class AttentionConfig:
     global_pooling: str = "learned"
     global_window: int = 64
     global_block: int = 64
+    # block-routed heads: positions per block, and blocks chosen by the gate besides the query's own
+    routed_block: int = 64
+    routed_top_k: int = 2
     rotary: bool = False
     rotary_base: float = 10000.0
 
     @property
     def full_heads(self) -> int:
         return (self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
-                - self.dilated_heads - self.global_heads)
+                - self.dilated_heads - self.global_heads - self.block_routed_heads)
 
     def local_head_windows(self) -> tuple[list[int], list[int]]:
         """(left extents, right extents) of the local heads, one entry per local head."""
@@ -96,6 +101,7 @@ class AttentionConfig:
             pooled_heads=self.pooled_heads,
             dilated_heads=self.dilated_heads,
             global_heads=self.global_heads,
+            block_routed_heads=self.block_routed_heads,
         )
         for name, value in counts.items():
             if value < 0:
@@ -118,6 +124,9 @@ class AttentionConfig:
             if self.causal and self.global_pooling == "mean" and self.global_tokens != 1:
                 raise ValueError("causal global heads with global_pooling: mean have one summary (the mean of the "
                                  f"past blocks): set global_tokens: 1, got {self.global_tokens}")
+        if self.block_routed_heads and (self.routed_block < 1 or self.routed_top_k < 0):
+            raise ValueError(f"block-routed heads need routed_block >= 1 and routed_top_k >= 0, got "
+                             f"{self.routed_block} and {self.routed_top_k}")
         if self.local_windows is not None:
             if len(self.local_windows) != self.local_heads:
                 raise ValueError(f"local_windows gives {len(self.local_windows)} windows for {self.local_heads} "
@@ -184,6 +193,7 @@ class MultiHeadAttention(nn.Module):
             ("pooled", c.pooled_heads),
             ("dilated", c.dilated_heads),
             ("global", c.global_heads),
+            ("block_routed", c.block_routed_heads),
             ("full", c.full_heads),
         ):
             if count:
@@ -209,7 +219,8 @@ class MultiHeadAttention(nn.Module):
         batch = x.shape[0]
         q, k, v = self.project(x, cache.position)  # (B, H, 1, D) each
         out = attention_step(self.head_groups(), q, k, v, cache, routing=self.routing,
-                             global_tokens=self.global_attention)  # (B, H, D)
+                             global_tokens=self.global_attention,
+                             routed=(self.config.routed_block, self.config.routed_top_k))  # (B, H, D)
         return self.out_proj(out.reshape(batch, 1, self.embed_dim))  # (B, 1, E)
 
     def _run_group(self, kind, q, k, v, key_padding_mask, return_weights):
@@ -237,6 +248,12 @@ class MultiHeadAttention(nn.Module):
             if return_weights:
                 out, (weights, keys) = result
                 return out, None, AttentionWeights("dilated", (), weights, key_index=keys)
+            return result, None, None
+        elif kind == "block_routed":
+            result = block_routed_attention(q, k, v, c.routed_block, c.routed_top_k, causal=c.causal,
+                                            key_padding_mask=key_padding_mask, return_weights=return_weights)
+            if return_weights:
+                return result[0], None, result[1]
             return result, None, None
         elif kind == "pooled":
             result = pooled_attention(
@@ -271,7 +288,7 @@ class MultiHeadAttention(nn.Module):
             check_cacheable(self.head_groups(), self.config.causal)
             prefill(self.head_groups(), q, k, v, cache, window_lefts=self.config.local_head_windows()[0],
                     routing=self.routing, dilation=(self.config.dilation, self.config.dilated_window),
-                    global_tokens=self.global_attention)
+                    global_tokens=self.global_attention, routed_block=self.config.routed_block)
         outputs, weights = [], []
         aux = x.new_zeros(())
         for kind, start, count in self.head_groups():

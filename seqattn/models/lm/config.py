@@ -1,10 +1,10 @@
 """Configuration of decoder-only language models: one dataclass of values.
 
 Each layer's heads are split into local (causal sliding window), routing (causal content-routed, as in the
-Routing Transformer) and full heads, as ``attention`` (a :class:`~seqattn.nn.AttentionConfig`, the same one
+Routing Transformer), block-routed (MoBA) and full heads, as ``attention`` (a :class:`~seqattn.nn.AttentionConfig`, the same one
 every seqattn model uses) says. ``routing_layers`` says which layers route: all of them (-1), none (0), or only
 the last k (k > 0, as the paper's PG-19 model routes only in its last layers); in layers that do not route,
-the routing heads are local heads instead. Language models are causal: ``attention.causal`` is true and
+the routing and block-routed heads are local heads instead. Language models are causal: ``attention.causal`` is true and
 ``attention.window_right`` is 0, and rotary positions are chosen by ``positions``.
 """
 from __future__ import annotations
@@ -50,11 +50,14 @@ class LMConfig:
         return layer >= self.num_layers - self.routing_layers
 
     def attention_for(self, layer: int) -> AttentionConfig:
-        """Layer ``layer``'s heads: ``attention``, with its routing heads made local where the layer does not
-        route, and rotary positions when ``positions`` is "rotary"."""
+        """Layer ``layer``'s heads: ``attention``, with its routing and block-routed heads made local where the
+        layer does not route, and rotary positions when ``positions`` is "rotary"."""
         a = self.attention
-        routing = a.routing_heads if self.routes(layer) else 0
-        return dataclasses.replace(a, local_heads=a.local_heads + a.routing_heads - routing, routing_heads=routing,
+        routes = self.routes(layer)
+        routing = a.routing_heads if routes else 0
+        block_routed = a.block_routed_heads if routes else 0
+        local = a.local_heads + a.routing_heads - routing + a.block_routed_heads - block_routed
+        return dataclasses.replace(a, local_heads=local, routing_heads=routing, block_routed_heads=block_routed,
                                    rotary=self.positions == "rotary")
 
     def validate(self) -> None:

@@ -1,0 +1,1 @@
+../../../indic_synth/asr/local/parse_options.sh

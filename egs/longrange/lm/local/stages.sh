@@ -1,0 +1,1 @@
+../../../tinyshakespeare/lm/local/stages.sh
