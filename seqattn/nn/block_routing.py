@@ -110,47 +110,137 @@ def _tiles(pair_block: torch.Tensor, groups: int, tile: int):
     return slot, tile_block, num_tiles
 
 
-def _chosen_block_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: float, tile: int):
-    """Attention of every query over each of its chosen blocks separately.
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    """x with one zero row appended: the row a sentinel index reads."""
+    return torch.cat([x, x.new_zeros(1, *x.shape[1:])])
 
-    Returns per (query, choice) outputs (B, H, N, kc, Dv) and log-sum-exps (B, H, N, kc) (very negative where
-    the choice is empty), plus the probabilities (P, block) and pair layout for the weights.
+
+class _Regroup(torch.autograd.Function):
+    """``out[r] = x[index[r]]`` (a zero row where ``index[r]`` is the sentinel ``len(x)``), whose backward is a
+    gather too: ``grad_x[i] = sum_c grad_out[readers[i, c]]`` over the (at most a few) rows that read row i.
+
+    ``index_select`` would do the same forward, but its backward scatters-adds one small row at a time, which
+    on CPU cost more than all the attention arithmetic of the routed blocks; each row here is read by at most
+    ``readers.shape[1]`` rows, so the backward is that many gathers."""
+
+    @staticmethod
+    def forward(ctx, x, index, readers):
+        ctx.save_for_backward(index, readers)
+        return _padded(x).index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, readers = ctx.saved_tensors
+        return _GatherSum.apply(grad_out, readers, index), None, None
+
+
+class _GatherSum(torch.autograd.Function):
+    """``out[i] = sum_c x[readers[i, c]]`` (sentinel ``len(x)`` reads zeros): the transpose of :class:`_Regroup`,
+    whose backward is the single gather ``grad_x[r] = grad_out[index[r]]``."""
+
+    @staticmethod
+    def forward(ctx, x, readers, index):
+        ctx.save_for_backward(index, readers)
+        padded = _padded(x)
+        out = padded.index_select(0, readers[:, 0])
+        for column in range(1, readers.shape[1]):
+            out += padded.index_select(0, readers[:, column])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        index, readers = ctx.saved_tensors
+        return _Regroup.apply(grad_out, index, readers), None, None
+
+
+def _own_block_attention(q, k, v, key_valid, block: int, causal: bool, scale: float):
+    """Every query over its own block's real keys (only earlier ones when causal), through the banded kernel
+    with the block number as segment id. Returns out (B, H, N, Dv) and each query's differentiable
+    log-sum-exp (B, H, N) (very negative where it sees no key). Measured faster on CPU than one dense
+    (block x block) product per block, whose small matmuls run far below the banded kernel's rate."""
+    batch, heads, length, _ = q.shape
+    reach = min(block, length) - 1
+    segments = (torch.arange(length, device=q.device) // block).expand(batch, heads, length)  # (B, H, N)
+    return banded_attention(q, k, v, reach, 0 if causal else reach, key_valid, segments=segments, scale=scale,
+                            return_lse=True)
+
+
+class _BlockGather(torch.autograd.Function):
+    """``blocks[index]`` for whole blocks (G, s, D) -> (T, s, D), with the backward as one ``index_add_`` of
+    whole blocks (``index_select``'s own backward scatters element by element, several times slower here)."""
+
+    @staticmethod
+    def forward(ctx, blocks, index):
+        ctx.save_for_backward(index)
+        ctx.count = blocks.shape[0]
+        return blocks.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (index,) = ctx.saved_tensors
+        grad = grad_out.new_zeros(ctx.count, *grad_out.shape[1:])
+        return grad.index_add_(0, index, grad_out.contiguous()), None
+
+
+def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: float, tile: int, own_out,
+                      own_lse):
+    """Merge each query's own-block result with its chosen blocks into one softmax.
+
+    The chosen blocks go through the tile layout of :func:`_tiles`: scores of every tile row against its block,
+    each row's log-sum-exp brought back to its query, the query's total log-sum-exp (own block + choices) sent
+    out to its tile rows again, so every tile row's probabilities are already its share of the query's
+    single softmax; the weighted values are then summed back per query. Returns out (B, H, N, Dv) and, for the
+    weights, (own share (B, H, N), grid index, pair probabilities (P, s)).
     """
     batch, heads, length, dim = q.shape
     value_dim = v.shape[-1]
     kc = chosen.shape[-1]
     blocks = math.ceil(length / block)
     lse_dtype = torch.promote_types(q.dtype, torch.float32)
-    flat_ok = chosen_ok.reshape(-1)  # (B*H*N*kc,)
+    rows = batch * heads * length
+    flat_ok = chosen_ok.reshape(-1)  # (B*H*N*kc,) the (query, choice) grid
     grid_index = flat_ok.nonzero().squeeze(1)  # (P,) index of each real (query, choice) pair in the grid
     query_row = grid_index // kc  # (P,) row in the flattened (B*H*N) queries
-    head_row = query_row // length  # (P,) which (batch, head)
-    pair_block = head_row * blocks + chosen.reshape(-1)[grid_index]  # (P,) row in the flattened (B*H*nb) blocks
+    pair_block = (query_row // length) * blocks + chosen.reshape(-1)[grid_index]  # (P,) row of (B*H*nb) blocks
     slot, tile_block, num_tiles = _tiles(pair_block, batch * heads * blocks, tile)
-    # which query sits at each tile row; empty rows read an appended zero query
-    table = torch.full((num_tiles * tile,), batch * heads * length, dtype=torch.long, device=q.device)
+    # tile row -> query row (sentinel: a zero row); per query, the tile rows of its choices (sentinel: none)
+    table = torch.full((num_tiles * tile,), rows, dtype=torch.long, device=q.device)
     table[slot] = query_row
-    q_rows = torch.cat([q.reshape(-1, dim), q.new_zeros(1, dim)])  # (B*H*N + 1, D)
-    q_tiles = q_rows.index_select(0, table).view(num_tiles, tile, dim)  # (T, tile, D)
-    k_blocks = _blocked(k, block).reshape(-1, block, dim)  # (B*H*nb, s, D)
-    v_blocks = _blocked(v, block).reshape(-1, block, value_dim)  # (B*H*nb, s, Dv)
+    readers = torch.full((rows * kc,), num_tiles * tile, dtype=torch.long, device=q.device)
+    readers[grid_index] = slot
+    readers = readers.view(rows, kc)
+    q_tiles = _Regroup.apply(q.reshape(rows, dim), table, readers).view(num_tiles, tile, dim)  # (T, tile, D)
+    k_tiles = _BlockGather.apply(_blocked(k, block).reshape(-1, block, dim), tile_block)  # (T, s, D)
+    v_tiles = _BlockGather.apply(_blocked(v, block).reshape(-1, block, value_dim), tile_block)  # (T, s, Dv)
     key_ok = _blocked(key_valid, block).reshape(-1, block)  # (B*H*nb, s)
-    k_tiles = k_blocks.index_select(0, tile_block)  # (T, s, D)
-    v_tiles = v_blocks.index_select(0, tile_block)  # (T, s, Dv)
     mask = torch.zeros(key_ok.shape, dtype=lse_dtype, device=q.device).masked_fill_(~key_ok, _neg(lse_dtype))
     scores = torch.baddbmm(mask.index_select(0, tile_block)[:, None, :],
                            q_tiles.to(lse_dtype), k_tiles.transpose(1, 2).to(lse_dtype), alpha=scale)  # (T, tile, s)
-    lse_tiles = torch.logsumexp(scores, dim=-1)  # (T, tile)
-    probs = torch.exp(scores - lse_tiles[..., None])  # (T, tile, s): a chosen block always has a real key
-    out_tiles = torch.bmm(probs.to(v.dtype), v_tiles)  # (T, tile, Dv)
-    pair_out = out_tiles.reshape(-1, value_dim).index_select(0, slot)  # (P, Dv)
-    pair_lse = lse_tiles.reshape(-1).index_select(0, slot)  # (P,)
-    grid = batch * heads * length * kc
-    out = v.new_zeros(grid, value_dim).index_copy(0, grid_index, pair_out)  # (B*H*N*kc, Dv)
-    lse = torch.full((grid,), _neg(lse_dtype), dtype=lse_dtype, device=q.device).index_copy(0, grid_index, pair_lse)
+    tile_lse = torch.logsumexp(scores, dim=-1).reshape(-1, 1)  # (T*tile, 1); a chosen block has a real key
+    choice_lse = _Regroup.apply(tile_lse, readers.view(-1), table[:, None] * kc + _choice_of(slot, grid_index,
+                                                                                             kc, num_tiles * tile))
+    choice_lse = choice_lse.view(rows, kc).masked_fill(~chosen_ok.reshape(rows, kc), _neg(lse_dtype))
+    parts = torch.cat([own_lse.reshape(rows, 1).to(lse_dtype), choice_lse], dim=1)  # (B*H*N, 1 + kc)
+    total = torch.logsumexp(parts, dim=1, keepdim=True)  # (B*H*N, 1) the query's whole softmax
+    own_share = torch.exp(own_lse.reshape(rows, 1).to(lse_dtype) - total)  # (B*H*N, 1)
+    row_total = _Regroup.apply(total, table, readers).view(num_tiles, tile, 1)  # (T, tile, 1)
+    probs = torch.exp(scores - row_total)  # (T, tile, s): shares of each query's single softmax
+    weighted = torch.bmm(probs.to(v.dtype), v_tiles).reshape(-1, value_dim)  # (T*tile, Dv)
+    routed = _GatherSum.apply(weighted, readers, table)  # (B*H*N, Dv)
+    out = own_out.reshape(rows, value_dim) * own_share.to(v.dtype) + routed
+    # a query that sees no real key at all (its own block and choices all padding) outputs zeros
+    seen = (parts > _neg(lse_dtype) / 4).any(1, keepdim=True)  # (B*H*N, 1)
+    out = torch.where(seen, out, torch.zeros_like(out)).view(batch, heads, length, value_dim)
     pair_probs = probs.detach().reshape(-1, block).index_select(0, slot)  # (P, s)
-    return (out.view(batch, heads, length, kc, value_dim), lse.view(batch, heads, length, kc),
-            (grid_index, pair_block, pair_probs))
+    return out, (own_share.detach().view(batch, heads, length), grid_index, pair_probs)
+
+
+def _choice_of(slot: torch.Tensor, grid_index: torch.Tensor, kc: int, tile_rows: int) -> torch.Tensor:
+    """(T*tile, 1) the choice number (0..kc-1) each tile row holds, so that ``table * kc + choice`` is the
+    row's place in the (query, choice) grid (empty tile rows: 0, with the sentinel query the sentinel row)."""
+    choice = torch.zeros(tile_rows, 1, dtype=torch.long, device=slot.device)
+    choice[slot, 0] = grid_index % kc
+    return choice
 
 
 def block_routed_attention(
@@ -197,33 +287,24 @@ def block_routed_attention(
         key_valid = torch.ones(batch, heads, length, dtype=torch.bool, device=q.device)
     else:
         key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
-    reach = min(block, length) - 1
-    segments = (torch.arange(length, device=q.device) // block).expand(batch, heads, length)  # (B, H, N)
-    own_out, own_lse = banded_attention(q, k, v, reach, 0 if causal else reach, key_valid, segments=segments,
-                                        scale=scale, return_lse=True)  # (B, H, N, Dv), (B, H, N)
+    own_out, own_lse = _own_block_attention(q, k, v, key_valid, block, causal, scale)  # (B, H, N, Dv), (B, H, N)
     means, has_keys = block_means(k.detach(), key_valid, block)
     chosen, chosen_ok = choose_blocks(q.detach(), means, has_keys, block, top_k, causal)  # (B, H, N, kc)
     if chosen.shape[-1] == 0 or not bool(chosen_ok.any()):
-        out = own_out
-        pieces = None
+        out, pieces = own_out, None
     else:
-        pair_out, pair_lse, pieces = _chosen_block_attention(q, k, v, key_valid, chosen, chosen_ok, block, scale,
-                                                             tile)
-        lse = torch.cat([own_lse[..., None].to(pair_lse.dtype), pair_lse], dim=-1)  # (B, H, N, 1 + kc)
-        share = torch.softmax(lse, dim=-1)  # each part's share of the query's single softmax
-        out = share[..., :1].to(v.dtype) * own_out + (share[..., 1:, None].to(v.dtype) * pair_out).sum(3)
-        # a query that sees no real key at all (its own block and choices all padding) outputs zeros
-        out = torch.where((lse > _neg(lse.dtype) / 4).any(-1, keepdim=True), out, torch.zeros_like(out))
+        out, pieces = _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block, scale, tile, own_out, own_lse)
     if not return_weights:
         return out
-    return out, _weights(q, k, key_valid, segments, reach, causal, scale, block, chosen, pieces, own_lse,
-                         None if pieces is None else lse)
+    return out, _weights(q, k, key_valid, causal, scale, block, chosen, pieces)
 
 
 @torch.no_grad()
-def _weights(q, k, key_valid, segments, reach, causal, scale, block, chosen, pieces, own_lse, lse):
+def _weights(q, k, key_valid, causal, scale, block, chosen, pieces):
     """Detached weights: each query's own-block band and its chosen blocks' keys, scaled by their shares."""
     batch, heads, length, _ = q.shape
+    reach = min(block, length) - 1
+    segments = (torch.arange(length, device=q.device) // block).expand(batch, heads, length)  # (B, H, N)
     band_right = 0 if causal else reach
     _, band = banded_attention(q, k, q.new_zeros(batch, heads, length, 1), reach, band_right, key_valid,
                                segments=segments, scale=scale, return_weights=True)  # (B, H, N, L+R+1)
@@ -233,14 +314,13 @@ def _weights(q, k, key_valid, segments, reach, causal, scale, block, chosen, pie
     if pieces is None:
         weights, keys = band, band_keys
     else:
-        share = torch.softmax(lse, dim=-1)  # (B, H, N, 1 + kc)
+        own_share, grid_index, pair_probs = pieces
         kc = chosen.shape[-1]
-        grid_index, pair_block, pair_probs = pieces
         chosen_weights = q.new_zeros(batch * heads * length * kc, block)
-        chosen_weights[grid_index] = pair_probs.to(q.dtype)
-        chosen_weights = chosen_weights.view(batch, heads, length, kc, block) * share[..., 1:, None].to(q.dtype)
+        chosen_weights[grid_index] = pair_probs.to(q.dtype)  # already shares of the whole softmax
+        chosen_weights = chosen_weights.view(batch, heads, length, kc * block)
         chosen_keys = (chosen[..., None] * block + torch.arange(block, device=q.device))  # (B, H, N, kc, s)
-        weights = torch.cat([band * share[..., :1].to(q.dtype), chosen_weights.flatten(3)], dim=-1)
+        weights = torch.cat([band * own_share[..., None].to(q.dtype), chosen_weights], dim=-1)
         keys = torch.cat([band_keys, chosen_keys.flatten(3)], dim=-1)
     keys = torch.where((weights > 0) & (keys >= 0) & (keys < length), keys, torch.full_like(keys, -1))
     return AttentionWeights("block_routed", (), weights, key_index=keys)
