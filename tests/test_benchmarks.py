@@ -106,21 +106,10 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path):
     assert "| seqattn local +-32 | +-32 | 2048 |" in table and "Growth of seqattn local" in table
 
 
-def test_bench_routing_quick(tmp_path):
-    """The routing comparison runs end to end (speed rows, a recall and a code run), and every variant's model
-    trains and is scored by the same worker function the benchmark's subprocesses call."""
+def test_bench_routing_workers_train_and_score_every_variant(tmp_path):
+    """Every variant's model trains and is scored by the function the benchmark's subprocesses call (the whole
+    command runs in egs/longrange/lm's quick test)."""
     pytest.importorskip("routing_transformer", reason="bench extra (routing-transformer) not installed")
-    payload, table = _run("bench_routing.py", tmp_path, "--variants", "block", "--data-dir", str(tmp_path / "code"))
-    speed = {r["method"]: r for r in payload["speed"]}
-    assert set(speed) == {"seqattn_block_routed_causal", "seqattn_routing_causal"}
-    assert all("error" not in r and len(r["forward_backward_s"]) == 2 for r in speed.values()), speed
-    assert payload["summary"]["speed"]["1024"]["block_vs_kmeans_fwd_bwd"] > 0
-    rows = {r["task"]: r for r in payload["rows"]}
-    assert set(rows) == {"recall", "code"} and all("error" not in r for r in rows.values()), rows
-    assert 0 <= rows["recall"]["accuracy"] <= 1 and rows["recall"]["answers"] == 2 * 32
-    assert rows["code"]["bytes_beyond"] > 0 and rows["code"]["loss_beyond"] > 0
-    assert "Associative recall" in table and "Code LM" in table and "Block-routed vs k-means" in table
-
     sys.path.insert(0, str(TOOLS))
     try:
         import bench_routing
@@ -128,4 +117,8 @@ def test_bench_routing_quick(tmp_path):
         sys.path.remove(str(TOOLS))
     for variant in bench_routing.VARIANTS:
         result = bench_routing.train_worker(variant, "recall", 1024, 0, 0.5, 2, 1, str(tmp_path / "code"))
-        assert result["steps"] >= 1 and result["answers"] == 32 and result["parameters"] > 0, result
+        assert result["steps"] >= 1 and result["answers"] == 64 and result["parameters"] > 0, result
+        assert 0 <= result["accuracy"] <= 1 and result["peak_mib"] >= 0
+    result = bench_routing.train_worker("block", "code", 1024, 0, 0.5, 2, 2048, str(tmp_path / "code"))
+    assert result["bytes_beyond"] > 0 and result["loss_beyond"] > 0
+    assert sum(result[f"bytes_{name}"] for name in ("novel", "within", "beyond")) == 2 * 1024

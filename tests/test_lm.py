@@ -270,7 +270,8 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process (a
-    layer of local, routed, dilated and global heads: every parameter, the summary queries included)."""
+    layer of local, routed, dilated, global and block-routed heads: every parameter, the summary queries
+    included)."""
     import os
     import subprocess
     import sys
@@ -288,7 +289,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "train-lm",
                str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{tmp_path / 'train.txt'}]",
-               f"run.output_dir={out}", "model.dim=32", "model.num_layers=2", "model.attention.local_heads=1",
+               f"run.output_dir={out}", "model.dim=40", "model.num_layers=2", "model.attention.num_heads=5",
+               "model.attention.local_heads=1", "model.attention.block_routed_heads=1",
+               "model.attention.routed_block=8", "model.attention.routed_top_k=1",
                "model.attention.routing_heads=1", "model.attention.dilated_heads=1", "model.attention.global_heads=1",
                "model.attention.dilation=2", "model.attention.dilated_window=4", "model.attention.global_tokens=2",
                "model.attention.global_window=4", "model.attention.global_block=8",

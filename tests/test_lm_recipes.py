@@ -41,6 +41,28 @@ def test_tinyshakespeare_recipe_offline(tmp_path):
     assert again.stdout.count("already done") == 5
 
 
+def test_longrange_recipe_quick(tmp_path):
+    """Every stage of egs/longrange/lm for one variant: the code corpus, kernel speed, recall, code LM, RESULTS."""
+    pytest.importorskip("routing_transformer", reason="bench extra (routing-transformer) not installed")
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    run(EGS / "longrange" / "lm", "--quick", "true", "--variants", "block", "--data", str(data), "--exp", str(exp))
+    manifest = json.loads((data / "code" / "manifest.json").read_text())
+    assert manifest["splits"]["valid"]["files"][0]["file"] == "inspect.py"
+    speed = {r["method"]: r for r in json.loads((exp / "speed" / "results.json").read_text())["speed"]}
+    assert set(speed) == {"seqattn_block_routed_causal", "seqattn_routing_causal"}
+    assert all("error" not in r and len(r["forward_backward_s"]) == 2 for r in speed.values()), speed
+    recall = json.loads((exp / "recall" / "results.json").read_text())["rows"]
+    code = json.loads((exp / "code" / "results.json").read_text())["rows"]
+    assert [(r["task"], r["variant"]) for r in recall + code] == [("recall", "block"), ("code", "block")]
+    assert all("error" not in r for r in recall + code), recall + code
+    assert recall[0]["answers"] == 2 * 64 and code[0]["bytes_beyond"] > 0
+    results = (exp / "RESULTS.md").read_text()
+    assert "Associative recall" in results and "Code LM" in results and "Block-routed vs k-means" in results
+    again = run(EGS / "longrange" / "lm", "--quick", "true", "--variants", "block", "--data", str(data), "--exp",
+                str(exp))
+    assert again.stdout.count("already done") == 5
+
+
 def wikitext_fixture(path: Path) -> Path:
     """A zip laid out like wikitext-103-v1.zip: wikitext-103/wiki.{train,valid,test}.tokens, articles
     opened by ' = Title = ' lines, sections by ' = = Section = = ', blank lines between paragraphs."""

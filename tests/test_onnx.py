@@ -134,9 +134,10 @@ def test_long_input_runs_in_chunks_with_onnx(exported):
                                    atol=1e-4, rtol=1e-4)
 
 
-def test_routed_heads_are_refused_before_export(tmp_path):
-    model_dir = ctc_model_dir(tmp_path / "routed", attention=AttentionConfig(num_heads=4, local_heads=2, routing_heads=1,
-                                                                          num_clusters=2, routing_window=8))
+@pytest.mark.parametrize("routed", [dict(routing_heads=1, num_clusters=2, routing_window=8),
+                                    dict(block_routed_heads=1, routed_block=8, routed_top_k=1)])
+def test_routed_heads_are_refused_before_export(tmp_path, routed):
+    model_dir = ctc_model_dir(tmp_path / "routed", attention=AttentionConfig(num_heads=4, local_heads=2, **routed))
     with pytest.raises(OnnxError, match="layer 0 has routed heads"):
         export_onnx(model_dir, tmp_path / "routed.onnx")
     assert not (tmp_path / "routed.onnx").exists()

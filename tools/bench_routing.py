@@ -8,7 +8,7 @@ Run:  .venv/bin/python tools/bench_routing.py [--quick] [--parts speed recall co
 
 - ``speed``: forward+backward of each routed kernel alone (tools/bench_attention.py's workers: B=1, H=8, D=64,
   fp32), median of --reps, with the peak RSS above the baseline.
-- ``recall``: multi-query associative recall (seqattn.data.longrange): 32 key-value pairs spread over the
+- ``recall``: multi-query associative recall (seqattn.data.longrange): 64 key-value pairs spread over the
   sequence, queried in its last 256 positions, every pair at least two local windows before its query.
   Accuracy on the queried values (chance 1/16).
 - ``code``: byte-level language modelling of Python's standard library (seqattn.data.code_corpus), validation
@@ -51,10 +51,10 @@ SPEED_METHODS = {  # bench_attention.py method -> row name
     "sdpa_causal": "full causal (SDPA)",
 }
 TASKS = {
-    "recall": dict(layers=2, dim=128, heads=4, batch_tokens=16384, lr=1e-3),
+    "recall": dict(layers=2, dim=128, heads=4, batch_tokens=8192, lr=1e-3),
     "code": dict(layers=4, dim=128, heads=4, batch_tokens=16384, lr=2e-3),
 }
-RECALL = dict(pairs=32, queries=32, num_keys=128, num_values=16, num_filler=64, query_tokens=256)
+RECALL = dict(pairs=64, queries=64, num_keys=128, num_values=16, num_filler=64, query_tokens=256)
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -189,7 +189,7 @@ def train_worker(variant: str, task: str, context: int, seed: int, seconds: floa
     size = max(1, settings["batch_tokens"] // context)
     warmup = 30
     steps = tokens = 0
-    losses = []
+    losses, curve, curve_every = [], [], 10
     baseline = current_rss_mib()
     model.train()
     with PeakRss() as rss:
@@ -207,13 +207,15 @@ def train_worker(variant: str, task: str, context: int, seed: int, seconds: floa
             steps += 1
             tokens += inputs.numel()
             losses.append(float(loss.detach()))
+            if steps % curve_every == 0:  # the training curve: (seconds, update, mean loss of the last updates)
+                curve.append([round(time.perf_counter() - start, 1), steps, statistics.mean(losses[-curve_every:])])
         elapsed = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         scores = data.evaluate(forward, eval_size)
     return {"variant": variant, "task": task, "context": context, "seed": seed, "steps": steps,
             "train_seconds": elapsed, "tokens_per_s": tokens / elapsed, "peak_mib": rss.peak - baseline,
-            "final_train_loss": statistics.mean(losses[-20:]) if losses else math.nan,
+            "final_train_loss": statistics.mean(losses[-20:]) if losses else math.nan, "curve": curve,
             "parameters": sum(p.numel() for p in model.parameters()), **scores}
 
 

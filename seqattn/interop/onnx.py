@@ -67,9 +67,10 @@ def check_exportable(config, where) -> None:
         raise OnnxError(f"{where}: frontend={config.frontend!r}: ONNX export takes the raw-waveform CNN front end only "
                         "(the fbank front end is not exported yet)")
     for index in range(config.num_layers):
-        if config.attention_for(index).routing_heads:
+        attention = config.attention_for(index)
+        if attention.routing_heads or attention.block_routed_heads:
             raise OnnxError(f"{where}: layer {index} has routed heads, which cannot be exported to ONNX (k-means "
-                            "routing sorts tokens by content into data-dependent shapes); full, local, "
+                            "and block routing group tokens by content into data-dependent shapes); full, local, "
                             "dilated, global, shifted-window and pooled heads can")
 
 

@@ -16,14 +16,17 @@ changes neither which blocks a query at ``t`` or earlier chooses nor what is in 
 ``top_k`` counts the blocks chosen *besides* the query's own block, so a query sees at most
 ``(top_k + 1) * block`` keys (MoBA's "top-k = 3" including the current block is ``top_k = 2`` here).
 
-How it is computed, in O(N * (top_k + 1) * block) time and memory:
+How it is computed, in O(N * (top_k + 1) * block) time and memory plus the gate's O(N * N / block * D):
 
 - the own block is the banded kernel of :mod:`seqattn.nn.local` (window ``block - 1`` with the block number
   as segment id), which also returns each query's log-sum-exp;
 - the chosen blocks go through a key-block-major pass: the (query, chosen block) pairs are sorted by block and
   cut into tiles of at most ``tile`` queries that all chose the same block, so each tile is one dense
   ``(tile x D) @ (D x block)`` product with the block's keys (MoBA's varlen grouping, on any device);
-- the partial results merge exactly by their log-sum-exps into one softmax.
+- each query's total log-sum-exp (own block and choices) goes back out to its tile rows, so the tiles'
+  probabilities are already shares of the query's one softmax, and the weighted values are summed per query.
+  Moving rows between the query layout and the tile layout is a gather in both directions (each query row is
+  read by at most ``top_k`` tile rows), never an element-wise scatter-add.
 """
 from __future__ import annotations
 
