@@ -193,7 +193,7 @@ def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: 
     each row's log-sum-exp brought back to its query, the query's total log-sum-exp (own block + choices) sent
     out to its tile rows again, so every tile row's probabilities are already its share of the query's
     single softmax; the weighted values are then summed back per query. Returns out (B, H, N, Dv) and, for the
-    weights, (own share (B, H, N), grid index, pair probabilities (P, s)).
+    weights, (own share (B, H, N), grid index, tile probabilities (T, tile, s), each pair's tile row).
     """
     batch, heads, length, dim = q.shape
     value_dim = v.shape[-1]
@@ -234,8 +234,7 @@ def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: 
     # a query that sees no real key at all (its own block and choices all padding) outputs zeros
     seen = (parts > _neg(lse_dtype) / 4).any(1, keepdim=True)  # (B*H*N, 1)
     out = torch.where(seen, out, torch.zeros_like(out)).view(batch, heads, length, value_dim)
-    pair_probs = probs.detach().reshape(-1, block).index_select(0, slot)  # (P, s)
-    return out, (own_share.detach().view(batch, heads, length), grid_index, pair_probs)
+    return out, (own_share.detach().view(batch, heads, length), grid_index, probs.detach(), slot)
 
 
 def _choice_of(slot: torch.Tensor, grid_index: torch.Tensor, kc: int, tile_rows: int) -> torch.Tensor:
@@ -317,7 +316,8 @@ def _weights(q, k, key_valid, causal, scale, block, chosen, pieces):
     if pieces is None:
         weights, keys = band, band_keys
     else:
-        own_share, grid_index, pair_probs = pieces
+        own_share, grid_index, tile_probs, slot = pieces
+        pair_probs = tile_probs.reshape(-1, block).index_select(0, slot)  # (P, s)
         kc = chosen.shape[-1]
         chosen_weights = q.new_zeros(batch * heads * length * kc, block)
         chosen_weights[grid_index] = pair_probs.to(q.dtype)  # already shares of the whole softmax
