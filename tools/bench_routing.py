@@ -66,8 +66,6 @@ def recall_config(context: int):
 
 def build_model(variant: str, task: str, context: int, vocab: int):
     """The variant's model: ``model(tokens) -> (logits, aux_loss)``."""
-    import torch
-
     settings = TASKS[task]
     if variant == "lucidrains":
         from routing_transformer import RoutingTransformerLM
@@ -98,7 +96,6 @@ def build_model(variant: str, task: str, context: int, vocab: int):
         out = model(tokens)
         return out.logits, out.aux_loss
 
-    del torch
     return model, forward
 
 
@@ -114,8 +111,6 @@ class RecallData:
         return drawn.tokens, drawn.targets
 
     def evaluate(self, forward, sequences: int) -> dict:
-        import torch
-
         from seqattn.data.longrange import recall_batch
 
         correct = total = 0
@@ -125,7 +120,6 @@ class RecallData:
             asked = drawn.targets != -100
             correct += int((logits.argmax(-1)[asked] == drawn.targets[asked]).sum())
             total += int(asked.sum())
-        del torch
         return {"accuracy": correct / total, "answers": total, "chance": 1 / self.config.num_values}
 
 

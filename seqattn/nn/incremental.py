@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .block_routing import block_means
 from .routing import normalize, similarities, unit
 
 
@@ -173,10 +174,10 @@ class BlockBuffer:
 
     @classmethod
     def from_prompt(cls, keys: torch.Tensor, values: torch.Tensor, block: int) -> "BlockBuffer":
-        complete = keys.shape[2] // block
-        body = keys[:, :, : complete * block]
-        means = body.reshape(*keys.shape[:2], complete, block, keys.shape[-1]).mean(3)  # (B, h, complete, D)
-        return cls(keys.clone(), values.clone(), means, block)
+        complete = keys.shape[2] // block * block  # the prompt's complete blocks: [0, complete)
+        body = keys[:, :, :complete]
+        means, _ = block_means(body, torch.ones(body.shape[:3], dtype=torch.bool, device=keys.device), block)
+        return cls(keys.clone(), values.clone(), means, block)  # means (B, h, complete // block, D)
 
     def push(self, key: torch.Tensor, value: torch.Tensor) -> None:
         self.keys = torch.cat([self.keys, key[:, :, None]], dim=2)
@@ -188,7 +189,7 @@ class BlockBuffer:
     def visible(self, query: torch.Tensor, top_k: int):
         """Keys (B, h, M, D) and values a new query (B, h, D) sees: its block so far and the ``top_k`` complete
         blocks whose mean key scores highest against it (its own key is added by the caller)."""
-        batch, heads, length, dim = self.keys.shape
+        dim = self.keys.shape[-1]
         own_start = self.means.shape[2] * self.block
         parts_k, parts_v = [self.keys[:, :, own_start:]], [self.values[:, :, own_start:]]
         chosen_count = min(top_k, self.means.shape[2])
