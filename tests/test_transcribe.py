@@ -71,6 +71,35 @@ def test_data_dir_with_references_prints_kaldi_scores(model_dir, tmp_path, capsy
     assert (out / "per_utt").is_file() and (out / "wer").read_text().startswith("%WER")
 
 
+def test_several_data_dirs_are_decoded_each_into_its_own_dir(model_dir, tmp_path, capsys):
+    """One call, one model load: each set is written and scored as a call of its own would; a set that cannot
+    be read is reported in its failed.txt and the others go on."""
+    dev = make_data_dir(tmp_path / "a", "dev_hi", 2, "hi", texts=["नमस्ते दुनिया", "भारत"])
+    test = make_data_dir(tmp_path / "b", "test_hi", 3, "hi", texts=["दुनिया", "भारत देश"])
+    for data in (dev, test):
+        assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data), "--output-dir",
+                         str(tmp_path / "alone" / data.name), "--quiet"]) == 0
+    alone = capsys.readouterr().out.splitlines()
+    out = tmp_path / "together"
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(dev), "--data-dir", str(test),
+                     "--output-dir", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines() == alone  # %WER/%CER per set, in order
+    for name in ("dev_hi", "test_hi"):
+        for file in ("text", "wer", "per_utt"):
+            assert (out / name / file).read_text("utf-8") == (tmp_path / "alone" / name / file).read_text("utf-8")
+    missing = tmp_path / "c" / "test_ta"
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(missing), "--data-dir", str(test),
+                     "--output-dir", str(tmp_path / "partial"), "--quiet"]) == 1
+    assert "test_ta" in capsys.readouterr().err
+    assert str(missing) in (tmp_path / "partial" / "test_ta" / "failed.txt").read_text()
+    assert (tmp_path / "partial" / "test_hi" / "wer").read_text() == (out / "test_hi" / "wer").read_text()
+    for clash in (["--data-dir", str(test), "--data-dir", str(tmp_path / "d" / "test_hi")],
+                  [str(tmp_path / "x.wav"), "--data-dir", str(test), "--data-dir", str(dev)]):
+        assert cli_main(["transcribe", str(model_dir), *clash, "--output-dir", str(tmp_path / "no")]) == 2
+        assert "several --data-dir" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
 @pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (tools/install_system_deps.sh)")
 def test_piped_wav_scp_and_segments_and_no_pipes(model_dir, tmp_path, capsys):
     _write(tmp_path / "rec.wav", 3.0)

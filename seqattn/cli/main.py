@@ -31,9 +31,7 @@ def _transcribe(args) -> int:
 
     import torch
 
-    from seqattn.decode.decode_dir import write_decode_dir
-    from seqattn.decode.transcribe import Beam, collect_inputs, load_recognizer, transcribe
-    from seqattn.decode.writers import FORMATS
+    from seqattn.decode.transcribe import Beam, collect_inputs, load_recognizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,6 +42,15 @@ def _transcribe(args) -> int:
         print("seqattn transcribe: error: --lm needs --lexicon: a word LM scores words, and the lexicon says how "
               "the model's tokens spell them (seqattn build-lm writes both); without --lm, beam search is "
               "lexicon-free", file=sys.stderr)
+        return 2
+    if args.batch_size < 1:
+        print(f"seqattn transcribe: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    data_dirs = args.data_dir or []
+    names = [Path(d.rstrip("/")).name for d in data_dirs]
+    if len(data_dirs) > 1 and (args.inputs or args.manifest or len(set(names)) < len(names)):
+        print("seqattn transcribe: error: several --data-dir are decoded each into OUTPUT_DIR/<its name>: give "
+              "no other inputs, and data dirs with different names", file=sys.stderr)
         return 2
     from seqattn.utils.device import resolve_device
 
@@ -61,24 +68,50 @@ def _transcribe(args) -> int:
         vocab = model.vocabulary
     else:
         model, vocab = load_recognizer(args.model_dir, resolve_device(args.device))
-    items, failures = collect_inputs(args.inputs, args.data_dir, args.manifest)
-    if args.language:
-        for item in items:
-            item.language = item.language or args.language
     beam = None
     if args.beam_size > 1 or args.lm or args.lexicon:
         beam = Beam(vocab, max(args.beam_size, 1), args.lm, args.lexicon, args.lm_weight, args.word_score,
                     args.sil_score)
+    if len(data_dirs) <= 1:  # one job: everything given, written to --output-dir
+        items, failures = collect_inputs(args.inputs, data_dirs[0] if data_dirs else None, args.manifest)
+        return _transcribe_job(args, model, vocab, beam, items, failures, Path(args.output_dir))
+    # Several data dirs (Kaldi's decode of dev and test sets): the model loads once, each set is scored on
+    # its own and written to OUTPUT_DIR/<name of the data dir>; a set that cannot be read is reported and the
+    # others go on.
+    from seqattn.errors import SeqattnError
+
+    status = 0
+    for data_dir, name in zip(data_dirs, names):
+        print(f"{name}:", file=sys.stderr)
+        try:
+            items, failures = collect_inputs([], data_dir)
+        except SeqattnError as error:  # the set is reported (and listed in its failed.txt); the others go on
+            print(f"seqattn transcribe: error: {error}", file=sys.stderr)
+            out = Path(args.output_dir) / name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "failed.txt").write_text(f"{data_dir}\t{error}\n", encoding="utf-8")
+            status = 1
+            continue
+        status = max(status, _transcribe_job(args, model, vocab, beam, items, failures, Path(args.output_dir) / name))
+    return status
+
+
+def _transcribe_job(args, model, vocab, beam, items, failures, out) -> int:
+    """Transcribe ``items`` into the decode dir ``out``, print the summary (and %WER/%CER with references);
+    1 when an input failed."""
+    from seqattn.decode.decode_dir import write_decode_dir
+    from seqattn.decode.transcribe import transcribe
+    from seqattn.decode.writers import FORMATS
+
+    if args.language:
+        for item in items:
+            item.language = item.language or args.language
     chunk = None if args.chunk_seconds is None else args.chunk_seconds
-    if args.batch_size < 1:
-        print(f"seqattn transcribe: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
     result = transcribe(model, vocab, items, chunk_seconds=chunk, beam=beam, batch_size=args.batch_size,
                         allow_pipes=not args.no_pipes, pipe_timeout=args.pipe_timeout, progress=not args.quiet,
                         stream_seconds=args.stream_seconds)
     result.failures = failures + result.failures
     formats = FORMATS if args.output_format == "all" else (args.output_format,)
-    out = Path(args.output_dir)
     wer, cer = write_decode_dir(result, out, formats)
     if not args.quiet:
         for transcript in result.transcripts:
@@ -217,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="what runs the model: PyTorch for model directories, onnxruntime (CPU) for .onnx files; "
                         "auto picks by MODEL")
-    p.add_argument("--data-dir", help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell "
-                                      "command whose stdout is the audio, run with sh -c as Kaldi does)")
+    p.add_argument("--data-dir", action="append",
+                   help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell command whose "
+                        "stdout is the audio, run with sh -c as Kaldi does). Repeat it to decode several sets with "
+                        "one model load: each is scored on its own and written to OUTPUT_DIR/<its name>")
     p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text), an HF dataset, or a fairseq .tsv manifest (its "
                                       ".wrd or .ltr transcripts beside it)")
     p.add_argument("--output-dir", default="transcripts")

@@ -233,13 +233,13 @@ fi
 
 if run_stage 6 "decoding dev/test: greedy, and beam search with the LM (weights tuned on dev)" $exp/log/decode.log; then
   for model in $models; do
+    sets=""  # every set in one call: the model loads once, each set gets its own decode dir
     for l in $(langs_of $asr_langs); do
       for set in dev_$l test_$l test_ood_$l; do
-        [ -d $data/$set ] || continue  # test_ood_* needs the translated messages (stage 0)
-        seqattn transcribe $exp/$model/best --data-dir $data/$set --output-dir $exp/decode/$model/greedy/$set \
-          --batch-size 8 --quiet
+        [ -d $data/$set ] && sets="$sets --data-dir $data/$set"  # test_ood_* needs the translated messages (stage 0)
       done
     done
+    seqattn transcribe $exp/$model/best $sets --output-dir $exp/decode/$model/greedy --batch-size 8 --quiet
     if [ -f $exp/lm/$(langs_of $asr_langs | cut -d' ' -f1)/lexicon.txt ]; then
       python local/decode_lm.py --model $exp/$model/best --data $data --lm-dir $exp/lm --langs $asr_langs \
         --out $exp/decode/$model/lm --beam-size $beam_size
@@ -254,10 +254,8 @@ if [ -n "$longform_lang" ] && run_stage 7 "long-form: one pass over a several-mi
     --language $longform_lang --output-format all 2>&1 | tail -n 3 | tee $exp/log/longform.log
   python local/longform_reference.py --data $data/test_long_$longform_lang --hyp $out/one_pass/long_$longform_lang.txt \
     --out $out/one_pass/wer
-  seqattn transcribe $exp/ft/best --data-dir $data/test_long_$longform_lang --output-dir \
-    $exp/decode/ft/greedy/test_long_$longform_lang --quiet --batch-size 8 | tee -a $exp/log/longform.log
-  seqattn transcribe $exp/ft/best --data-dir $data/test_pipe_$longform_lang --output-dir \
-    $exp/decode/ft/greedy/test_pipe_$longform_lang --quiet --batch-size 8 | tee -a $exp/log/longform.log
+  seqattn transcribe $exp/ft/best --data-dir $data/test_long_$longform_lang --data-dir $data/test_pipe_$longform_lang \
+    --output-dir $exp/decode/ft/greedy --quiet --batch-size 8 | tee -a $exp/log/longform.log
   head -n 4 $out/one_pass/long_$longform_lang.srt
   finish_stage 7 longform
 fi

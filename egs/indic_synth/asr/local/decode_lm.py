@@ -74,11 +74,11 @@ def main() -> None:
                     best = (score, weight, word_score)
         _, weight, word_score = best
         chosen_lines.append(f"{lang}: lm_weight={weight} word_score={word_score} beam={args.beam_size}")
-        for split in ("dev", "test"):
-            subprocess.run(["seqattn", "transcribe", args.model, "--data-dir", f"{args.data}/{split}_{lang}",
-                            "--output-dir", str(out / f"{split}_{lang}"), "--lm", str(lm), "--lexicon", str(lexicon),
-                            "--lm-weight", str(weight), "--word-score", str(word_score), "--beam-size",
-                            str(args.beam_size), "--batch-size", "8", "--quiet"], check=True)
+        # dev and test in one call: each is written to OUT/<set>
+        subprocess.run(["seqattn", "transcribe", args.model, "--data-dir", f"{args.data}/dev_{lang}",
+                        "--data-dir", f"{args.data}/test_{lang}", "--output-dir", str(out), "--lm", str(lm),
+                        "--lexicon", str(lexicon), "--lm-weight", str(weight), "--word-score", str(word_score),
+                        "--beam-size", str(args.beam_size), "--batch-size", "8", "--quiet"], check=True)
     (out / "chosen.txt").write_text("; ".join(chosen_lines) + "\n", encoding="utf-8")
 
 
