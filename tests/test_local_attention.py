@@ -278,13 +278,13 @@ def test_bad_per_head_windows_raise_value_error(kwargs, match):
         local_attention(q, k, v, **kwargs)
 
 
-@pytest.mark.parametrize("window,expected", [(0, 0), (1, 16), (16, 16), (17, 32), (40, 47), (47, 47), (48, 64),
-                                             (56, 64), (65, 128), (130, 192)])
-def test_widest_same_cost_window_stays_in_the_block_class(window, expected):
-    from seqattn.nn.local import make_layout, widest_same_cost_window
+def test_a_blocks_key_window_follows_the_window_not_whole_blocks():
+    """Each query block multiplies exactly b + L + R keys, so narrowing a head always removes work (+-30 does
+    not touch the key blocks of +-64), and the backward folds over ceil(W / b) slots."""
+    from seqattn.nn.local import make_layout
 
-    widest = widest_same_cost_window(window)
-    assert widest == expected
-    # the same blocking (block size and key blocks) at a long length: the same cost
-    a, b = make_layout(1 << 16, window, window), make_layout(1 << 16, widest, widest)
-    assert (a.block, a.span) == (b.block, b.span)
+    for left, right, block in ((30, 30, 64), (64, 64, 64), (8, 8, 16), (5, 0, 4), (70, 3, 16)):
+        layout = make_layout(1 << 16, left, right, block)
+        assert layout.window == block + left + right
+        assert layout.slots == -(-(block + left + right) // block)
+    assert make_layout(1 << 16, 30, 30, 64).window < make_layout(1 << 16, 64, 64, 64).window

@@ -20,7 +20,6 @@ import torch
 from seqattn.errors import SeqattnError
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.models.wav2vec2.longform import encode, inference_features
-from seqattn.nn.local import widest_same_cost_window
 from seqattn.train.distill import DistillConfig
 
 from .attention import AttentionAnalysis, backbone_of
@@ -45,8 +44,8 @@ def choose_windows(config: Wav2Vec2Config, analysis: AttentionAnalysis, coverage
                    min_window: int = 1, per_head: bool = False) -> list[LayerWindow]:
     """Per layer, the window covering ``coverage`` of the mass for every head (the largest head's need),
     rounded up to a multiple of ``multiple`` frames and at least ``min_window``; with ``per_head`` each head
-    gets its own such window instead (narrow heads then cost less), narrowing a local head only where the kernel
-    runs the narrower window cheaper (:func:`~seqattn.nn.local.widest_same_cost_window`).
+    gets its own such window instead (the banded kernel's cost follows each head's window, so narrow heads cost
+    less; heads that share a window run in one kernel call, so a coarser ``multiple`` means fewer calls).
 
     Full-attention layers become local with that window; local layers are narrowed to it when it is
     smaller than the window they were trained with (never widened). Layers mixing kinds are refused.
@@ -73,16 +72,13 @@ def choose_windows(config: Wav2Vec2Config, analysis: AttentionAnalysis, coverage
             need.append(int(s.coverage_windows[coverage]))
         rounded = [multiple * math.ceil(max(min_window, n) / multiple) for n in need]
         window = max(rounded)
-        # per head, a window narrower than its trained one only pays off (and only splits the head off from
-        # the others) where the kernel runs it cheaper: widen each to the widest window of the same cost
-        same_cost = [widest_same_cost_window(w) for w in rounded]
         if attention.full_heads:
-            pairs = [(w, w) for w in same_cost] if per_head else None
-            widest = max(same_cost) if per_head else window
+            pairs = [(w, w) for w in rounded] if per_head else None
+            widest = max(rounded) if per_head else window
             windows.append(LayerWindow(layer, window, need, widest, widest, converted=True, head_pairs=pairs))
         elif per_head:
             lefts, rights = attention.local_head_windows()
-            pairs = [(min(left, w), min(right, w)) for left, right, w in zip(lefts, rights, same_cost)]
+            pairs = [(min(left, w), min(right, w)) for left, right, w in zip(lefts, rights, rounded)]
             narrowed = pairs != list(zip(lefts, rights))
             windows.append(LayerWindow(layer, window, need, max(p[0] for p in pairs), max(p[1] for p in pairs),
                                        converted=narrowed, head_pairs=pairs))

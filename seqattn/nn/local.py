@@ -4,14 +4,15 @@ Convention (docs/DESIGN.md, section 2): query i may attend key j iff ``i - windo
 and key j is not padding. ``window_right = 0`` is causal. A query whose visible keys are all padding
 outputs zeros.
 
-How it works. The sequence is cut into blocks of ``b`` queries. Block ``t`` can only see keys in blocks
-``t - nl .. t + nr`` (``nl = ceil(L / b)``, ``nr = ceil(R / b)``), so each query block is multiplied
-against one contiguous key window of ``span * b`` keys, ``span = nl + 1 + nr``. Inside that window the
-exact band is the same boolean pattern for every block (it depends only on offsets), so one ``(b, span*b)``
-band mask is shared by all blocks; sequence edges and padding enter as a per-key validity mask.
+How it works. The sequence is cut into blocks of ``b`` queries. The queries of the block starting at ``s``
+see keys ``s - L .. s + b - 1 + R`` and nothing else, so each query block is multiplied against one contiguous
+key window of ``W = b + L + R`` keys (any L and R: the window need not be whole blocks, so a head's cost
+follows its window, ±30 costing less than ±64). Inside that window the exact band is the same boolean pattern
+for every block (it depends only on offsets), so one ``(b, W)`` band mask is shared by all blocks; sequence
+edges and padding enter as a per-key validity mask.
 
 Blocks are processed in chunks that fit in cache, by a custom autograd function: the forward keeps the
-softmax probabilities (O(N * span * b) memory, linear in N) and the backward reuses them, folding the
+softmax probabilities (O(N * W) memory, linear in N) and the backward reuses them, folding the
 per-window key/value gradients back onto the sequence. No N x N tensor is ever built.
 """
 from __future__ import annotations
@@ -39,52 +40,35 @@ class BlockLayout:
     window_right: int  # R, clipped to N - 1
     block: int  # b, queries per block
     num_blocks: int  # nb = ceil(N / b)
-    left_blocks: int  # nl = ceil(L / b)
-    right_blocks: int  # nr = ceil(R / b)
-
-    @property
-    def span(self) -> int:
-        """Key blocks visible from one query block."""
-        return self.left_blocks + 1 + self.right_blocks
 
     @property
     def window(self) -> int:
-        """Keys in one query block's window."""
-        return self.span * self.block
+        """Keys in one query block's window: W = b + L + R."""
+        return self.block + self.window_left + self.window_right
+
+    @property
+    def slots(self) -> int:
+        """Key blocks a window overlaps when it starts on a block boundary (the backward folds per slot)."""
+        return math.ceil(self.window / self.block)
 
     @property
     def padded_keys(self) -> int:
-        """Length of the key sequence after front/back padding to whole windows."""
-        return (self.num_blocks + self.span - 1) * self.block
+        """Length of one key sequence padded by L in front and to whole windows behind: nb * b + L + R."""
+        return self.num_blocks * self.block + self.window_left + self.window_right
 
 
 def default_block_size(window_left: int, window_right: int, length: int) -> int:
     """Pick the query block size b.
 
-    Smaller blocks waste fewer scores at the band's corners (a window has ``(span) * b`` keys for
+    Smaller blocks waste fewer scores at the band's corners (a window has ``b + L + R`` keys for
     ``L + R + 1`` useful ones) but make smaller matmuls. Measured on CPU at 16k tokens, 8 heads of 64 dims,
-    forward and backward (docs/BENCHMARKS.md): 64 is best for windows of 128-512; for narrower windows 16 is
-    best (+-32: 162 ms against 241 ms with 64 and about 500 with 128; +-8: 148 ms against 170 ms with 8), so a
-    narrow head costs about its share of a wide one instead of as much.
+    forward and backward, median of 5 interleaved runs (docs/BENCHMARKS.md): 64 is best for windows of
+    +-128 (675 ms against 706 with 32); for narrower windows 32 is best or level (+-32: 288 ms against 320 with
+    64 and 341 with 16; +-8: 190 ms against 203 with 16 and 228 with 8; +-64 and +-48 within noise of 64).
     """
     width = window_left + window_right + 1
-    block = 64 if width >= 96 else 16
+    block = 64 if width >= 96 else 32
     return max(1, min(block, length))
-
-
-def widest_same_cost_window(window: int) -> int:
-    """The widest symmetric window ``+-w' >= +-window`` that the kernel runs at the same cost (same block size,
-    same key blocks per query block, for long inputs). Narrowing a head below its class's widest window buys
-    nothing, so window choices (``convert localize --per-head``) widen to this and split heads only where it
-    saves work."""
-    if window <= 0:
-        return 0
-    block = default_block_size(window, window, 1 << 30)
-    widest = block * math.ceil(window / block)
-    # staying in the block-size class: a window of 2w + 1 >= 96 keys moves to larger blocks
-    while widest > window and default_block_size(widest, widest, 1 << 30) != block:
-        widest -= 1
-    return widest
 
 
 def make_layout(length: int, window_left: int, window_right: int, block_size: int | None = None) -> BlockLayout:
@@ -93,47 +77,39 @@ def make_layout(length: int, window_left: int, window_right: int, block_size: in
     right = min(window_right, max(length - 1, 0))
     block = block_size if block_size is not None else default_block_size(left, right, length)
     block = max(1, min(block, length))
-    return BlockLayout(
-        length=length,
-        window_left=left,
-        window_right=right,
-        block=block,
-        num_blocks=math.ceil(length / block),
-        left_blocks=math.ceil(left / block),
-        right_blocks=math.ceil(right / block),
-    )
+    return BlockLayout(length=length, window_left=left, window_right=right, block=block,
+                       num_blocks=math.ceil(length / block))
 
 
 def band_mask(layout: BlockLayout, device: torch.device) -> torch.Tensor:
-    """(b, span*b) bool: query offset r in a block may see window offset c.
+    """(b, W) bool: query offset r in a block may see window offset c.
 
-    Window offset c is sequence position ``block_start - nl*b + c``; query r is ``block_start + r``.
-    The condition ``i - L <= j <= i + R`` becomes ``r + nl*b - L <= c <= r + nl*b + R``.
+    Window offset c is sequence position ``block_start - L + c``; query r is ``block_start + r``.
+    The condition ``i - L <= j <= i + R`` becomes ``r <= c <= r + L + R``.
     """
     r = torch.arange(layout.block, device=device)[:, None]
     c = torch.arange(layout.window, device=device)[None, :]
-    lo = r + layout.left_blocks * layout.block - layout.window_left
-    hi = r + layout.left_blocks * layout.block + layout.window_right
-    return (c >= lo) & (c <= hi)
+    return (c >= r) & (c <= r + layout.window_left + layout.window_right)
 
 
 class _FlatLayout:
     """All (batch, head) sequences laid end to end so one strided view gives every block's key window.
 
-    Keys of all B*H heads are stored back to back, each padded to ``nb * b`` rows, with ``nl * b`` zero rows
-    in front and ``nr * b`` behind the whole buffer: ``flat = [0 | head 0 | head 1 | ... | 0]``. Global
-    query block g (head g // nb) then sees the contiguous rows ``[g*b, g*b + W)`` of the buffer, so the
-    windows of *all* blocks are one overlapping ``as_strided`` view and a single ``bmm`` computes the scores
-    of a whole chunk of blocks across heads without copying keys. A window that reaches past its own head
-    reads a neighbour's rows; the per-key validity mask disables exactly those keys.
+    Keys of all B*H heads are stored back to back, each padded to ``nb * b`` rows, with ``L`` zero rows in
+    front and zeros behind the whole buffer: ``flat = [0 | head 0 | head 1 | ... | 0]``. Global query block g
+    (head g // nb) then sees the contiguous rows ``[g*b, g*b + W)`` of the buffer, so the windows of *all*
+    blocks are one overlapping ``as_strided`` view and a single ``bmm`` computes the scores of a whole chunk
+    of blocks across heads without copying keys. A window that reaches past its own head reads a neighbour's
+    rows; the per-key validity mask disables exactly those keys. The buffer holds ``G + slots - 1`` whole
+    blocks of rows, so that the backward can fold window slot s of block g onto block ``g + s``.
     """
 
     def __init__(self, layout: BlockLayout, batch: int, heads: int):
         self.layout = layout
         self.batch, self.heads = batch, heads
         self.blocks = batch * heads * layout.num_blocks  # G, global query blocks
-        self.rows = (self.blocks + layout.span - 1) * layout.block  # rows of the flat key buffer
-        self.front = layout.left_blocks * layout.block
+        self.rows = (self.blocks + layout.slots - 1) * layout.block  # rows of the flat key buffer (>= L + G*b + R)
+        self.front = layout.window_left
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, N, D) -> (G, b, D); a free view when N is a multiple of b and x is contiguous."""
@@ -193,7 +169,7 @@ class _FlatLayout:
         band = _band_bias(lay, dtype, valid.device)  # (b, W)
         if self_bias:
             diag = torch.arange(lay.block, device=valid.device)
-            band[diag, diag + lay.left_blocks * lay.block] += self_bias
+            band[diag, diag + lay.window_left] += self_bias
         seg_q = seg_win = None
         if segments is not None:
             seg = F.pad(segments, (self.front, back), value=-1)  # (B, H, Kp)
@@ -295,7 +271,7 @@ class _BandedAttention(torch.autograd.Function):
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
         masks = flat.masks(key_valid, segments, self_bias, q.dtype)
         out = q.new_empty(flat.blocks, layout.block, v.shape[-1])  # (G, b, Dv)
-        # For a backward the probabilities are kept: N * span * b values per head, linear in N, and it saves
+        # For a backward the probabilities are kept: N * W values per head, linear in N, and it saves
         # recomputing every score and softmax there (about 15% of a forward+backward). Inference keeps only
         # one chunk's worth (for an hour of audio the kept probabilities would be 3 GB per layer).
         needs_backward = any(ctx.needs_input_grad[:3])
@@ -321,8 +297,8 @@ class _BandedAttention(torch.autograd.Function):
         glse = None if grad_lse is None else flat.queries(grad_lse[..., None].to(go.dtype))  # (G, b, 1)
         dq = torch.empty_like(qg)  # (G, b, D), gradient w.r.t. q * scale until the final rescale
         dkf, dvf = torch.zeros_like(kf), torch.zeros_like(vf)  # (rows, D)
-        dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+span-1, b, D)
-        dv_blocks = dvf.view(-1, layout.block, vf.shape[-1])  # (G+span-1, b, Dv)
+        dk_blocks = dkf.view(-1, layout.block, kf.shape[-1])  # (G+slots-1, b, D)
+        dv_blocks = dvf.view(-1, layout.block, vf.shape[-1])  # (G+slots-1, b, Dv)
         step = _chunk_blocks(layout, flat.blocks)
         scratch = qg.new_empty(step, layout.block, layout.window)
         for start in range(0, flat.blocks, step):
@@ -336,12 +312,12 @@ class _BandedAttention(torch.autograd.Function):
             ds = dp.sub_(row).mul_(p)  # softmax backward, in place: d loss / d score
             torch.bmm(ds, flat.windows(kf, start, stop), out=dq[start:stop])
             dkw = torch.bmm(ds.transpose(1, 2), qg[start:stop]).mul_(scale)  # (c, W, D)
-            # Window slot s of global block g is key block g+s: fold the windows back onto the blocks.
-            dkw = dkw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, D)
-            dvw = dvw.view(stop - start, layout.span, layout.block, -1)  # (c, span, b, Dv)
-            for s in range(layout.span):
-                dk_blocks[start + s : stop + s] += dkw[:, s]
-                dv_blocks[start + s : stop + s] += dvw[:, s]
+            # Window rows [s*b, (s+1)*b) of global block g are rows of buffer block g+s: fold the windows back
+            # onto the blocks (the last slot is partial when W is not a multiple of b).
+            for s in range(layout.slots):
+                rows = min(layout.block, layout.window - s * layout.block)
+                dk_blocks[start + s : stop + s, :rows] += dkw[:, s * layout.block : s * layout.block + rows]
+                dv_blocks[start + s : stop + s, :rows] += dvw[:, s * layout.block : s * layout.block + rows]
         dq = flat.unflatten_queries(dq.mul_(scale))  # (B, H, N, D)
         return dq, flat.unflatten_keys(dkf), flat.unflatten_keys(dvf), None, None, None, None, None, None
 
@@ -412,7 +388,7 @@ def banded_weights(probs: torch.Tensor, layout: BlockLayout, window_left: int, w
     width = window_left + window_right + 1
     offsets = torch.arange(width, device=probs.device) - window_left  # j - i for each band column
     r = torch.arange(layout.block, device=probs.device)[:, None]
-    col = r + layout.left_blocks * layout.block + offsets[None, :]  # (b, width) window column of key j
+    col = r + layout.window_left + offsets[None, :]  # (b, width) window column of key j
     inside = (offsets >= -layout.window_left) & (offsets <= layout.window_right)  # within clipped band
     col = col.clamp(0, layout.window - 1)
     index = col.expand(batch, heads, layout.num_blocks, -1, -1)  # (B, H, nb, b, width)
