@@ -1,5 +1,6 @@
-"""End to end on real synthetic speech: fine-tune a small CTC model on espeak-ng Hindi, transcribe held-out
-speakers through the CLI, and check the CER falls far below an untrained model's; parse every output format back."""
+"""End to end on real synthetic speech: train a small CTC model (the demo's filterbank front end) on espeak-ng
+Hindi, transcribe held-out speakers through the CLI, and check the CER falls far below an untrained model's;
+parse every output format back."""
 import dataclasses
 import json
 import random
