@@ -125,7 +125,8 @@ def test_cli_reports_windows_speed_and_error_rates_then_the_model_transcribes(tm
 
 
 def test_per_head_windows_follow_each_heads_own_need():
-    """Each head gets its own need, rounded up to the multiple (the kernel's cost follows each head's window)."""
+    """Each head gets its own need, rounded up to the multiple, unless a narrower kernel call would save less
+    than a quarter of its keys (then it shares the wider window of heads it would be split from)."""
     model = Wav2Vec2ForCTC(tiny(vocab_size=9)).eval()
     wave = torch.randn(16000)
     analysis = analyze_attention(model, [wave], coverages=(0.9,), progress=False)
@@ -133,11 +134,12 @@ def test_per_head_windows_follow_each_heads_own_need():
     for stats in analysis.heads:  # give every head its own measured need
         stats.coverage_windows[0.9] = needs[stats.layer][stats.head]
     windows = choose_windows(model.config, analysis, 0.9, per_head=True, multiple=2)
-    assert [w.head_pairs for w in windows] == [[(4, 4), (20, 20), (2, 2), (60, 60)],
-                                               [(6, 6), (6, 6), (40, 40), (2, 2)]]  # a need of 0 -> min_window 1 -> 2
+    # keys per query block (b + 2w): +-60 184, +-20 72, +-4 40, +-2 36 (> 0.75 * 40: joins +-4); +-40 112, +-6 44
+    assert [w.head_pairs for w in windows] == [[(4, 4), (20, 20), (4, 4), (60, 60)],
+                                               [(6, 6), (6, 6), (40, 40), (6, 6)]]  # a need of 0 -> min_window 1 -> 2
     assert [(w.window_left, w.window_right) for w in windows] == [(60, 60), (40, 40)]
     local = localize_model(model, windows)
-    assert local.config.attention_for(0).local_windows == [[4, 4], [20, 20], [2, 2], [60, 60]]
+    assert local.config.attention_for(0).local_windows == [[4, 4], [20, 20], [4, 4], [60, 60]]
     # the localized layer equals the full one with each head's own band applied: compare to a model whose
     # layers are local with one window per layer, head by head
     with torch.no_grad():
@@ -146,8 +148,12 @@ def test_per_head_windows_follow_each_heads_own_need():
     assert not torch.allclose(per_head, widest, atol=1e-5)  # narrower heads do change the function
     # a local model's heads are narrowed, never widened: rounding up to 4 changes nothing
     again = choose_windows(local.config, analysis, 0.9, per_head=True, multiple=4)
-    assert again[0].head_pairs == [(4, 4), (20, 20), (2, 2), (60, 60)] and not again[0].converted
+    assert again[0].head_pairs == [(4, 4), (20, 20), (4, 4), (60, 60)] and not again[0].converted
     wide = Wav2Vec2ForCTC(tiny(vocab_size=9, attention=AttentionConfig(num_heads=4, local_heads=4, window_left=128,
                                                                         window_right=128))).eval()
     narrowed = choose_windows(wide.config, analysis, 0.9, per_head=True)
-    assert narrowed[0].head_pairs == [(3, 3), (20, 20), (1, 1), (60, 60)] and narrowed[0].converted
+    assert narrowed[0].head_pairs == [(3, 3), (20, 20), (3, 3), (60, 60)] and narrowed[0].converted
+    # needs within a quarter of the keys of the widest share its window: one kernel call, nothing split
+    from seqattn.analysis.localize import group_head_windows
+    assert group_head_windows([55, 61, 58, 60]) == [61, 61, 61, 61]
+    assert group_head_windows([8, 128, 32, 8]) == [8, 128, 32, 8]
