@@ -21,7 +21,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
     # PIP_CONSTRAINT reaches pip's isolated build environments too (the editable install's setuptools).
     export PIP_CONSTRAINT=$lock
-    pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$lock")
+    # --no-compile: byte-compiling every file of a 6 GB venv costs install time; Python compiles what it imports
+    pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-compile -q -c "$lock")
     # torch first, from the locked release (a wheel on this machine's disk), so nothing later can pull another build.
     echo "[setup] installing torch and torchaudio (locked versions)"
     "${pip[@]}" torch torchaudio
