@@ -14,7 +14,7 @@ demo: setup
 	bash tools/demo.sh
 
 test: setup
-	$(PY) -m pytest -q -m "not cuda" -n auto --dist worksteal tests  # CUDA tests: tools/gpu_check.sh on a GPU machine
+	$(PY) -m pytest -q -m "not cuda" -n auto --dist loadscope tests  # CUDA tests: tools/gpu_check.sh on a GPU machine
 
 bench: setup
 	$(PY) tools/bench_attention.py

@@ -21,8 +21,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
     # PIP_CONSTRAINT reaches pip's isolated build environments too (the editable install's setuptools).
     export PIP_CONSTRAINT=$lock
-    # --no-compile: byte-compiling every file of a 6 GB venv costs install time; Python compiles what it imports
-    pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-compile -q -c "$lock")
+    # byte-compiled at install (no --no-compile): runs with PYTHONDONTWRITEBYTECODE=1 would otherwise compile
+    # every module from source in every process, which doubled the test suite's time
+    pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$lock")
     # torch first, from the locked release (a wheel on this machine's disk), so nothing later can pull another build.
     echo "[setup] installing torch and torchaudio (locked versions)"
     "${pip[@]}" torch torchaudio
