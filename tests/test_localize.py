@@ -8,7 +8,7 @@ import torch
 from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.analysis.attention import analyze_attention
-from seqattn.analysis.localize import LocalizeError, choose_windows, localize_model
+from seqattn.analysis.localize import LocalizeError, choose_windows, group_head_windows, localize_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import save_model
@@ -154,6 +154,5 @@ def test_per_head_windows_follow_each_heads_own_need():
     narrowed = choose_windows(wide.config, analysis, 0.9, per_head=True)
     assert narrowed[0].head_pairs == [(3, 3), (20, 20), (3, 3), (60, 60)] and narrowed[0].converted
     # needs within a quarter of the keys of the widest share its window: one kernel call, nothing split
-    from seqattn.analysis.localize import group_head_windows
     assert group_head_windows([55, 61, 58, 60]) == [61, 61, 61, 61]
     assert group_head_windows([8, 128, 32, 8]) == [8, 128, 32, 8]
