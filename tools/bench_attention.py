@@ -25,6 +25,8 @@ CAUSAL_LEFT = 256  # causal local window
 ROUTING_WINDOW = 256  # tokens per cluster; clusters = N / ROUTING_WINDOW
 PER_HEAD = [128, 128, 32, 32, 8, 8, 8, 8]  # +-w of each head in the per-head-window call (a localized layer)
 NARROW = {"seqattn_local_w32": 32, "seqattn_local_w8": 8}
+# The same windows through the blocked batched-matmul kernel (SEQATTN_NATIVE=0), timed beside the fused one.
+BLOCKED = {"seqattn_local_blocked": LEFT, "seqattn_local_w32_blocked": 32, "seqattn_local_w8_blocked": 8}
 GLOBAL_TOKENS = 8  # summary tokens of the global heads (learned pooling)
 GLOBAL_BLOCK = 64  # causal global heads: summaries of the complete past blocks of this many tokens
 ROUTED_BLOCK, ROUTED_TOP_K = 64, 3  # block-routed heads: a query sees (1 + 3) * 64 = 256 keys, as the routing window
@@ -35,6 +37,9 @@ METHODS = {
     "lucidrains_local": ("lucidrains local-attention, window 128, look back/forward 1, exact", False),
     "seqattn_local_w32": ("seqattn local L=R=32", False),
     "seqattn_local_w8": ("seqattn local L=R=8", False),
+    "seqattn_local_blocked": (f"seqattn local L=R={LEFT}, blocked kernel (SEQATTN_NATIVE=0)", False),
+    "seqattn_local_w32_blocked": ("seqattn local L=R=32, blocked kernel", False),
+    "seqattn_local_w8_blocked": ("seqattn local L=R=8, blocked kernel", False),
     "seqattn_local_per_head": (f"seqattn local, per-head windows {'/'.join(map(str, PER_HEAD))} (one call)", False),
     "seqattn_dilated": ("seqattn dilated, stride 4, +-32 strides (reach +-128)", False),
     "seqattn_global": (f"seqattn global: L=R={LEFT} plus {GLOBAL_TOKENS} learned summary tokens", False),
@@ -69,6 +74,12 @@ def _build(method: str, n: int):
         from seqattn.nn import local_attention
 
         width = NARROW[method]
+        return (lambda q, k, v: local_attention(q, k, v, width, width)), True
+    if method in BLOCKED:
+        os.environ["SEQATTN_NATIVE"] = "0"  # this worker process only: read when the kernel is first used
+        from seqattn.nn import local_attention
+
+        width = BLOCKED[method]
         return (lambda q, k, v: local_attention(q, k, v, width, width)), True
     if method == "seqattn_local_per_head":
         from seqattn.nn import local_attention
@@ -206,6 +217,11 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
     summary["narrow_vs_wide_fwd_bwd_at"] = top  # cost of narrower windows as a share of +-128
     summary["narrow_vs_wide_fwd_bwd"] = {method: ratio(med(method, top), med("seqattn_local", top))
                                          for method in (*NARROW, "seqattn_local_per_head", "seqattn_dilated")}
+    # the fused CPU kernel against the blocked one, per window (> 1: fused faster)
+    summary["fused_vs_blocked_fwd_bwd"] = {
+        n: {LEFT: ratio(med("seqattn_local_blocked", n), med("seqattn_local", n)),
+            32: ratio(med("seqattn_local_w32_blocked", n), med("seqattn_local_w32", n)),
+            8: ratio(med("seqattn_local_w8_blocked", n), med("seqattn_local_w8", n))} for n in lengths}
     small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
     summary["global_vs_local_fwd_bwd"] = {  # what the summary tokens add to the same window
         n: {"bidirectional": ratio(med("seqattn_global", n), med("seqattn_local", n)),
@@ -277,6 +293,9 @@ def markdown(rows, summary, lengths, meta) -> str:
         f"- narrow windows at N={s['narrow_vs_wide_fwd_bwd_at']}, fwd+bwd time as a share of L=R=128: "
         + ", ".join(f"{METHODS[m][0]}: {fmt(r)}" for m, r in s["narrow_vs_wide_fwd_bwd"].items())
         + " (targets: +-32 <= 0.35x, +-8 <= 0.15x).",
+        "- fused CPU kernel against the blocked kernel, fwd+bwd speed-up per window (+-128 / +-32 / +-8): "
+        + ", ".join(f"N={n}: " + " / ".join(fmt(r[w]) for w in (LEFT, 32, 8))
+                    for n, r in s["fused_vs_blocked_fwd_bwd"].items()) + ".",
         "- global heads, fwd+bwd time against the same window without summaries: "
         + ", ".join(f"N={n}: {fmt(r['bidirectional'])} (causal {fmt(r['causal'])})"
                     for n, r in s["global_vs_local_fwd_bwd"].items()) + ".",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import native_band
 from .checks import check_head_windows, check_padding_mask, check_positive, check_qkv
 
 # Elements of one chunk's score tensor (all batch*heads together). About 4 MB in fp32: big enough to keep
@@ -368,6 +369,10 @@ def banded_attention(
         if return_lse:
             return out, q.new_zeros(batch, heads, 0, dtype=torch.promote_types(q.dtype, torch.float32))
         return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
+    if (segments is None and not return_weights and block_size is None and not torch.compiler.is_compiling()
+            and native_band.usable(q, window_left, window_right)):
+        return native_band.native_band_attention(q, k, v, window_left, window_right, key_valid, scale=scale,
+                                                 self_bias=self_bias, return_lse=return_lse)
     layout = make_layout(length, window_left, window_right, block_size)
     if return_lse:
         return _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, True)

@@ -1,0 +1,57 @@
+/* Portable primitives of the band kernel for element type T (any compiler, any CPU; band_avx2.h replaces
+ * them for float where AVX2 and FMA are available). Included by band_cpu.c with T, SUF and LANES defined.
+ * The loops keep independent partial sums so that a vectorising compiler can keep them in registers. */
+
+/* out[j] = a . rows[j] for `count` consecutive rows of length d starting at `rows`. */
+static inline void FN(dots)(const T *restrict a, const T *restrict rows, int64_t count, int64_t d,
+                            T *restrict out) {
+    for (int64_t j = 0; j < count; j++) {
+        const T *restrict b = rows + j * d;
+        T acc[LANES];
+        for (int l = 0; l < LANES; l++) acc[l] = 0;
+        int64_t x = 0;
+        for (; x + LANES <= d; x += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += a[x + l] * b[x + l];
+        T sum = 0;
+        for (int l = 0; l < LANES; l++) sum += acc[l];
+        for (; x < d; x++) sum += a[x] * b[x];
+        out[j] = sum;
+    }
+}
+
+/* out = factor * sum_j weight[j] * rows[j] over `count` consecutive rows of length d. */
+static inline void FN(weighted_rows)(const T *restrict weight, const T *restrict rows, int64_t count, int64_t d,
+                                     T factor, T *restrict out) {
+    enum { TILE = 8 * LANES };
+    int64_t x = 0;
+    for (; x + TILE <= d; x += TILE) {
+        T acc[TILE];
+        for (int t = 0; t < TILE; t++) acc[t] = 0;
+        for (int64_t j = 0; j < count; j++) {
+            const T w = weight[j];
+            const T *restrict row = rows + j * d + x;
+            for (int t = 0; t < TILE; t++) acc[t] += w * row[t];
+        }
+        for (int t = 0; t < TILE; t++) out[x + t] = factor * acc[t];
+    }
+    for (; x < d; x++) {
+        T acc = 0;
+        for (int64_t j = 0; j < count; j++) acc += weight[j] * rows[j * d + x];
+        out[x] = factor * acc;
+    }
+}
+
+/* y += alpha * x over d elements. */
+static inline void FN(axpy)(T alpha, const T *restrict x, T *restrict y, int64_t d) {
+    for (int64_t e = 0; e < d; e++) y[e] += alpha * x[e];
+}
+
+/* p[c] = exp(p[c] - top) (0 for p[c] = -infinity, a masked key); returns the sum. */
+static inline T FN(exp_sum)(T *restrict p, int64_t count, T top) {
+    T sum = 0;
+    for (int64_t c = 0; c < count; c++) {
+        p[c] = (T)exp((double)(p[c] - top));
+        sum += p[c];
+    }
+    return sum;
+}

@@ -1,0 +1,176 @@
+"""Fused sliding-window attention for narrow windows on the CPU (a small C library built on first use).
+
+The blocked kernel (:mod:`seqattn.nn.local`) multiplies query blocks against whole key windows with batched
+matrix products: fast for wide windows, but for a window of a few dozen keys most of its work is padding
+and per-token bookkeeping (zeroing and folding gradient buffers, copies, a softmax over padded rows). The
+C loops in ``csrc/band_cpu.c`` visit exactly each query's keys, fused, forward and backward, so a narrow
+window costs about its share of a wide one.
+
+The library is compiled with the system C compiler (``$CC``, else ``cc``) into a cache directory
+(``$SEQATTN_CACHE_DIR``, else ``$XDG_CACHE_HOME/seqattn`` or ``~/.cache/seqattn``), once per source version and
+machine, and loaded with :mod:`ctypes`; it needs no Python or torch headers. Where no compiler works, or with
+``SEQATTN_NATIVE=0``, everything runs through the blocked kernel: the results are the same to rounding.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_SOURCES = ("band_cpu.c", "band_kernel.h")
+_ABI_VERSION = 2
+# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel.
+# Crossover measured with tools/bench_attention.py at 16k tokens, fwd+bwd (docs/BENCHMARKS.md).
+MAX_NATIVE_WINDOW = 257
+_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
+
+
+class _BandArgs(ctypes.Structure):
+    """Mirror of ``struct band_args`` in csrc/band_cpu.c."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in ("q", "k", "v", "grad_out", "grad_lse", "out", "lse", "dq",
+                                                       "dk", "dv", "probs", "grad_scores", "valid")] + \
+               [(name, ctypes.c_int64) for name in ("rows", "length", "dim", "vdim", "left", "right")] + \
+               [(name, ctypes.c_double) for name in ("scale", "self_bias", "neg")]
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("SEQATTN_CACHE_DIR"):
+        return Path(os.environ["SEQATTN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "seqattn"
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: a cache shared between machines must not hand one's build to another."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            fields = [line for line in cpuinfo if line.startswith(("flags", "model name", "Features", "CPU part"))]
+        return "".join(sorted(set(fields)))
+    except OSError:
+        return platform.processor()
+
+
+def _build(source_dir: Path, target: Path, compiler: str) -> None:
+    """Compile into a temporary file beside ``target`` and rename it into place (atomic: concurrent processes
+    building the same library each finish with a complete file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [compiler, *_FLAGS, f"-I{source_dir}", str(source_dir / "band_cpu.c"), "-o", tmp, "-lm"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr.strip()[-500:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=1)
+def _library():
+    """The loaded library, or None (disabled, no compiler, or the build failed: logged once)."""
+    if os.environ.get("SEQATTN_NATIVE", "1") == "0":
+        return None
+    source_dir = Path(__file__).with_name("csrc")
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        log.info("no C compiler (%s): narrow local windows use the blocked kernel", compiler)
+        return None
+    digest = hashlib.sha256()
+    for name in _SOURCES:
+        digest.update((source_dir / name).read_bytes())
+    digest.update(" ".join((compiler, *_FLAGS, platform.machine(), _cpu_signature())).encode())
+    target = _cache_dir() / f"band_cpu-{digest.hexdigest()[:16]}.so"
+    try:
+        if not target.exists():
+            _build(source_dir, target, compiler)
+        library = ctypes.CDLL(str(target))
+        if library.band_abi_version() != _ABI_VERSION:
+            raise RuntimeError(f"{target} has interface version {library.band_abi_version()}, not {_ABI_VERSION}")
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        log.warning("native band attention unavailable, using the blocked kernel: %s", error)
+        return None
+    for name in ("band_forward", "band_backward"):
+        getattr(library, name).argtypes = [ctypes.POINTER(_BandArgs), ctypes.c_int, ctypes.c_int]
+        getattr(library, name).restype = ctypes.c_int
+    return library
+
+
+def usable(q: torch.Tensor, window_left: int, window_right: int) -> bool:
+    """Whether this call can run here: CPU, float32 or float64, a narrow window, and the library built."""
+    return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+            and window_left + window_right + 1 <= MAX_NATIVE_WINDOW and _library() is not None)
+
+
+def _pointer(x: torch.Tensor | None):
+    return None if x is None else x.data_ptr()
+
+
+def _call(name: str, args: _BandArgs, dtype: torch.dtype) -> None:
+    status = getattr(_library(), name)(ctypes.byref(args), int(dtype == torch.float64), torch.get_num_threads())
+    if status != 0:
+        raise MemoryError(f"native band attention ({name}): could not allocate its scratch memory")
+
+
+class _NativeBand(torch.autograd.Function):
+    """Forward returns (out, lse) and keeps the probabilities (B, H, N, L + R + 1) for the backward: for the
+    narrow windows this serves, that is as little memory as the blocked kernel keeps."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_valid, window_left: int, window_right: int, scale: float, self_bias: float):
+        batch, heads, length, dim = q.shape
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        valid = key_valid.to(torch.uint8).contiguous()  # (B, H, N)
+        out = torch.empty(batch, heads, length, v.shape[-1], dtype=q.dtype)
+        lse = torch.empty(batch, heads, length, dtype=q.dtype)  # float32 or float64, as the blocked kernel's
+        width = window_left + window_right + 1
+        # kept for the backward: each query's probabilities, column c = key i - window_left + c
+        probs = torch.empty(batch, heads, length, width, dtype=q.dtype) if any(ctx.needs_input_grad[:3]) else None
+        args = _BandArgs(q=_pointer(q), k=_pointer(k), v=_pointer(v), out=_pointer(out), lse=_pointer(lse),
+                         probs=_pointer(probs), valid=_pointer(valid), rows=batch * heads, length=length, dim=dim, vdim=v.shape[-1],
+                         left=window_left, right=window_right, scale=scale, self_bias=self_bias,
+                         neg=torch.finfo(q.dtype).min / 2)
+        _call("band_forward", args, q.dtype)
+        ctx.save_for_backward(q, k, v, valid, out, probs)
+        ctx.set_materialize_grads(False)  # an unused lse (the usual case) gets no zero-filled gradient
+        ctx.window = (window_left, window_right, scale, self_bias)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_lse):
+        q, k, v, valid, out, probs = ctx.saved_tensors
+        window_left, window_right, scale, self_bias = ctx.window
+        batch, heads, length, dim = q.shape
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out.to(q.dtype).contiguous()
+        grad_lse = None if grad_lse is None else grad_lse.to(q.dtype).contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_scores = torch.empty_like(probs)  # (B, H, N, L + R + 1) scratch: d loss / d score
+        args = _BandArgs(q=_pointer(q), k=_pointer(k), v=_pointer(v), grad_out=_pointer(grad_out),
+                         probs=_pointer(probs), grad_scores=_pointer(grad_scores),
+                         grad_lse=_pointer(grad_lse), out=_pointer(out), dq=_pointer(dq), dk=_pointer(dk),
+                         dv=_pointer(dv), valid=_pointer(valid), rows=batch * heads, length=length, dim=dim,
+                         vdim=v.shape[-1], left=window_left, right=window_right, scale=scale,
+                         self_bias=self_bias, neg=torch.finfo(q.dtype).min / 2)
+        _call("band_backward", args, q.dtype)
+        return dq, dk, dv, None, None, None, None, None
+
+
+def native_band_attention(q, k, v, window_left: int, window_right: int, key_valid: torch.Tensor, *, scale: float,
+                          self_bias: float = 0.0, return_lse: bool = False):
+    """Exact band attention through the C loops (check :func:`usable` first); the same contract as
+    :func:`seqattn.nn.local.banded_attention` without segments or weights."""
+    out, lse = _NativeBand.apply(q, k, v, key_valid, window_left, window_right, scale, self_bias)
+    return (out, lse) if return_lse else out
