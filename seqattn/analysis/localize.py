@@ -21,6 +21,7 @@ from seqattn.errors import SeqattnError
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.models.wav2vec2.longform import encode, inference_features
 from seqattn.nn.local import make_layout
+from seqattn.nn.native_band import MAX_NATIVE_WINDOW
 from seqattn.train.distill import DistillConfig
 
 from .attention import AttentionAnalysis, backbone_of
@@ -36,18 +37,21 @@ class LocalizeError(SeqattnError, ValueError):
 MIN_SPLIT_SAVING = 0.25
 
 
-def _block_keys(window: int) -> int:
-    """Keys one query block of the banded kernel multiplies for a +-window head (its cost per query block)."""
+def _keys_per_query(window: int) -> int:
+    """What a +-window head costs per query: the keys the fused CPU kernel visits (exactly the window), or for
+    wider windows the keys the blocked kernel multiplies per query of a block (the window plus a block)."""
+    if 2 * window + 1 <= MAX_NATIVE_WINDOW:
+        return 2 * window + 1
     return make_layout(1 << 20, window, window).window
 
 
 def group_head_windows(windows: list[int], min_saving: float = MIN_SPLIT_SAVING) -> list[int]:
     """Per-head windows coarsened so that heads share a kernel call unless a narrower call saves work: from
     the widest down, a head joins the current group (taking its window) when it would save less than
-    ``min_saving`` of the group's keys per query block, and opens a new group otherwise."""
+    ``min_saving`` of the group's keys per query, and opens a new group otherwise."""
     grouped, group = {}, None
     for head in sorted(range(len(windows)), key=lambda h: -windows[h]):
-        if group is None or _block_keys(windows[head]) <= (1 - min_saving) * _block_keys(group):
+        if group is None or _keys_per_query(windows[head]) <= (1 - min_saving) * _keys_per_query(group):
             group = windows[head]
         grouped[head] = group
     return [grouped[h] for h in range(len(windows))]

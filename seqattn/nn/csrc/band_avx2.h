@@ -50,26 +50,46 @@ static inline void dots_f32(const float *restrict a, const float *restrict rows,
     }
 }
 
+/* out[0 : 8 * CHUNKS] = factor * sum_j weight[j] * rows[j][0 : 8 * CHUNKS], with CHUNKS accumulators held in
+ * registers across all rows (one function per CHUNKS, so the compiler unrolls it completely). */
+#define WEIGHTED_TILE(CHUNKS)                                                                                 \
+    static inline void weighted_tile##CHUNKS(const float *restrict weight, const float *restrict rows,        \
+                                             int64_t count, int64_t d, float factor, float *restrict out) {   \
+        __m256 acc[CHUNKS];                                                                                   \
+        for (int t = 0; t < CHUNKS; t++) acc[t] = _mm256_setzero_ps();                                        \
+        for (int64_t j = 0; j < count; j++) {                                                                 \
+            const __m256 w = _mm256_set1_ps(weight[j]);                                                       \
+            for (int t = 0; t < CHUNKS; t++)                                                                  \
+                acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(rows + j * d + 8 * t), acc[t]);                   \
+        }                                                                                                     \
+        const __m256 f = _mm256_set1_ps(factor);                                                              \
+        for (int t = 0; t < CHUNKS; t++) _mm256_storeu_ps(out + 8 * t, _mm256_mul_ps(f, acc[t]));             \
+    }
+WEIGHTED_TILE(1)
+WEIGHTED_TILE(2)
+WEIGHTED_TILE(3)
+WEIGHTED_TILE(4)
+WEIGHTED_TILE(5)
+WEIGHTED_TILE(6)
+WEIGHTED_TILE(7)
+WEIGHTED_TILE(8)
+#undef WEIGHTED_TILE
+
 static inline void weighted_rows_f32(const float *restrict weight, const float *restrict rows, int64_t count,
                                      int64_t d, float factor, float *restrict out) {
     int64_t x = 0;
-    for (; x + 64 <= d; x += 64) {  /* a tile of 64 outputs: eight accumulators, one row load each */
-        __m256 acc[8];
-        for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
-        for (int64_t j = 0; j < count; j++) {
-            const __m256 w = _mm256_set1_ps(weight[j]);
-            const float *restrict row = rows + j * d + x;
-            for (int t = 0; t < 8; t++) acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * t), acc[t]);
-        }
-        const __m256 f = _mm256_set1_ps(factor);
-        for (int t = 0; t < 8; t++) _mm256_storeu_ps(out + x + 8 * t, _mm256_mul_ps(f, acc[t]));
+    for (; x + 64 <= d; x += 64) weighted_tile8(weight, rows + x, count, d, factor, out + x);
+    switch ((d - x) / 8) {  /* the rest of the whole registers in one more pass */
+    case 7: weighted_tile7(weight, rows + x, count, d, factor, out + x); break;
+    case 6: weighted_tile6(weight, rows + x, count, d, factor, out + x); break;
+    case 5: weighted_tile5(weight, rows + x, count, d, factor, out + x); break;
+    case 4: weighted_tile4(weight, rows + x, count, d, factor, out + x); break;
+    case 3: weighted_tile3(weight, rows + x, count, d, factor, out + x); break;
+    case 2: weighted_tile2(weight, rows + x, count, d, factor, out + x); break;
+    case 1: weighted_tile1(weight, rows + x, count, d, factor, out + x); break;
+    default: break;
     }
-    for (; x + 8 <= d; x += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t j = 0; j < count; j++)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(weight[j]), _mm256_loadu_ps(rows + j * d + x), acc);
-        _mm256_storeu_ps(out + x, _mm256_mul_ps(_mm256_set1_ps(factor), acc));
-    }
+    x += (d - x) / 8 * 8;
     for (; x < d; x++) {
         float acc = 0;
         for (int64_t j = 0; j < count; j++) acc += weight[j] * rows[j * d + x];
@@ -82,6 +102,35 @@ static inline void axpy_f32(float alpha, const float *restrict x, float *restric
     int64_t e = 0;
     for (; e + 8 <= d; e += 8) _mm256_storeu_ps(y + e, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + e), _mm256_loadu_ps(y + e)));
     for (; e < d; e++) y[e] += alpha * x[e];
+}
+
+static inline float scale_mask_max_f32(float *restrict p, const uint8_t *restrict valid, int64_t count,
+                                       float scale, int64_t self, float bias) {
+    const __m256 factor = _mm256_set1_ps(scale), minus_inf = _mm256_set1_ps(-INFINITY);
+    __m256 nan = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= count; c += 8) {
+        /* eight validity bytes to eight all-ones / all-zeros lanes */
+        const __m256i flags = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(valid + c)));
+        const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(flags, _mm256_setzero_si256()));
+        const __m256 s = _mm256_blendv_ps(minus_inf, _mm256_mul_ps(factor, _mm256_loadu_ps(p + c)), keep);
+        _mm256_storeu_ps(p + c, s);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(s, s, _CMP_UNORD_Q));
+    }
+    int any_nan = _mm256_movemask_ps(nan) != 0;
+    for (; c < count; c++) {
+        p[c] = valid[c] ? scale * p[c] : -INFINITY;
+        any_nan |= p[c] != p[c];
+    }
+    if (self >= 0 && self < count && valid[self]) p[self] += bias;
+    if (any_nan) return NAN;  /* a NaN score makes the row NaN, as in the blocked kernel */
+    __m256 top = minus_inf;
+    for (c = 0; c + 8 <= count; c += 8) top = _mm256_max_ps(top, _mm256_loadu_ps(p + c));
+    float lanes[8], best = -INFINITY;
+    _mm256_storeu_ps(lanes, top);
+    for (int l = 0; l < 8; l++) best = lanes[l] > best ? lanes[l] : best;
+    for (; c < count; c++) best = p[c] > best ? p[c] : best;
+    return best;
 }
 
 /* exp(x) for x <= 0, eight at a time: x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor polynomial of

@@ -46,6 +46,19 @@ static inline void FN(axpy)(T alpha, const T *restrict x, T *restrict y, int64_t
     for (int64_t e = 0; e < d; e++) y[e] += alpha * x[e];
 }
 
+/* Raw dot products to scores in place: p[c] = scale * p[c] (+ bias for c == self), -infinity where the key
+ * is not valid; returns the largest score (-infinity when no key is valid, NaN when a score is NaN). */
+static inline T FN(scale_mask_max)(T *restrict p, const uint8_t *restrict valid, int64_t count, T scale,
+                                   int64_t self, T bias) {
+    T top = -(T)INFINITY;
+    for (int64_t c = 0; c < count; c++) {
+        const T s = valid[c] ? scale * p[c] + (c == self ? bias : (T)0) : -(T)INFINITY;
+        p[c] = s;
+        top = (s > top || s != s) ? s : top;
+    }
+    return top;
+}
+
 /* p[c] = exp(p[c] - top) (0 for p[c] = -infinity, a masked key); returns the sum. */
 static inline T FN(exp_sum)(T *restrict p, int64_t count, T top) {
     T sum = 0;

@@ -21,12 +21,7 @@ static inline T FN(window_probs)(const struct band_args *restrict args, const T 
     const int64_t d = args->dim, count = hi - lo + 1;
     const T scale = (T)args->scale;
     FN(dots)(qi, k + lo * d, count, d, p);
-    T top = -(T)INFINITY;
-    for (int64_t c = 0; c < count; c++) {
-        const T s = valid[lo + c] ? scale * p[c] + (lo + c == i ? (T)args->self_bias : (T)0) : -(T)INFINITY;
-        p[c] = s;
-        top = (s > top || s != s) ? s : top;  /* a NaN score makes the row NaN, as in the blocked kernel */
-    }
+    const T top = FN(scale_mask_max)(p, valid + lo, count, scale, i - lo, (T)args->self_bias);
     if (top == -(T)INFINITY) return 0;
     *row_max = top;
     return FN(exp_sum)(p, count, top);
