@@ -49,18 +49,21 @@ static void FN(forward_queries)(const struct band_args *restrict args, int64_t r
         FN(window_bounds)(args, i, &lo, &hi);
         T top = 0;
         const T sum = FN(window_probs)(args, q + i * d, k, valid, i, lo, hi, p, &top);
-        if (kept) for (int64_t c = 0; c < width; c++) kept[i * width + c] = 0;
         if (sum == 0) {
             for (int64_t x = 0; x < dv; x++) out[i * dv + x] = 0;
             lse[i] = (T)args->neg;
+            if (kept) for (int64_t c = 0; c < width; c++) kept[i * width + c] = 0;
             continue;
         }
         const T inv = (T)1 / sum;
         FN(weighted_rows)(p, v + lo * dv, hi - lo + 1, dv, inv, out + i * dv);
         lse[i] = top + (T)log(sum);
-        if (kept) {
-            T *row_probs = kept + i * width + (lo - (i - args->left));
-            for (int64_t c = 0; c <= hi - lo; c++) row_probs[c] = p[c] * inv;
+        if (kept) {  /* columns of keys outside the sequence are 0 */
+            const int64_t offset = lo - (i - args->left), count = hi - lo + 1;
+            T *row_probs = kept + i * width;
+            for (int64_t c = 0; c < offset; c++) row_probs[c] = 0;
+            for (int64_t c = 0; c < count; c++) row_probs[offset + c] = p[c] * inv;
+            for (int64_t c = offset + count; c < width; c++) row_probs[c] = 0;
         }
     }
 }
@@ -82,7 +85,8 @@ static void FN(backward_queries)(const struct band_args *restrict args, int64_t 
         const int64_t count = hi - lo + 1, offset = lo - (i - args->left);
         const T *p = probs + i * width + offset;
         T *ds = grad_scores + i * width;
-        for (int64_t c = 0; c < width; c++) ds[c] = 0;
+        for (int64_t c = 0; c < offset; c++) ds[c] = 0;
+        for (int64_t c = offset + count; c < width; c++) ds[c] = 0;
         ds += offset;
         const T *goi = go + i * dv;
         T row_term;
