@@ -134,12 +134,13 @@ def test_per_head_windows_follow_each_heads_own_need():
     for stats in analysis.heads:  # give every head its own measured need
         stats.coverage_windows[0.9] = needs[stats.layer][stats.head]
     windows = choose_windows(model.config, analysis, 0.9, per_head=True, multiple=2)
-    # keys per query block (b + 2w): +-60 184, +-20 72, +-4 40, +-2 36 (> 0.75 * 40: joins +-4); +-40 112, +-6 44
-    assert [w.head_pairs for w in windows] == [[(4, 4), (20, 20), (4, 4), (60, 60)],
-                                               [(6, 6), (6, 6), (40, 40), (6, 6)]]  # a need of 0 -> min_window 1 -> 2
+    # keys per query of the fused kernel (2w + 1): +-60 121, +-20 41, +-4 9, +-2 5 (<= 0.75 * 9: its own call);
+    # +-40 81, +-6 13, +-2 5
+    assert [w.head_pairs for w in windows] == [[(4, 4), (20, 20), (2, 2), (60, 60)],
+                                               [(6, 6), (6, 6), (40, 40), (2, 2)]]  # a need of 0 -> min_window 1 -> 2
     assert [(w.window_left, w.window_right) for w in windows] == [(60, 60), (40, 40)]
     local = localize_model(model, windows)
-    assert local.config.attention_for(0).local_windows == [[4, 4], [20, 20], [4, 4], [60, 60]]
+    assert local.config.attention_for(0).local_windows == [[4, 4], [20, 20], [2, 2], [60, 60]]
     # the localized layer equals the full one with each head's own band applied: compare to a model whose
     # layers are local with one window per layer, head by head
     with torch.no_grad():
@@ -148,11 +149,14 @@ def test_per_head_windows_follow_each_heads_own_need():
     assert not torch.allclose(per_head, widest, atol=1e-5)  # narrower heads do change the function
     # a local model's heads are narrowed, never widened: rounding up to 4 changes nothing
     again = choose_windows(local.config, analysis, 0.9, per_head=True, multiple=4)
-    assert again[0].head_pairs == [(4, 4), (20, 20), (4, 4), (60, 60)] and not again[0].converted
+    assert again[0].head_pairs == [(4, 4), (20, 20), (2, 2), (60, 60)] and not again[0].converted
     wide = Wav2Vec2ForCTC(tiny(vocab_size=9, attention=AttentionConfig(num_heads=4, local_heads=4, window_left=128,
                                                                         window_right=128))).eval()
     narrowed = choose_windows(wide.config, analysis, 0.9, per_head=True)
-    assert narrowed[0].head_pairs == [(3, 3), (20, 20), (3, 3), (60, 60)] and narrowed[0].converted
+    assert narrowed[0].head_pairs == [(3, 3), (20, 20), (1, 1), (60, 60)] and narrowed[0].converted
     # needs within a quarter of the keys of the widest share its window: one kernel call, nothing split
     assert group_head_windows([55, 61, 58, 60]) == [61, 61, 61, 61]
     assert group_head_windows([8, 128, 32, 8]) == [8, 128, 32, 8]
+    # beyond the fused kernel's reach the blocked kernel's keys count (window plus a 64-query block): +-200 464
+    # keys, +-150 364 (> 0.75 * 464: shares +-200), +-100 201 keys in the fused kernel
+    assert group_head_windows([200, 150, 100]) == [200, 200, 100]
