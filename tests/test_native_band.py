@@ -156,6 +156,7 @@ def fresh_library(monkeypatch, tmp_path):
 def test_the_library_is_built_once_into_the_cache(fresh_library):
     assert native_band._library() is not None
     (built,) = fresh_library.glob("band_cpu-*.so")
+    assert native_band.describe().startswith("fused CPU kernel") and str(built) in native_band.describe()
     stamp = built.stat().st_mtime_ns
     native_band._library.cache_clear()
     assert native_band._library() is not None
@@ -169,6 +170,7 @@ def test_without_a_compiler_or_when_disabled_everything_runs_through_the_blocked
     monkeypatch.setenv("CC", os.path.join(str(fresh_library), "no-such-compiler"))
     native_band._library.cache_clear()
     assert native_band._library() is None and not native_band.usable(q, 3, 3)
+    assert "no C compiler" in native_band.describe()
     torch.testing.assert_close(local_attention(q, k, v, 3, 3), want, atol=1e-12, rtol=1e-12)
     monkeypatch.setenv("CC", "false")  # a "compiler" that fails: a warning naming the command, then the fallback
     native_band._library.cache_clear()
@@ -178,5 +180,5 @@ def test_without_a_compiler_or_when_disabled_everything_runs_through_the_blocked
     monkeypatch.delenv("CC")
     monkeypatch.setenv("SEQATTN_NATIVE", "0")
     native_band._library.cache_clear()
-    assert native_band._library() is None
+    assert native_band._library() is None and "SEQATTN_NATIVE=0" in native_band.describe()
     assert not list(fresh_library.glob("*")), "a failed build left files behind"

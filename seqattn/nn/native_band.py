@@ -79,15 +79,26 @@ def _build(source_dir: Path, target: Path, compiler: str) -> None:
             os.unlink(tmp)
 
 
+_status = {"text": "not loaded yet"}
+
+
+def describe() -> str:
+    """One line for logs: which kernel CPU windows get, and why (loads the library if needed)."""
+    _library()
+    return _status["text"]
+
+
 @functools.lru_cache(maxsize=1)
 def _library():
     """The loaded library, or None (disabled, no compiler, or the build failed: logged once)."""
     if os.environ.get("SEQATTN_NATIVE", "1") == "0":
+        _status["text"] = "blocked kernel (SEQATTN_NATIVE=0)"
         return None
     source_dir = Path(__file__).with_name("csrc")
     compiler = os.environ.get("CC") or "cc"
     if shutil.which(compiler) is None:
         log.info("no C compiler (%s): narrow local windows use the blocked kernel", compiler)
+        _status["text"] = f"blocked kernel (no C compiler {compiler!r} for the fused one)"
         return None
     digest = hashlib.sha256()
     for name in _SOURCES:
@@ -102,7 +113,9 @@ def _library():
             raise RuntimeError(f"{target} has interface version {library.band_abi_version()}, not {_ABI_VERSION}")
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         log.warning("native band attention unavailable, using the blocked kernel: %s", error)
+        _status["text"] = "blocked kernel (the fused one failed to build: see the warning above)"
         return None
+    _status["text"] = f"fused CPU kernel up to {MAX_NATIVE_WINDOW} keys ({target})"
     for name in ("band_forward", "band_backward"):
         getattr(library, name).argtypes = [ctypes.POINTER(_BandArgs), ctypes.c_int, ctypes.c_int]
         getattr(library, name).restype = ctypes.c_int

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from seqattn.errors import SeqattnError
+from seqattn.nn import native_band
 from seqattn.utils.device import autocast, gradient_scaler, resolve_precision, to_device
 
 from .checkpoint import CheckpointManager, load_checkpoint
@@ -187,7 +188,8 @@ class TrainingRun:
             (self.out / "config.json").write_text(self.config_json)
         self.monitor.message(f"device {self.device}, precision {self.precision}"
                              + (", tf32" if self.device.type == "cuda" and self.run.tf32 else "")
-                             + (", compiled" if self.run.compile else ""))
+                             + (", compiled" if self.run.compile else "")
+                             + (f", local windows: {native_band.describe()}" if self.device.type == "cpu" else ""))
 
     def autocast(self):
         """The forward pass's autocast context for this run's device and precision."""
