@@ -8,7 +8,8 @@ window costs about its share of a wide one.
 
 The library is compiled with the system C compiler (``$CC``, else ``cc``) into a cache directory
 (``$SEQATTN_CACHE_DIR``, else ``$XDG_CACHE_HOME/seqattn`` or ``~/.cache/seqattn``), once per source version and
-machine, and loaded with :mod:`ctypes`; it needs no Python or torch headers. Where no compiler works, or with
+machine, and loaded with :mod:`ctypes`; it needs no Python or torch headers. ``$SEQATTN_NATIVE_CFLAGS`` adds
+compiler flags (``-mno-avx2`` builds the portable loops that CPUs without AVX2 run). Where no compiler works, or with
 ``SEQATTN_NATIVE=0``, everything runs through the blocked kernel: the results are the same to rounding.
 """
 from __future__ import annotations
@@ -62,6 +63,11 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
+def _flags() -> tuple[str, ...]:
+    """Compiler flags: ours, then ``$SEQATTN_NATIVE_CFLAGS`` (e.g. ``-mno-avx2`` for the portable loops)."""
+    return (*_FLAGS, *os.environ.get("SEQATTN_NATIVE_CFLAGS", "").split())
+
+
 def _build(source_dir: Path, target: Path, compiler: str) -> None:
     """Compile into a temporary file beside ``target`` and rename it into place (atomic: concurrent processes
     building the same library each finish with a complete file)."""
@@ -69,7 +75,7 @@ def _build(source_dir: Path, target: Path, compiler: str) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [compiler, *_FLAGS, f"-I{source_dir}", str(source_dir / "band_cpu.c"), "-o", tmp, "-lm"]
+        cmd = [compiler, *_flags(), f"-I{source_dir}", str(source_dir / "band_cpu.c"), "-o", tmp, "-lm"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr.strip()[-500:]}")
@@ -103,7 +109,7 @@ def _library():
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((source_dir / name).read_bytes())
-    digest.update(" ".join((compiler, *_FLAGS, platform.machine(), _cpu_signature())).encode())
+    digest.update(" ".join((compiler, *_flags(), platform.machine(), _cpu_signature())).encode())
     target = _cache_dir() / f"band_cpu-{digest.hexdigest()[:16]}.so"
     try:
         if not target.exists():

@@ -97,13 +97,6 @@ static inline void weighted_rows_f32(const float *restrict weight, const float *
     }
 }
 
-static inline void axpy_f32(float alpha, const float *restrict x, float *restrict y, int64_t d) {
-    const __m256 a = _mm256_set1_ps(alpha);
-    int64_t e = 0;
-    for (; e + 8 <= d; e += 8) _mm256_storeu_ps(y + e, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + e), _mm256_loadu_ps(y + e)));
-    for (; e < d; e++) y[e] += alpha * x[e];
-}
-
 static inline float scale_mask_max_f32(float *restrict p, const uint8_t *restrict valid, int64_t count,
                                        float scale, int64_t self, float bias) {
     const __m256 factor = _mm256_set1_ps(scale), minus_inf = _mm256_set1_ps(-INFINITY);

@@ -41,11 +41,6 @@ static inline void FN(weighted_rows)(const T *restrict weight, const T *restrict
     }
 }
 
-/* y += alpha * x over d elements. */
-static inline void FN(axpy)(T alpha, const T *restrict x, T *restrict y, int64_t d) {
-    for (int64_t e = 0; e < d; e++) y[e] += alpha * x[e];
-}
-
 /* Raw dot products to scores in place: p[c] = scale * p[c] (+ bias for c == self), -infinity where the key
  * is not valid; returns the largest score (-infinity when no key is valid, NaN when a score is NaN). */
 static inline T FN(scale_mask_max)(T *restrict p, const uint8_t *restrict valid, int64_t count, T scale,

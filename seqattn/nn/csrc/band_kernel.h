@@ -1,7 +1,7 @@
 /* Exact sliding-window attention on the CPU, one element type per inclusion.
  *
  * band_cpu.c includes this file once for float and once for double, after the primitives (dots,
- * weighted_rows, axpy, exp_sum) of the same type, with
+ * weighted_rows, scale_mask_max, exp_sum) of the same type, with
  *   T      the element type,
  *   SUF    the suffix of every function name (f32, f64).
  *
