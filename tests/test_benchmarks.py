@@ -19,8 +19,8 @@ def _run(script, out, *args):
 def test_bench_attention_quick(tmp_path):
     pytest.importorskip("local_attention", reason="bench extra (local-attention) not installed")
     pytest.importorskip("routing_transformer", reason="bench extra (routing-transformer) not installed")
-    methods = ["seqattn_local", "seqattn_global", "seqattn_local_per_head", "lucidrains_local", "sdpa_dense",
-               "seqattn_routing", "lucidrains_routing"]
+    methods = ["seqattn_local", "seqattn_local_blocked", "seqattn_global", "seqattn_local_per_head",
+               "lucidrains_local", "sdpa_dense", "seqattn_routing", "lucidrains_routing"]
     payload, table = _run("bench_attention.py", tmp_path, "--methods", *methods)
     rows = {(r["method"], r["n"]): r for r in payload["rows"]}
     for method in methods:
@@ -32,6 +32,9 @@ def test_bench_attention_quick(tmp_path):
     assert "| seqattn local L=R=128 |" in table and "## Targets" in table
     assert summary["narrow_vs_wide_fwd_bwd"]["seqattn_local_per_head"] > 0 and "as a share of L=R=128" in table
     assert summary["global_vs_local_fwd_bwd"]["1024"]["bidirectional"] > 0 and "global heads, fwd+bwd" in table
+    # the same window through the fused and the blocked kernel (the blocked worker runs with SEQATTN_NATIVE=0)
+    assert summary["fused_vs_blocked_fwd_bwd"]["1024"]["128"] > 0 and "fused CPU kernel against the blocked" in table
+    assert "SEQATTN_NATIVE=0" in rows[("seqattn_local_blocked", 1024)]["cpu_kernel"]
 
 
 def test_bench_wav2vec2_quick(tmp_path):

@@ -176,6 +176,10 @@ def worker(method: str, n: int, reps: int, threads: int) -> dict:
         result["peak_mib"] = peak_above_baseline(fwd)
         result["peak_is_forward_only"] = True
     result["forward_s"] = timed(fwd, reps)  # the warm-up compiles FlexAttention
+    if method.startswith("seqattn"):
+        from seqattn.nn import native_band
+
+        result["cpu_kernel"] = native_band.describe()  # which kernel this worker's local windows ran on
     return result
 
 
