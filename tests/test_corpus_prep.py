@@ -141,3 +141,36 @@ def test_fleurs_from_hf_datasets_through_the_recipe(tmp_path):
             assert all(Path(u.source.location).suffix == ".flac" for u in data.utterances)
         genders = (recipe / "data" / f"train_{code}" / "utt2gender").read_text().split()[1::2]
         assert sorted(set(genders)) == ["female", "male"]
+
+
+def _subset_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("subset_data_dir", REPO / "egs/indic_synth/asr/local/subset_data_dir.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_subset_data_dir_keeps_each_voices_share_spread_over_its_utterances(tmp_path):
+    """--label-fraction's subsets: per speaker floor(n * fraction) utterances, evenly spread, every file
+    consistent; with segments, wav.scp keeps only the recordings still used."""
+    subset = _subset_module()
+    source = tmp_path / "src"
+    source.mkdir()
+    utts = [(f"{spk}-{i:02d}", spk) for spk, n in (("a", 7), ("b", 10)) for i in range(n)]
+    (source / "wav.scp").write_text("".join(f"rec{i % 4} /audio/rec{i % 4}.wav\n" for i in range(4)))
+    (source / "segments").write_text("".join(f"{u} rec{i % 4} {i}.00 {i + 1}.00\n" for i, (u, _) in enumerate(utts)))
+    (source / "text").write_text("".join(f"{u} words {i}\n" for i, (u, _) in enumerate(utts)))
+    (source / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utts))
+    (source / "spk2utt").write_text("a " + " ".join(u for u, s in utts if s == "a") + "\nb "
+                                    + " ".join(u for u, s in utts if s == "b") + "\n")
+    assert subset.subset(source, tmp_path / "out", 0.3) == 2 + 3
+    out = read_data_dir(tmp_path / "out", check_audio=False)
+    kept = [u.utt_id for u in out.utterances]
+    assert kept == ["a-03", "a-06", "b-03", "b-06", "b-09"]  # spread over each voice, not its first ones
+    assert {u.text for u in out.utterances} == {"words 3", "words 6", "words 10", "words 13", "words 16"}
+    used = {line.split()[1] for line in (tmp_path / "out" / "segments").read_text().splitlines()}
+    assert {line.split()[0] for line in (tmp_path / "out" / "wav.scp").read_text().splitlines()} == used
+    assert subset.subset(source, tmp_path / "all", 1.0) == len(utts)
+    assert len(subset.kept_utterances({"x": [f"u{i}" for i in range(500)]}, 0.1)) == 50

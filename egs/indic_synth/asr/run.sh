@@ -16,6 +16,9 @@
 #   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
 #                    a dilated head (stride 4, half the window in strides: twice the reach) or a global head (the
 #                    model's window plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
+#   --label-fraction 0.1   fine-tune on that share of each voice's labelled training utterances (the
+#                    pretraining audio stays whole): with --ablation true, pretraining against from scratch
+#                    at a smaller label budget
 # Every stage logs to $exp/log/, leaves a marker in $exp/done/ and records its time in $exp/time/, so a
 # re-run skips finished work and an interrupted stage starts again (training resumes from its last checkpoint).
 # A failing stage stops the run at once, naming the stage and its log; no later stage runs on what it left.
@@ -29,6 +32,7 @@ stop_stage=100
 quick=false
 ablation=false
 head_variants=""
+label_fraction=1
 frontend=fbank
 nj=2
 seed=1
@@ -172,10 +176,17 @@ fi
 
 # finetune NAME INIT [OVERRIDES...]: one multilingual CTC model over all labelled languages (one output layer over the
 # union of their scripts; the scripts do not overlap, so the model also identifies the language).
+# labelled_dir LANG: the training data dir fine-tuning reads (with --label-fraction, a per-voice share of it)
+labelled_dir() {
+  if [ "$label_fraction" = 1 ]; then echo $data/train_$1; return; fi
+  local dir=$data/train_${1}_labels$label_fraction
+  [ -f $dir/spk2utt ] || python local/subset_data_dir.py --fraction $label_fraction $data/train_$1 $dir >&2
+  echo $dir
+}
 finetune() {
   local name=$1 init=$2
   shift 2
-  local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s/train_%s}, ' $data $l; done)
+  local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s}, ' $(labelled_dir $l); done)
   local valid=$(for l in $(langs_of $asr_langs); do printf '{path: %s/dev_%s}, ' $data $l; done)
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
     run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides "$@" \
