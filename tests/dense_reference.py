@@ -113,3 +113,11 @@ def block_routed_allowed(q, k, block, top_k, key_padding_mask=None, causal=True)
                     for j in range(u * block, min(n, (u + 1) * block)):
                         allowed[b, h, i, j] = bool(real[b, j])
     return allowed
+
+
+def padding_mask(batch, n, lengths):
+    """(B, N) bool key padding mask, True after each row's length."""
+    mask = torch.zeros(batch, n, dtype=torch.bool)
+    for row, length in enumerate(lengths):
+        mask[row, length:] = True
+    return mask

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dense_reference import band_allowed, masked_attention
+from dense_reference import band_allowed, masked_attention, padding_mask
 from seqattn.nn import local_attention
 
 
@@ -17,12 +17,6 @@ def _inputs(b, h, n, d, dtype=torch.float64, dv=None):
     v = torch.randn(b, h, n, dv or d, dtype=dtype, requires_grad=True)
     return q, k, v
 
-
-def _padding(b, n, lengths):
-    mask = torch.zeros(b, n, dtype=torch.bool)
-    for i, length in enumerate(lengths):
-        mask[i, length:] = True
-    return mask
 
 
 def _compare(q, k, v, left, right, mask=None, atol=1e-10, block_size=None):
@@ -56,10 +50,10 @@ def test_matches_dense_reference(b, h, n, d, left, right, block):
 
 
 @pytest.mark.parametrize("b,h,n,d,left,right,block", CASES)
-def test_matches_dense_reference_with_padding(b, h, n, d, left, right, block):
+def test_matches_dense_reference_withpadding_mask(b, h, n, d, left, right, block):
     # padding in the middle of the batch: the first sequence is full, the others are shorter
     lengths = [n] + [max(1, n - 3 * (i + 1)) for i in range(b - 1)]
-    _compare(*_inputs(b, h, n, d), left, right, _padding(b, n, lengths), block_size=block)
+    _compare(*_inputs(b, h, n, d), left, right, padding_mask(b, n, lengths), block_size=block)
 
 
 def test_value_dim_may_differ():
@@ -68,12 +62,12 @@ def test_value_dim_may_differ():
 
 def test_float32_tolerance():
     q, k, v = (x.detach().float().requires_grad_() for x in _inputs(2, 4, 300, 32))
-    _compare(q, k, v, 40, 40, _padding(2, 300, [300, 177]), atol=2e-5)
+    _compare(q, k, v, 40, 40, padding_mask(2, 300, [300, 177]), atol=2e-5)
 
 
 def test_bfloat16_tolerance():
     q, k, v = _inputs(2, 2, 97, 16, dtype=torch.float32)
-    mask = _padding(2, 97, [97, 60])
+    mask = padding_mask(2, 97, [97, 60])
     out = local_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 8, 8, mask)
     assert out.dtype == torch.bfloat16
     ref, _ = masked_attention(q, k, v, band_allowed(97, 8, 8, mask))
@@ -98,12 +92,12 @@ def test_bfloat16_tolerance():
 )
 def test_property_random_shapes(b, h, n, d, left, right, block, data):
     lengths = [data.draw(st.integers(0, n)) for _ in range(b)]
-    _compare(*_inputs(b, h, n, d), left, right, _padding(b, n, lengths), block_size=block)
+    _compare(*_inputs(b, h, n, d), left, right, padding_mask(b, n, lengths), block_size=block)
 
 
 def test_gradcheck_float64():
     q, k, v = _inputs(1, 2, 11, 3)
-    mask = _padding(1, 11, [9])
+    mask = padding_mask(1, 11, [9])
     assert torch.autograd.gradcheck(lambda a, b, c: local_attention(a, b, c, 3, 2, mask, block_size=4), (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: local_attention(a, b, c, 4, 0), (q, k, v))
 
@@ -129,7 +123,7 @@ def test_causal_no_leak(left):
 def test_padded_batch_equals_single_runs():
     lengths = [50, 31, 7]
     q, k, v = (x.detach() for x in _inputs(3, 2, 50, 8))
-    mask = _padding(3, 50, lengths)
+    mask = padding_mask(3, 50, lengths)
     batched = local_attention(q, k, v, 6, 4, mask)
     for i, length in enumerate(lengths):
         alone = local_attention(q[i : i + 1, :, :length], k[i : i + 1, :, :length], v[i : i + 1, :, :length], 6, 4)
@@ -138,7 +132,7 @@ def test_padded_batch_equals_single_runs():
 
 def test_rows_without_keys_are_zero_not_nan():
     q, k, v = _inputs(2, 1, 20, 4)
-    mask = _padding(2, 20, [20, 0])  # the second sequence is all padding
+    mask = padding_mask(2, 20, [20, 0])  # the second sequence is all padding
     mask[0, :5] = True  # causal queries 0..4 of the first sequence see only padding
     out = local_attention(q, k, v, 3, 0, mask)
     assert torch.isfinite(out).all()
@@ -162,7 +156,7 @@ def test_block_size_does_not_change_result():
 
 def test_banded_weights_match_dense_probs():
     q, k, v = (x.detach() for x in _inputs(2, 2, 45, 8))
-    mask = _padding(2, 45, [45, 30])
+    mask = padding_mask(2, 45, [45, 30])
     left, right = 6, 3
     out, band = local_attention(q, k, v, left, right, mask, return_weights=True)
     assert band.shape == (2, 2, 45, left + right + 1)
@@ -236,7 +230,7 @@ def _per_head_reference(q, k, v, lefts, rights, mask=None):
 ])
 def test_per_head_windows_match_the_dense_reference(n, lefts, rights, lengths):
     q, k, v = _inputs(2, 4, n, 8)
-    mask = None if lengths is None else _padding(2, n, lengths)
+    mask = None if lengths is None else padding_mask(2, n, lengths)
     out = local_attention(q, k, v, lefts, rights, mask)
     ref = _per_head_reference(q, k, v, lefts, rights, mask)
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from dense_reference import band_allowed, masked_attention
+from dense_reference import band_allowed, masked_attention, padding_mask
 from seqattn.nn import local_attention, native_band
 from seqattn.nn.local import banded_attention
 
@@ -18,12 +18,6 @@ def _qkv(b, h, n, d, dv=None, dtype=torch.float64, seed=0):
     v = torch.randn(b, h, n, dv or d, dtype=dtype, generator=generator).requires_grad_()
     return q, k, v
 
-
-def _padding(b, n, lengths):
-    mask = torch.zeros(b, n, dtype=torch.bool)
-    for row, length in enumerate(lengths):
-        mask[row, length:] = True
-    return mask
 
 
 def _grads(out, inputs, grad):
@@ -45,9 +39,9 @@ CASES = [
 
 @pytest.mark.parametrize("b,h,n,d,dv,left,right", CASES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_matches_the_dense_reference_with_padding(b, h, n, d, dv, left, right, dtype, tol):
+def test_matches_the_dense_reference_withpadding_mask(b, h, n, d, dv, left, right, dtype, tol):
     q, k, v = _qkv(b, h, n, d, dv, dtype)
-    mask = _padding(b, n, [max(1, n - 3 * row) for row in range(b)])
+    mask = padding_mask(b, n, [max(1, n - 3 * row) for row in range(b)])
     valid = (~mask)[:, None].expand(b, h, n)
     out = native_band.native_band_attention(q, k, v, left, right, valid, scale=d**-0.5)
     # the reference in float64 whatever the input type: float32 is then checked against the exact answer
@@ -171,7 +165,7 @@ def test_the_portable_loops_match_the_reference_too(fresh_library, monkeypatch):
     assert native_band._library() is not None
     for b, h, n, d, dv, left, right in CASES[:4]:
         q, k, v = _qkv(b, h, n, d, dv, torch.float32)
-        mask = _padding(b, n, [max(1, n - 2 * row) for row in range(b)])
+        mask = padding_mask(b, n, [max(1, n - 2 * row) for row in range(b)])
         out = native_band.native_band_attention(q, k, v, left, right, (~mask)[:, None].expand(b, h, n),
                                                 scale=d**-0.5, self_bias=0.5 if left else 0.0)
         want = banded_attention(q.double(), k.double(), v.double(), left, right,

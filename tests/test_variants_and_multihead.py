@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from dense_reference import band_allowed, dilated_allowed, global_reference, key_allowed, masked_attention
+from dense_reference import (band_allowed, dilated_allowed, global_reference, key_allowed, masked_attention,
+                             padding_mask)
 from seqattn.nn import (
     AttentionConfig,
     MultiHeadAttention,
@@ -17,12 +18,6 @@ def _inputs(b=2, h=2, n=23, d=8):
     return [torch.randn(b, h, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3)]
 
 
-def _mask(b, n, lengths):
-    mask = torch.zeros(b, n, dtype=torch.bool)
-    for i, length in enumerate(lengths):
-        mask[i, length:] = True
-    return mask
-
 
 def _check(out, ref, inputs):
     grad = torch.randn_like(out)
@@ -35,7 +30,7 @@ def _check(out, ref, inputs):
 @pytest.mark.parametrize("window,shift,n", [(5, 0, 23), (5, 2, 23), (8, 4, 8), (4, 7, 3), (1, 0, 6)])
 def test_shifted_window_matches_reference(window, shift, n, causal):
     q, k, v = _inputs(n=n)
-    mask = _mask(2, n, [n, max(1, n - 5)])
+    mask = padding_mask(2, n, [n, max(1, n - 5)])
     out = shifted_window_attention(q, k, v, window, shift, mask, causal=causal)
     ids = (torch.arange(n) + shift % window) // window
     allowed = (ids[:, None] == ids[None, :])[None, None] & key_allowed(n, mask, causal)
@@ -47,7 +42,7 @@ def test_shifted_window_matches_reference(window, shift, n, causal):
 @pytest.mark.parametrize("pool,n", [(4, 23), (3, 9), (1, 7), (10, 5)])
 def test_pooled_matches_reference(pool, n, causal):
     q, k, v = _inputs(n=n)
-    mask = _mask(2, n, [n, max(1, n - 6)])
+    mask = padding_mask(2, n, [n, max(1, n - 6)])
     out = pooled_attention(q, k, v, pool, mask, causal=causal)
     # reference: explicit pooling matrix over real tokens, then masked attention over pools
     groups = -(-n // pool)
@@ -85,7 +80,7 @@ def test_causal_variants_do_not_leak(kernel):
 @pytest.mark.parametrize("causal", [False, True])
 def test_full_attention_matches_reference_and_handles_all_padding(causal):
     q, k, v = _inputs(n=13)
-    mask = _mask(2, 13, [13, 0])
+    mask = padding_mask(2, 13, [13, 0])
     out = full_attention(q, k, v, mask, causal=causal)
     ref, probs = masked_attention(q, k, v, key_allowed(13, mask, causal))
     _check(out, ref, (q, k, v))
@@ -115,7 +110,7 @@ def test_all_full_heads_match_torch_multihead_attention():
         theirs.out_proj.weight.copy_(ours.out_proj.weight)
         theirs.out_proj.bias.copy_(ours.out_proj.bias)
     x = torch.randn(2, 11, 32, dtype=torch.float64)
-    mask = _mask(2, 11, [11, 6])
+    mask = padding_mask(2, 11, [11, 6])
     got = ours(x, mask).out
     want, _ = theirs(x, x, x, key_padding_mask=mask, need_weights=False)
     torch.testing.assert_close(got[0], want[0])
@@ -139,7 +134,7 @@ def test_mixed_heads_are_split_and_weights_returned():
     mha = MultiHeadAttention(64, config)
     assert [g[0] for g in mha.head_groups()] == ["local", "routing", "window", "pooled", "full"]
     x = torch.randn(2, 17, 64)
-    result = mha(x, _mask(2, 17, [17, 9]), return_weights=True)
+    result = mha(x, padding_mask(2, 17, [17, 9]), return_weights=True)
     assert result.out.shape == (2, 17, 64)
     assert result.aux_loss.requires_grad
     kinds = {w.kind: w for w in result.weights}
@@ -177,7 +172,7 @@ def test_bad_head_config():
 
 def test_gradcheck_float64():
     q, k, v = _inputs(b=1, h=1, n=10, d=3)
-    mask = _mask(1, 10, [8])
+    mask = padding_mask(1, 10, [8])
     assert torch.autograd.gradcheck(lambda a, b, c: shifted_window_attention(a, b, c, 4, 2, mask), (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: pooled_attention(a, b, c, 3, mask, causal=True), (q, k, v))
 
@@ -189,7 +184,7 @@ def test_per_head_local_windows_in_a_mixed_layer_match_per_head_references():
     config = AttentionConfig(num_heads=4, local_heads=3, window_left=99, window_right=99, local_windows=windows)
     mha = MultiHeadAttention(32, config).double()
     x = torch.randn(2, 23, 32, dtype=torch.float64)
-    mask = _mask(2, 23, [23, 14])
+    mask = padding_mask(2, 23, [23, 14])
     result = mha(x, mask, return_weights=True)
     q, k, v = mha.project(x)
     heads = []
@@ -222,7 +217,7 @@ def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
     mha = MultiHeadAttention(32, config).double()
     assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "full"]
     x = torch.randn(2, 29, 32, dtype=torch.float64)
-    mask = None if causal else _mask(2, 29, [29, 17])
+    mask = None if causal else padding_mask(2, 29, [29, 17])
     result = mha(x, mask, return_weights=True)
     q, k, v = mha.project(x)
     right = 0 if causal else 3
@@ -249,7 +244,7 @@ def test_global_heads_in_a_mixed_layer_match_their_references(causal):
     assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "global", "full"]
     assert config.reach is None  # summaries see the whole sequence
     x = torch.randn(2, 31, 32, dtype=torch.float64)
-    mask = None if causal else _mask(2, 31, [31, 19])
+    mask = None if causal else padding_mask(2, 31, [31, 19])
     result = mha(x, mask, return_weights=True)
     q, k, v = mha.project(x)
     right = 0 if causal else 3
