@@ -1,5 +1,7 @@
 """The fused CPU band kernel (seqattn.nn.native_band) against the dense masked reference and the blocked kernel."""
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,6 +157,20 @@ def test_the_library_is_built_once_into_the_cache(fresh_library):
     native_band._library.cache_clear()
     assert native_band._library() is not None
     assert built.stat().st_mtime_ns == stamp and list(fresh_library.glob("*")) == [built]
+
+
+def test_a_changed_header_means_a_new_build(fresh_library, monkeypatch, tmp_path):
+    """The cache key covers every source file: a library built from an older header is never reused."""
+    sources = tmp_path / "pkg" / "csrc"
+    shutil.copytree(Path(native_band.__file__).with_name("csrc"), sources)
+    monkeypatch.setattr(native_band, "__file__", str(sources.parent / "native_band.py"))
+    assert native_band._library() is not None
+    (first,) = fresh_library.glob("band_cpu-*.so")
+    with open(sources / "band_avx2.h", "a", encoding="utf-8") as header:
+        header.write("/* edited */\n")
+    native_band._library.cache_clear()
+    assert native_band._library() is not None
+    assert len(list(fresh_library.glob("band_cpu-*.so"))) == 2 and first.exists()
 
 
 def test_the_portable_loops_match_the_reference_too(fresh_library, monkeypatch):

@@ -29,10 +29,10 @@ import torch
 
 log = logging.getLogger(__name__)
 
-_SOURCES = ("band_cpu.c", "band_kernel.h")
 _ABI_VERSION = 2
-# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel.
-# Crossover measured with tools/bench_attention.py at 16k tokens, fwd+bwd (docs/BENCHMARKS.md).
+# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel. The
+# two cross near +-128 (fwd+bwd, B=1, H=8, D=64, interleaved in one process: at 16k fused / blocked +-64 277 /
+# 400 ms, +-128 522 / 594 and 593 / 556 in two runs; at 4k +-128 129 / 171; docs/BENCHMARKS.md).
 MAX_NATIVE_WINDOW = 257
 _FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 
@@ -107,8 +107,8 @@ def _library():
         _status["text"] = f"blocked kernel (no C compiler {compiler!r} for the fused one)"
         return None
     digest = hashlib.sha256()
-    for name in _SOURCES:
-        digest.update((source_dir / name).read_bytes())
+    for source in sorted(source_dir.glob("*.[ch]")):  # every source and header: a change to any means a rebuild
+        digest.update(source.name.encode() + source.read_bytes())
     digest.update(" ".join((compiler, *_flags(), platform.machine(), _cpu_signature())).encode())
     target = _cache_dir() / f"band_cpu-{digest.hexdigest()[:16]}.so"
     try:
@@ -159,8 +159,8 @@ class _NativeBand(torch.autograd.Function):
         # kept for the backward: each query's probabilities, column c = key i - window_left + c
         probs = torch.empty(batch, heads, length, width, dtype=q.dtype) if any(ctx.needs_input_grad[:3]) else None
         args = _BandArgs(q=_pointer(q), k=_pointer(k), v=_pointer(v), out=_pointer(out), lse=_pointer(lse),
-                         probs=_pointer(probs), valid=_pointer(valid), rows=batch * heads, length=length, dim=dim, vdim=v.shape[-1],
-                         left=window_left, right=window_right, scale=scale, self_bias=self_bias,
+                         probs=_pointer(probs), valid=_pointer(valid), rows=batch * heads, length=length, dim=dim,
+                         vdim=v.shape[-1], left=window_left, right=window_right, scale=scale, self_bias=self_bias,
                          neg=torch.finfo(q.dtype).min / 2)
         _call("band_forward", args, q.dtype)
         ctx.save_for_backward(q, k, v, valid, out, probs)

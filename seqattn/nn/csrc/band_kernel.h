@@ -106,7 +106,7 @@ static void FN(backward_keys)(const struct band_args *restrict args, int64_t row
     const T *q = (const T *)args->q + row * n * d, *go = (const T *)args->grad_out + row * n * dv;
     const T *probs = (const T *)args->probs + row * n * width;
     const T *grad_scores = (const T *)args->grad_scores + row * n * width;
-    T *dk = (T *)args->dk + row * n * d, *dv_ = (T *)args->dv + row * n * dv;
+    T *dk = (T *)args->dk + row * n * d, *dval = (T *)args->dv + row * n * dv;
     T *p = scratch, *ds = scratch + width;
     for (int64_t j = first; j < last; j++) {
         /* queries i with i - left <= j <= i + right */
@@ -118,6 +118,6 @@ static void FN(backward_keys)(const struct band_args *restrict args, int64_t row
             ds[i - lo] = grad_scores[i * width + column];
         }
         FN(weighted_rows)(ds, q + lo * d, hi - lo + 1, d, (T)args->scale, dk + j * d);
-        FN(weighted_rows)(p, go + lo * dv, hi - lo + 1, dv, (T)1, dv_ + j * dv);
+        FN(weighted_rows)(p, go + lo * dv, hi - lo + 1, dv, (T)1, dval + j * dv);
     }
 }
