@@ -30,9 +30,10 @@ import torch
 log = logging.getLogger(__name__)
 
 _ABI_VERSION = 2
-# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel. The
-# two cross near +-128 (fwd+bwd, B=1, H=8, D=64, interleaved in one process: at 16k fused / blocked +-64 277 /
-# 400 ms, +-128 522 / 594 and 593 / 556 in two runs; at 4k +-128 129 / 171; docs/BENCHMARKS.md).
+# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel.
+# Measured fwd+bwd, B=1, H=8, D=64, interleaved in one process, fused / blocked: at 16k +-64 277 / 400 ms,
+# +-128 522 / 594 and 593 / 556 in two runs, +-192 805 / 878, +-256 926 / 779; at 4k +-128 129 / 171. The
+# limit sits at +-128, below the crossover, where the two are at worst equal (docs/BENCHMARKS.md).
 MAX_NATIVE_WINDOW = 257
 _FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 
