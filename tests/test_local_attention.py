@@ -18,7 +18,6 @@ def _inputs(b, h, n, d, dtype=torch.float64, dv=None):
     return q, k, v
 
 
-
 def _compare(q, k, v, left, right, mask=None, atol=1e-10, block_size=None):
     out = local_attention(q, k, v, left, right, mask, block_size=block_size)
     ref, _ = masked_attention(q, k, v, band_allowed(q.shape[2], left, right, mask))
@@ -50,7 +49,7 @@ def test_matches_dense_reference(b, h, n, d, left, right, block):
 
 
 @pytest.mark.parametrize("b,h,n,d,left,right,block", CASES)
-def test_matches_dense_reference_withpadding_mask(b, h, n, d, left, right, block):
+def test_matches_dense_reference_with_padding(b, h, n, d, left, right, block):
     # padding in the middle of the batch: the first sequence is full, the others are shorter
     lengths = [n] + [max(1, n - 3 * (i + 1)) for i in range(b - 1)]
     _compare(*_inputs(b, h, n, d), left, right, padding_mask(b, n, lengths), block_size=block)

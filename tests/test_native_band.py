@@ -21,7 +21,6 @@ def _qkv(b, h, n, d, dv=None, dtype=torch.float64, seed=0):
     return q, k, v
 
 
-
 def _grads(out, inputs, grad):
     return torch.autograd.grad(out, inputs, grad)
 
@@ -41,7 +40,7 @@ CASES = [
 
 @pytest.mark.parametrize("b,h,n,d,dv,left,right", CASES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
-def test_matches_the_dense_reference_withpadding_mask(b, h, n, d, dv, left, right, dtype, tol):
+def test_matches_the_dense_reference_with_padding(b, h, n, d, dv, left, right, dtype, tol):
     q, k, v = _qkv(b, h, n, d, dv, dtype)
     mask = padding_mask(b, n, [max(1, n - 3 * row) for row in range(b)])
     valid = (~mask)[:, None].expand(b, h, n)

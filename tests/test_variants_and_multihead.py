@@ -18,7 +18,6 @@ def _inputs(b=2, h=2, n=23, d=8):
     return [torch.randn(b, h, n, d, dtype=torch.float64, requires_grad=True) for _ in range(3)]
 
 
-
 def _check(out, ref, inputs):
     grad = torch.randn_like(out)
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-10)
