@@ -70,16 +70,12 @@ def _build(method: str, n: int):
         from seqattn.nn import local_attention
 
         return (lambda q, k, v: local_attention(q, k, v, LEFT, RIGHT)), True
-    if method in NARROW:
+    if method in NARROW or method in BLOCKED:
+        if method in BLOCKED:
+            os.environ["SEQATTN_NATIVE"] = "0"  # this worker process only: read when the kernel is first used
         from seqattn.nn import local_attention
 
-        width = NARROW[method]
-        return (lambda q, k, v: local_attention(q, k, v, width, width)), True
-    if method in BLOCKED:
-        os.environ["SEQATTN_NATIVE"] = "0"  # this worker process only: read when the kernel is first used
-        from seqattn.nn import local_attention
-
-        width = BLOCKED[method]
+        width = {**NARROW, **BLOCKED}[method]
         return (lambda q, k, v: local_attention(q, k, v, width, width)), True
     if method == "seqattn_local_per_head":
         from seqattn.nn import local_attention

@@ -164,15 +164,15 @@ class _NativeBand(torch.autograd.Function):
                          vdim=v.shape[-1], left=window_left, right=window_right, scale=scale, self_bias=self_bias,
                          neg=torch.finfo(q.dtype).min / 2)
         _call("band_forward", args, q.dtype)
-        ctx.save_for_backward(q, k, v, valid, out, probs)
+        ctx.save_for_backward(q, k, v, out, probs)  # masked keys are zeros in probs: no validity needed
         ctx.set_materialize_grads(False)  # an unused lse (the usual case) gets no zero-filled gradient
-        ctx.window = (window_left, window_right, scale, self_bias)
+        ctx.window = (window_left, window_right, scale)  # the backward reads the kept probabilities: no bias
         return out, lse
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
-        q, k, v, valid, out, probs = ctx.saved_tensors
-        window_left, window_right, scale, self_bias = ctx.window
+        q, k, v, out, probs = ctx.saved_tensors
+        window_left, window_right, scale = ctx.window
         batch, heads, length, dim = q.shape
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out.to(q.dtype).contiguous()
         grad_lse = None if grad_lse is None else grad_lse.to(q.dtype).contiguous()
@@ -181,9 +181,8 @@ class _NativeBand(torch.autograd.Function):
         args = _BandArgs(q=_pointer(q), k=_pointer(k), v=_pointer(v), grad_out=_pointer(grad_out),
                          probs=_pointer(probs), grad_scores=_pointer(grad_scores),
                          grad_lse=_pointer(grad_lse), out=_pointer(out), dq=_pointer(dq), dk=_pointer(dk),
-                         dv=_pointer(dv), valid=_pointer(valid), rows=batch * heads, length=length, dim=dim,
-                         vdim=v.shape[-1], left=window_left, right=window_right, scale=scale,
-                         self_bias=self_bias, neg=torch.finfo(q.dtype).min / 2)
+                         dv=_pointer(dv), rows=batch * heads, length=length, dim=dim,
+                         vdim=v.shape[-1], left=window_left, right=window_right, scale=scale)
         _call("band_backward", args, q.dtype)
         return dq, dk, dv, None, None, None, None, None
 

@@ -174,8 +174,6 @@ if [ -z "$pretrained" ] && run_stage 2 "self-supervised pretraining on all $(lan
   finish_stage 2 pretrain
 fi
 
-# finetune NAME INIT [OVERRIDES...]: one multilingual CTC model over all labelled languages (one output layer over the
-# union of their scripts; the scripts do not overlap, so the model also identifies the language).
 # labelled_dir LANG: the training data dir fine-tuning reads (with --label-fraction, a per-voice share of it)
 labelled_dir() {
   if [ "$label_fraction" = 1 ]; then echo $data/train_$1; return; fi
@@ -183,6 +181,8 @@ labelled_dir() {
   [ -f $dir/spk2utt ] || python local/subset_data_dir.py --fraction $label_fraction $data/train_$1 $dir >&2
   echo $dir
 }
+# finetune NAME INIT [OVERRIDES...]: one multilingual CTC model over all labelled languages (one output layer over the
+# union of their scripts; the scripts do not overlap, so the model also identifies the language).
 finetune() {
   local name=$1 init=$2
   shift 2
