@@ -185,3 +185,18 @@ def test_duration_batches_respect_the_budget():
     batches = duration_batches(list(range(200)), sizes, 50000, torch.Generator().manual_seed(0))
     assert sorted(i for b in batches for i in b) == list(range(200))
     assert all(len(b) * max(sizes[i] for i in b) <= 50000 for b in batches)
+
+
+def test_validate_cli_checks_every_dir_it_is_given_and_fails_if_any_is_invalid(tmp_path, capsys):
+    """One process for many dirs (the recipes validate dozens): a broken dir in the middle is reported with
+    its file and line, the dirs after it are still checked, and the exit status says something failed."""
+    from seqattn.cli.main import main as cli_main
+
+    dirs = [make_data_dir(tmp_path, name, 3, "hi", texts=["नमस्ते दुनिया"]) for name in ("a", "b", "c")]
+    assert cli_main(["validate-data-dir", *map(str, dirs)]) == 0
+    assert capsys.readouterr().out.count("valid, 3 utterances") == 3
+    _break(dirs[1], "text", lambda b: b.replace(b"\n", b"\r\n", 1))
+    assert cli_main(["validate-data-dir", *map(str, dirs)]) == 1
+    captured = capsys.readouterr()
+    assert f"{dirs[0]}: valid" in captured.out and f"{dirs[2]}: valid" in captured.out
+    assert "text:1: CRLF" in captured.err and "1 of 3 data dirs are invalid" in captured.err

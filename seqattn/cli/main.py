@@ -133,22 +133,29 @@ def _transcribe_job(args, model, vocab, beam, items, failures, out) -> int:
 
 
 def _validate_data_dir(args) -> int:
+    """Each directory in turn (one process for many: the recipes check dozens), every one reported; exit
+    status 1 if any is invalid, after all of them are checked."""
     from seqattn.data.kaldi import DataDirError, fix_data_dir, read_data_dir
 
-    if args.fix:
-        data = fix_data_dir(args.data_dir, check_audio=args.check_audio)
-        for problem in data.problems:
-            print(f"  {problem}", file=sys.stderr)
-        print(f"{args.data_dir}: {len(data.problems)} problem(s); dropped {data.dropped} utterance(s), kept "
-              f"{len(data.utterances)} (originals in {args.data_dir}/.backup)")
-        return 0
-    try:
-        data = read_data_dir(args.data_dir, check_audio=args.check_audio)
-    except DataDirError as error:
-        print(f"seqattn validate-data-dir: {error}", file=sys.stderr)
-        return 1
-    print(f"{args.data_dir}: valid, {len(data.utterances)} utterances")
-    return 0
+    failed = 0
+    for data_dir in args.data_dir:
+        if args.fix:
+            data = fix_data_dir(data_dir, check_audio=args.check_audio)
+            for problem in data.problems:
+                print(f"  {problem}", file=sys.stderr)
+            print(f"{data_dir}: {len(data.problems)} problem(s); dropped {data.dropped} utterance(s), kept "
+                  f"{len(data.utterances)} (originals in {data_dir}/.backup)")
+            continue
+        try:
+            data = read_data_dir(data_dir, check_audio=args.check_audio)
+        except DataDirError as error:
+            print(f"seqattn validate-data-dir: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{data_dir}: valid, {len(data.utterances)} utterances")
+    if failed and len(args.data_dir) > 1:
+        print(f"seqattn validate-data-dir: {failed} of {len(args.data_dir)} data dirs are invalid", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _build_lm(args) -> int:
@@ -287,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "segments inside wav.scp recordings, audio files present. Every problem is reported with "
                     "its file and line; exit status 1 if there are any. --fix drops the offending entries "
                     "(like utils/fix_data_dir.sh), reports how many, and keeps the originals in .backup/.",
-        epilog="example: seqattn validate-data-dir data/train_hi --fix",
+        epilog="example: seqattn validate-data-dir data/train_hi --fix; seqattn validate-data-dir data/*_hi",
     )
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", nargs="+", help="one or more data dirs, each checked and reported")
     p.add_argument("--fix", action="store_true", help="drop offending entries and rewrite the directory")
     p.add_argument("--check-audio", action=argparse.BooleanOptionalAction, default=True,
                    help="check that every plain wav.scp file exists (default: yes)")

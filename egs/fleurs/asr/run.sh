@@ -47,7 +47,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   else
     python local/prepare_fleurs.py --corpus $downloads --configs $configs --out data
   fi
-  for dir in data/train_* data/dev_* data/test_*; do seqattn validate-data-dir $dir; done
+  seqattn validate-data-dir data/train_* data/dev_* data/test_*
 fi
 
 codes=$(echo $configs | sed 's/_[a-z]*//g')

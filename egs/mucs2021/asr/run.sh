@@ -43,7 +43,7 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   echo "=== stage 1: data preparation"
   python local/prepare_mucs.py --corpus $downloads --langs $languages --out data
-  for dir in data/train_* data/dev_* data/test_*; do seqattn validate-data-dir $dir; done
+  seqattn validate-data-dir data/train_* data/dev_* data/test_*
 fi
 
 codes=$(python -c "import sys; m={'Hindi':'hi','Marathi':'mr','Odia':'or'}; print(','.join(m[l] for l in sys.argv[1].split(',')))" $languages)
