@@ -120,6 +120,30 @@ def test_thread_count_and_row_splitting_do_not_change_a_bit():
             assert torch.equal(a, b)
 
 
+def test_non_temporal_stores_write_the_same_bits_and_are_used_only_where_allowed(monkeypatch):
+    """Large outputs are written with streaming stores; with the size limit lowered to 0 the small tensors
+    here take that path, and outputs and gradients must be bit-identical to plain stores. Rows that are not
+    whole registers, float64 and misaligned views never stream."""
+    q, k, v = _qkv(2, 3, 77, 64, 40, dtype=torch.float32)  # d = 64 (8 registers), dv = 40 (5)
+    valid = torch.ones(2, 3, 77, dtype=torch.bool)
+    valid[1, :, 70:] = False
+    grad = torch.randn(2, 3, 77, 40)
+    results = {}
+    for limit in (1 << 62, 0):
+        monkeypatch.setattr(native_band, "STREAM_MIN_BYTES", limit)
+        out = native_band.native_band_attention(q, k, v, 9, 4, valid, scale=0.125)
+        results[limit] = (out, *_grads(out, (q, k, v), grad))
+    for plain, streamed in zip(results[1 << 62], results[0]):
+        assert torch.equal(plain, streamed)
+    big = torch.empty(1, 1, 8, 16)
+    assert native_band._streamed(big) == 1  # the limit is still 0 here
+    assert native_band._streamed(torch.empty(1, 1, 8, 12)) == 0  # 12 floats: not whole registers
+    assert native_band._streamed(big.double()) == 0
+    assert native_band._streamed(torch.empty(1, 1, 8, 17)[..., 1:]) == 0  # 4 bytes past an aligned start
+    monkeypatch.setattr(native_band, "STREAM_MIN_BYTES", 1 << 20)
+    assert native_band._streamed(big) == 0  # 512 bytes: below the limit, stays cached
+
+
 def test_nan_in_a_query_poisons_its_own_output_as_in_the_blocked_kernel():
     q, k, v = _qkv(1, 1, 20, 16, dtype=torch.float32)
     q = q.detach().clone()

@@ -51,10 +51,13 @@ static inline void dots_f32(const float *restrict a, const float *restrict rows,
 }
 
 /* out[0 : 8 * CHUNKS] = factor * sum_j weight[j] * rows[j][0 : 8 * CHUNKS], with CHUNKS accumulators held in
- * registers across all rows (one function per CHUNKS, so the compiler unrolls it completely). */
+ * registers across all rows (one function per CHUNKS, so the compiler unrolls it completely). With `stream`
+ * (out 32-byte aligned) the results go to memory with non-temporal stores: a tensor far larger than the caches
+ * is then written without first being read into them, which is a third of a bandwidth-bound pass's traffic. */
 #define WEIGHTED_TILE(CHUNKS)                                                                                 \
     static inline void weighted_tile##CHUNKS(const float *restrict weight, const float *restrict rows,        \
-                                             int64_t count, int64_t d, float factor, float *restrict out) {   \
+                                             int64_t count, int64_t d, float factor, float *restrict out,     \
+                                             int stream) {                                                    \
         __m256 acc[CHUNKS];                                                                                   \
         for (int t = 0; t < CHUNKS; t++) acc[t] = _mm256_setzero_ps();                                        \
         for (int64_t j = 0; j < count; j++) {                                                                 \
@@ -63,7 +66,10 @@ static inline void dots_f32(const float *restrict a, const float *restrict rows,
                 acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(rows + j * d + 8 * t), acc[t]);                   \
         }                                                                                                     \
         const __m256 f = _mm256_set1_ps(factor);                                                              \
-        for (int t = 0; t < CHUNKS; t++) _mm256_storeu_ps(out + 8 * t, _mm256_mul_ps(f, acc[t]));             \
+        if (stream)                                                                                           \
+            for (int t = 0; t < CHUNKS; t++) _mm256_stream_ps(out + 8 * t, _mm256_mul_ps(f, acc[t]));         \
+        else                                                                                                  \
+            for (int t = 0; t < CHUNKS; t++) _mm256_storeu_ps(out + 8 * t, _mm256_mul_ps(f, acc[t]));         \
     }
 WEIGHTED_TILE(1)
 WEIGHTED_TILE(2)
@@ -75,18 +81,19 @@ WEIGHTED_TILE(7)
 WEIGHTED_TILE(8)
 #undef WEIGHTED_TILE
 
+/* `stream`: the caller guarantees out is 32-byte aligned and d a multiple of 8 (see band_args.stream). */
 static inline void weighted_rows_f32(const float *restrict weight, const float *restrict rows, int64_t count,
-                                     int64_t d, float factor, float *restrict out) {
+                                     int64_t d, float factor, float *restrict out, int stream) {
     int64_t x = 0;
-    for (; x + 64 <= d; x += 64) weighted_tile8(weight, rows + x, count, d, factor, out + x);
+    for (; x + 64 <= d; x += 64) weighted_tile8(weight, rows + x, count, d, factor, out + x, stream);
     switch ((d - x) / 8) {  /* the rest of the whole registers in one more pass */
-    case 7: weighted_tile7(weight, rows + x, count, d, factor, out + x); break;
-    case 6: weighted_tile6(weight, rows + x, count, d, factor, out + x); break;
-    case 5: weighted_tile5(weight, rows + x, count, d, factor, out + x); break;
-    case 4: weighted_tile4(weight, rows + x, count, d, factor, out + x); break;
-    case 3: weighted_tile3(weight, rows + x, count, d, factor, out + x); break;
-    case 2: weighted_tile2(weight, rows + x, count, d, factor, out + x); break;
-    case 1: weighted_tile1(weight, rows + x, count, d, factor, out + x); break;
+    case 7: weighted_tile7(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 6: weighted_tile6(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 5: weighted_tile5(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 4: weighted_tile4(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 3: weighted_tile3(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 2: weighted_tile2(weight, rows + x, count, d, factor, out + x, stream); break;
+    case 1: weighted_tile1(weight, rows + x, count, d, factor, out + x, stream); break;
     default: break;
     }
     x += (d - x) / 8 * 8;

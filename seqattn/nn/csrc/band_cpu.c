@@ -12,6 +12,9 @@
  */
 #include <math.h>
 #include <pthread.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -21,6 +24,10 @@ struct band_args {
     void *probs, *grad_scores;  /* (rows, n, left + right + 1): kept by the forward, used by the backward */
     const uint8_t *valid;
     int64_t rows, length, dim, vdim, left, right;
+    /* 1: write out, dq, dk and dv with non-temporal stores (AVX2 float only). The caller sets it only when
+     * each of them is 32-byte aligned, dim and vdim are multiples of 8, and the tensors are far larger than the
+     * caches, so that nothing that is about to be read again is pushed out of them. */
+    int64_t stream;
     double scale, self_bias, neg;
 };
 
@@ -92,6 +99,9 @@ static void *run_task(void *opaque) {
         }
     }
     free(scratch);
+#if defined(__SSE2__)
+    _mm_sfence();  /* non-temporal stores are weakly ordered: make them visible before the caller reads */
+#endif
     task->status = 0;
     return 0;
 }
@@ -133,4 +143,4 @@ int band_backward(const struct band_args *args, int is_double, int threads) {
 }
 
 /* The version of this interface; the Python side refuses a library built from another one. */
-int band_abi_version(void) { return 2; }
+int band_abi_version(void) { return 3; }

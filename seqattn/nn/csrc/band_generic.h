@@ -19,9 +19,11 @@ static inline void FN(dots)(const T *restrict a, const T *restrict rows, int64_t
     }
 }
 
-/* out = factor * sum_j weight[j] * rows[j] over `count` consecutive rows of length d. */
+/* out = factor * sum_j weight[j] * rows[j] over `count` consecutive rows of length d. `stream` (non-temporal
+ * stores, band_avx2.h) has no portable form: plain stores here. */
 static inline void FN(weighted_rows)(const T *restrict weight, const T *restrict rows, int64_t count, int64_t d,
-                                     T factor, T *restrict out) {
+                                     T factor, T *restrict out, int stream) {
+    (void)stream;
     enum { TILE = 8 * LANES };
     int64_t x = 0;
     for (; x + TILE <= d; x += TILE) {

@@ -56,7 +56,7 @@ static void FN(forward_queries)(const struct band_args *restrict args, int64_t r
             continue;
         }
         const T inv = (T)1 / sum;
-        FN(weighted_rows)(p, v + lo * dv, hi - lo + 1, dv, inv, out + i * dv);
+        FN(weighted_rows)(p, v + lo * dv, hi - lo + 1, dv, inv, out + i * dv, (int)args->stream);
         lse[i] = top + (T)log(sum);
         if (kept) {  /* columns of keys outside the sequence are 0 */
             const int64_t offset = lo - (i - args->left), count = hi - lo + 1;
@@ -70,12 +70,14 @@ static void FN(forward_queries)(const struct band_args *restrict args, int64_t r
 
 /* Backward, first pass, queries [first, last) of one row: the score gradients
  * dS_ij = P_ij (dO_i . v_j - dO_i . O_i + d loss / d lse_i), kept in args->grad_scores in the layout of
- * args->probs, and dq_i = scale * sum_j dS_ij k_j. */
+ * args->probs, and dq_i = scale * sum_j dS_ij k_j. Since O_i = sum_j P_ij v_j, dO_i . O_i is
+ * sum_j P_ij (dO_i . v_j), a sum over the dot products the pass computes anyway: the output is not read
+ * (nor kept by the forward), which saves a tensor's worth of memory traffic. */
 static void FN(backward_queries)(const struct band_args *restrict args, int64_t row, int64_t first, int64_t last,
                                  T *restrict dp) {
     const int64_t n = args->length, d = args->dim, dv = args->vdim, width = args->left + args->right + 1;
     const T *k = (const T *)args->k + row * n * d, *v = (const T *)args->v + row * n * dv;
-    const T *out = (const T *)args->out + row * n * dv, *go = (const T *)args->grad_out + row * n * dv;
+    const T *go = (const T *)args->grad_out + row * n * dv;
     const T *glse = args->grad_lse ? (const T *)args->grad_lse + row * n : 0;
     const T *probs = (const T *)args->probs + row * n * width;
     T *grad_scores = (T *)args->grad_scores + row * n * width, *dq = (T *)args->dq + row * n * d;
@@ -88,13 +90,11 @@ static void FN(backward_queries)(const struct band_args *restrict args, int64_t 
         for (int64_t c = 0; c < offset; c++) ds[c] = 0;
         for (int64_t c = offset + count; c < width; c++) ds[c] = 0;
         ds += offset;
-        const T *goi = go + i * dv;
-        T row_term;
-        FN(dots)(goi, out + i * dv, 1, dv, &row_term);
-        row_term -= glse ? glse[i] : (T)0;
-        FN(dots)(goi, v + lo * dv, count, dv, dp);
+        FN(dots)(go + i * dv, v + lo * dv, count, dv, dp);
+        T row_term = glse ? -glse[i] : (T)0;  /* dO_i . O_i - d loss / d lse_i */
+        for (int64_t c = 0; c < count; c++) row_term += p[c] * dp[c];
         for (int64_t c = 0; c < count; c++) ds[c] = p[c] * (dp[c] - row_term);
-        FN(weighted_rows)(ds, k + lo * d, count, d, (T)args->scale, dq + i * d);
+        FN(weighted_rows)(ds, k + lo * d, count, d, (T)args->scale, dq + i * d, (int)args->stream);
     }
 }
 
@@ -117,7 +117,7 @@ static void FN(backward_keys)(const struct band_args *restrict args, int64_t row
             p[i - lo] = probs[i * width + column];
             ds[i - lo] = grad_scores[i * width + column];
         }
-        FN(weighted_rows)(ds, q + lo * d, hi - lo + 1, d, (T)args->scale, dk + j * d);
-        FN(weighted_rows)(p, go + lo * dv, hi - lo + 1, dv, (T)1, dval + j * dv);
+        FN(weighted_rows)(ds, q + lo * d, hi - lo + 1, d, (T)args->scale, dk + j * d, (int)args->stream);
+        FN(weighted_rows)(p, go + lo * dv, hi - lo + 1, dv, (T)1, dval + j * dv, (int)args->stream);
     }
 }
