@@ -77,6 +77,22 @@ def test_a_restriction_that_removes_nothing_changes_no_sentence(synthesize, monk
     assert [a for a, b in zip(plain, partial) if a == b] == [s for s in plain if "w3" not in s.split()]
 
 
+def test_training_voice_sets_never_hold_a_test_voice(synthesize):
+    """--train-voices many/mixed: 86 distinct variants, the classic 7 first, none of them a dev/test or
+    out-of-domain voice or built on one (AnxiousAndy, RicishayMax*); the installed espeak-ng has them all, and
+    a voice it lacks stops the synthesis with its name instead of silently speaking with the default voice."""
+    many = [v.lower() for v in synthesize.MANY_TRAIN_VARIANTS]
+    assert len(many) == len(set(many)) == 86 and synthesize.MANY_TRAIN_VARIANTS[:7] == synthesize.TRAIN_VARIANTS
+    test_voices = [v.lower() for v in synthesize.HELDOUT_VARIANTS + synthesize.OOD_VOICES]
+    assert not [(t, v) for t in test_voices for v in many if t == v or (len(t) > 2 and t in v)]
+    assert synthesize.OTHER_TRAIN_VARIANTS == synthesize.MANY_TRAIN_VARIANTS[7:]
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (tools/install_system_deps.sh)")
+    synthesize.check_variants(synthesize.MANY_TRAIN_VARIANTS + synthesize.HELDOUT_VARIANTS + synthesize.OOD_VOICES)
+    with pytest.raises(SystemExit, match="lacks the voice variant.*no_such_voice"):
+        synthesize.check_variants(["m1", "no_such_voice"])
+
+
 def test_run_stops_at_the_first_failed_stage_naming_it_and_its_log(tmp_path):
     """Fine-tuning from a pretraining run that does not exist fails stage 3; no later stage runs on nothing."""
     args = ["bash", "run.sh", "--quick", "true", "--stage", "3", "--data", str(tmp_path / "data"),

@@ -16,6 +16,8 @@
 #   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
 #                    a dilated head (stride 4, half the window in strides: twice the reach) or a global head (the
 #                    model's window plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
+#   --train-voices many   synthesise the training speech with 86 espeak-ng voice variants instead of 7 (the
+#                    held-out and out-of-domain voices stay unheard): more speaker variety for the same audio
 #   --label-fraction 0.1   fine-tune on that share of each voice's labelled training utterances (the
 #                    pretraining audio stays whole): with --ablation true, pretraining against from scratch
 #                    at a smaller label budget
@@ -43,6 +45,7 @@ asr_langs=hi,mr,bn,ta,te,kn
 longform_lang=hi        # "" = no long-form recording
 train_utts=500          # per language; the labelled languages' train sets are also pretraining audio
 train_words="1 4"       # words per training sentence (short utterances let CTC find its alignment sooner)
+train_voices=classic    # training speakers: classic (7 espeak-ng variants), many (86; never a test voice) or mixed
 test_words="2 6"
 test_utts=40            # dev and test, per labelled language
 longform_utts=80        # segments in the long recording, from test then dev (80 x ~3.5 s = about 5 minutes)
@@ -150,7 +153,7 @@ fi
 
 if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "$exp/log/synth_*.log $exp/log/validate.log"; then
   python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $train_utts \
-    --seed $seed --nj $nj --words $train_words 2>&1 | tee $exp/log/synth_train.log
+    --seed $seed --nj $nj --words $train_words --train-voices $train_voices 2>&1 | tee $exp/log/synth_train.log
   for split in dev test; do
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
       --seed $seed --nj $nj --words $test_words 2>&1 | tee $exp/log/synth_$split.log
@@ -161,9 +164,7 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "
   [ -z "$longform_lang" ] || python local/make_longform.py --src $data/test_$longform_lang $data/dev_$longform_lang --long $data/test_long_$longform_lang \
     --pipe $data/test_pipe_$longform_lang --wav $data/wav/long_$longform_lang.wav --utts $longform_utts \
     2>&1 | tee $exp/log/longform_data.log
-  for dir in $data/train_* $data/dev_* $data/test_*; do
-    seqattn validate-data-dir $dir --check-audio
-  done 2>&1 | tee $exp/log/validate.log
+  seqattn validate-data-dir $data/train_* $data/dev_* $data/test_* --check-audio 2>&1 | tee $exp/log/validate.log
   finish_stage 1 corpus
 fi
 

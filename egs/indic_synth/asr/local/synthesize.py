@@ -35,6 +35,20 @@ import torchaudio.functional as AF
 # espeak-ng voice variants: train speakers and held-out speakers are disjoint
 TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "f1", "f2", "f3"]
 HELDOUT_VARIANTS = ["m5", "m6", "f4", "f5"]
+# ``--train-voices many``: every other variant espeak-ng 1.51 ships (voices/!v), less the held-out ones, the
+# out-of-domain voices (OOD_VOICES below) and the variants built on them (AnxiousAndy, RicishayMax*), so no
+# test voice is heard in training. Named in full, not read from the installed espeak-ng, so that the corpus
+# does not change with its version; a variant the installed espeak-ng lacks is an error (see check_variants).
+MANY_TRAIN_VARIANTS = TRAIN_VARIANTS + [
+    "m7", "m8", "adam", "Alex", "Andrea", "anika", "anikaRobot", "announcer", "antonio", "aunty", "belinda",
+    "benjamin", "boris", "caleb", "croak", "david", "Demonic", "Diogo", "ed", "edward", "edward2", "fast",
+    "Gene", "Gene2", "grandma", "grandpa", "gustave", "Henrique", "Hugo", "iven", "iven2", "iven3", "iven4",
+    "Jacky", "john", "kaukovalta", "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "linda", "marcelo",
+    "Marco", "Mario", "Michael", "michel", "miguel", "Mike", "Nguyen", "norbert", "pablo", "paul", "pedro",
+    "quincy", "rob", "robert", "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6",
+    "robosoft7", "robosoft8", "sandro", "shelby", "steph", "steph2", "steph3", "Storm", "travis", "Tweaky",
+    "UniRobot", "victor", "whisper", "whisperf", "zac"]
+OTHER_TRAIN_VARIANTS = MANY_TRAIN_VARIANTS[len(TRAIN_VARIANTS):]
 FAMILY = {"bpy": "indo-aryan", "hi": "indo-aryan", "bn": "indo-aryan", "mr": "indo-aryan", "gu": "indo-aryan", "pa": "indo-aryan",
           "or": "indo-aryan", "as": "indo-aryan", "ne": "indo-aryan", "ur": "indo-aryan", "sd": "indo-aryan",
           "si": "indo-aryan", "kok": "indo-aryan", "ta": "dravidian", "te": "dravidian", "kn": "dravidian",
@@ -167,6 +181,16 @@ def ood_sentences(lang: str, split: str, count: int, seed: int, training_sentenc
     return rng.sample(candidates, min(count, len(candidates)))
 
 
+def check_variants(variants: list[str]) -> None:
+    """Stop with the missing names when the installed espeak-ng lacks a voice variant the split needs (it would
+    otherwise fall back to its default voice without a word, and the corpus would have fewer voices than it says)."""
+    listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    installed = {line.split()[4].split("/")[-1].lower() for line in listing.splitlines()[1:] if len(line.split()) > 4}
+    missing = [v for v in variants if v.lower() not in installed]
+    if missing:
+        raise SystemExit(f"espeak-ng lacks the voice variant(s) {', '.join(missing)} (espeak-ng --voices=variant)")
+
+
 def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
           snr_db: float | None = None, seed: int = 0) -> float:
     """Synthesise ``text`` into ``out`` (16-bit PCM at ``sample_rate``); with ``snr_db``, add white noise at
@@ -202,13 +226,19 @@ def main() -> None:
                         help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance")
     parser.add_argument("--text-source", choices=["cldr", "messages"], default="cldr",
                         help="messages: an out-of-domain split of translated Debian messages (see above)")
+    parser.add_argument("--train-voices", choices=["classic", "many", "mixed"], default="classic",
+                        help="train split's voice variants: classic, the 7 m1-m4/f1-f3; many, every espeak-ng "
+                             "variant that no held-out or out-of-domain split uses (86); mixed, half of the "
+                             "utterances from the classic 7 and half from the 79 others")
     args = parser.parse_args()
 
     out = Path(args.out)
     ood = args.text_source == "messages"
     if ood and args.split == "train":
         raise SystemExit("--text-source messages makes held-out test sets only; give --split, e.g. test_ood")
-    variants = OOD_VOICES if ood else TRAIN_VARIANTS if args.split == "train" else HELDOUT_VARIANTS
+    train_variants = TRAIN_VARIANTS if args.train_voices == "classic" else MANY_TRAIN_VARIANTS
+    variants = OOD_VOICES if ood else train_variants if args.split == "train" else HELDOUT_VARIANTS
+    check_variants(variants)
     for lang in args.langs.split(","):
         data_dir = out / f"{args.split}_{lang}"
         wav_dir = out / "wav" / f"{args.split}_{lang}"
@@ -229,7 +259,10 @@ def main() -> None:
             texts = split_sentences(lang, args.split, args.utts, args.seed, *args.words, training)
         for i, text in enumerate(texts):
             rng = random.Random(hashlib.sha1(f"{args.seed}-{lang}-{args.split}-{i}".encode()).hexdigest())
-            variant = rng.choice(variants)
+            if args.split == "train" and args.train_voices == "mixed":  # half classic, half the other variants
+                variant = rng.choice(TRAIN_VARIANTS if rng.random() < 0.5 else OTHER_TRAIN_VARIANTS)
+            else:
+                variant = rng.choice(variants)
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
             if ood:  # pitch outside the training range [30, 70]
                 pitch = rng.choice([rng.randint(12, 25), rng.randint(75, 90)])
