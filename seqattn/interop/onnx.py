@@ -1,7 +1,9 @@
 """ONNX export of CTC models, and onnxruntime as a transcription backend.
 
 ``seqattn export onnx MODEL_DIR OUT.onnx`` captures ``model(waveforms, lengths) -> (logits, frame_lengths)``
-with ``torch.export`` (dynamic batch and length) and translates it with PyTorch's ONNX exporter. Full, local
+with ``torch.export`` (dynamic batch and length) and translates it with PyTorch's ONNX exporter. Both front
+ends export: the raw-waveform CNN, and the log-mel filterbank (its FFT becomes ONNX's DFT, its per-utterance
+normalisation follows ``lengths``), with transformer or Conformer blocks. Full, local
 (per-head windows too), dilated, global, shifted-window and pooled heads export; local heads go through a traceable
 form of the same band
 (:mod:`seqattn.nn.band_export`), so the exported graph keeps local attention's O(N * window) cost. Routed
@@ -26,6 +28,7 @@ from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary, vocabulary_from
 from seqattn.errors import SeqattnError
 from seqattn.models.io import ModelDirError, load_model, parse_config, read_model_config
 from seqattn.models.wav2vec2.components import conv_output_frames, receptive_field
+from seqattn.models.wav2vec2.fbank import FbankFrontEnd
 from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
 from seqattn.utils.atomic import atomic_path
 from seqattn.utils.extras import require
@@ -63,9 +66,6 @@ class _LogitsGraph(nn.Module):
 
 def check_exportable(config, where) -> None:
     """Refuse what the exporter cannot capture, before minutes are spent trying."""
-    if config.frontend != "cnn":
-        raise OnnxError(f"{where}: frontend={config.frontend!r}: ONNX export takes the raw-waveform CNN front end only "
-                        "(the fbank front end is not exported yet)")
     for index in range(config.num_layers):
         attention = config.attention_for(index)
         if attention.routing_heads or attention.block_routed_heads:
@@ -153,20 +153,33 @@ class OnnxCTC(CTCInference):
             raise OnnxError(f"{path}: its embedded seqattn config is unusable: {error}") from None
         self.vocabulary = vocabulary_from_json(meta[METADATA_TOKENS], f"{path} (embedded {VOCAB_FILE})")
         self.path = path
-        self.convs = [(kernel, stride) for _, kernel, stride in self.config.conv_layers]
-        self.min_samples, self.hop = receptive_field(self.convs)
+        self.fbank = self.config.frontend == "fbank"
+        if self.fbank:  # the graph computes the log-mel frames; their framing gives lengths and receptive field
+            self.front_end = FbankFrontEnd(self.config.fbank_bins, self.config.fbank_stack)
+            self.min_samples, self.hop = self.front_end.receptive_field()
+        else:
+            self.convs = [(kernel, stride) for _, kernel, stride in self.config.conv_layers]
+            self.min_samples, self.hop = receptive_field(self.convs)
         self.normalize = self.config.normalize_waveform
         self.device = torch.device("cpu")
         self.has_full_attention = self.config.has_full_attention
         # The base extractor's GroupNorm normalises each channel over the whole input, padding included, so
-        # padded batches would change the frames: such models run one utterance at a time.
-        self.batchable = self.config.extractor_mode != "default"
+        # padded batches would change the frames: such models run one utterance at a time. The fbank front
+        # end normalises each utterance over its own frames only (lengths are inputs of the graph).
+        self.batchable = self.fbank or self.config.extractor_mode != "default"
 
     @property
     def default_chunk_seconds(self) -> float:
-        return 30.0 if self.has_full_attention else LONG_INPUT_CHUNK_SECONDS
+        """Full attention: 30 s chunks, as in PyTorch. Bounded heads: 120 s chunks for the raw CNN; none for the
+        fbank front end, whose per-utterance normalisation would differ chunk by chunk (PyTorch streams it with
+        the whole input's statistics, which a stateless graph cannot), and whose cost is linear in length."""
+        if self.has_full_attention:
+            return 30.0
+        return 0.0 if self.fbank else LONG_INPUT_CHUNK_SECONDS
 
     def num_frames(self, num_samples: int) -> int:
+        if self.fbank:
+            return int(self.front_end.output_lengths(torch.tensor([num_samples]))[0])
         return conv_output_frames(self.convs, num_samples)
 
     def logits(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
