@@ -17,7 +17,9 @@
 #                    a dilated head (stride 4, half the window in strides: twice the reach) or a global head (the
 #                    model's window plus 8 learned summary tokens), for exactly as many updates as ft: equal compute
 #   --train-voices many   synthesise the training speech with 86 espeak-ng voice variants instead of 7 (the
-#                    held-out and out-of-domain voices stay unheard): more speaker variety for the same audio
+#                    held-out and out-of-domain voices stay unheard); mixed: half of it from the classic 7, half
+#                    from the others. More speaker variety for the same audio: better out of domain, worse in
+#                    domain at this budget (RESULTS.md, "Voice variety in training")
 #   --label-fraction 0.1   fine-tune on that share of each voice's labelled training utterances (the
 #                    pretraining audio stays whole): with --ablation true, pretraining against from scratch
 #                    at a smaller label budget
