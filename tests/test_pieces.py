@@ -33,6 +33,16 @@ def test_pieces_round_trip_save_load_and_lexicon(tmp_path):
     assert all(line.endswith(" |") for line in lines)
 
 
+def test_zero_width_joiners_stay_inside_the_pieces():
+    """Bengali and other Indic spellings carry ZWNJ/ZWJ (U+200C/U+200D) inside words; the pieces keep them, so
+    such a word encodes without unknown characters and decodes back to itself."""
+    texts = ["ক্\u200cষমা বাংলা", "অক্ষর বাংলা ভাষা", "র\u200dযাব ভাষা"] * 20
+    vocab = PieceVocabulary.build(texts, size=30)
+    for text in ("ক্\u200cষমা ভাষা", "র\u200dযাব বাংলা"):
+        assert vocab.unknown_characters(text) == set()
+        assert vocab.decode(vocab.encode(text)) == text
+
+
 def test_finetune_with_sentencepiece_units_then_transcribe(tmp_path, capsys):
     from seqattn.train.config_io import load_config
     from seqattn.train.finetune import FinetuneConfig, train

@@ -54,7 +54,10 @@ class PieceVocabulary(CharVocabulary):
                     sentencepiece.SentencePieceTrainer.train(
                         input=str(corpus), model_prefix=str(Path(tmp) / "sp"), model_type="unigram",
                         vocab_size=size, character_coverage=1.0, add_dummy_prefix=False, bos_id=-1, eos_id=-1,
-                        unk_id=0, hard_vocab_limit=False, minloglevel=2, split_by_whitespace=True)
+                        unk_id=0, hard_vocab_limit=False, minloglevel=2, split_by_whitespace=True,
+                        # the words are already normalised as the references are; sentencepiece's default NFKC
+                        # rules would drop the zero-width (non-)joiners Indic spellings need, and split words there
+                        normalization_rule_name="identity")
                     break
                 except RuntimeError:
                     size = max(len(characters) + 2, int(size * 0.7))
