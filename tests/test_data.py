@@ -11,6 +11,7 @@ import torch
 from audio_fixtures import make_data_dir, tone_wave
 from seqattn.data.audio import AudioError, AudioSource, audio_duration, load_audio
 from seqattn.data.kaldi import DataDirError, read_data_dir
+from seqattn.data.labelled import LabelledItem, PaddedBatches
 from seqattn.data.manifest import read_fairseq_manifest, read_jsonl_manifest
 from seqattn.data.sampling import duration_batches, language_probabilities, temperature_epoch
 
@@ -185,6 +186,19 @@ def test_duration_batches_respect_the_budget():
     batches = duration_batches(list(range(200)), sizes, 50000, torch.Generator().manual_seed(0))
     assert sorted(i for b in batches for i in b) == list(range(200))
     assert all(len(b) * max(sizes[i] for i in b) <= 50000 for b in batches)
+
+
+def test_shortest_first_epoch_orders_batches_by_length_and_keeps_every_item():
+    """SortaGrad: the same batches as a shuffled epoch (the same items, the same budget), shortest first;
+    the dataset's finetune switch turns it on only for the first epochs."""
+    sizes = [int(s) for s in torch.randint(1000, 20000, (120,), generator=torch.Generator().manual_seed(3))]
+    items = [LabelledItem(f"u{i}", None, None, size, "a", [1]) for i, size in enumerate(sizes)]
+    shuffled = PaddedBatches(items, 0, 0, 40000, 16000, False)
+    ordered = PaddedBatches(items, 0, 0, 40000, 16000, False, shortest_first=True)
+    longest = [max(sizes[i] for i in batch) for batch in ordered.batches]
+    assert longest == sorted(longest)
+    assert longest != [max(sizes[i] for i in batch) for batch in shuffled.batches]  # the shuffled one is not sorted
+    assert sorted(map(sorted, ordered.batches)) == sorted(map(sorted, shuffled.batches))
 
 
 def test_validate_cli_checks_every_dir_it_is_given_and_fails_if_any_is_invalid(tmp_path, capsys):

@@ -225,3 +225,19 @@ def test_front_end_mismatches_and_too_low_frame_rates_are_one_line_errors(setup,
         train(_fbank_config(setup, tmp_path / "slow", "model.fbank_stack=32"))
     listed = (tmp_path / "slow" / "rejected_utterances.txt").read_text(encoding="utf-8").splitlines()
     assert sum(line.startswith("train ") and "labels need" in line for line in listed) == 12  # the list it names
+
+
+def test_shortest_first_epochs_order_only_the_first_epochs(setup, tmp_path):
+    """data.shortest_first_epochs=1: epoch 0 runs its batches shortest first, epoch 1 is shuffled again (the
+    order is a function of the epoch and the seed alone, so a resumed run sees the same batches)."""
+    from seqattn.data.labelled import LabelledItem
+    from seqattn.train.distributed import DistributedContext
+    from seqattn.train.finetune import FinetuneTask
+
+    config = _config(setup, tmp_path / "order", "data.shortest_first_epochs=1", "data.max_tokens=30000")
+    sizes = [int(s) for s in torch.randint(4000, 24000, (60,), generator=torch.Generator().manual_seed(5))]
+    items = [LabelledItem(f"u{i}", None, "hi", size, "a", [1]) for i, size in enumerate(sizes)]
+    task = FinetuneTask(config, Wav2Vec2ForCTC(tiny(vocab_size=5)), None, items, [], DistributedContext(), None)
+    longest = [[max(sizes[i] for i in batch) for batch in task.epoch_dataset(epoch).batches] for epoch in (0, 1)]
+    assert longest[0] == sorted(longest[0])
+    assert longest[1] != sorted(longest[1])

@@ -92,7 +92,7 @@ class PaddedBatches(torch.utils.data.Dataset):
 
     def __init__(self, items: list[LabelledItem], epoch: int, seed: int, max_tokens: int, sample_rate: int,
                  normalize: bool, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None, shortest_first: bool = False):
         self.items, self.epoch, self.seed = items, epoch, seed
         self.augment = augment if augment is not None and augment.enabled else None
         self.sample_rate, self.normalize = sample_rate, normalize
@@ -103,6 +103,8 @@ class PaddedBatches(torch.utils.data.Dataset):
         self.batches = duration_batches(order, sizes, max_tokens, generator)
         if not shuffle:
             self.batches.sort(key=lambda b: b[0])
+        elif shortest_first:  # SortaGrad (Deep Speech 2): the epoch goes from the shortest batches to the longest
+            self.batches.sort(key=lambda b: max(sizes[i] for i in b))
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -54,6 +54,9 @@ class FinetuneData:
     num_workers: int = 0
     fix_data_dirs: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # waveform perturbation of training utterances
+    # the first this-many epochs run their batches from the shortest utterances to the longest (SortaGrad), so
+    # that CTC first aligns short, easy utterances; later epochs are shuffled
+    shortest_first_epochs: int = 0
 
 
 @dataclass
@@ -186,7 +189,7 @@ class FinetuneTask(Task):
         data = self.config.data
         return PaddedBatches(self.train_items, epoch, self.config.run.seed, data.max_tokens, data.sample_rate,
                              self.model.config.normalize_waveform, self.ctx.rank, self.ctx.world_size,
-                             augment=data.augment)
+                             augment=data.augment, shortest_first=epoch < data.shortest_first_epochs)
 
     def is_empty(self, batch) -> bool:
         return batch["waves"].shape[0] == 0
