@@ -6,8 +6,9 @@ Run:  .venv/bin/python tools/bench_attention.py [--quick] [--out-dir bench_out/a
 Setting (issue 2): CPU, fp32, B=1, H=8, D=64, N in {1k..32k}. Every (method, N) runs in its own
 subprocess; its peak memory is the maximum RSS, sampled every millisecond, above the RSS just before one
 forward+backward (after a warm-up). Times are medians of
---reps runs after one warm-up, forward (no grad) and forward+backward (of out.sum(), gradients unset before
-each run as zero_grad leaves them, so none is added into a previous run's). All competitors run in the same
+--reps runs after one warm-up, forward (no grad) and forward+backward (out.backward(grad) with a fixed random
+output gradient, as the next layer hands one back in training; q/k/v gradients unset before each run as
+zero_grad leaves them, so none is added into a previous run's). All competitors run in the same
 invocation, so the ratios compare like with like. Writes results.json and results.md.
 """
 from __future__ import annotations
@@ -162,11 +163,16 @@ def worker(method: str, n: int, reps: int, threads: int) -> dict:
         with torch.no_grad():
             forward(q, k, v)
 
+    with torch.no_grad():  # the output gradient a training step's next layer would hand back: dense, random
+        grad_out = torch.randn(forward(q, k, v).shape)
+
     def fwd_bwd():
         # a training step's backward: gradients start unset, as after optimizer.zero_grad() (set_to_none, the
-        # default), so each repetition writes fresh gradients instead of adding into the previous ones
+        # default), so each repetition writes fresh gradients instead of adding into the previous ones; the
+        # output gradient is a given dense tensor, not out.sum()'s (which would add a reduction over the output
+        # and the copy of an expanded gradient of ones to every cell)
         q.grad = k.grad = v.grad = None
-        forward(q, k, v).sum().backward()
+        forward(q, k, v).backward(grad_out)
 
     try:  # memory first, in this fresh process: nothing freed yet for the allocator to reuse
         result["peak_mib"] = peak_above_baseline(fwd_bwd)
@@ -251,8 +257,8 @@ def markdown(rows, summary, lengths, meta) -> str:
         "",
         f"`{meta['command']}` on {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
         f"{meta['date']}. B={B}, H={H}, D={D}, fp32. Median of {meta['reps']} runs after a warm-up; "
-        "forward+backward = `out.sum().backward()` with q/k/v gradients unset before each run (as after "
-        "`zero_grad()`); "
+        "forward+backward = `out.backward(grad)` with a fixed random output gradient and q/k/v gradients "
+        "unset before each run (as after `zero_grad()`); "
         "peak = max RSS (sampled every ms) during the first fwd+bwd of a fresh process, above the RSS before it. "
         + ("glibc default allocator." if meta.get("default_malloc") else
            "glibc mmap/trim thresholds raised to 2 GiB in every worker (as `seqattn` commands do), so large "
