@@ -93,6 +93,31 @@ def test_training_voice_sets_never_hold_a_test_voice(synthesize):
         synthesize.check_variants(["m1", "no_such_voice"])
 
 
+def test_voices_set_a_held_out_splits_speakers_apart_from_its_text(synthesize, monkeypatch, tmp_path):
+    """--voices ood speaks CLDR text with the out-of-domain voices at pitches outside the training range, and
+    --text-source messages --voices heldout speaks messages with the dev/test voices, so each shift can be
+    measured alone; auto keeps each text source's own voices, and a train split refuses the option."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (tools/install_system_deps.sh)")
+    if not synthesize.message_sentences("hi"):
+        pytest.skip("no translated Hindi messages under /usr/share/locale (tools/install_system_deps.sh)")
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["synthesize.py", "--out", str(tmp_path), "--langs", "hi", *args])
+        synthesize.main()
+        rows = (tmp_path / f"{args[1]}_hi" / "utt2spk").read_text().split("\n")
+        return {line.split()[1].split("-", 1)[1] for line in rows if line}
+
+    heldout, ood = set(synthesize.HELDOUT_VARIANTS), set(synthesize.OOD_VOICES)
+    assert run("--split", "train", "--utts", "12", "--words", "1", "3") <= set(synthesize.TRAIN_VARIANTS)
+    assert run("--split", "test_voiceshift", "--utts", "4", "--voices", "ood") <= ood
+    assert run("--split", "test_textshift", "--utts", "4", "--text-source", "messages", "--voices", "heldout") <= heldout
+    assert run("--split", "test_ood", "--utts", "4", "--text-source", "messages") <= ood
+    assert run("--split", "test", "--utts", "4") <= heldout
+    with pytest.raises(SystemExit, match="held-out test sets only"):
+        run("--split", "train", "--utts", "2", "--voices", "ood")
+
+
 def test_run_stops_at_the_first_failed_stage_naming_it_and_its_log(tmp_path):
     """Fine-tuning from a pretraining run that does not exist fails stage 3; no later stage runs on nothing."""
     args = ["bash", "run.sh", "--quick", "true", "--stage", "3", "--data", str(tmp_path / "data"),

@@ -13,7 +13,8 @@ training text has, so every held-out character is in the fine-tuned model's voca
 messages of Debian packages (gettext catalogues under /usr/share/locale/<lang>/LC_MESSAGES, which
 tools/install_system_deps.sh installs), spoken by named espeak-ng voices that no other split uses, at pitches
 outside the training range. Catalogues of names (iso-codes) are left out, as are messages with Latin letters,
-digits or markup, and messages with characters the training text lacks.
+digits or markup, and messages with characters the training text lacks. ``--voices heldout|ood`` chooses a
+held-out split's speakers apart from its text, so that the two shifts can be measured one at a time.
 """
 from __future__ import annotations
 
@@ -230,14 +231,21 @@ def main() -> None:
                         help="train split's voice variants: classic, the 7 m1-m4/f1-f3; many, every espeak-ng "
                              "variant that no held-out or out-of-domain split uses (86); mixed, half of the "
                              "utterances from the classic 7 and half from the 79 others")
+    parser.add_argument("--voices", choices=["auto", "heldout", "ood"], default="auto",
+                        help="speakers of a held-out split: auto, the held-out variants for CLDR text and the "
+                             "out-of-domain voices (at pitches outside the training range) for messages; heldout "
+                             "or ood sets them apart from the text, so that a split can change only the text "
+                             "(--text-source messages --voices heldout) or only the voices (--voices ood)")
     args = parser.parse_args()
 
     out = Path(args.out)
     ood = args.text_source == "messages"
-    if ood and args.split == "train":
-        raise SystemExit("--text-source messages makes held-out test sets only; give --split, e.g. test_ood")
+    if args.split == "train" and (ood or args.voices != "auto"):
+        raise SystemExit("--text-source messages and --voices make held-out test sets only; give --split, "
+                         "e.g. test_ood")
+    ood_voices = args.voices == "ood" or (args.voices == "auto" and ood)
     train_variants = TRAIN_VARIANTS if args.train_voices == "classic" else MANY_TRAIN_VARIANTS
-    variants = OOD_VOICES if ood else train_variants if args.split == "train" else HELDOUT_VARIANTS
+    variants = OOD_VOICES if ood_voices else train_variants if args.split == "train" else HELDOUT_VARIANTS
     check_variants(variants)
     for lang in args.langs.split(","):
         data_dir = out / f"{args.split}_{lang}"
@@ -264,7 +272,7 @@ def main() -> None:
             else:
                 variant = rng.choice(variants)
             rate, pitch, amp = rng.randint(130, 185), rng.randint(30, 70), rng.randint(80, 140)
-            if ood:  # pitch outside the training range [30, 70]
+            if ood_voices:  # pitch outside the training range [30, 70]
                 pitch = rng.choice([rng.randint(12, 25), rng.randint(75, 90)])
             speaker = f"{lang}-{variant}"
             utt = f"{speaker}-{args.split}-{i:05d}"
