@@ -41,9 +41,20 @@ def test_bench_wav2vec2_quick(tmp_path):
     pytest.importorskip("transformers", reason="test extra (transformers) not installed")
     payload, table = _run("bench_wav2vec2.py", tmp_path)
     impls = {r["impl"]: r for r in payload["rows"]}
-    assert set(impls) == {"hf", "seqattn_full", "seqattn_local", "seqattn_fbank_local", "seqattn_fbank_bestrq"}
+    assert set(impls) == {"hf", "seqattn_full", "seqattn_local", "seqattn_fbank_local", "seqattn_fbank_bestrq",
+                          "seqattn_fbank_conv_bestrq"}
     assert all("error" not in r and len(r["step_s"]) == 2 for r in impls.values()), impls
     assert "HF time / seqattn time" in table and "raw-CNN local time / fbank time" in table
+
+
+def test_bench_front_ends_quick(tmp_path):
+    payload, table = _run("bench_front_ends.py", tmp_path)
+    rows = {r["front_end"]: r for r in payload["rows"]}
+    assert set(rows) == {"stack", "conv32", "conv64", "conv128"}
+    assert all(len(r["step_s"]) == 2 and r["median_ms"] > 0 for r in rows.values())
+    assert rows["stack"]["ratio_to_stack"] == 1.0
+    assert rows["stack"]["params"] < rows["conv32"]["params"] < rows["conv64"]["params"] < rows["conv128"]["params"]
+    assert "| two 3x3 stride-2 convolutions, 64 channels |" in table
 
 
 def test_bench_transcribe_quick(tmp_path):

@@ -199,11 +199,14 @@ def _fbank_config(setup, out, *extra):
     ])
 
 
-def test_fbank_conformer_recipe_trains_from_scratch_and_transcribes(setup, tmp_path, capsys):
-    best = train(_fbank_config(setup, tmp_path / "ft"))
+@pytest.mark.parametrize("subsampling", ["stack", "conv"])
+def test_fbank_conformer_recipe_trains_from_scratch_and_transcribes(setup, tmp_path, capsys, subsampling):
+    best = train(_fbank_config(setup, tmp_path / "ft", f"model.fbank_subsampling={subsampling}",
+                               "model.fbank_conv_channels=8", "model.fbank_freq_masks=1"))
     model = load_model(best)
     assert isinstance(model, Wav2Vec2ForCTC)
     assert model.config.frontend == "fbank" and model.config.encoder_block == "conformer"
+    assert model.config.fbank_subsampling == subsampling
     assert "valid update 2: wer=" in (tmp_path / "ft" / "train.log").read_text(encoding="utf-8")
     assert cli_main(["transcribe", str(best), "--data-dir", str(setup[1]), "--output-dir", str(tmp_path / "out"),
                      "--quiet"]) == 0
@@ -219,10 +222,12 @@ def test_front_end_mismatches_and_too_low_frame_rates_are_one_line_errors(setup,
         build_model(_config(setup, tmp_path, "model_overrides={frontend: fbank}"), vocab_size=7)
     with pytest.raises(TrainingError, match=r"model_overrides.encoder_block: .*encoder_block='transformer'"):
         build_model(_config(setup, tmp_path, "model_overrides={encoder_block: conformer}"), vocab_size=7)
+    with pytest.raises(TrainingError, match=r"model_overrides.fbank_subsampling: .*fbank_subsampling='stack'"):
+        build_model(_config(setup, tmp_path, "model_overrides={fbank_subsampling: conv}"), vocab_size=7)
     # 32 stacked frames = 320 ms: every 1-1.5 s training utterance has more labels than frames
     with pytest.raises(TrainingError, match=r"model.fbank_stack: frames of 320 ms leave fewer CTC frames than labels "
                                             r"in 12 of 12 training utterances"):
-        train(_fbank_config(setup, tmp_path / "slow", "model.fbank_stack=32"))
+        train(_fbank_config(setup, tmp_path / "slow", "model.fbank_stack=32", "model.fbank_subsampling=stack"))
     listed = (tmp_path / "slow" / "rejected_utterances.txt").read_text(encoding="utf-8").splitlines()
     assert sum(line.startswith("train ") and "labels need" in line for line in listed) == 12  # the list it names
 

@@ -7,7 +7,8 @@ The model is seqattn's ``small()`` preset (4 layers, 256 dims, 256-channel CNN; 
 layers of 768 dims over the 512-channel CNN) and the HF ``Wav2Vec2ForPreTraining`` built with the same sizes
 (SDPA attention). Both include their masking and negative sampling in the step. seqattn runs with full
 attention (the original model), with local attention of 128 frames each side, and with the log-mel
-filterbank front end stacked to 40 ms under the same local encoder (contrastive objective, and BEST-RQ).
+filterbank front end stacked to 40 ms under the same local encoder (contrastive objective, and BEST-RQ), and
+conv-subsampled to 40 ms instead (BEST-RQ).
 Each (implementation, crop) runs in its own subprocess: median of --reps steps after a warm-up, and peak
 RSS above the pre-step level. Batch size 1.
 """
@@ -27,6 +28,8 @@ IMPLEMENTATIONS = {
     "seqattn_local": "seqattn, local attention L=R=128 frames",
     "seqattn_fbank_local": "seqattn, fbank 40 ms, local L=R=128, contrastive",
     "seqattn_fbank_bestrq": "seqattn, fbank 40 ms, local L=R=128, BEST-RQ",
+    "seqattn_fbank_conv_bestrq": "seqattn, fbank conv-subsampled to 40 ms (2 convs of 128 channels), local L=R=128, "
+                                 "BEST-RQ",
 }
 
 
@@ -83,8 +86,10 @@ def _step(impl: str, seconds: float, preset: str):
         config.attention = AttentionConfig(num_heads=heads, local_heads=heads, window_left=128, window_right=128)
     if impl.startswith("seqattn_fbank"):
         config.frontend, config.fbank_stack = "fbank", 4
-    if impl == "seqattn_fbank_bestrq":
+    if impl in ("seqattn_fbank_bestrq", "seqattn_fbank_conv_bestrq"):
         config.objective = "bestrq"
+    if impl == "seqattn_fbank_conv_bestrq":
+        config.fbank_subsampling = "conv"
     model = Wav2Vec2ForPretraining(config).train()
     counter = iter(range(10**9))
 
@@ -139,7 +144,7 @@ def markdown(rows, info, crops) -> str:
     lines += ["", "## Ratios (seqattn raw-CNN local time / fbank time)", ""]
     for s in crops:
         cnn = by.get(("seqattn_local", s), {})
-        for impl in ("seqattn_fbank_local", "seqattn_fbank_bestrq"):
+        for impl in ("seqattn_fbank_local", "seqattn_fbank_bestrq", "seqattn_fbank_conv_bestrq"):
             row = by.get((impl, s), {})
             if "step_s" in cnn and "step_s" in row:
                 lines.append(f"- {s:.0f} s, {IMPLEMENTATIONS[impl]}: "

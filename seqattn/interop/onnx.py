@@ -28,7 +28,7 @@ from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary, vocabulary_from
 from seqattn.errors import SeqattnError
 from seqattn.models.io import ModelDirError, load_model, parse_config, read_model_config
 from seqattn.models.wav2vec2.components import conv_output_frames, receptive_field
-from seqattn.models.wav2vec2.fbank import FbankFrontEnd
+from seqattn.models.wav2vec2.model import build_front_end
 from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
 from seqattn.utils.atomic import atomic_path
 from seqattn.utils.extras import require
@@ -155,7 +155,7 @@ class OnnxCTC(CTCInference):
         self.path = path
         self.fbank = self.config.frontend == "fbank"
         if self.fbank:  # the graph computes the log-mel frames; their framing gives lengths and receptive field
-            self.front_end = FbankFrontEnd(self.config.fbank_bins, self.config.fbank_stack)
+            self.front_end = build_front_end(self.config)  # (conv subsampling: untrained weights, never run)
             self.min_samples, self.hop = self.front_end.receptive_field()
         else:
             self.convs = [(kernel, stride) for _, kernel, stride in self.config.conv_layers]

@@ -101,7 +101,8 @@ def init_vocabulary(config: FinetuneConfig) -> CharVocabulary | None:
     return vocab
 
 
-FRONT_END_KEYS = ("frontend", "fbank_bins", "fbank_stack", "conv_layers", "extractor_mode", "encoder_block")
+FRONT_END_KEYS = ("frontend", "fbank_bins", "fbank_stack", "fbank_subsampling", "fbank_conv_channels", "conv_layers",
+                  "extractor_mode", "encoder_block")
 
 
 def check_label_rate(model: Wav2Vec2ForCTC, report, sample_rate: int) -> None:

@@ -11,7 +11,7 @@
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
 #   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
 #   --frontend cnn   the raw-waveform CNN wav2vec 2.0 model (contrastive pretraining, 4 transformer layers at
-#                    20 ms) instead of the default filterbank Conformer (80-bin log-mel stacked to 40 ms, 6
+#                    20 ms) instead of the default filterbank Conformer (80-bin log-mel conv-subsampled to 40 ms, 6
 #                    Conformer blocks with local heads, BEST-RQ pretraining), which learns faster per CPU-minute
 #   --head-variants dilated,global   also fine-tune the pretrained model with one of its four local heads made
 #                    a dilated head (stride 4, half the window in strides: twice the reach) or a global head (the

@@ -2,12 +2,14 @@
 CNN or log-mel filterbank front end; transformer or Conformer blocks; contrastive or BEST-RQ pretraining."""
 from .bestrq import RandomProjectionQuantizer
 from .config import Wav2Vec2Config
+from .conv_fbank import ConvFbankFrontEnd
 from .fbank import FbankFrontEnd
 from .model import PretrainingOutput, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wav2Vec2Model
 from .presets import base, large, small, tiny
 from .quantizer import GumbelQuantizer, Quantized
 
 __all__ = [
+    "ConvFbankFrontEnd",
     "FbankFrontEnd",
     "GumbelQuantizer",
     "PretrainingOutput",

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from seqattn.nn import AttentionConfig
 from seqattn.utils.values import check_known_keys, from_values
 
+from .conv_fbank import conv_bins, conv_feature_dim
+
 BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
 
 
 FRONT_ENDS = ("cnn", "fbank")
+FBANK_SUBSAMPLINGS = ("stack", "conv")
 ENCODER_BLOCKS = ("transformer", "conformer")
 OBJECTIVES = ("contrastive", "bestrq")
 CONFORMER_NORMS = ("layer", "batch")
@@ -28,6 +31,11 @@ class Wav2Vec2Config:
     frontend: str = "cnn"
     fbank_bins: int = 80
     fbank_stack: int = 4  # 2, 4, 8: encoder frames of 20, 40, 80 ms
+    # how 10 ms frames become encoder frames: "stack" (fbank_stack frames side by side, no parameters) or
+    # "conv" (log2(fbank_stack) 3x3 stride-2 convolutions over time and frequency with ReLU, each of
+    # fbank_conv_channels channels, as in ESPnet/icefall Conformers; see conv_fbank.py)
+    fbank_subsampling: str = "stack"
+    fbank_conv_channels: int = 128
     # SpecAugment frequency masking of the fbank in training (time masking is mask_prob / mask_length):
     # fbank_freq_masks bands of up to fbank_freq_width bins per utterance, the same bins in every stacked frame
     fbank_freq_masks: int = 0
@@ -88,8 +96,19 @@ class Wav2Vec2Config:
 
     @property
     def feature_dim(self) -> int:
-        """Channels of the front end's frames: the last conv's, or fbank bins x stacked frames."""
-        return self.fbank_bins * self.fbank_stack if self.frontend == "fbank" else self.conv_layers[-1][0]
+        """Channels of the front end's frames: the last conv's, fbank bins x stacked frames, or the subsampling
+        convolutions' channels x the frequency bins they leave."""
+        if self.frontend == "cnn":
+            return self.conv_layers[-1][0]
+        if self.fbank_subsampling == "conv":
+            return conv_feature_dim(self.fbank_bins, self.fbank_stack, self.fbank_conv_channels)
+        return self.fbank_bins * self.fbank_stack
+
+    @property
+    def stacked_fbank_dim(self) -> int:
+        """Channels of fbank_stack stacked log-mel frames: what BEST-RQ's quantizer reads, whatever the
+        subsampling."""
+        return self.fbank_bins * self.fbank_stack
 
     def attention_for(self, layer: int) -> AttentionConfig:
         if self.layer_attention is not None:
@@ -117,7 +136,8 @@ class Wav2Vec2Config:
             raise ValueError(f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
                              f"got {self.conv_layers}"[:300])
         for name, allowed in (("frontend", FRONT_ENDS), ("encoder_block", ENCODER_BLOCKS),
-                              ("conformer_norm", CONFORMER_NORMS), ("objective", OBJECTIVES)):
+                              ("conformer_norm", CONFORMER_NORMS), ("objective", OBJECTIVES),
+                              ("fbank_subsampling", FBANK_SUBSAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.objective == "bestrq" and self.frontend != "fbank":
@@ -129,9 +149,14 @@ class Wav2Vec2Config:
         if self.fbank_freq_masks and self.frontend != "fbank":
             raise ValueError("fbank_freq_masks masks filterbank bins and needs frontend: fbank (the raw CNN's "
                              "features are masked by mask_channel_prob)")
-        for name in ("fbank_bins", "fbank_stack", "bestrq_codebooks", "bestrq_entries", "bestrq_dim"):
+        for name in ("fbank_bins", "fbank_stack", "fbank_conv_channels", "bestrq_codebooks", "bestrq_entries",
+                     "bestrq_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.frontend == "fbank" and self.fbank_subsampling == "conv":
+            if conv_bins(self.fbank_bins, self.fbank_stack) < 1:  # also refuses a stack that is no power of two
+                raise ValueError(f"fbank_bins: {self.fbank_bins} bins are too few for fbank_subsampling: conv at "
+                                 f"fbank_stack {self.fbank_stack}")
         if self.conformer_kernel < 1 or self.conformer_kernel % 2 == 0:
             raise ValueError(f"conformer_kernel must be odd and positive (a centred convolution), got "
                              f"{self.conformer_kernel}")

@@ -30,6 +30,7 @@ import torch
 from seqattn.utils.device import module_device
 
 from .components import ConformerLayer, Encoder, EncoderLayer
+from .conv_fbank import ConvFbankFrontEnd
 from .model import Features, FrontEnd, Wav2Vec2ForCTC, Wav2Vec2Model
 
 CNN_CHUNK_FRAMES = 1024  # CNN output frames per chunk of a long utterance (the first layer holds 512 x S/5)
@@ -80,7 +81,8 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
                        frames_per_chunk: int = CNN_CHUNK_FRAMES, keep_raw: bool = False) -> Features:
     """Features of 1-D waveforms of any lengths: each through the front end on its own (long ones in chunks),
     the feature layer norm, then padded into one (B, T, C) batch, on the model's device. ``keep_raw`` also
-    keeps the front end's frames before the norm (``Features.raw``, what BEST-RQ's quantizer reads)."""
+    keeps what BEST-RQ's quantizer reads (``Features.raw``: the front end's frames before the norm, or the
+    conv-subsampled front end's centred log-mel stacks)."""
     device = module_device(backbone)
     rows, raw_rows = [], []
     for wave in waveforms:
@@ -91,7 +93,9 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
             frames = backbone.feature_extractor(wave[None])  # (1, C, T_i)
         frames = frames[0].transpose(0, 1)  # (T_i, C)
         rows.append(backbone.feature_norm(frames))
-        if keep_raw:
+        if keep_raw and isinstance(backbone.feature_extractor, ConvFbankFrontEnd):  # BEST-RQ reads log-mel stacks
+            raw_rows.append(backbone.feature_extractor.target_frames(wave[None])[0].transpose(0, 1))  # (T_i, C')
+        elif keep_raw:
             raw_rows.append(frames)
     lengths = torch.tensor([row.shape[0] for row in rows], device=rows[0].device)
     x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, max T_i, C)

@@ -15,6 +15,7 @@ from torch import nn
 from .bestrq import RandomProjectionQuantizer
 from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
+from .conv_fbank import ConvFbankFrontEnd
 from .fbank import FbankFrontEnd
 from .masking import channel_mask, frequency_mask, sample_negatives, span_mask
 from .quantizer import GumbelQuantizer, perplexity
@@ -33,11 +34,14 @@ class _GradMultiply(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-FrontEnd = FeatureExtractor | FbankFrontEnd  # waveforms (B, S) -> frames (B, C, T); see build_front_end
+FrontEnd = FeatureExtractor | FbankFrontEnd | ConvFbankFrontEnd  # waveforms (B, S) -> frames (B, C, T)
 
 
 def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
-    """The config's front end: fairseq's raw-waveform CNN, or the parameter-free log-mel filterbank."""
+    """The config's front end: fairseq's raw-waveform CNN, or the log-mel filterbank with its frames stacked
+    (no parameters) or conv-subsampled."""
+    if config.frontend == "fbank" and config.fbank_subsampling == "conv":
+        return ConvFbankFrontEnd(config.fbank_bins, config.fbank_stack, config.fbank_conv_channels)
     if config.frontend == "fbank":
         return FbankFrontEnd(config.fbank_bins, config.fbank_stack)
     return FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
@@ -47,10 +51,11 @@ def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
 class Features:
     x: torch.Tensor  # (B, T, C) front-end features after the feature layer norm
     penalty_sum: torch.Tensor  # sum of squared CNN activations (before the norm): fairseq's features_pen is
-    penalty_count: torch.Tensor  # penalty_sum / penalty_count (zero for the fbank, which learns nothing)
+    penalty_count: torch.Tensor  # penalty_sum / penalty_count (zero for the fbank front ends)
     padding_mask: torch.Tensor | None  # (B, T) bool, True = padding
     lengths: torch.Tensor | None  # (B,) valid frames
-    raw: torch.Tensor | None = None  # (B, T, C) the front end's frames before the feature norm (BEST-RQ targets)
+    raw: torch.Tensor | None = None  # (B, T, C) what BEST-RQ's quantizer reads: the front end's frames before the
+    # feature norm, or with conv subsampling the stacked log-mel frames at the centre of each frame's field
 
 
 class Wav2Vec2Model(nn.Module):
@@ -70,11 +75,22 @@ class Wav2Vec2Model(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.feature_extractor.output_lengths(lengths)
 
-    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> Features:
-        """Run the front end (the CNN with fairseq's gradient scaling) and the feature layer norm."""
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
+                 mask_generators: list[torch.Generator] | None = None) -> Features:
+        """Run the front end (the CNN with fairseq's gradient scaling) and the feature layer norm.
+
+        ``mask_generators`` (training) draw the SpecAugment frequency masks of a conv-subsampled filterbank,
+        which apply before its convolutions; the other front ends are masked in :meth:`encode`."""
         mult = self.config.feature_grad_mult
         learned = self.config.frontend == "cnn"
-        if not learned:
+        targets = None
+        if isinstance(self.feature_extractor, ConvFbankFrontEnd):  # learned, but no gradient scaling or penalty
+            bins = None
+            if mask_generators is not None and self.config.fbank_freq_masks > 0:
+                bins = self.frequency_mask(waveforms.shape[0], mask_generators)
+            x, targets = self.feature_extractor.frames_and_targets(waveforms, lengths, bins)
+            targets = targets.transpose(1, 2)  # (B, T, bins * factor)
+        elif not learned:
             x = self.feature_extractor(waveforms, lengths)  # nothing to learn: no gradient scaling, no penalty
         elif mult > 0 or not self.training:
             x = self.feature_extractor(waveforms)
@@ -86,12 +102,17 @@ class Wav2Vec2Model(nn.Module):
         x = x.transpose(1, 2)  # (B, T, C)
         penalty_sum = x.float().pow(2).sum() if learned else x.new_zeros((), dtype=torch.float32)
         penalty_count = torch.tensor(float(x.numel()) if learned else 1.0, device=x.device)
-        raw, x = x, self.feature_norm(x)
+        raw, x = (x if targets is None else targets), self.feature_norm(x)
         padding_mask = frame_lengths = None
         if lengths is not None:
             frame_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
             padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
         return Features(x, penalty_sum, penalty_count, padding_mask, frame_lengths, raw)
+
+    def frequency_mask(self, batch: int, generators: list[torch.Generator]) -> torch.Tensor:
+        """(B, fbank_bins) bool: the SpecAugment bands to zero, from each row's generator."""
+        c = self.config
+        return frequency_mask(batch, c.fbank_bins, c.fbank_freq_masks, c.fbank_freq_width, generators)
 
     def apply_mask(self, x, padding_mask, generators: list[torch.Generator], sync_min=None):
         """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T)).
@@ -111,12 +132,15 @@ class Wav2Vec2Model(nn.Module):
 
     def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None,
                keep_layer_outputs: bool = True) -> EncoderOutput:
-        """Project features and run the encoder; with ``mask_generators`` (training) apply the fbank's frequency
-        masking and span masking. The result carries the frame ``lengths`` and, when masking, the ``time_mask``."""
+        """Project features and run the encoder; with ``mask_generators`` (training) apply the stacked fbank's
+        frequency masking and span masking. The result carries the frame ``lengths`` and, when masking, the
+        ``time_mask``. (A conv-subsampled fbank was frequency-masked in :meth:`features`, before its convolutions,
+        from the same generators, so every row draws its frequency bands before its spans in both layouts.)"""
         x = features.x
         c = self.config
-        if mask_generators is not None and c.fbank_freq_masks > 0:
-            bins = frequency_mask(x.shape[0], c.fbank_bins, c.fbank_freq_masks, c.fbank_freq_width, mask_generators)
+        stacked = c.fbank_subsampling == "stack"
+        if mask_generators is not None and c.fbank_freq_masks > 0 and stacked:
+            bins = self.frequency_mask(x.shape[0], mask_generators)
             x = x.masked_fill(bins.repeat(1, c.fbank_stack)[:, None, :].to(x.device), 0.0)  # (B, 1, stack * bins)
         x = self.dropout_input(self.feature_projection(x))
         time_mask = None
@@ -163,7 +187,7 @@ class Wav2Vec2ForPretraining(nn.Module):
         self.config = config
         self.wav2vec2 = Wav2Vec2Model(config)
         if config.objective == "bestrq":
-            self.quantizer = RandomProjectionQuantizer(config.feature_dim, config.bestrq_codebooks,
+            self.quantizer = RandomProjectionQuantizer(config.stacked_fbank_dim, config.bestrq_codebooks,
                                                        config.bestrq_entries, config.bestrq_dim, config.bestrq_seed)
             self.bestrq_head = nn.Linear(config.embed_dim, config.bestrq_codebooks * config.bestrq_entries)
             return
@@ -218,7 +242,7 @@ class Wav2Vec2ForPretraining(nn.Module):
         per-rank sum is scaled by ``world_size``, so DDP's gradient average equals one process.
         """
         reduce = reduce or (lambda t: t)
-        features = self.wav2vec2.features(waveforms, lengths)
+        features = self.wav2vec2.features(waveforms, lengths, generators)
         encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
         time_mask = encoded.time_mask  # (B, T)
         frames = None if features.padding_mask is None else ~features.padding_mask
@@ -251,7 +275,7 @@ class Wav2Vec2ForPretraining(nn.Module):
         """
         c = self.config
         reduce = reduce or (lambda t: t)
-        features = self.wav2vec2.features(waveforms, lengths)
+        features = self.wav2vec2.features(waveforms, lengths, generators)
         unmasked = self.dropout_features(features.x)
         encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
         x, time_mask, aux = encoded.x, encoded.time_mask, encoded.aux_loss
@@ -321,7 +345,7 @@ class Wav2Vec2ForCTC(nn.Module):
         backbone without gradients so only the head learns, as fairseq does for ``freeze_finetune_updates``.
         """
         with torch.no_grad() if freeze_encoder else contextlib.nullcontext():
-            features = self.wav2vec2.features(waveforms, lengths)
+            features = self.wav2vec2.features(waveforms, lengths, mask_generators)
             encoded = self.wav2vec2.encode(features, mask_generators=mask_generators, keep_layer_outputs=False)
         return self.head(self.final_dropout(encoded.x)), encoded.lengths, encoded.aux_loss
 
