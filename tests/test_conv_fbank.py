@@ -1,6 +1,7 @@
 """The conv-subsampled filterbank front end: the convolutions against a written-out reference on torchaudio's
-Kaldi fbank, frame counts and receptive field, padding, inputs read in pieces, BEST-RQ targets, SpecAugment before
-the convolutions, whole models (checkpoints, batches, streaming, time slices, ONNX) and config errors."""
+Kaldi fbank, frame counts and receptive field, BEST-RQ targets, SpecAugment before the convolutions, checkpoints,
+ONNX and config errors. Padded batches, inputs read in pieces, streaming and time slices are tested for both
+filterbank front ends in test_fbank.py."""
 import json
 
 import numpy as np
@@ -77,52 +78,10 @@ def test_output_lengths_and_receptive_field_describe_the_frames():
         torch.testing.assert_close(piece, whole[..., a:b], atol=1e-5, rtol=1e-5)
 
 
-def test_a_padded_batch_gives_what_each_utterance_gives_alone():
-    torch.manual_seed(0)
-    front = ConvFbankFrontEnd(80, 4, channels=8)
-    waves = [_speechlike(s, seed=i) for i, s in enumerate((1.31, 0.42, 0.97))]
-    lengths = torch.tensor([w.numel() for w in waves])
-    out = front(torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), lengths)  # (B, C, T)
-    frames = front.output_lengths(lengths)
-    for i, wave in enumerate(waves):
-        alone = front(wave[None])[0]
-        assert alone.shape[-1] == int(frames[i])
-        torch.testing.assert_close(out[i, :, : int(frames[i])], alone, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("frames_per_chunk", [1, 7, 10_000])
-def test_inputs_read_in_pieces_equal_one_pass(frames_per_chunk):
-    torch.manual_seed(0)
-    front = ConvFbankFrontEnd(40, 4, channels=4)
-    wave = _speechlike(6.1, seed=3)
-    whole = front(wave[None])
-    pieces = longform.front_end_long(front, wave, frames_per_chunk=frames_per_chunk)
-    assert pieces.shape == whole.shape
-    torch.testing.assert_close(pieces, whole, atol=2e-5, rtol=1e-4)
-
-
 def _conv_config(**overrides):
     values = dict(frontend="fbank", fbank_bins=40, fbank_stack=4, fbank_subsampling="conv", fbank_conv_channels=8,
                   attention=LOCAL, vocab_size=12)
     return tiny(**{**values, **overrides})
-
-
-@pytest.mark.parametrize("encoder_block", ["transformer", "conformer"])
-def test_models_stream_batch_and_slice_like_one_pass(encoder_block, monkeypatch):
-    torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(_conv_config(encoder_block=encoder_block, conformer_kernel=5)).eval()
-    inference = longform.LongFormCTC(model)
-    assert inference.hop == 640 and inference.min_samples == 1360 and inference.streamable
-    waves = [_speechlike(s, seed=i) for i, s in enumerate((9.3, 1.1, 3.7))]
-    one_pass = [inference.logits([w])[0] for w in waves]
-    for logits, reference in zip(inference.logits(waves), one_pass):  # a padded batch
-        torch.testing.assert_close(logits, reference, atol=2e-5, rtol=1e-4)
-    wave = waves[0]
-    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40,
-                                                      frames_per_chunk=13)))
-    torch.testing.assert_close(streamed, one_pass[0], atol=2e-5, rtol=1e-4)
-    monkeypatch.setattr(longform, "SLICE_FRAMES", 11)
-    torch.testing.assert_close(inference.logits([wave])[0], one_pass[0], atol=2e-5, rtol=1e-4)
 
 
 def test_a_saved_model_holds_the_convolutions_and_loads_equal(tmp_path):

@@ -15,6 +15,7 @@ from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, longform, tiny
+from seqattn.models.wav2vec2.conv_fbank import ConvFbankFrontEnd
 from seqattn.models.wav2vec2.fbank import FbankFrontEnd, fbank_frame_count
 from seqattn.nn import AttentionConfig
 
@@ -79,8 +80,15 @@ def test_output_lengths_and_receptive_field_describe_the_frames():
         torch.testing.assert_close(piece, whole[..., a:b], atol=1e-5, rtol=1e-5)
 
 
-def test_a_padded_batch_gives_what_each_utterance_gives_alone():
-    front = FbankFrontEnd(80, 4)
+# Both ways to 40 ms (stacking, and conv subsampling with its own tests in test_conv_fbank.py) share these tests:
+# the properties long-form inference and batching rely on hold for every filterbank front end.
+FRONT_ENDS = {"stack": lambda bins: FbankFrontEnd(bins, 4), "conv": lambda bins: ConvFbankFrontEnd(bins, 4, channels=8)}
+
+
+@pytest.mark.parametrize("subsampling", sorted(FRONT_ENDS))
+def test_a_padded_batch_gives_what_each_utterance_gives_alone(subsampling):
+    torch.manual_seed(0)
+    front = FRONT_ENDS[subsampling](80)
     waves = [_speechlike(s, seed=i) for i, s in enumerate((1.31, 0.42, 0.97))]
     lengths = torch.tensor([w.numel() for w in waves])
     batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
@@ -92,10 +100,12 @@ def test_a_padded_batch_gives_what_each_utterance_gives_alone():
         torch.testing.assert_close(out[i, :, : int(frames[i])], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("subsampling", sorted(FRONT_ENDS))
 @pytest.mark.parametrize("frames_per_chunk", [1, 7, 10_000])
-def test_inputs_read_in_pieces_equal_one_pass(frames_per_chunk):
+def test_inputs_read_in_pieces_equal_one_pass(frames_per_chunk, subsampling):
     """Long-form inference reads an input piece by piece: statistics come from a first pass over all of it."""
-    front = FbankFrontEnd(80, 4)
+    torch.manual_seed(0)
+    front = FRONT_ENDS[subsampling](80)
     wave = _speechlike(6.1, seed=3, silence=(2.0, 2.4))
     whole = front(wave[None])
     pieces = longform.front_end_long(front, wave, frames_per_chunk=frames_per_chunk)
@@ -122,12 +132,14 @@ def test_a_saved_fbank_model_holds_no_front_end_tensors_and_loads_equal(tmp_path
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Wav2Vec2ForCTC(tiny(vocab_size=12)).parameters())
 
 
+@pytest.mark.parametrize("subsampling, field", [("stack", 880), ("conv", 1360)])
 @pytest.mark.parametrize("encoder_block", ["transformer", "conformer"])
-def test_fbank_models_stream_batch_and_slice_like_one_pass(encoder_block, monkeypatch):
+def test_fbank_models_stream_batch_and_slice_like_one_pass(encoder_block, subsampling, field, monkeypatch):
     torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(_fbank_config(encoder_block=encoder_block, conformer_kernel=5)).eval()
+    model = Wav2Vec2ForCTC(_fbank_config(encoder_block=encoder_block, conformer_kernel=5,
+                                         fbank_subsampling=subsampling, fbank_conv_channels=8)).eval()
     inference = longform.LongFormCTC(model)
-    assert inference.hop == 640 and inference.min_samples == 880 and inference.streamable
+    assert inference.hop == 640 and inference.min_samples == field and inference.streamable
     kernel_reach = 2 if encoder_block == "conformer" else 0
     assert longform.encoder_halo(model.wav2vec2) == 8 + 2 * (6 + kernel_reach)
     waves = [_speechlike(s, seed=i, silence=(0.2, 0.3)) for i, s in enumerate((9.3, 1.1, 3.7))]

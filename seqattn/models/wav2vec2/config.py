@@ -38,6 +38,8 @@ class Wav2Vec2Config:
     fbank_conv_channels: int = 128
     # SpecAugment frequency masking of the fbank in training (time masking is mask_prob / mask_length):
     # fbank_freq_masks bands of up to fbank_freq_width bins per utterance, the same bins in every stacked frame
+    # (with conv subsampling: zeroed in the log-mel before the convolutions, so the contrastive objective's
+    # quantizer, which reads the features, sees them masked too; BEST-RQ's targets are always unmasked)
     fbank_freq_masks: int = 0
     fbank_freq_width: int = 15
     # feature CNN: (channels, kernel, stride) per layer
