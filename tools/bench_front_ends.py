@@ -108,9 +108,12 @@ def main() -> None:
             if round_index >= args.warmup:
                 times[name].append(time.perf_counter() - start)
     reference = statistics.median(times["stack"])
-    rows = [{"front_end": name, "description": FRONT_ENDS[name][0], "step_s": times[name],
-             "median_ms": 1e3 * statistics.median(times[name]), "ratio_to_stack": statistics.median(times[name]) / reference,
-             "params": sum(p.numel() for p in models[name].parameters())} for name in names]
+    rows = []
+    for name in names:
+        median = statistics.median(times[name])
+        rows.append({"front_end": name, "description": FRONT_ENDS[name][0], "step_s": times[name],
+                     "median_ms": 1e3 * median, "ratio_to_stack": median / reference,
+                     "params": sum(p.numel() for p in models[name].parameters())})
     info = {**meta(sys.argv, args.threads, args.reps), "warmup": args.warmup}
     write_outputs(args.out_dir, {"meta": info, "rows": rows}, markdown(rows, info))
 

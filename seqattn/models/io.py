@@ -72,7 +72,7 @@ def _layer_counts(model_type: str, parsed, tensors: dict) -> list[tuple[str, int
     if model_type == "transformer_lm":
         return [("num_layers", parsed.num_layers, layer_count(names, r"blocks\.(\d+)\."))]
     counts = [("num_layers", parsed.num_layers, layer_count(names, r"(?:wav2vec2\.)?encoder\.layers\.(\d+)\."))]
-    conv_layers = len(parsed.conv_layers) if parsed.frontend == "cnn" else 0  # the fbank front end holds no weights
+    conv_layers = len(parsed.conv_layers) if parsed.frontend == "cnn" else 0  # fbank front ends have no conv_layers
     return counts + [("conv_layers", conv_layers,
                       layer_count(names, r"(?:wav2vec2\.)?feature_extractor\.conv_layers\.(\d+)\."))]
 
