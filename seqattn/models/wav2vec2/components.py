@@ -124,12 +124,13 @@ def receptive_field(kernels_and_strides: list[tuple[int, int]]) -> tuple[int, in
     return field, hop
 
 
-def conv_output_frames(kernels_and_strides: list[tuple[int, int]], num_samples: int) -> int:
-    """Frames a stack of unpadded convolutions gives for ``num_samples`` inputs (0 when too short)."""
+def conv_output_frames(kernels_and_strides: list[tuple[int, int]], num_samples: int | torch.Tensor):
+    """Frames a stack of unpadded convolutions gives for ``num_samples`` inputs (0 when too short); an int, or
+    a tensor of counts element by element."""
     frames = num_samples
     for kernel, stride in kernels_and_strides:
         frames = (frames - kernel) // stride + 1
-    return max(frames, 0)
+    return frames.clamp(min=0) if isinstance(frames, torch.Tensor) else max(frames, 0)
 
 
 class ConvPositionalEmbedding(nn.Module):

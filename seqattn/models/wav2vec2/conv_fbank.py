@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fbank import FRAME_SAMPLES, FRAME_SHIFT, FbankFrontEnd, Read, Statistics, fbank_frame_count
+from .components import conv_output_frames, receptive_field
+from .fbank import FRAME_SAMPLES, FRAME_SHIFT, FbankFrontEnd, Read, Statistics, fbank_frame_count, stack_frames
 
 KERNEL = 3
 STRIDE = 2
@@ -41,24 +42,19 @@ def halvings(factor: int) -> int:
     return layers
 
 
+def layer_shapes(factor: int) -> list[tuple[int, int]]:
+    """(kernel, stride) of each convolution, the same along time and frequency."""
+    return [(KERNEL, STRIDE)] * halvings(factor)
+
+
 def conv_bins(num_bins: int, factor: int) -> int:
     """Frequency bins left after the convolutions (80 -> 39 -> 19 -> 9)."""
-    for _ in range(halvings(factor)):
-        num_bins = (num_bins - KERNEL) // STRIDE + 1
-    return num_bins
+    return conv_output_frames(layer_shapes(factor), num_bins)
 
 
 def conv_feature_dim(num_bins: int, factor: int, channels: int) -> int:
     """Channels of the front end's output frames: the last layer's channels x its frequency bins."""
     return channels * conv_bins(num_bins, factor)
-
-
-def subsampled_count(frames: torch.Tensor | int, factor: int):
-    """Output frames the convolutions give for ``frames`` 10 ms frames (0 when too few)."""
-    for _ in range(halvings(factor)):
-        frames = (frames - KERNEL) // STRIDE + 1
-        frames = frames.clamp(min=0) if isinstance(frames, torch.Tensor) else max(frames, 0)
-    return frames
 
 
 class ConvFbankFrontEnd(nn.Module):
@@ -74,6 +70,7 @@ class ConvFbankFrontEnd(nn.Module):
             raise ValueError(f"fbank_bins={num_bins} is too few for {layers} convolutions of {KERNEL} bins, stride "
                              f"{STRIDE}; use at least {2**(layers + 1) - 1} bins")
         self.factor, self.channels, self.num_bins = factor, channels, num_bins
+        self.field_frames = receptive_field(layer_shapes(factor))[0]  # 10 ms frames one output frame reads
         self.fbank = FbankFrontEnd(num_bins, stack=1, sample_rate=sample_rate)  # 10 ms frames, normalised
         self.convs = nn.ModuleList(
             nn.Conv2d(1 if i == 0 else channels, channels, KERNEL, stride=STRIDE) for i in range(layers)
@@ -85,16 +82,15 @@ class ConvFbankFrontEnd(nn.Module):
 
     def receptive_field(self) -> tuple[int, int]:
         """(samples seen by one output frame, samples between output frames): (1360, 640) at 40 ms."""
-        field_frames = 2 * self.factor - 1  # 1 + sum over layers of (KERNEL - 1) * 2**layer
-        return FRAME_SAMPLES + (field_frames - 1) * FRAME_SHIFT, FRAME_SHIFT * self.factor
+        return FRAME_SAMPLES + (self.field_frames - 1) * FRAME_SHIFT, FRAME_SHIFT * self.factor
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return subsampled_count(fbank_frame_count(lengths), self.factor)
+        return conv_output_frames(layer_shapes(self.factor), fbank_frame_count(lengths))
 
     def subsample(self, log_mel: torch.Tensor) -> torch.Tensor:
         """(B, F, bins) normalised log-mel -> (B, channels * bins', T) through the convolutions."""
         x = log_mel[:, None]  # (B, 1, F, bins): time and frequency are the image's two axes
-        if x.shape[2] < 2 * self.factor - 1:  # too short for one output frame
+        if x.shape[2] < self.field_frames:  # too short for one output frame
             return x.new_zeros(x.shape[0], self.output_dim, 0)
         for conv in self.convs:
             x = F.relu(conv(x))  # (B, C, F', bins')
@@ -124,16 +120,13 @@ class ConvFbankFrontEnd(nn.Module):
         """For each of ``num_frames`` output frames, the ``factor`` 10 ms frames at the centre of its field,
         side by side: (B, F, bins) -> (B, bins * factor, num_frames). Frame t's field is 10 ms frames
         ``t*factor .. t*factor + 2*factor - 2``; its centre stack starts ``(factor - 1) // 2`` frames in."""
-        batch, _, bins = log_mel.shape
         start = (self.factor - 1) // 2
-        stacks = log_mel[:, start : start + num_frames * self.factor]
-        stacks = stacks.reshape(batch, num_frames, self.factor * bins)  # (B, T, factor * bins)
-        return stacks.transpose(1, 2)  # (B, factor * bins, T)
+        return stack_frames(log_mel[:, start : start + num_frames * self.factor], self.factor)
 
     def target_frames(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """BEST-RQ's input frames alone (B, bins * factor, T), aligned with :meth:`forward`'s frames."""
         log_mel = self.normalized_log_mel(waveforms, lengths)
-        num_frames = int(subsampled_count(log_mel.shape[1], self.factor))
+        num_frames = conv_output_frames(layer_shapes(self.factor), log_mel.shape[1])
         return self.centred_stacks(log_mel, num_frames)
 
     # --- inputs read in pieces (long-form and streamed transcription) ------------------------------------------

@@ -48,6 +48,15 @@ def fbank_frame_count(num_samples: torch.Tensor | int):
     return 0 if num_samples < FRAME_SAMPLES else (num_samples - FRAME_SAMPLES) // FRAME_SHIFT + 1
 
 
+def stack_frames(log_mel: torch.Tensor, stack: int) -> torch.Tensor:
+    """(B, F, bins) -> (B, bins * stack, F // stack): ``stack`` consecutive frames side by side; trailing
+    frames that do not fill a stack are dropped."""
+    batch, frames, bins = log_mel.shape
+    steps = frames // stack
+    x = log_mel[:, : steps * stack].reshape(batch, steps, stack * bins)  # (B, T, stack * bins)
+    return x.transpose(1, 2)  # (B, C, T)
+
+
 def kaldi_mel_banks(num_bins: int, sample_rate: int) -> torch.Tensor:
     """(FFT_SIZE // 2 + 1, num_bins) triangular mel filters on the power spectrum, Kaldi's (20 Hz .. Nyquist)."""
     from torchaudio.compliance.kaldi import get_mel_banks
@@ -123,10 +132,7 @@ class FbankFrontEnd(nn.Module):
 
     def stacked(self, log_mel: torch.Tensor) -> torch.Tensor:
         """(B, F, bins) -> (B, bins * stack, F // stack): ``stack`` consecutive frames side by side."""
-        batch, frames, bins = log_mel.shape
-        steps = frames // self.stack
-        x = log_mel[:, : steps * self.stack].reshape(batch, steps, self.stack * bins)  # (B, T, stack*bins)
-        return x.transpose(1, 2)  # (B, C, T)
+        return stack_frames(log_mel, self.stack)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) waveforms (``lengths`` real samples per row) -> (B, num_bins * stack, T)."""
