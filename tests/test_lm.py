@@ -268,6 +268,47 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
     assert cli_main(["eval-lm", str(whole), str(tmp_path / "valid.txt"), "--context", "32", "--quiet"]) == 0
 
 
+def test_a_time_schedule_anneals_by_training_time_stops_when_spent_and_resumes(tmp_path, monkeypatch):
+    """``optim.schedule_time_s``: with a clock that moves 1 s per update, 10 s of schedule over 1000 updates run
+    the schedule at 100 updates per second: the logged rate is the schedule's at 100 x the update, training
+    ends at update 10 with the end rate, and a run interrupted at update 4 resumes to the same weights."""
+    import itertools
+
+    from seqattn.train import loop
+    from seqattn.train.config_io import load_config
+    from seqattn.train.lm import LMTrainConfig, schedule_for, train
+
+    text = "".join(f"To be or not to be, that is question {i % 13}.\n" for i in range(200))
+    (tmp_path / "train.txt").write_text(text)
+    common = [f"data.train=[{tmp_path / 'train.txt'}]", "model.dim=16", "model.num_layers=1",
+              "model.attention.num_heads=2", "model.attention.local_heads=2", "model.attention.window_left=8",
+              "model.max_context=16", "data.seq_len=16", "data.batch_size=2", "optim.max_updates=1000",
+              "optim.warmup_updates=50", "optim.schedule_time_s=10", "run.log_every=1", "run.save_every=2",
+              "validate_every=0", "run.tensorboard=false"]
+    recipe = "recipes/lm/tinyshakespeare_char.yaml"
+    monkeypatch.setattr(loop, "_clock", itertools.count().__next__)  # 1 s per call: one call per update
+    config = load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'a'}"])
+    train(config)
+    checkpoints = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("update_*"))
+    assert checkpoints[-1] == "update_00000010", checkpoints  # time spent: 10 of the 1000 updates
+    log = [json.loads(line) for line in (tmp_path / "a" / "train.log").read_text().splitlines()
+           if line.startswith("{") and '"lr"' in line]
+    schedule = schedule_for(config)
+    rates = {entry["step"]: entry["lr"] for entry in log}
+    assert sorted(rates) == list(range(1, 11))
+    for step, rate in rates.items():  # the rate set for the next update, 100 updates of schedule per second
+        assert rate == pytest.approx(config.optim.lr * schedule(min(100 * step, 1000)), rel=1e-6), step
+    assert rates[10] == pytest.approx(config.optim.lr * config.optim.end_lr_ratio, rel=1e-6)
+
+    train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}", "run.stop_after=4"]))
+    train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}"]))
+    a = load_model(tmp_path / "a" / "checkpoints" / "update_00000010")
+    b = load_model(tmp_path / "b" / "checkpoints" / "update_00000010")
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), name
+    assert not (tmp_path / "b" / "checkpoints" / "update_00000011").exists()
+
+
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process (a
     layer of local, routed, dilated, global and block-routed heads: every parameter, the summary queries

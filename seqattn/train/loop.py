@@ -39,6 +39,8 @@ from .config_io import to_plain
 from .distributed import DistributedContext, init_distributed, shutdown_distributed
 from .monitor import TrainMonitor
 
+_clock = time.monotonic  # what training time is measured with (tests replace it with a fake clock)
+
 
 class TrainingError(SeqattnError, RuntimeError):
     """A training run that cannot go on (clear message, no traceback needed)."""
@@ -56,6 +58,12 @@ class OptimConfig:
     power: float = 1.0
     clip_norm: float = 10.0  # 0: no clipping
     update_freq: int = 1  # micro-batches accumulated per update
+    # A schedule in training time as well as in updates: the learning-rate schedule advances by whichever of
+    # ``step / max_updates`` and ``trained seconds / schedule_time_s`` is further along, and training ends when
+    # either is spent. A time-budgeted run then anneals its rate before it stops on any machine, fast or slow
+    # (with ``run.max_time_s`` alone, a slow machine stops mid-schedule). Seconds are wall time over every
+    # resumed invocation (validation and checkpoints included), averaged over ranks. 0 = by updates only.
+    schedule_time_s: float = 0.0
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Position:
     batch: int = 0
     bad_streak: int = 0
     skipped_total: int = 0
+    trained_s: float = 0.0  # wall seconds of training so far, over every invocation (optim.schedule_time_s)
 
 
 @dataclass
@@ -197,7 +206,8 @@ class TrainingRun:
 
     def train(self, task: Task, *, num_workers: int = 0, validate_every: int = 0,
               describe_epoch: Callable | None = None) -> None:
-        """Run updates until ``optim.max_updates``, ``run.max_time_s`` or ``run.stop_after``; closes the logs."""
+        """Run updates until ``optim.max_updates`` (or ``optim.schedule_time_s``), ``run.max_time_s`` or
+        ``run.stop_after``; closes the logs."""
         self.state.model.train()
         if self.run.compile and task.step_module is not None:
             task.step_module = torch.compile(task.step_module)  # the loss computation, DDP wrapper included
@@ -244,11 +254,13 @@ class UpdateLoop:
         self.interval = Interval()
         self.postfix: dict = {}  # the last micro-batch's progress-bar values
         self.started, self.first_step = time.time(), run.state.position.step
+        self.clock_mark = _clock()
 
     def run(self) -> None:
         position = self.state.position
         self.state.optimizer.zero_grad(set_to_none=True)
-        while position.step < self.optim.max_updates:
+        spent = self.optim.schedule_time_s > 0 and position.trained_s >= self.optim.schedule_time_s
+        while position.step < self.optim.max_updates and not spent:  # (a resumed run may have nothing left)
             dataset = self.task.epoch_dataset(position.epoch)
             if len(dataset) == 0:
                 raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one "
@@ -326,7 +338,8 @@ class UpdateLoop:
             self.scaler.update()
         else:
             state.optimizer.step()
-        state.scheduler.step()
+        self._count_training_time()
+        self._advance_schedule()
         state.optimizer.zero_grad(set_to_none=True)
         position.step += 1
         self.monitor.trace(position.step, position.epoch, self.consumed, applied=True)
@@ -336,7 +349,9 @@ class UpdateLoop:
             self._log(float(grad_norm))
         out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(time.time() - self.started > self.config.max_time_s)
         out_of_time = out_of_time or (self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after)
-        done = position.step >= self.optim.max_updates
+        schedule_time = self.optim.schedule_time_s
+        time_spent = schedule_time > 0 and position.trained_s >= schedule_time
+        done = position.step >= self.optim.max_updates or time_spent
         metric = None
         # The last model is validated too, so that "best" can be the final one.
         if self.validate_every and (position.step % self.validate_every == 0 or out_of_time or done):
@@ -345,7 +360,29 @@ class UpdateLoop:
             self.training.save(out_of_time or done, metric)
         if out_of_time:
             self.monitor.message(f"stopping at update {position.step} (run.max_time_s / run.stop_after reached)")
+        elif time_spent and position.step < self.optim.max_updates:
+            self.monitor.message(f"schedule done at update {position.step}: {position.trained_s:.0f} s of training "
+                                 f"reached optim.schedule_time_s={schedule_time:g}")
         return out_of_time or done
+
+    def _count_training_time(self) -> None:
+        """Add the wall time since the last update to ``position.trained_s``; with a time schedule the ranks'
+        times are averaged, so that every rank sets the same learning rate and stops at the same update."""
+        now = _clock()
+        elapsed, self.clock_mark = now - self.clock_mark, now
+        if self.optim.schedule_time_s > 0 and self.ctx.enabled:
+            elapsed = self.ctx.sum_floats([elapsed])[0] / self.ctx.world_size
+        self.state.position.trained_s += elapsed
+
+    def _advance_schedule(self) -> None:
+        """Step the learning-rate schedule: one update on, or (``optim.schedule_time_s``) as far as the training
+        time has gone, counted in the updates that ``max_updates`` spreads over that time."""
+        scheduler, optim = self.state.scheduler, self.optim
+        if optim.schedule_time_s > 0:
+            by_time = int(self.state.position.trained_s / optim.schedule_time_s * optim.max_updates)
+            # LRScheduler.step() moves last_epoch on by one, to max(updates done, updates the time is worth)
+            scheduler.last_epoch = max(scheduler.last_epoch, min(by_time, optim.max_updates) - 1)
+        scheduler.step()
 
     def _log(self, grad_norm: float) -> None:
         interval = self.interval

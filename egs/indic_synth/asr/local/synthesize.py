@@ -192,13 +192,42 @@ def check_variants(variants: list[str]) -> None:
         raise SystemExit(f"espeak-ng lacks the voice variant(s) {', '.join(missing)} (espeak-ng --voices=variant)")
 
 
+# (letter, nukta) -> the precomposed letter, for every Indic letter whose canonical decomposition is one. NFC
+# keeps most of them decomposed (composition exclusions: Devanagari U+0958-095F, Bengali U+09DC/09DD/09DF,
+# Gurmukhi and Oriya ones).
+NUKTA_LETTERS = {tuple(chr(int(part, 16)) for part in unicodedata.decomposition(chr(cp)).split()): chr(cp)
+                 for cp in range(0x0900, 0x0D80)
+                 if len(unicodedata.decomposition(chr(cp)).split()) == 2
+                 and unicodedata.name(chr(int(unicodedata.decomposition(chr(cp)).split()[1], 16)), "").endswith("NUKTA")}
+
+
+def speakable(text: str) -> str:
+    """The spelling of ``text`` that espeak-ng reads as written: every letter + nukta pair precomposed.
+
+    The corpus text is NFC, which keeps these letters decomposed, and espeak-ng 1.51's Bengali rules know only
+    the precomposed YYA: it reads রাশিয়া (ya + nukta) as "r'aSi", with no sound for -য়া, and the precomposed
+    spelling as "r'aSi,a". Spoken from NFC text, 243 of the 879 Bengali CLDR words lost sounds that their
+    transcripts keep (espeak-ng -x differs); the Hindi words read both spellings alike. The transcripts stay NFC.
+    """
+    out, i = [], 0
+    while i < len(text):
+        pair = tuple(text[i : i + 2])
+        if pair in NUKTA_LETTERS:
+            out.append(NUKTA_LETTERS[pair])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
           snr_db: float | None = None, seed: int = 0) -> float:
     """Synthesise ``text`` into ``out`` (16-bit PCM at ``sample_rate``); with ``snr_db``, add white noise at
     that signal-to-noise ratio. Returns the duration in seconds."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-a", str(amplitude),
-                        "-w", tmp.name, text], check=True, capture_output=True)
+                        "-w", tmp.name, speakable(text)], check=True, capture_output=True)
         audio, rate_in = sf.read(tmp.name, dtype="float32")
     wave = torch.from_numpy(np.ascontiguousarray(audio))
     if rate_in != sample_rate:
