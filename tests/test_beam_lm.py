@@ -35,8 +35,9 @@ def test_lexicon_and_lm_beam_search(tmp_path):
     from seqattn.decode.transcribe import Beam
 
     vocab = CharVocabulary.build(SENTENCES)
-    sentences = normalized_corpus(SENTENCES + ["English words"], vocab)
-    assert len(sentences) == len(SENTENCES)
+    sentences = normalized_corpus(SENTENCES + ["English words", "भारत English देश नमस्ते"], vocab)
+    assert sentences == SENTENCES + ["भारत", "देश नमस्ते"]  # cut at the word the vocabulary cannot spell
+    sentences = sentences[: len(SENTENCES)]
     lm = build_lm(sentences, tmp_path / "lm", order=2)
     lexicon = tmp_path / "lexicon.txt"
     assert write_lexicon(sentences, vocab, lexicon) == 4

@@ -294,7 +294,7 @@ def test_a_time_schedule_anneals_by_training_time_stops_when_spent_and_resumes(t
     log = [json.loads(line) for line in (tmp_path / "a" / "train.log").read_text().splitlines()
            if line.startswith("{") and '"lr"' in line]
     schedule = schedule_for(config)
-    rates = {entry["step"]: entry["lr"] for entry in log}
+    rates = {entry["update"]: entry["lr"] for entry in log}
     assert sorted(rates) == list(range(1, 11))
     for step, rate in rates.items():  # the rate set for the next update, 100 updates of schedule per second
         assert rate == pytest.approx(config.optim.lr * schedule(min(100 * step, 1000)), rel=1e-6), step

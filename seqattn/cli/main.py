@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build-lm", help="KenLM n-gram LM + lexicon for beam search",
         description="Train an n-gram LM with KenLM's lmplz/build_binary (tools/install_kenlm.sh) on transcripts "
                     "and write the lexicon (word, its characters, |) of the words the CTC vocabulary can spell. "
-                    "Sentences with characters outside the vocabulary are left out.",
+                    "Sentences are cut at words with characters outside the vocabulary.",
         epilog="example: seqattn build-lm data/train_hi/text --kaldi-text --vocab exp/ft/best/tokens.json "
                "--out-dir exp/lm/hi",
     )

@@ -33,12 +33,24 @@ def find_kenlm_tool(name: str) -> str:
 
 
 def normalized_corpus(texts, vocab: CharVocabulary, language: str | None = None) -> list[str]:
-    """Normalised sentences that the model can spell (sentences with other characters are dropped)."""
+    """Normalised sentences that the model can spell. A sentence with words the vocabulary cannot spell is cut
+    at them: each stretch of spellable words between them is kept as a sentence of its own, so one foreign
+    word costs the LM and lexicon that word and the n-grams across it, not the whole sentence."""
     sentences = []
     for text in texts:
         normalized = vocab.normalize(text)
-        if normalized and not vocab.missing(normalized, language):
+        if not normalized:
+            continue
+        if not vocab.missing(normalized, language):
             sentences.append(normalized)
+            continue
+        stretch: list[str] = []
+        for word in normalized.split() + [None]:  # None closes the last stretch
+            if word is not None and not vocab.missing(word, language):
+                stretch.append(word)
+            elif stretch:
+                sentences.append(" ".join(stretch))
+                stretch = []
     return sentences
 
 

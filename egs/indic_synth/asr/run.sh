@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Multilingual Indic ASR demo on synthetic espeak-ng speech, end to end on a CPU:
-#   corpus (16 espeak-ng Indian voices, CLDR text) -> self-supervised pretraining on all of them (temperature
-#   sampling; BEST-RQ on a filterbank Conformer by default, wav2vec 2.0's contrastive loss on the raw-waveform
-#   CNN with --frontend cnn) -> one multilingual CTC model fine-tuned on 6 labelled languages (Indo-Aryan and Dravidian)
+#   corpus (16 espeak-ng Indian voices, CLDR text) -> one multilingual CTC model trained on 6 labelled languages
+#   (Indo-Aryan and Dravidian): a filterbank Conformer from scratch by default; with --pretrain true (the
+#   default of --frontend cnn) after self-supervised pretraining on all 16 (temperature sampling; BEST-RQ for
+#   the filterbank Conformer, wav2vec 2.0's contrastive loss for the raw-waveform CNN)
 #   -> KenLM n-gram LMs + lexicons -> greedy and LM decoding of dev/test -> Kaldi-style scoring, RESULTS.md
 #   -> a several-minute recording transcribed in one pass (CTM/SRT), a segments file and a piped wav.scp
 #   -> analysis (attention locality, codebook use across languages, layer probes) and convert localize.
 #
 # Run:  ./run.sh [--stage 0] [--stop-stage 100] [--quick false] [--ablation false] [--nj 2]
 #   --quick true     every stage on a tiny subset (the CI smoke run, a few minutes)
-#   --ablation true  also fine-tune the same model from scratch, so RESULTS.md shows what pretraining buys
+#   --pretrain true  pretrain first (stage 2) and fine-tune the pretrained model; false (the fbank default)
+#                    trains the CTC model from random initialisation for the pretraining's time as well: five
+#                    CPU-minutes of BEST-RQ are a worse start than none at this budget (RESULTS.md)
+#   --ablation true  also train the model the other way (from scratch after --pretrain true, from a pretrained
+#                    start otherwise), for as many updates, so RESULTS.md shows what pretraining buys
+#   --lm-text domain the LM stage's text: the training transcripts and the CLDR names the corpus draws its words
+#                    from (default; a lexicon of the domain, no dev or test sentence); train: the transcripts alone
 #   --frontend cnn   the raw-waveform CNN wav2vec 2.0 model (contrastive pretraining, 4 transformer layers at
 #                    20 ms) instead of the default filterbank Conformer (80-bin log-mel conv-subsampled to 40 ms, 6
 #                    Conformer blocks with local heads, BEST-RQ pretraining), which learns faster per CPU-minute
@@ -34,6 +41,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 quick=false
+pretrain=""            # true | false; default: false for --frontend fbank, true for cnn
 ablation=false
 head_variants=""
 label_fraction=1
@@ -55,8 +63,9 @@ pretrain_config=""      # default: the --frontend's recipe (recipes/wav2vec2/)
 pretrain_time=300
 pretrain_overrides=""
 finetune_config=""
-finetune_time=720
+finetune_time=""        # seconds of CTC training: default 720 after pretraining, 1020 from scratch (the same total)
 finetune_overrides=""
+lm_text=domain          # domain (transcripts + CLDR names) | train (transcripts only)
 lm_order=2
 beam_size=50
 analysis_utts=40        # per language, for the attention/layer analyses
@@ -79,6 +88,11 @@ case $frontend in
     head_window=32 ;;
   *) echo "run.sh: --frontend must be cnn or fbank, got '$frontend'" >&2; exit 2 ;;
 esac
+[ -n "$pretrain" ] || { [ "$frontend" = cnn ] && pretrain=true || pretrain=false; }
+[ -z "$pretrained" ] || pretrain=true  # a given pretrained model is the fine-tuning's start
+case $pretrain in true|false) ;; *) echo "run.sh: --pretrain must be true or false, got '$pretrain'" >&2; exit 2 ;; esac
+case $lm_text in domain|train) ;; *) echo "run.sh: --lm-text must be domain or train, got '$lm_text'" >&2; exit 2 ;; esac
+[ -n "$finetune_time" ] || { [ "$pretrain" = true ] && finetune_time=720 || finetune_time=1020; }
 
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
   pretrain_langs=hi,ta,bpy; asr_langs=hi,ta; train_utts=8; test_utts=4; longform_utts=4
@@ -170,7 +184,9 @@ if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "
   finish_stage 1 corpus
 fi
 
-if [ -z "$pretrained" ] && run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
+# pretraining runs for the fine-tuning's start (--pretrain true) or for the ablation's
+if [ -z "$pretrained" ] && { [ "$pretrain" = true ] || [ "$ablation" = true ]; } && \
+    run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
     run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
@@ -185,14 +201,16 @@ labelled_dir() {
   echo $dir
 }
 # finetune NAME INIT [OVERRIDES...]: one multilingual CTC model over all labelled languages (one output layer over the
-# union of their scripts; the scripts do not overlap, so the model also identifies the language).
+# union of their scripts; the scripts do not overlap, so the model also identifies the language). Its schedule
+# runs in training time (optim.schedule_time_s): the learning rate anneals within $finetune_time s on any machine.
 finetune() {
   local name=$1 init=$2
   shift 2
   local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s}, ' $(labelled_dir $l); done)
   local valid=$(for l in $(langs_of $asr_langs); do printf '{path: %s/dev_%s}, ' $data $l; done)
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
-    run.output_dir=$exp/$name run.max_time_s=$finetune_time run.tensorboard=true $finetune_overrides "$@" \
+    run.output_dir=$exp/$name run.max_time_s=$finetune_time optim.schedule_time_s=$finetune_time \
+    run.tensorboard=true $finetune_overrides "$@" \
     2>&1 | tee $exp/log/$name.log
   # training links $exp/$name/best to the checkpoint BEST names (the final model when nothing was validated)
   if [ ! -f $exp/$name/best/config.json ]; then
@@ -200,8 +218,15 @@ finetune() {
     return 1
   fi
 }
+# INIT of a pretrained start: the given --pretrained model (with a new CTC head) or the newest pretraining checkpoint
+pretrained_init() {
+  if [ -n "$pretrained" ]; then echo "$pretrained new_vocabulary=true"
+  else echo "$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"; fi
+}
+scratch_init="init=null freeze_cnn=false freeze_updates=0"
+ablation_model=$([ "$pretrain" = true ] && echo ft_scratch || echo ft_pretrained)
 models=ft
-[ "$ablation" = true ] && models="ft ft_scratch"
+[ "$ablation" = true ] && models="ft $ablation_model"
 for v in ${head_variants//,/ }; do models="$models ft_$v"; done
 head_variant_attention() {  # the fine-tuned model's attention with one local head replaced
   case $1 in
@@ -212,36 +237,45 @@ head_variant_attention() {  # the fine-tuned model's attention with one local he
 }
 for v in ${head_variants//,/ }; do head_variant_attention $v > /dev/null; done
 
-if run_stage 3 "CTC fine-tuning on $asr_langs (init: pretrained encoder)" $exp/log/ft.log; then
-  if [ -n "$pretrained" ]; then
-    finetune ft "init=$pretrained new_vocabulary=true"  # a CTC model given as --pretrained gets a new head over this recipe's vocabulary
+if run_stage 3 "CTC training on $asr_langs ($([ "$pretrain" = true ] && echo "init: pretrained encoder" || echo "from scratch"))" $exp/log/ft.log; then
+  if [ "$pretrain" = true ]; then
+    finetune ft "init=$(pretrained_init)"  # a CTC model given as --pretrained gets a new head over this recipe's vocabulary
   else
-    finetune ft "init=$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"
+    finetune ft "$scratch_init"
   fi
   finish_stage 3 finetune
 fi
 
 if { [ "$ablation" = true ] || [ -n "$head_variants" ]; } && \
-    run_stage 4 "ablations: fine-tuning from random initialisation / with other heads" $exp/log/ft_scratch.log; then
-  [ "$ablation" = true ] && finetune ft_scratch "init=null freeze_cnn=false freeze_updates=0"
-  if [ -n "$head_variants" ]; then
-    # equal compute: the same init, data order and schedule as ft, stopped at the update ft reached
-    updates=$(sed 's/^update_0*//' $exp/ft/checkpoints/LAST)
-    [ -n "$pretrained" ] && init="$pretrained new_vocabulary=true" || \
-      init="$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"
-    for v in ${head_variants//,/ }; do
-      finetune ft_$v "init=$init" run.max_time_s=0 run.stop_after=$updates \
-        "model_overrides.attention=$(head_variant_attention $v)"
-    done
+    run_stage 4 "ablations: the other start ($ablation_model) / other heads" "$exp/log/ft_*.log"; then
+  # equal updates: as many as ft reached in its time, on an update schedule of that length (ft's, spread over
+  # updates instead of seconds), so the machine's speed during this stage changes nothing
+  updates=$(sed 's/^update_0*//' $exp/ft/checkpoints/LAST)
+  same_updates="run.max_time_s=0 optim.schedule_time_s=0 optim.max_updates=$updates"
+  if [ "$ablation" = true ]; then
+    if [ "$pretrain" = true ]; then finetune ft_scratch "$scratch_init" $same_updates
+    else finetune ft_pretrained "init=$(pretrained_init)" $same_updates; fi
   fi
+  # the same start, data order and schedule as ft (a pretrained model's heads change through model_overrides)
+  if [ "$pretrain" = true ]; then init="init=$(pretrained_init)" heads=model_overrides.attention
+  else init=$scratch_init heads=model.attention; fi
+  for v in ${head_variants//,/ }; do
+    finetune ft_$v "$init" $same_updates "$heads=$(head_variant_attention $v)"
+  done
   finish_stage 4 ablations
 fi
 
-if run_stage 5 "n-gram LMs and lexicons from the training text" $exp/log/lm.log; then
-  for l in $(langs_of $asr_langs); do
-    seqattn build-lm $data/train_$l/text --kaldi-text --vocab $exp/ft/best/tokens.json --order $lm_order \
-      --language $l --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
-  done 2>&1 | tee $exp/log/lm.log
+if run_stage 5 "n-gram LMs and lexicons from the training text$([ $lm_text = domain ] && echo " and the domain's names")" $exp/log/lm.log; then
+  {
+    [ "$lm_text" = train ] || python local/domain_text.py --langs $asr_langs --out $exp/lm/domain_text
+    for l in $(langs_of $asr_langs); do
+      mkdir -p $exp/lm/$l
+      cut -d' ' -f2- $data/train_$l/text > $exp/lm/$l/text.txt  # Kaldi text without its utterance ids
+      [ "$lm_text" = train ] || cat $exp/lm/domain_text/$l.txt >> $exp/lm/$l/text.txt
+      seqattn build-lm $exp/lm/$l/text.txt --vocab $exp/ft/best/tokens.json --order $lm_order \
+        --language $l --out-dir $exp/lm/$l || echo "no LM for $l (KenLM missing?): LM decoding will be skipped"
+    done
+  } 2>&1 | tee $exp/log/lm.log
   finish_stage 5 lm
 fi
 
@@ -277,20 +311,22 @@ fi
 if run_stage 8 "analysis: attention locality, codebook use, layer probes, convert localize" $exp/log/analysis.log; then
   out=$exp/analysis
   pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null)}
+  analysed=ft:$exp/ft/best  # and the pretrained model, where there is one (--pretrain true or --ablation true)
+  [ -f $pt_model/config.json ] && analysed="pretrain:$pt_model $analysed"
   tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
   devs=$(for l in $(langs_of $asr_langs); do printf '%s/dev_%s ' $data $l; done)
   trains=$(for l in $(langs_of $pretrain_langs); do printf '%s/train_%s ' $data $l; done)
   folds=$([ "$quick" = true ] && echo 2 || echo 5)
   {
-    for model in pretrain:$pt_model ft:$exp/ft/best; do
+    for model in $analysed; do
       seqattn analyze attention ${model#*:} $tests --per-language $analysis_utts --max-utterances 1000 --out-dir $out/attention_${model%%:*} --quiet
       seqattn analyze layers ${model#*:} $tests --per-language $analysis_utts --folds $folds \
         --out-dir $out/layers_${model%%:*} --quiet
     done
-    if grep -q '"wav2vec2_pretraining"' $pt_model/config.json; then  # only pretraining models keep the quantizer
+    if [ -f $pt_model/config.json ] && grep -q '"wav2vec2_pretraining"' $pt_model/config.json; then  # only pretraining models keep the quantizer
       seqattn analyze codebook $pt_model $trains --per-language $((analysis_utts * 3)) --out-dir $out/codebook --quiet
     else
-      echo "codebook analysis skipped: $pt_model has no quantizer (not a pretraining model)"
+      echo "codebook analysis skipped: no pretraining model with a quantizer (--pretrain true or --ablation true makes one)"
     fi
     # Localize the fine-tuned model: windows measured on dev, CER measured on test; once as it is (a window
     # per head), once with half the mass and the attention layers distilled on unlabelled training audio.
@@ -308,7 +344,7 @@ fi
 
 if run_stage 9 "scoring: RESULTS.md" "(its output above)"; then
   python local/make_results.py --exp $exp --data $data --out $exp/RESULTS.md \
-    --command "egs/indic_synth/asr/run.sh $*"
+    --ft-start $([ "$pretrain" = true ] && echo pretrained || echo scratch) --command "egs/indic_synth/asr/run.sh $*"
   finish_stage 9 results
 fi
 echo "done: results in $(cd $exp && pwd)/RESULTS.md"

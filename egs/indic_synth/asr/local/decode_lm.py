@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""LM decoding of dev and test per language, with the LM weight and word score tuned on dev.
+"""LM decoding of dev, test and (where the recipe made it) test_ood per language, with the LM weight and word
+score tuned on dev.
 
 Run: python local/decode_lm.py --model exp/ft/best --data data --lm-dir exp/lm --langs hi,ta --out exp/decode/ft/lm
 
@@ -74,9 +75,10 @@ def main() -> None:
                     best = (score, weight, word_score)
         _, weight, word_score = best
         chosen_lines.append(f"{lang}: lm_weight={weight} word_score={word_score} beam={args.beam_size}")
-        # dev and test in one call: each is written to OUT/<set>
-        subprocess.run(["seqattn", "transcribe", args.model, "--data-dir", f"{args.data}/dev_{lang}",
-                        "--data-dir", f"{args.data}/test_{lang}", "--output-dir", str(out), "--lm", str(lm),
+        # every set in one call: each is written to OUT/<set>
+        sets = [f"{args.data}/{split}_{lang}" for split in ("dev", "test", "test_ood")]
+        sets = [arg for path in sets if Path(path).is_dir() for arg in ("--data-dir", path)]
+        subprocess.run(["seqattn", "transcribe", args.model, *sets, "--output-dir", str(out), "--lm", str(lm),
                         "--lexicon", str(lexicon), "--lm-weight", str(weight), "--word-score", str(word_score),
                         "--beam-size", str(args.beam_size), "--batch-size", "8", "--quiet"], check=True)
     (out / "chosen.txt").write_text("; ".join(chosen_lines) + "\n", encoding="utf-8")

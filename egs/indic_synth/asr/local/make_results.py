@@ -21,8 +21,10 @@ from pathlib import Path
 from seqattn.utils.machine import machine_line
 
 LINE = re.compile(r"%(WER|CER) ([\d.]+) \[ (\d+) / (\d+),")
-MODEL_NAMES = {"ft": "pretrained + fine-tuned", "ft_scratch": "fine-tuned from scratch (no pretraining)",
-               "ft_dilated": "fine-tuned, one head dilated", "ft_global": "fine-tuned, one head global"}
+MODEL_NAMES = {"ft_scratch": "fine-tuned from scratch (no pretraining)",
+               "ft_pretrained": "pretrained + fine-tuned (as many updates)",
+               "ft_dilated": "ft with one head dilated", "ft_global": "ft with one head global"}
+FT_NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "trained from scratch"}
 
 
 def read_scores(path: Path) -> dict[str, tuple[float, int, int]]:
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--out", default="RESULTS.md")
     parser.add_argument("--command", default="./run.sh")
     parser.add_argument("--data", help="the recipe's data root: fingerprint its text sets")
+    parser.add_argument("--ft-start", choices=sorted(FT_NAMES), default="pretrained",
+                        help="how the main model (ft) started: from the pretrained model or from scratch")
     args = parser.parse_args()
+    MODEL_NAMES["ft"] = FT_NAMES[args.ft_start]
 
     exp = Path(args.exp)
     results: dict[tuple[str, str], dict[str, dict]] = {}  # (model, mode) -> set -> scores

@@ -60,20 +60,30 @@ FAMILY = {"bpy": "indo-aryan", "hi": "indo-aryan", "bn": "indo-aryan", "mr": "in
 TEXT_FROM = {"bpy": "bn"}  # Bishnupriya Manipuri is written in the Bengali script
 
 
-def vocabulary(lang: str) -> list[str]:
-    """Words in the language's own script from CLDR (no Latin letters or digits), NFC-normalised."""
+def cldr_names(lang: str) -> list[str]:
+    """CLDR's territory, language, month and weekday names in the language's own script, NFC, as the corpus
+    reads them: brackets and punctuation around words removed, words with Latin letters or digits left out
+    (a name left with no word is dropped). Sorted, unique."""
     from babel import Locale
 
     locale = Locale.parse(TEXT_FROM.get(lang, lang))
     names = list(locale.territories.values()) + list(locale.languages.values())
     names += list(locale.months["format"]["wide"].values()) + list(locale.days["format"]["wide"].values())
-    words = set()
+    cleaned = set()
     for name in names:
+        words = []
         for word in unicodedata.normalize("NFC", name).replace("(", " ").replace(")", " ").split():
             word = word.strip(".,;:!?'\"-–—/")
             if word and not any(c.isascii() or c.isdigit() for c in word):
-                words.add(word)
-    return sorted(words)
+                words.append(word)
+        if words:
+            cleaned.add(" ".join(words))
+    return sorted(cleaned)
+
+
+def vocabulary(lang: str) -> list[str]:
+    """The words of :func:`cldr_names`: what every sentence of the corpus is drawn from."""
+    return sorted({word for name in cldr_names(lang) for word in name.split()})
 
 
 def sentences(lang: str, split: str, count: int, seed: int, min_words: int = 3, max_words: int = 7,
