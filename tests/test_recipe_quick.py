@@ -155,14 +155,25 @@ def test_demo_recipe_quick(tmp_path):
     pytest.importorskip("babel", reason="babel (the recipe's text source) is not installed")
     data, exp = tmp_path / "data", tmp_path / "exp"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["bash", "run.sh", "--quick", "true", "--data", str(data), "--exp", str(exp), "--head-variants", "global",
-            "--ablation", "true"]
+    args = ["bash", "run.sh", "--quick", "true", "--data", str(data), "--exp", str(exp), "--head-variants", "global"]
     first = subprocess.run(args, cwd=RECIPE, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert sorted(p.name for p in (exp / "done").iterdir()) == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-    # ft from scratch (the fbank default); the ablation's pretrained start and the head variant (one local head
-    # made global) trained for exactly as many updates as ft
+    # the default: no pretraining (stage 2 is not run), ft from scratch, the analysis without a codebook
+    assert sorted(p.name for p in (exp / "done").iterdir()) == ["0", "1", "3", "4", "5", "6", "7", "8", "9"]
     assert json.loads((exp / "ft" / "config.json").read_text())["init"] is None
+    assert not (exp / "pretrain").exists()
+    assert "codebook analysis skipped" in (exp / "log" / "analysis.log").read_text()
+    second = subprocess.run(args + ["--stage", "1"], cwd=RECIPE, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert second.returncode == 0 and second.stdout.count("already done") == 8, second.stdout[-2000:]
+    # the ablation on the same run: pretraining, a pretrained start, and the models decoded and analysed again
+    for done in ("4", "6", "8", "9"):
+        (exp / "done" / done).unlink()
+    third = subprocess.run(args + ["--ablation", "true", "--stage", "2"], cwd=RECIPE, capture_output=True,
+                           text=True, timeout=900, env=env)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "=== stage 3" in third.stdout and "already done" in third.stdout.split("=== stage 3")[1].split("===")[0]
+    # the ablation's pretrained start and the head variant (one local head made global): as many updates as ft
     for name in ("ft_global", "ft_pretrained"):
         assert (exp / name / "checkpoints" / "LAST").read_text() == (exp / "ft" / "checkpoints" / "LAST").read_text()
     attention = json.loads((exp / "ft_global" / "best" / "config.json").read_text())["config"]["attention"]
@@ -204,9 +215,6 @@ def test_demo_recipe_quick(tmp_path):
         assert (exp / "analysis" / name).is_file(), name
     assert "## Analysis" in results and "| ft_local_distilled | 0.5 |" in results and "Codebook use" in results
     assert "train update 6" in (exp / "pretrain" / "train.log").read_text()
-    second = subprocess.run(args + ["--stage", "1"], cwd=RECIPE, capture_output=True, text=True, timeout=300,
-                            env=env)
-    assert second.returncode == 0 and second.stdout.count("already done") == 9, second.stdout[-2000:]
     bad = subprocess.run(["bash", "run.sh", "--quick", "true", "--bogus", "1"], cwd=RECIPE, capture_output=True,
                          text=True, timeout=60, env=env)
     assert bad.returncode != 0 and "unknown option --bogus" in bad.stderr

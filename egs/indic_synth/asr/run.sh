@@ -209,7 +209,7 @@ finetune() {
   local train=$(for l in $(langs_of $asr_langs); do printf '{path: %s}, ' $(labelled_dir $l); done)
   local valid=$(for l in $(langs_of $asr_langs); do printf '{path: %s/dev_%s}, ' $data $l; done)
   seqattn finetune $finetune_config "data.train=[${train%, }]" "data.valid=[${valid%, }]" $init \
-    run.output_dir=$exp/$name run.max_time_s=$finetune_time optim.schedule_time_s=$finetune_time \
+    run.output_dir=$exp/$name run.max_time_s=0 optim.schedule_time_s=$finetune_time \
     run.tensorboard=true $finetune_overrides "$@" \
     2>&1 | tee $exp/log/$name.log
   # training links $exp/$name/best to the checkpoint BEST names (the final model when nothing was validated)
@@ -310,7 +310,7 @@ fi
 
 if run_stage 8 "analysis: attention locality, codebook use, layer probes, convert localize" $exp/log/analysis.log; then
   out=$exp/analysis
-  pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null)}
+  pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null || true)}
   analysed=ft:$exp/ft/best  # and the pretrained model, where there is one (--pretrain true or --ablation true)
   [ -f $pt_model/config.json ] && analysed="pretrain:$pt_model $analysed"
   tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
