@@ -259,8 +259,7 @@ class UpdateLoop:
     def run(self) -> None:
         position = self.state.position
         self.state.optimizer.zero_grad(set_to_none=True)
-        spent = self.optim.schedule_time_s > 0 and position.trained_s >= self.optim.schedule_time_s
-        while position.step < self.optim.max_updates and not spent:  # (a resumed run may have nothing left)
+        while position.step < self.optim.max_updates and not self._time_spent():  # (a resumed run may have nothing left)
             dataset = self.task.epoch_dataset(position.epoch)
             if len(dataset) == 0:
                 raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one "
@@ -349,8 +348,7 @@ class UpdateLoop:
             self._log(float(grad_norm))
         out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(time.time() - self.started > self.config.max_time_s)
         out_of_time = out_of_time or (self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after)
-        schedule_time = self.optim.schedule_time_s
-        time_spent = schedule_time > 0 and position.trained_s >= schedule_time
+        time_spent = self._time_spent()
         done = position.step >= self.optim.max_updates or time_spent
         metric = None
         # The last model is validated too, so that "best" can be the final one.
@@ -362,8 +360,12 @@ class UpdateLoop:
             self.monitor.message(f"stopping at update {position.step} (run.max_time_s / run.stop_after reached)")
         elif time_spent and position.step < self.optim.max_updates:
             self.monitor.message(f"schedule done at update {position.step}: {position.trained_s:.0f} s of training "
-                                 f"reached optim.schedule_time_s={schedule_time:g}")
+                                 f"reached optim.schedule_time_s={self.optim.schedule_time_s:g}")
         return out_of_time or done
+
+    def _time_spent(self) -> bool:
+        """True once a time schedule (``optim.schedule_time_s``) has had all of its training time."""
+        return 0 < self.optim.schedule_time_s <= self.state.position.trained_s
 
     def _count_training_time(self) -> None:
         """Add the wall time since the last update to ``position.trained_s``; with a time schedule the ranks'

@@ -224,6 +224,9 @@ pretrained_init() {
   else echo "$(cd $exp/pretrain/checkpoints && pwd)/$(cat $exp/pretrain/checkpoints/LAST)"; fi
 }
 scratch_init="init=null freeze_cnn=false freeze_updates=0"
+ft_init() {  # ft's start: the pretrained model (--pretrain true) or random initialisation
+  if [ "$pretrain" = true ]; then echo "init=$(pretrained_init)"; else echo "$scratch_init"; fi
+}
 ablation_model=$([ "$pretrain" = true ] && echo ft_scratch || echo ft_pretrained)
 models=ft
 [ "$ablation" = true ] && models="ft $ablation_model"
@@ -238,11 +241,7 @@ head_variant_attention() {  # the fine-tuned model's attention with one local he
 for v in ${head_variants//,/ }; do head_variant_attention $v > /dev/null; done
 
 if run_stage 3 "CTC training on $asr_langs ($([ "$pretrain" = true ] && echo "init: pretrained encoder" || echo "from scratch"))" $exp/log/ft.log; then
-  if [ "$pretrain" = true ]; then
-    finetune ft "init=$(pretrained_init)"  # a CTC model given as --pretrained gets a new head over this recipe's vocabulary
-  else
-    finetune ft "$scratch_init"
-  fi
+  finetune ft "$(ft_init)"  # a CTC model given as --pretrained gets a new head over this recipe's vocabulary
   finish_stage 3 finetune
 fi
 
@@ -257,10 +256,9 @@ if { [ "$ablation" = true ] || [ -n "$head_variants" ]; } && \
     else finetune ft_pretrained "init=$(pretrained_init)" $same_updates; fi
   fi
   # the same start, data order and schedule as ft (a pretrained model's heads change through model_overrides)
-  if [ "$pretrain" = true ]; then init="init=$(pretrained_init)" heads=model_overrides.attention
-  else init=$scratch_init heads=model.attention; fi
+  heads=$([ "$pretrain" = true ] && echo model_overrides.attention || echo model.attention)
   for v in ${head_variants//,/ }; do
-    finetune ft_$v "$init" $same_updates "$heads=$(head_variant_attention $v)"
+    finetune ft_$v "$(ft_init)" $same_updates "$heads=$(head_variant_attention $v)"
   done
   finish_stage 4 ablations
 fi

@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--ft-start", choices=sorted(FT_NAMES), default="pretrained",
                         help="how the main model (ft) started: from the pretrained model or from scratch")
     args = parser.parse_args()
-    MODEL_NAMES["ft"] = FT_NAMES[args.ft_start]
+    model_names = {**MODEL_NAMES, "ft": FT_NAMES[args.ft_start]}
 
     exp = Path(args.exp)
     results: dict[tuple[str, str], dict[str, dict]] = {}  # (model, mode) -> set -> scores
@@ -89,7 +89,7 @@ def main() -> None:
     if results:
         columns = sorted(results, key=lambda k: (k[0] != "ft", k[0], k[1] != "greedy", k[1]))
         lines += ["## %CER (%WER) per set", "",
-                  "| set | " + " | ".join(f"{MODEL_NAMES.get(m, m)}, {mode}" for m, mode in columns) + " |",
+                  "| set | " + " | ".join(f"{model_names.get(m, m)}, {mode}" for m, mode in columns) + " |",
                   "|---|" + "---|" * len(columns)]
         for set_name in sets:
             cells = []
@@ -104,7 +104,7 @@ def main() -> None:
                      f"%CER {scores['CER'][0]:.2f}, %WER {scores['WER'][0]:.2f} against the segments' references "
                      "in time order; CTM/SRT/VTT/JSON in `exp/longform/`")
     for chosen in sorted(exp.glob("decode/*/lm/chosen.txt")):
-        lines.append(f"- LM settings chosen on dev for {MODEL_NAMES.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
+        lines.append(f"- LM settings chosen on dev for {model_names.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
                      f"{chosen.read_text().strip()}")
     lines += analysis_section(exp)
     if args.data:

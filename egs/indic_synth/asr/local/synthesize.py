@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,6 @@ def message_sentences(lang: str, locale_dir: Path = Path("/usr/share/locale"), m
     """Sentences from the language's gettext catalogues: translated messages without Latin letters, digits,
     placeholders or markup, punctuation removed, NFC, ``min_words``..``max_words`` words; sorted, unique."""
     import gettext
-    import re
 
     found = set()
     for path in sorted((locale_dir / lang / "LC_MESSAGES").glob("*.mo")):
@@ -202,13 +202,20 @@ def check_variants(variants: list[str]) -> None:
         raise SystemExit(f"espeak-ng lacks the voice variant(s) {', '.join(missing)} (espeak-ng --voices=variant)")
 
 
-# (letter, nukta) -> the precomposed letter, for every Indic letter whose canonical decomposition is one. NFC
-# keeps most of them decomposed (composition exclusions: Devanagari U+0958-095F, Bengali U+09DC/09DD/09DF,
-# Gurmukhi and Oriya ones).
-NUKTA_LETTERS = {tuple(chr(int(part, 16)) for part in unicodedata.decomposition(chr(cp)).split()): chr(cp)
-                 for cp in range(0x0900, 0x0D80)
-                 if len(unicodedata.decomposition(chr(cp)).split()) == 2
-                 and unicodedata.name(chr(int(unicodedata.decomposition(chr(cp)).split()[1], 16)), "").endswith("NUKTA")}
+def _nukta_letters() -> dict[str, str]:
+    """letter + nukta -> the precomposed letter, for every Indic letter whose canonical decomposition is one.
+    NFC keeps most of them decomposed (composition exclusions: Devanagari U+0958-095F, Bengali U+09DC/09DD/09DF,
+    Gurmukhi and Oriya ones)."""
+    table = {}
+    for code in range(0x0900, 0x0D80):
+        parts = unicodedata.decomposition(chr(code)).split()
+        if len(parts) == 2 and unicodedata.name(chr(int(parts[1], 16)), "").endswith("NUKTA"):
+            table[chr(int(parts[0], 16)) + chr(int(parts[1], 16))] = chr(code)
+    return table
+
+
+NUKTA_LETTERS = _nukta_letters()
+NUKTA_PAIR = re.compile("|".join(NUKTA_LETTERS))
 
 
 # The voices whose espeak-ng 1.51 rules read a nukta letter only precomposed. Its Bengali rules read রাশিয়া
@@ -226,16 +233,7 @@ def speakable(text: str, lang: str) -> str:
     stay NFC."""
     if lang not in PRECOMPOSED_NUKTA_VOICES:
         return text
-    out, i = [], 0
-    while i < len(text):
-        pair = tuple(text[i : i + 2])
-        if pair in NUKTA_LETTERS:
-            out.append(NUKTA_LETTERS[pair])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
+    return NUKTA_PAIR.sub(lambda pair: NUKTA_LETTERS[pair.group()], text)
 
 
 def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
