@@ -170,15 +170,22 @@ def test_demo_recipe_quick(tmp_path):
     assert sorted(p.name for p in (exp / "done").iterdir()) == ["0", "1", "3", "4", "5", "6", "7", "8", "9"]
     assert json.loads((exp / "ft" / "config.json").read_text())["init"] is None
     assert not (exp / "pretrain").exists()
+    assert not (data / "train_bpy").exists()  # an unlabelled language's audio is made only for pretraining
     assert "codebook analysis skipped" in (exp / "log" / "analysis.log").read_text()
+    train_words = {lang: {w for line in (data / f"train_{lang}" / "text").read_text("utf-8").splitlines()
+                          for w in line.split()[1:]} for lang in ("hi", "ta")}
+    first_lexicons = {lang: {line.split()[0] for line in path.read_text("utf-8").splitlines()}
+                      for lang in ("hi", "ta") if (path := exp / "lm" / lang / "lexicon.txt").is_file()}
     second = subprocess.run(args + ["--stage", "1"], cwd=RECIPE, capture_output=True, text=True, timeout=300,
                             env=env)
     assert second.returncode == 0 and second.stdout.count("already done") == 8, second.stdout[-2000:]
-    # the ablation on the same run: pretraining, a pretrained start, and the models decoded and analysed again
-    for done in ("4", "6", "8", "9"):
+    # the ablation on the same run: pretraining, a pretrained start, and the models decoded and analysed again;
+    # the LMs again from the domain's text
+    for done in ("4", "5", "6", "8", "9"):
         (exp / "done" / done).unlink()
-    third = subprocess.run(args + ["--ablation", "true", "--stage", "2"], cwd=RECIPE, capture_output=True,
-                           text=True, timeout=900, env=env)
+    shutil.rmtree(exp / "lm")
+    third = subprocess.run(args + ["--ablation", "true", "--stage", "2", "--lm-text", "domain"], cwd=RECIPE,
+                           capture_output=True, text=True, timeout=900, env=env)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert "=== stage 3" in third.stdout and "already done" in third.stdout.split("=== stage 3")[1].split("===")[0]
     # the ablation's pretrained start and the head variant (one local head made global): as many updates as ft
@@ -198,13 +205,13 @@ def test_demo_recipe_quick(tmp_path):
             assert (exp / "decode" / "ft" / "greedy" / f"test_ood_{lang}" / "wer").read_text().startswith("%WER")
         if KENLM.is_file():
             assert (exp / "decode" / "ft" / "lm" / f"test_{lang}" / "wer").read_text().startswith("%WER")
-            # --lm-text domain: the lexicon holds every test word (the CLDR names), the training text does not
+            # --lm-text domain (the third run): the lexicon holds every test word (the CLDR names); the default
+            # lexicon of the first run (--lm-text train) held the training transcripts' words alone
             lexicon = {line.split()[0] for line in (exp / "lm" / lang / "lexicon.txt").read_text("utf-8").splitlines()}
             test_words = {w for line in (data / f"test_{lang}" / "text").read_text("utf-8").splitlines()
                           for w in line.split()[1:]}
-            train_words = {w for line in (data / f"train_{lang}" / "text").read_text("utf-8").splitlines()
-                           for w in line.split()[1:]}
-            assert test_words <= lexicon and len(lexicon) > 3 * len(train_words)
+            assert test_words <= lexicon and len(lexicon) > 3 * len(train_words[lang])
+            assert first_lexicons[lang] == train_words[lang]
     assert len((data / "test_long_hi" / "segments").read_text().splitlines()) == 4
     assert all(line.endswith("|") for line in (data / "test_pipe_hi" / "wav.scp").read_text().splitlines())
     for fmt in ("srt", "ctm", "json"):

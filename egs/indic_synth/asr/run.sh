@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multilingual Indic ASR demo on synthetic espeak-ng speech, end to end on a CPU:
-#   corpus (16 espeak-ng Indian voices, CLDR text) -> one multilingual CTC model trained on 6 labelled languages
+#   corpus (espeak-ng voices, CLDR text: 2000 utterances in each of 6 labelled languages, and 10 more languages
+#   of unlabelled audio when pretraining runs) -> one multilingual CTC model trained on the 6 labelled languages
 #   (Indo-Aryan and Dravidian): a filterbank Conformer from scratch by default; with --pretrain true (the
 #   default of --frontend cnn) after self-supervised pretraining on all 16 (temperature sampling; BEST-RQ for
 #   the filterbank Conformer, wav2vec 2.0's contrastive loss for the raw-waveform CNN)
@@ -15,8 +16,8 @@
 #                    CPU-minutes of BEST-RQ are a worse start than none at this budget (RESULTS.md)
 #   --ablation true  also train the model the other way (from scratch after --pretrain true, from a pretrained
 #                    start otherwise), for as many updates, so RESULTS.md shows what pretraining buys
-#   --lm-text domain the LM stage's text: the training transcripts and the CLDR names the corpus draws its words
-#                    from (default; a lexicon of the domain, no dev or test sentence); train: the transcripts alone
+#   --lm-text train  the LM stage's text: the training transcripts alone (default); domain: with every CLDR name
+#                    the corpus draws its words from (a lexicon of the whole domain, no dev or test sentence)
 #   --frontend cnn   the raw-waveform CNN wav2vec 2.0 model (contrastive pretraining, 4 transformer layers at
 #                    20 ms) instead of the default filterbank Conformer (80-bin log-mel conv-subsampled to 40 ms, 6
 #                    Conformer blocks with local heads, BEST-RQ pretraining), which learns faster per CPU-minute
@@ -53,7 +54,8 @@ pretrain_langs=hi,mr,bn,gu,pa,or,as,ne,kok,sd,ur,bpy,ta,te,kn,ml
 # Labelled languages (fine-tuning, LMs, dev/test): 3 Indo-Aryan + 3 Dravidian.
 asr_langs=hi,mr,bn,ta,te,kn
 longform_lang=hi        # "" = no long-form recording
-train_utts=500          # per language; the labelled languages' train sets are also pretraining audio
+train_utts=2000         # per labelled language (more text and audio beat more epochs: RESULTS.md); also pretraining audio
+pretrain_utts=500       # per unlabelled language, synthesised in stage 2 only when pretraining runs
 train_words="1 4"       # words per training sentence (short utterances let CTC find its alignment sooner)
 train_voices=classic    # training speakers: classic (7 espeak-ng variants), many (86; never a test voice) or mixed
 test_words="2 6"
@@ -65,7 +67,7 @@ pretrain_overrides=""
 finetune_config=""
 finetune_time=""        # seconds of CTC training: default 720 after pretraining, 1020 from scratch (the same total)
 finetune_overrides=""
-lm_text=domain          # domain (transcripts + CLDR names) | train (transcripts only)
+lm_text=train           # train (transcripts only) | domain (transcripts + CLDR names)
 lm_order=2
 beam_size=50
 analysis_utts=40        # per language, for the attention/layer analyses
@@ -95,7 +97,7 @@ case $lm_text in domain|train) ;; *) echo "run.sh: --lm-text must be domain or t
 [ -n "$finetune_time" ] || { [ "$pretrain" = true ] && finetune_time=720 || finetune_time=1020; }
 
 if [ "$quick" = true ]; then  # CI smoke run: every stage, tiny data, minutes
-  pretrain_langs=hi,ta,bpy; asr_langs=hi,ta; train_utts=8; test_utts=4; longform_utts=4
+  pretrain_langs=hi,ta,bpy; asr_langs=hi,ta; train_utts=8; pretrain_utts=8; test_utts=4; longform_utts=4
   pretrain_time=60
   pretrain_overrides="optim.max_updates=6 optim.warmup_updates=2 run.save_every=3 run.log_every=2"
   finetune_time=60
@@ -115,6 +117,9 @@ else
 fi
 mkdir -p $exp/log $exp/done $exp/time
 langs_of() { echo "${1//,/ }"; }
+# the pretraining languages without labels: their audio is needed only when pretraining runs (stage 2)
+unlabelled_langs=$(for l in $(langs_of $pretrain_langs); do [[ ",$asr_langs," == *",$l,"* ]] || printf '%s,' $l; done)
+unlabelled_langs=${unlabelled_langs%,}
 
 current_stage="" current_logs=""
 # stage_failed EXIT_CODE: the ERR trap. Under errexit the first failing command (or pipeline) ends the run;
@@ -167,8 +172,8 @@ if run_stage 0 "system dependencies" "$exp/log/apt.log $exp/log/kenlm.log"; then
   finish_stage 0 deps
 fi
 
-if run_stage 1 "corpus: synthesise speech, write and validate Kaldi data dirs" "$exp/log/synth_*.log $exp/log/validate.log"; then
-  python local/synthesize.py --out $data --langs $pretrain_langs --split train --utts $train_utts \
+if run_stage 1 "corpus: synthesise the labelled languages' speech, write and validate Kaldi data dirs" "$exp/log/synth_*.log $exp/log/validate.log"; then
+  python local/synthesize.py --out $data --langs $asr_langs --split train --utts $train_utts \
     --seed $seed --nj $nj --words $train_words --train-voices $train_voices 2>&1 | tee $exp/log/synth_train.log
   for split in dev test; do
     python local/synthesize.py --out $data --langs $asr_langs --split $split --utts $test_utts \
@@ -186,7 +191,15 @@ fi
 
 # pretraining runs for the fine-tuning's start (--pretrain true) or for the ablation's
 if [ -z "$pretrained" ] && { [ "$pretrain" = true ] || [ "$ablation" = true ]; } && \
-    run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" $exp/log/pretrain.log; then
+    run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" "$exp/log/synth_unlabelled.log $exp/log/pretrain.log"; then
+  # the unlabelled languages' audio, once (spk2utt is the last file a language's data dir gets)
+  todo=$(for l in $(langs_of $unlabelled_langs); do [ -f $data/train_$l/spk2utt ] || printf '%s,' $l; done)
+  if [ -n "$todo" ]; then
+    python local/synthesize.py --out $data --langs ${todo%,} --split train --utts $pretrain_utts --seed $seed \
+      --nj $nj --words $train_words --train-voices $train_voices 2>&1 | tee $exp/log/synth_unlabelled.log
+    seqattn validate-data-dir $(for l in $(langs_of ${todo%,}); do printf '%s/train_%s ' $data $l; done) \
+      --check-audio 2>&1 | tee -a $exp/log/synth_unlabelled.log
+  fi
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
     run.max_time_s=$pretrain_time run.tensorboard=true $pretrain_overrides 2>&1 | tee $exp/log/pretrain.log
@@ -313,7 +326,8 @@ if run_stage 8 "analysis: attention locality, codebook use, layer probes, conver
   [ -f $pt_model/config.json ] && analysed="pretrain:$pt_model $analysed"
   tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
   devs=$(for l in $(langs_of $asr_langs); do printf '%s/dev_%s ' $data $l; done)
-  trains=$(for l in $(langs_of $pretrain_langs); do printf '%s/train_%s ' $data $l; done)
+  # the codebook's languages: every pretraining language with audio here (a given --pretrained skips stage 2)
+  trains=$(for l in $(langs_of $pretrain_langs); do if [ -d $data/train_$l ]; then printf '%s/train_%s ' $data $l; fi; done)
   folds=$([ "$quick" = true ] && echo 2 || echo 5)
   {
     for model in $analysed; do
