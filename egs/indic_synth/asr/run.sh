@@ -117,9 +117,10 @@ else
 fi
 mkdir -p $exp/log $exp/done $exp/time
 langs_of() { echo "${1//,/ }"; }
-# the pretraining languages without labels: their audio is needed only when pretraining runs (stage 2)
-unlabelled_langs=$(for l in $(langs_of $pretrain_langs); do [[ ",$asr_langs," == *",$l,"* ]] || printf '%s,' $l; done)
-unlabelled_langs=${unlabelled_langs%,}
+split_dirs() {  # split_dirs SPLIT LANGS: the data dirs of one split, e.g. "data/test_hi data/test_ta "
+  local l
+  for l in $(langs_of $2); do printf '%s/%s_%s ' $data $1 $l; done
+}
 
 current_stage="" current_logs=""
 # stage_failed EXIT_CODE: the ERR trap. Under errexit the first failing command (or pipeline) ends the run;
@@ -192,13 +193,15 @@ fi
 # pretraining runs for the fine-tuning's start (--pretrain true) or for the ablation's
 if [ -z "$pretrained" ] && { [ "$pretrain" = true ] || [ "$ablation" = true ]; } && \
     run_stage 2 "self-supervised pretraining on all $(langs_of $pretrain_langs | wc -w) languages (temperature sampling)" "$exp/log/synth_unlabelled.log $exp/log/pretrain.log"; then
-  # the unlabelled languages' audio, once (spk2utt is the last file a language's data dir gets)
-  todo=$(for l in $(langs_of $unlabelled_langs); do [ -f $data/train_$l/spk2utt ] || printf '%s,' $l; done)
+  # the audio of the languages without labels (stage 1 made the labelled ones), once: spk2utt is the last file
+  # a language's data dir gets
+  todo=$(for l in $(langs_of $pretrain_langs); do
+    [[ ",$asr_langs," == *",$l,"* ]] || [ -f $data/train_$l/spk2utt ] || printf '%s,' $l; done)
+  todo=${todo%,}
   if [ -n "$todo" ]; then
-    python local/synthesize.py --out $data --langs ${todo%,} --split train --utts $pretrain_utts --seed $seed \
+    python local/synthesize.py --out $data --langs $todo --split train --utts $pretrain_utts --seed $seed \
       --nj $nj --words $train_words --train-voices $train_voices 2>&1 | tee $exp/log/synth_unlabelled.log
-    seqattn validate-data-dir $(for l in $(langs_of ${todo%,}); do printf '%s/train_%s ' $data $l; done) \
-      --check-audio 2>&1 | tee -a $exp/log/synth_unlabelled.log
+    seqattn validate-data-dir $(split_dirs train $todo) --check-audio 2>&1 | tee -a $exp/log/synth_unlabelled.log
   fi
   sources=$(for l in $(langs_of $pretrain_langs); do printf '{path: %s/train_%s, language: %s}, ' $data $l $l; done)
   seqattn pretrain $pretrain_config "data.train=[${sources%, }]" run.output_dir=$exp/pretrain \
@@ -324,10 +327,10 @@ if run_stage 8 "analysis: attention locality, codebook use, layer probes, conver
   pt_model=${pretrained:-$exp/pretrain/checkpoints/$(cat $exp/pretrain/checkpoints/LAST 2>/dev/null || true)}
   analysed=ft:$exp/ft/best  # and the pretrained model, where there is one (--pretrain true or --ablation true)
   [ -f $pt_model/config.json ] && analysed="pretrain:$pt_model $analysed"
-  tests=$(for l in $(langs_of $asr_langs); do printf '%s/test_%s ' $data $l; done)
-  devs=$(for l in $(langs_of $asr_langs); do printf '%s/dev_%s ' $data $l; done)
+  tests=$(split_dirs test $asr_langs)
+  devs=$(split_dirs dev $asr_langs)
   # the codebook's languages: every pretraining language with audio here (a given --pretrained skips stage 2)
-  trains=$(for l in $(langs_of $pretrain_langs); do if [ -d $data/train_$l ]; then printf '%s/train_%s ' $data $l; fi; done)
+  trains=$(for dir in $(split_dirs train $pretrain_langs); do if [ -d $dir ]; then printf '%s ' $dir; fi; done)
   folds=$([ "$quick" = true ] && echo 2 || echo 5)
   {
     for model in $analysed; do
