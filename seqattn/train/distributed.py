@@ -1,7 +1,12 @@
 """torchrun / DDP helpers (gloo on CPU, NCCL on GPU); a single process works with the same calls.
 
-The context knows its process's device: NCCL reduces CUDA tensors only, so the small collectives here (flags,
-counts, log sums) are made on that device."""
+Two kinds of collective, kept apart so that neither stalls the GPU:
+
+- host values (flags, counts, seconds: Python numbers the loop already has on the host) go through a gloo
+  process group on the CPU, so agreeing on "is this batch empty?" never waits for the GPU's queue;
+- device tensors (loss sums, statistics) are reduced on the process's device, NCCL on GPUs, and stay there:
+  nothing is read back to the host until a caller asks.
+"""
 from __future__ import annotations
 
 import datetime
@@ -20,6 +25,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # this process's device (cuda:LOCAL_RANK under torchrun on GPUs)
+    host_group: object = None  # gloo group for host-value collectives (None: the default group, already gloo)
 
     @property
     def device_ids(self) -> list[int] | None:
@@ -43,25 +49,40 @@ class DistributedContext:
         return all_reduce(tensor)
 
     def min_int(self, value: int) -> int:
+        """The smallest of every rank's host ``value`` (over gloo: no GPU involved)."""
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.long, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        t = torch.tensor([value], dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.host_group)
         return int(t.item())
 
     def sum_floats(self, values: list[float]) -> list[float]:
+        """Every rank's host ``values`` summed (over gloo: no GPU involved)."""
         if not self.enabled:
             return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, group=self.host_group)
         return t.tolist()
 
     def any_flag(self, flag: bool) -> bool:
+        """True on every rank when the host ``flag`` is true on any (over gloo: no GPU involved)."""
         if not self.enabled:
             return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.long, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = torch.tensor([1 if flag else 0], dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.host_group)
         return bool(t.item())
+
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A device tensor summed over ranks, in place and on its device (nothing read back to the host)."""
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def max_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A device tensor's elementwise maximum over ranks, in place and on its device."""
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
 
     def barrier(self) -> None:
         if self.enabled:
@@ -86,10 +107,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> Distribu
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
+    backend = "nccl" if resolved.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return DistributedContext(rank, world, local_rank, resolved)
+    host_group = None
+    if dist.get_backend() != "gloo":  # host values need a CPU group next to NCCL's
+        host_group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return DistributedContext(rank, world, local_rank, resolved, host_group)
 
 
 def shutdown_distributed(context: DistributedContext) -> None:

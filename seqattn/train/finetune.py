@@ -25,10 +25,11 @@ from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.sources import DataSource
 from seqattn.data.text import CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
-from seqattn.decode.ctc import greedy_decode
+from seqattn.decode.ctc import collapse
 from seqattn.models.io import check_model_dir, read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 from seqattn.models.wav2vec2.masking import generators_for
+from seqattn.utils.device import module_device
 
 from .distributed import DistributedContext
 from .loop import (
@@ -163,19 +164,32 @@ def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False
     return model
 
 
+@dataclass
+class HostValues:
+    """What a fine-tuning batch keeps on the host (the loop moves only tensors and draws to the device):
+    CTC's length tensors, which torch's ``ctc_loss`` reads on the host, and the numbers for the log line."""
+
+    frames: torch.Tensor  # (B,) long: CTC frames of each utterance
+    label_lengths: torch.Tensor  # (B,) long
+    utterances: float  # over every rank of this micro-batch
+    labels: int
+    audio_s: float
+
+
 class CTCStep(nn.Module):
-    """CTC loss inside ``forward`` (for DDP): summed over utterances, divided by the global count."""
+    """CTC loss inside ``forward`` (for DDP): summed over utterances, divided by the global count (a host
+    number summed over ranks before the forward, so the forward holds no collective)."""
 
     def __init__(self, model: Wav2Vec2ForCTC, context: DistributedContext):
         super().__init__()
         self.model, self.context = model, context
 
-    def forward(self, waves, lengths, labels, label_lengths, generators, freeze_encoder: bool):
-        logits, frames, aux = self.model.training_forward(waves, lengths, generators, freeze_encoder)
+    def forward(self, waves, lengths, labels, host: HostValues, draws, freeze_encoder: bool):
+        logits, _, aux = self.model.training_forward(waves, lengths, freeze_encoder=freeze_encoder, draws=draws)
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
-        total = F.ctc_loss(log_probs, labels, frames, label_lengths, blank=0, reduction="sum", zero_infinity=True)
-        count = self.context.sum_floats([float(waves.shape[0])])[0]
-        return total * self.context.world_size / max(count, 1.0) + aux, total.detach()
+        total = F.ctc_loss(log_probs, labels, host.frames, host.label_lengths, blank=0, reduction="sum",
+                           zero_infinity=True)
+        return total * self.context.world_size / max(host.utterances, 1.0) + aux, total.detach()
 
 
 class FinetuneTask(Task):
@@ -201,12 +215,24 @@ class FinetuneTask(Task):
     def before_update(self, step: int) -> None:
         self.frozen = step < self.config.freeze_updates
 
+    def host_prepare(self, batch):
+        """Masks drawn from each utterance's generator, CTC frame counts and the log numbers, all on the host."""
+        waves, lengths = batch["waves"], batch["lengths"]
+        frames, _ = self.model.wav2vec2.frame_counts(lengths, waves.shape[1], waves.shape[0])
+        host = HostValues(frames=frames, label_lengths=batch["label_lengths"],
+                          utterances=self.ctx.sum_floats([float(waves.shape[0])])[0],
+                          labels=int(batch["label_lengths"].sum()),
+                          audio_s=float(lengths.sum()) / self.config.data.sample_rate)
+        draws = self.model.draw_training(lengths, waves.shape[1], generators_for(batch["keys"]))
+        return {**batch, "host": host, "draws": draws}
+
     def forward(self, batch) -> StepOutput:
-        loss, total = self.step_module(batch["waves"], batch["lengths"], batch["labels"], batch["label_lengths"],
-                                       generators_for(batch["keys"]), self.frozen)
-        statistics = {"loss": float(total), "utterances": batch["waves"].shape[0],
-                      "labels": int(batch["label_lengths"].sum()), "audio_s": float(batch["lengths"].sum()) / 16000}
-        return StepOutput(loss, statistics, {"loss": float(total) / max(batch["waves"].shape[0], 1)})
+        host = batch["host"]
+        loss, total = self.step_module(batch["waves"], batch["lengths"], batch["labels"], host, batch["draws"],
+                                       self.frozen)
+        statistics = {"loss": total, "utterances": batch["waves"].shape[0], "labels": host.labels,
+                      "audio_s": host.audio_s}
+        return StepOutput(loss, statistics, {"loss": total / max(batch["waves"].shape[0], 1)})
 
     def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
         return {"loss_per_utterance": statistics["loss"] / max(statistics["utterances"], 1),
@@ -223,8 +249,9 @@ class FinetuneTask(Task):
 
 
 def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: FinetuneData, ctx: DistributedContext) -> dict:
-    """Greedy WER/CER (%) over ``items`` (each rank scores its share; counts are summed)."""
+    """Greedy WER/CER (%) over ``items`` (each rank scores its share; counts are summed), on the model's device."""
     model.eval()
+    device = module_device(model)
     dataset = PaddedBatches(items, 0, 0, data.max_tokens, data.sample_rate, model.config.normalize_waveform,
                             ctx.rank, ctx.world_size, shuffle=False)
     refs, hyps = [], []
@@ -233,9 +260,12 @@ def evaluate(model: Wav2Vec2ForCTC, items, vocab: CharVocabulary, data: Finetune
             batch = dataset[index]
             if batch["waves"].shape[0] == 0:
                 continue
-            logits, frames = model(batch["waves"], batch["lengths"])
+            waves, lengths = batch["waves"], batch["lengths"]
+            frames, _ = model.wav2vec2.frame_counts(lengths, waves.shape[1], waves.shape[0])  # host numbers
+            logits, _ = model(waves.to(device, non_blocking=True), lengths.to(device, non_blocking=True))
+            best = logits.argmax(-1).cpu()  # (B, T): the batch's one device read
             for row, (text, language) in enumerate(zip(batch["texts"], batch["languages"])):
-                hyps.append(vocab.decode(greedy_decode(logits[row], int(frames[row])).tokens, language))
+                hyps.append(vocab.decode(collapse(best[row, : int(frames[row])].tolist()).tokens, language))
                 refs.append(text)
     words = jiwer.process_words(refs, hyps) if refs else None
     chars = jiwer.process_characters(refs, hyps) if refs else None

@@ -20,6 +20,7 @@ from seqattn.data.lm_tokenizers import (
     TOKENIZER_FILE, TokenizerConfig, TokenizerError, load_tokenizer, tokenizer_to_json, train_tokenizer,
 )
 from seqattn.models.lm import LMConfig, TransformerLM
+from seqattn.utils.device import module_device
 
 from .distributed import DistributedContext
 from .loop import OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, launch
@@ -91,7 +92,7 @@ class LMTask(Task):
         tokens = batch["tokens"]
         nll, loss = self.step_module(tokens)
         count = tokens.shape[0] * (tokens.shape[1] - 1)
-        return StepOutput(loss, {"nll": float(nll.detach()) * count, "tokens": count}, {"loss": float(nll.detach())})
+        return StepOutput(loss, {"nll": nll.detach() * count, "tokens": count}, {"loss": nll.detach()})
 
     def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:
         nll = statistics["nll"] / max(statistics["tokens"], 1)
@@ -107,13 +108,16 @@ class LMTask(Task):
         spans = blocks(self.valid_tokens, self.config.data.seq_len)
         if self.config.data.valid_tokens:
             spans = spans[: max(1, self.config.data.valid_tokens // self.config.data.seq_len)]
-        total, count = 0.0, 0
+        device = module_device(model)
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # the loss sum stays on the device
         for start, stop in spans[self.ctx.rank :: self.ctx.world_size]:
             window = torch.from_numpy(self.valid_tokens[start : stop + 1].astype("int64"))[None]  # (1, n + 1)
+            window = window.to(device, non_blocking=True)
             logits = model(window[:, :-1]).logits.float()
-            total += float(torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum"))
+            total += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum")
             count += window.shape[1] - 1
-        total, count = self.ctx.sum_floats([total, float(count)])
+        total = float(self.ctx.sum_tensor(total))  # one device read for the whole validation
+        count = self.ctx.sum_floats([float(count)])[0]
         model.train(was_training)
         loss = total / max(count, 1)
         self.monitor.scalars(step, {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": int(count)}, prefix="valid")

@@ -21,7 +21,6 @@ The loop changes only the :class:`TrainingState` it is given (model, optimizer, 
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -109,25 +108,44 @@ class TrainingState:
 @dataclass
 class StepOutput:
     loss: torch.Tensor  # what is back-propagated (already normalised for this micro-batch)
-    statistics: dict  # the task's own summable numbers for its log line: the loop sums them over micro-batches
-    # and ranks and hands the totals back to Task.log_values without reading them
-    postfix: dict = field(default_factory=dict)  # shown on the progress bar
+    statistics: dict  # the task's own summable numbers for its log line (tensors on the device, or host numbers):
+    # the loop sums them over micro-batches and ranks on the device and hands the totals back to
+    # Task.log_values as floats, read from the device once per log line
+    postfix: dict = field(default_factory=dict)  # shown on the progress bar (read at log lines only)
 
 
 @dataclass
 class Interval:
-    """What happened between two log lines: the task's summed statistics and the loop's own counts."""
+    """What happened between two log lines: the task's summed statistics and the loop's own counts.
 
-    statistics: dict = field(default_factory=dict)  # sums over the micro-batches with a finite loss
-    micro_batches: int = 0  # how many micro-batches those sums cover
+    The sums stay on the device (float64 scalars) and leave out micro-batches whose loss was not finite
+    without asking the host which those were; :meth:`totals` reads them all in one transfer."""
+
+    statistics: dict = field(default_factory=dict)  # device sums over the micro-batches with a finite loss
+    micro_batches: torch.Tensor | None = None  # device count of those micro-batches
     skipped_batches: int = 0  # batches every rank skipped (nothing to train on)
     unreadable: int = 0  # inputs that could not be read
     started: float = field(default_factory=time.time)
 
-    def add(self, statistics: dict) -> None:
-        self.micro_batches += 1
+    def add(self, statistics: dict, finite: torch.Tensor) -> None:
+        """Add one micro-batch's statistics where its ``finite`` flag (a device bool scalar) holds."""
+        zero = torch.zeros((), dtype=torch.float64, device=finite.device)
+        self.micro_batches = (zero if self.micro_batches is None else self.micro_batches) + finite
         for key, value in statistics.items():
-            self.statistics[key] = self.statistics.get(key, 0.0) + value
+            if isinstance(value, torch.Tensor):
+                value = value.detach().to(torch.float64)
+            else:  # a host number becomes a device scalar by a fill (no copy, no wait)
+                value = torch.full((), float(value), dtype=torch.float64, device=finite.device)
+            self.statistics[key] = self.statistics.get(key, zero) + torch.where(finite, value, zero)
+
+    def totals(self, ctx: DistributedContext) -> tuple[dict, float]:
+        """(statistics, micro-batches) summed over ranks, as floats: the one device read of a log line."""
+        keys = sorted(self.statistics)
+        if self.micro_batches is None:
+            return {key: 0.0 for key in keys}, 0.0
+        stacked = torch.stack([self.statistics[key] for key in keys] + [self.micro_batches])
+        values = ctx.sum_tensor(stacked).tolist()
+        return dict(zip(keys, values[:-1])), values[-1]
 
 
 class Task:
@@ -135,6 +153,11 @@ class Task:
 
     step_module: torch.nn.Module | None = None  # computes the loss in its forward (DDP-wrapped when distributed);
     # run.compile compiles it
+
+    def host_prepare(self, batch):
+        """Work on the host batch before it goes to the device: random draws from per-utterance generators
+        (masks, negatives), and lengths that must stay on the host (CTC's). Returns the batch to move."""
+        return batch
 
     def epoch_dataset(self, epoch: int):
         """An indexable dataset whose item i is this rank's share of micro-batch i of the epoch."""
@@ -249,7 +272,8 @@ class UpdateLoop:
         self.device, self.scaler = run.device, run.scaler
         self.optim, self.config, self.monitor = run.optim, run.run, run.monitor
         self.num_workers, self.validate_every, self.describe_epoch = num_workers, validate_every, describe_epoch
-        self.accumulated, self.bad = 0, False
+        self.accumulated = 0
+        self.bad: torch.Tensor | None = None  # device flag: a micro-batch of this update had a non-finite loss
         self.consumed: list[int] = []  # micro-batches of the epoch that went into the update being accumulated
         self.interval = Interval()
         self.postfix: dict = {}  # the last micro-batch's progress-bar values
@@ -287,28 +311,33 @@ class UpdateLoop:
             return False
         self.task.before_update(position.step)
         self.consumed.append(batch["batch_index"])
-        batch = to_device(batch, self.device)
         torch.manual_seed((self.config.seed * 1_000_003 + position.step) * 4099 + ctx.rank * 131 + self.accumulated)
+        batch = to_device(self.task.host_prepare(batch), self.device)
         last_micro = self.accumulated + 1 == self.optim.update_freq
         with nullcontext() if (last_micro or not ctx.enabled) else self.task.no_sync():
             with self.training.autocast():
                 output = self.task.forward(batch)
-            finite = math.isfinite(float(output.loss.detach()))
-            bad_here = ctx.any_flag(not finite)  # every rank takes the same branch
-            if bad_here:  # zero gradients that still visit every parameter, so DDP's reducer stays in step
-                loss = sum((p * 0.0).sum() for p in self.state.model.parameters() if p.requires_grad)
-            else:
-                loss = output.loss / self.optim.update_freq
+            # No host read here: a non-finite loss back-propagates zeros through the same graph (so DDP's
+            # reducer sees exactly the parameters a good step uses) and flags the update, which is skipped
+            # on every rank when it completes.
+            finite = torch.isfinite(output.loss.detach())
+            loss = torch.where(finite, output.loss, torch.zeros_like(output.loss)) / self.optim.update_freq
             (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        self.bad = self.bad or bad_here
-        self.accumulated = self.optim.update_freq if bad_here else self.accumulated + 1
-        if finite:  # a skipped micro-batch's numbers would poison the log line
-            self.interval.add(output.statistics)
+        self.bad = ~finite if self.bad is None else self.bad | ~finite
+        self.accumulated += 1
+        self.interval.add(output.statistics, finite)  # a skipped micro-batch's numbers would poison the log line
         self.postfix = output.postfix
         if self.accumulated < self.optim.update_freq:
             return False
         self.accumulated = 0
         return True
+
+    def _update_flags(self, grad_norm: torch.Tensor) -> tuple[bool, bool]:
+        """(some micro-batch's loss was not finite on some rank, the gradient norm is not finite): the one
+        device-to-host read of an update, which decides whether the optimizer steps."""
+        flags = torch.stack([self.bad, ~torch.isfinite(grad_norm)]).to(torch.int32)
+        bad_loss, bad_gradient = self.ctx.max_tensor(flags).tolist()
+        return bool(bad_loss), bool(bad_gradient)
 
     def _finish_update(self) -> bool:
         """Clip and step (or skip a non-finite update), then log, validate and save; True when the run ends."""
@@ -316,10 +345,10 @@ class UpdateLoop:
         if self.scaler is not None:
             self.scaler.unscale_(state.optimizer)  # clip and check the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.optim.clip_norm or float("inf"))
-        finite_gradients = math.isfinite(float(grad_norm))
-        if self.bad or not finite_gradients:
-            overflow = self.scaler is not None and not self.bad  # fp16 overflow: the scaler's job, not a bad step
-            self.bad = False
+        bad_loss, bad_gradient = self._update_flags(grad_norm)
+        self.bad = None
+        if bad_loss or bad_gradient:
+            overflow = self.scaler is not None and not bad_loss  # fp16 overflow: the scaler's job, not a bad step
             self.monitor.trace(position.step, position.epoch, self.consumed, applied=False)
             self.consumed = []
             if self.scaler is not None:
@@ -343,9 +372,9 @@ class UpdateLoop:
         position.step += 1
         self.monitor.trace(position.step, position.epoch, self.consumed, applied=True)
         self.consumed = []
-        self.monitor.advance(self.postfix)
+        self.monitor.advance()
         if position.step % self.config.log_every == 0:
-            self._log(float(grad_norm))
+            self._log(grad_norm)
         out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(time.time() - self.started > self.config.max_time_s)
         out_of_time = out_of_time or (self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after)
         time_spent = self._time_spent()
@@ -386,17 +415,15 @@ class UpdateLoop:
             scheduler.last_epoch = max(scheduler.last_epoch, min(by_time, optim.max_updates) - 1)
         scheduler.step()
 
-    def _log(self, grad_norm: float) -> None:
+    def _log(self, grad_norm: torch.Tensor) -> None:
         interval = self.interval
-        keys = sorted(interval.statistics)
-        counts = [interval.micro_batches, interval.skipped_batches, interval.unreadable]
-        totals = self.ctx.sum_floats([float(interval.statistics[k]) for k in keys] + [float(c) for c in counts])
-        statistics = dict(zip(keys, totals[: len(keys)]))
-        micro, skipped, unreadable = totals[len(keys):]
+        statistics, micro = interval.totals(self.ctx)  # one device read per log line
+        skipped, unreadable = self.ctx.sum_floats([float(interval.skipped_batches), float(interval.unreadable)])
         values = self.task.log_values(statistics, micro, max(time.time() - interval.started, 1e-9))
-        values.update(lr=self.state.scheduler.get_last_lr()[0], grad_norm=grad_norm, skipped_batches=skipped,
+        values.update(lr=self.state.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), skipped_batches=skipped,
                       unreadable=unreadable)
         self.monitor.scalars(self.state.position.step, values)
+        self.monitor.advance(0, {key: float(value) for key, value in self.postfix.items()})
         self.interval = Interval()
 
     def _skip(self) -> None:

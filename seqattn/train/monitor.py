@@ -54,10 +54,12 @@ class TrainMonitor:
         self.trace_file.write(json.dumps({"update": step, "epoch": epoch, "batches": batches, "applied": applied}) + "\n")
         self.trace_file.flush()
 
-    def advance(self, postfix: dict | None = None) -> None:
+    def advance(self, updates: int = 1, postfix: dict | None = None) -> None:
+        """Move the bar on by ``updates``; ``postfix`` (host numbers) replaces what it shows beside."""
         if not self.enabled:
             return
-        self.bar.update(1)
+        if updates:
+            self.bar.update(updates)
         if postfix:
             self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False)
 

@@ -56,11 +56,10 @@ class PretrainingStep(nn.Module):
         super().__init__()
         self.model, self.context = model, context
 
-    def forward(self, waves, generators):
+    def forward(self, waves, draws):
         ctx = self.context
-        return self.model.pretraining_loss(
-            waves, None, generators, world_size=ctx.world_size, reduce=ctx.sum_differentiable, sync_min=ctx.min_int
-        )
+        return self.model.pretraining_loss(waves, None, world_size=ctx.world_size, reduce=ctx.sum_differentiable,
+                                           draws=draws)
 
 
 class PretrainTask(Task):
@@ -91,14 +90,22 @@ class PretrainTask(Task):
     def before_update(self, step: int) -> None:
         self.model.set_num_updates(step)
 
+    def host_prepare(self, batch):
+        """The masks, Gumbel noise and negatives, drawn on the host from each utterance's generator (the masked
+        count is equalised over ranks there, through the host group)."""
+        waves = batch["waves"]
+        draws = self.model.draw_training(None, waves.shape[1], generators_for(batch["keys"]), self.ctx.min_int)
+        return {**batch, "draws": draws}
+
     def forward(self, batch) -> StepOutput:
         waves = batch["waves"]
-        result = self.step_module(waves, generators_for(batch["keys"]))
-        statistics = {"loss": float(result.loss.detach()), "targets": result.num_targets, "correct": result.correct,
+        result = self.step_module(waves, batch["draws"])
+        loss = result.loss.detach()
+        statistics = {"loss": loss, "targets": result.num_targets, "correct": result.correct,
                       "audio_s": waves.numel() / self.config.data.sample_rate,
-                      "code_ppl": float(result.code_perplexity), "prob_ppl": float(result.prob_perplexity),
+                      "code_ppl": result.code_perplexity, "prob_ppl": result.prob_perplexity,
                       "temperature": float(result.temperature)}
-        postfix = {"loss": statistics["loss"], "acc": result.correct / max(result.num_targets, 1)}
+        postfix = {"loss": loss, "acc": result.correct / max(result.num_targets, 1)}
         return StepOutput(result.loss, statistics, postfix)
 
     def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:

@@ -76,7 +76,8 @@ def gradient_scaler(precision: str, device: torch.device):
 
 
 def to_device(batch, device: torch.device, non_blocking: bool = True):
-    """``batch`` (tensors in dicts, lists and tuples, anything else as it is) with every tensor on ``device``;
+    """``batch`` (tensors in dicts, lists and tuples, objects with a ``to_device`` method, anything else as it
+    is) with every tensor on ``device``;
     ``non_blocking`` overlaps the copy with compute when the source is in pinned memory."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
@@ -84,7 +85,9 @@ def to_device(batch, device: torch.device, non_blocking: bool = True):
         return {key: to_device(value, device, non_blocking) for key, value in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(value, device, non_blocking) for value in batch)
-    return batch
+    if hasattr(batch, "to_device"):  # an object that moves itself (training draws)
+        return batch.to_device(device, non_blocking)
+    return batch  # anything else stays where it is (host values that must stay on the host)
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

@@ -5,9 +5,39 @@ negatives whichever rank or batch it lands in, and a resumed run draws exactly w
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+
+
+@dataclass
+class TrainingDraws:
+    """Every random draw of one training forward, made on the host from the per-utterance generators before
+    the batch goes to the device, so the forward itself never reads a device value back (the masks depend on
+    each utterance's frame count, which the host knows from its sample count).
+
+    Each row draws in a fixed order: filterbank bands, time spans, channel spans, then (contrastive
+    pretraining) Gumbel noise and negatives."""
+
+    time: torch.Tensor  # (B, T) bool: masked frames
+    channels: torch.Tensor | None = None  # (B, C) bool: zeroed channels
+    bins: torch.Tensor | None = None  # (B, F) bool: zeroed filterbank bins
+    time_index: torch.Tensor | None = None  # (B, M) long: each row's masked frames, when every row has M of them
+    gumbel: torch.Tensor | None = None  # (B, M, G, V) uniform noise for the Gumbel-softmax of the M targets
+    negatives: torch.Tensor | None = None  # (K, B, M) distractor indices among each row's targets
+
+    def to_device(self, device: torch.device, non_blocking: bool = True) -> "TrainingDraws":
+        """The draws on ``device`` (pinned first when it is a GPU, so the copies do not wait for it)."""
+        def move(tensor):
+            if tensor is None or tensor.device == device:
+                return tensor
+            if device.type == "cuda" and not tensor.is_pinned():
+                tensor = tensor.pin_memory()
+            return tensor.to(device, non_blocking=non_blocking)
+
+        return replace(self, **{name: move(getattr(self, name)) for name in
+                                ("time", "channels", "bins", "time_index", "gumbel", "negatives")})
 
 
 def draw_spans(length: int, mask_prob: float, span: int, generator: torch.Generator, min_masks: int = 0) -> torch.Tensor:
@@ -72,6 +102,18 @@ def sample_negatives(num_targets: int, num_negatives: int, generators: list[torc
         draws = torch.randint(0, num_targets - 1, (num_negatives, num_targets), generator=generator)  # (K, M)
         rows.append(draws + (draws >= own).long())  # skip the target's own index
     return torch.stack(rows, dim=1)  # (K, B, M)
+
+
+def masked_positions(time_mask: torch.Tensor) -> torch.Tensor:
+    """(B, M) positions of the masked frames of a host (B, T) mask whose rows all hold M of them."""
+    batch = time_mask.shape[0]
+    return time_mask.nonzero()[:, 1].view(batch, -1)  # (B, M): nonzero lists each row's frames in order
+
+
+def gumbel_noise(rows: int, shape: tuple[int, ...], generators: list[torch.Generator]) -> torch.Tensor:
+    """(B, rows, *shape) uniform noise, row b from ``generators[b]``."""
+    return torch.stack([torch.rand((rows, *shape), generator=g) for g in generators]) if generators else \
+        torch.zeros(0, rows, *shape)
 
 
 def generators_for(seeds: list[int]) -> list[torch.Generator]:

@@ -17,7 +17,9 @@ from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
 from .conv_fbank import ConvFbankFrontEnd
 from .fbank import FbankFrontEnd
-from .masking import channel_mask, frequency_mask, sample_negatives, span_mask
+from .masking import (
+    TrainingDraws, channel_mask, frequency_mask, gumbel_noise, masked_positions, sample_negatives, span_mask,
+)
 from .quantizer import GumbelQuantizer, perplexity
 
 
@@ -76,18 +78,19 @@ class Wav2Vec2Model(nn.Module):
         return self.feature_extractor.output_lengths(lengths)
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
-                 mask_generators: list[torch.Generator] | None = None) -> Features:
+                 mask_generators: list[torch.Generator] | None = None, draws: TrainingDraws | None = None) -> Features:
         """Run the front end (the CNN with fairseq's gradient scaling) and the feature layer norm.
 
-        ``mask_generators`` (training) draw the SpecAugment frequency masks of a conv-subsampled filterbank,
-        which apply before its convolutions; the other front ends are masked in :meth:`encode`."""
+        A conv-subsampled filterbank is frequency-masked here, before its convolutions: by ``draws.bins``
+        (training), or by bands drawn from ``mask_generators``; the other front ends are masked in
+        :meth:`encode`."""
         mult = self.config.feature_grad_mult
         learned = self.config.frontend == "cnn"
         targets = None
         if isinstance(self.feature_extractor, ConvFbankFrontEnd):  # learned, but no gradient scaling or penalty
-            bins = None
-            if mask_generators is not None and self.config.fbank_freq_masks > 0:
-                bins = self.frequency_mask(waveforms.shape[0], mask_generators)
+            bins = None if draws is None else draws.bins
+            if bins is None and mask_generators is not None and self.config.fbank_freq_masks > 0:
+                bins = self.frequency_mask(waveforms.shape[0], mask_generators).to(waveforms.device)
             x, targets = self.feature_extractor.frames_and_targets(waveforms, lengths, bins)
             targets = targets.transpose(1, 2)  # (B, T, bins * factor)
         elif not learned:
@@ -101,7 +104,7 @@ class Wav2Vec2Model(nn.Module):
                 x = self.feature_extractor(waveforms)
         x = x.transpose(1, 2)  # (B, T, C)
         penalty_sum = x.float().pow(2).sum() if learned else x.new_zeros((), dtype=torch.float32)
-        penalty_count = torch.tensor(float(x.numel()) if learned else 1.0, device=x.device)
+        penalty_count = x.new_full((), float(x.numel()) if learned else 1.0, dtype=torch.float32)
         raw, x = (x if targets is None else targets), self.feature_norm(x)
         padding_mask = frame_lengths = None
         if lengths is not None:
@@ -114,38 +117,59 @@ class Wav2Vec2Model(nn.Module):
         c = self.config
         return frequency_mask(batch, c.fbank_bins, c.fbank_freq_masks, c.fbank_freq_width, generators)
 
-    def apply_mask(self, x, padding_mask, generators: list[torch.Generator], sync_min=None):
-        """Replace time spans by ``mask_emb`` and zero channel spans. Returns (x, time mask (B, T)).
+    def frame_counts(self, lengths: torch.Tensor | None, num_samples: int, batch: int) -> tuple[torch.Tensor, int]:
+        """Host arithmetic: (valid frames per row (B,), frames T) of waveforms padded to ``num_samples``
+        whose sample counts are the host tensor ``lengths`` (None: every row is whole)."""
+        frames = int(self.output_lengths(torch.tensor([num_samples]))[0])
+        if lengths is None:
+            return torch.full((batch,), frames, dtype=torch.long), frames
+        return self.output_lengths(lengths.cpu()).clamp(max=frames), frames
 
-        ``generators`` holds one generator per row; ``sync_min`` equalises the masked count across ranks.
-        """
+    def draw_masks(self, frame_lengths: torch.Tensor, frames: int, generators: list[torch.Generator], sync_min=None,
+                   with_bins: bool = True) -> TrainingDraws:
+        """Draw on the host, from one generator per row, the filterbank bands (``with_bins``), time spans and
+        channel spans of a batch whose rows have ``frame_lengths`` (host (B,)) of ``frames`` frames;
+        ``sync_min`` equalises the masked count across ranks."""
         c = self.config
-        batch, length, dim = x.shape
-        lengths = torch.full((batch,), length) if padding_mask is None else (~padding_mask).sum(-1).cpu()
-        time_mask = span_mask(lengths, length, c.mask_prob, c.mask_length, generators, sync_min=sync_min).to(x.device)
-        if c.mask_prob > 0:
-            x = torch.where(time_mask[..., None], self.mask_emb.to(x.dtype), x)
+        batch = frame_lengths.shape[0]
+        bins = self.frequency_mask(batch, generators) if with_bins and c.fbank_freq_masks > 0 else None
+        time = span_mask(frame_lengths, frames, c.mask_prob, c.mask_length, generators, sync_min=sync_min)
+        channels = None
         if c.mask_channel_prob > 0:
-            channels = channel_mask(batch, dim, c.mask_channel_prob, c.mask_channel_length, generators).to(x.device)
-            x = x.masked_fill(channels[:, None, :], 0.0)
-        return x, time_mask
+            channels = channel_mask(batch, c.embed_dim, c.mask_channel_prob, c.mask_channel_length, generators)
+        return TrainingDraws(time=time, channels=channels, bins=bins)
+
+    def apply_mask(self, x, draws: TrainingDraws):
+        """Replace the masked time spans by ``mask_emb`` and zero the masked channels. Returns (x, time mask)."""
+        c = self.config
+        if c.mask_prob > 0:
+            x = torch.where(draws.time[..., None], self.mask_emb.to(x.dtype), x)
+        if draws.channels is not None:
+            x = x.masked_fill(draws.channels[:, None, :], 0.0)
+        return x, draws.time
 
     def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None,
-               keep_layer_outputs: bool = True) -> EncoderOutput:
-        """Project features and run the encoder; with ``mask_generators`` (training) apply the stacked fbank's
-        frequency masking and span masking. The result carries the frame ``lengths`` and, when masking, the
-        ``time_mask``. (A conv-subsampled fbank was frequency-masked in :meth:`features`, before its convolutions,
-        from the same generators, so every row draws its frequency bands before its spans in both layouts.)"""
+               keep_layer_outputs: bool = True, draws: TrainingDraws | None = None) -> EncoderOutput:
+        """Project features and run the encoder; with ``draws`` (training) apply the stacked fbank's frequency
+        masking and the span masking. The result carries the frame ``lengths`` and, when masking, the
+        ``time_mask``.
+
+        ``mask_generators`` is a convenience for host tensors: it draws the masks here, which reads the frame
+        lengths back from the features' device; the trainers draw on the host instead (:meth:`draw_masks`)."""
         x = features.x
         c = self.config
         stacked = c.fbank_subsampling == "stack"
-        if mask_generators is not None and c.fbank_freq_masks > 0 and stacked:
-            bins = self.frequency_mask(x.shape[0], mask_generators)
-            x = x.masked_fill(bins.repeat(1, c.fbank_stack)[:, None, :].to(x.device), 0.0)  # (B, 1, stack * bins)
+        if draws is None and mask_generators is not None:
+            batch, frames = x.shape[:2]
+            lengths = torch.full((batch,), frames) if features.lengths is None else features.lengths.cpu()
+            draws = self.draw_masks(lengths, frames, mask_generators, sync_min, with_bins=stacked)
+            draws = draws.to_device(x.device)
+        if draws is not None and draws.bins is not None and stacked:
+            x = x.masked_fill(draws.bins.repeat(1, c.fbank_stack)[:, None, :], 0.0)  # (B, 1, stack * bins)
         x = self.dropout_input(self.feature_projection(x))
         time_mask = None
-        if mask_generators is not None:
-            x, time_mask = self.apply_mask(x, features.padding_mask, mask_generators, sync_min)
+        if draws is not None:
+            x, time_mask = self.apply_mask(x, draws)
         encoded = self.encoder(x, features.padding_mask, num_layers, return_weights, keep_layer_outputs)
         return replace(encoded, lengths=features.lengths, time_mask=time_mask)
 
@@ -162,13 +186,15 @@ class Wav2Vec2Model(nn.Module):
 
 @dataclass
 class PretrainingOutput:
+    """One pretraining forward's loss and statistics; every tensor stays on the model's device."""
+
     loss: torch.Tensor  # per-target mean InfoNCE + weighted diversity and feature penalty (+ attention aux)
     contrastive: torch.Tensor  # summed InfoNCE (BEST-RQ: cross-entropy) over this process's targets
     diversity: torch.Tensor  # (G*V - prob_perplexity) / (G*V)
     feature_penalty: torch.Tensor
     aux: torch.Tensor  # attention auxiliary losses (routing commitment)
-    num_targets: int  # this process's masked targets
-    correct: int  # of those, how many scored their true quantized vector highest
+    num_targets: torch.Tensor | int  # this process's masked targets
+    correct: torch.Tensor | int  # of those, how many scored their true quantized vector highest
     code_perplexity: torch.Tensor
     prob_perplexity: torch.Tensor
     temperature: float
@@ -227,79 +253,109 @@ class Wav2Vec2ForPretraining(nn.Module):
         if self.config.objective == "contrastive":
             self.quantizer.set_num_updates(num_updates)
 
-    def pretraining_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
-                         reduce=None, sync_min=None) -> PretrainingOutput:
-        """The configured objective's loss (see :meth:`contrastive_loss` and :meth:`bestrq_loss`)."""
-        loss = self.bestrq_loss if self.config.objective == "bestrq" else self.contrastive_loss
-        return loss(waveforms, lengths, generators, world_size=world_size, reduce=reduce, sync_min=sync_min)
+    def draw_training(self, lengths: torch.Tensor | None, num_samples: int, generators: list[torch.Generator],
+                      sync_min=None) -> TrainingDraws:
+        """Every random draw of a pretraining forward, on the host: masks (:meth:`Wav2Vec2Model.draw_masks`)
+        and, for the contrastive objective, each row's masked positions, Gumbel noise and negatives.
+        ``lengths`` are host sample counts (None: every row is ``num_samples`` long)."""
+        wav2vec2 = self.wav2vec2
+        frame_lengths, frames = wav2vec2.frame_counts(lengths, num_samples, len(generators))
+        draws = wav2vec2.draw_masks(frame_lengths, frames, generators, sync_min)
+        if self.config.objective == "bestrq":
+            return draws
+        time_index = masked_positions(draws.time)  # (B, M): span_mask gave every row the same count
+        per_row = time_index.shape[1]
+        gumbel = gumbel_noise(per_row, (self.quantizer.groups, self.quantizer.num_vars), generators)
+        negatives = sample_negatives(per_row, self.config.num_negatives, generators)  # (K, B, M)
+        return replace(draws, time_index=time_index, gumbel=gumbel, negatives=negatives)
 
-    def bestrq_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
-                    reduce=None, sync_min=None) -> PretrainingOutput:
+    def pretraining_loss(self, waveforms, lengths, generators: list[torch.Generator] | None = None, *,
+                         world_size: int = 1, reduce=None, sync_min=None, draws: TrainingDraws | None = None
+                         ) -> PretrainingOutput:
+        """The configured objective's loss (see :meth:`contrastive_loss` and :meth:`bestrq_loss`).
+
+        ``draws`` come from :meth:`draw_training` on the host (the trainer's way: nothing in the forward then
+        waits for the device). ``generators`` instead draws them here, from host ``lengths`` and the
+        waveforms' shape, and moves them to the waveforms' device."""
+        if draws is None:
+            if generators is None:
+                raise ValueError("pretraining_loss needs draws or one generator per utterance")
+            host_lengths = None if lengths is None else lengths.cpu()
+            draws = self.draw_training(host_lengths, waveforms.shape[1], generators, sync_min)
+            draws = draws.to_device(waveforms.device)
+        loss = self.bestrq_loss if self.config.objective == "bestrq" else self.contrastive_loss
+        return loss(waveforms, lengths, draws, world_size=world_size, reduce=reduce)
+
+    def bestrq_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
+                    reduce=None) -> PretrainingOutput:
         """Mask spans and predict, at every masked frame, the entry each codebook of the frozen random-projection
         quantizer picks for the unmasked fbank frame (cross-entropy, mean over masked frames and codebooks).
 
-        Arguments as for :meth:`contrastive_loss`; under DDP the target count is the global batch's and the
-        per-rank sum is scaled by ``world_size``, so DDP's gradient average equals one process.
+        Under DDP the target count is the global batch's (``reduce``, a differentiable all-reduce sum) and the
+        per-rank sum is scaled by ``world_size``, so DDP's gradient average equals one process. Every frame goes
+        through the head and the masked ones are weighted in, so no shape depends on the mask's contents.
         """
         reduce = reduce or (lambda t: t)
-        features = self.wav2vec2.features(waveforms, lengths, generators)
-        encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
+        features = self.wav2vec2.features(waveforms, lengths, draws=draws)
+        encoded = self.wav2vec2.encode(features, draws=draws)
         time_mask = encoded.time_mask  # (B, T)
         frames = None if features.padding_mask is None else ~features.padding_mask
         quantized = self.quantizer(features.raw, frames, reduce=reduce)
         groups, entries = self.quantizer.groups, self.quantizer.num_vars
-        logits = self.bestrq_head(encoded.x[time_mask]).view(-1, groups, entries)  # (M, G, V)
-        targets = quantized.targets[time_mask]  # (M, G)
-        total = F.cross_entropy(logits.float().reshape(-1, entries), targets.reshape(-1), reduction="sum")
-        num_targets = int(reduce(torch.tensor(float(targets.numel()), device=logits.device)).item())
-        loss = world_size * total / max(num_targets, 1) + encoded.aux_loss
+        batch, length = time_mask.shape
+        logits = self.bestrq_head(encoded.x).view(batch, length, groups, entries)  # (B, T, G, V)
+        targets = quantized.targets  # (B, T, G)
+        per_frame = F.cross_entropy(logits.float().reshape(-1, entries), targets.reshape(-1), reduction="none")
+        weight = time_mask[..., None].expand(-1, -1, groups).reshape(-1).to(per_frame.dtype)  # (B*T*G,)
+        total = (per_frame * weight).sum()
+        num_targets = weight.sum()
+        loss = world_size * total / reduce(num_targets.detach()).clamp(min=1) + encoded.aux_loss
         with torch.no_grad():
-            correct = int((logits.argmax(-1) == targets).sum())
-            predicted = torch.softmax(logits.float(), dim=-1)  # (M, G, V)
-            prob_perplexity = perplexity(predicted, None, reduce)
+            correct = ((logits.argmax(-1) == targets).reshape(-1) & (weight > 0)).sum()
+            predicted = torch.softmax(logits.float(), dim=-1).view(-1, groups, entries)  # (B*T, G, V)
+            prob_perplexity = perplexity(predicted, time_mask.reshape(-1), reduce)
         zero = loss.new_zeros(())
         return PretrainingOutput(
             loss=loss, contrastive=total.detach(), diversity=zero, feature_penalty=zero, aux=encoded.aux_loss.detach(),
-            num_targets=targets.numel(), correct=correct, code_perplexity=quantized.code_perplexity,
+            num_targets=num_targets.detach(), correct=correct, code_perplexity=quantized.code_perplexity,
             prob_perplexity=prob_perplexity, temperature=0.0,
         )
 
-    def contrastive_loss(self, waveforms, lengths, generators: list[torch.Generator], *, world_size: int = 1,
-                         reduce=None, sync_min=None) -> PretrainingOutput:
+    def contrastive_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
+                         reduce=None) -> PretrainingOutput:
         """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE).
 
-        ``generators`` (one per utterance) draw masks, negatives and Gumbel noise. Under DDP, ``reduce`` is a
-        differentiable all-reduce sum and ``sync_min`` an all-reduce min: the diversity and feature penalties
-        and the target count are then those of the whole global batch, and the per-rank contrastive sum is
-        scaled by ``world_size`` so that DDP's gradient average equals one process on the full batch.
+        ``draws`` hold the masks, each row's masked positions, the Gumbel noise and the negatives. Under DDP,
+        ``reduce`` is a differentiable all-reduce sum: the diversity and feature penalties and the target count
+        are then those of the whole global batch, and the per-rank contrastive sum is scaled by ``world_size``
+        so that DDP's gradient average equals one process on the full batch.
         """
         c = self.config
         reduce = reduce or (lambda t: t)
-        features = self.wav2vec2.features(waveforms, lengths, generators)
+        features = self.wav2vec2.features(waveforms, lengths, draws=draws)
         unmasked = self.dropout_features(features.x)
-        encoded = self.wav2vec2.encode(features, mask_generators=generators, sync_min=sync_min)
-        x, time_mask, aux = encoded.x, encoded.time_mask, encoded.aux_loss
-        batch = x.shape[0]
-        per_row = int(time_mask.sum(-1).min()) if batch else 0
-        targets = unmasked[time_mask].view(batch, per_row, -1)  # (B, M, C_conv)
-        quantized = self.quantizer(targets, generators=generators, reduce=reduce)
+        encoded = self.wav2vec2.encode(features, draws=draws)
+        x, aux = encoded.x, encoded.aux_loss
+        batch, per_row = draws.time_index.shape
+        index = draws.time_index[..., None]  # (B, M, 1): each row's masked frames
+        targets = unmasked.gather(1, index.expand(-1, -1, unmasked.shape[-1]))  # (B, M, C_conv)
+        quantized = self.quantizer(targets, noise=draws.gumbel, reduce=reduce)
         y = self.project_q(quantized.x)  # (B, M, F)
-        negative_idx = sample_negatives(per_row, c.num_negatives, generators).to(y.device)  # (K, B, M)
         batch_idx = torch.arange(batch, device=y.device)[None, :, None]
-        negatives = y[batch_idx, negative_idx]  # (K, B, M, F)
-        predictions = self.final_proj(x[time_mask].view(batch, per_row, -1))  # (B, M, F)
+        negatives = y[batch_idx, draws.negatives]  # (K, B, M, F)
+        predictions = self.final_proj(x.gather(1, index.expand(-1, -1, x.shape[-1])))  # (B, M, F)
         logits = contrastive_logits(predictions, y, negatives, c.logit_temp)  # (B*M, 1+K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         contrastive = F.cross_entropy(logits.float(), labels, reduction="sum")
-        num_targets = int(reduce(torch.tensor(float(logits.shape[0]))).item())
+        num_targets = reduce(logits.new_full((), float(logits.shape[0]), dtype=torch.float32))  # on the device
         penalty = reduce(features.penalty_sum) / reduce(features.penalty_count)
         diversity = (quantized.num_vars - quantized.prob_perplexity) / quantized.num_vars
-        loss = world_size * contrastive / max(num_targets, 1) + c.diversity_weight * diversity
+        loss = world_size * contrastive / num_targets.clamp(min=1) + c.diversity_weight * diversity
         loss = loss + c.feature_pen_weight * penalty + aux
         with torch.no_grad():
             best = logits.argmax(-1) == 0
             tied = logits.max(-1).values == logits.min(-1).values  # all equal: count as wrong, like fairseq
-            correct = int((best & ~tied).sum())
+            correct = (best & ~tied).sum()
         return PretrainingOutput(
             loss=loss, contrastive=contrastive.detach(), diversity=diversity.detach(), feature_penalty=penalty.detach(),
             aux=aux.detach(), num_targets=logits.shape[0], correct=correct,
@@ -316,8 +372,7 @@ def contrastive_logits(predictions, targets, negatives, temperature: float) -> t
     candidates = torch.cat([targets[None], negatives], dim=0)  # (1+K, B, M, F)
     logits = F.cosine_similarity(predictions[None].float(), candidates.float(), dim=-1) / temperature  # (1+K, B, M)
     same = (negatives == targets[None]).all(-1)  # (K, B, M)
-    if bool(same.any()):
-        logits[1:][same] = float("-inf")
+    logits = torch.cat([logits[:1], logits[1:].masked_fill(same, float("-inf"))])  # no host read of `same`
     return logits.permute(1, 2, 0).reshape(-1, logits.shape[0])  # (B*M, 1+K)
 
 
@@ -338,15 +393,27 @@ class Wav2Vec2ForCTC(nn.Module):
         logits, out_lengths, _ = self.training_forward(waveforms, lengths)
         return logits, out_lengths
 
-    def training_forward(self, waveforms, lengths=None, mask_generators=None, freeze_encoder: bool = False):
+    def draw_training(self, lengths: torch.Tensor | None, num_samples: int,
+                      generators: list[torch.Generator]) -> TrainingDraws:
+        """The time, channel and filterbank masks of a fine-tuning forward, drawn on the host from host sample
+        ``lengths`` (None: every row is ``num_samples`` long)."""
+        frame_lengths, frames = self.wav2vec2.frame_counts(lengths, num_samples, len(generators))
+        return self.wav2vec2.draw_masks(frame_lengths, frames, generators)
+
+    def training_forward(self, waveforms, lengths=None, mask_generators=None, freeze_encoder: bool = False,
+                         draws: TrainingDraws | None = None):
         """(logits, frame lengths, attention aux loss) for fine-tuning.
 
-        ``mask_generators`` (one per utterance) apply time and channel masking; ``freeze_encoder`` runs the
-        backbone without gradients so only the head learns, as fairseq does for ``freeze_finetune_updates``.
+        ``draws`` (from :meth:`draw_training`, the trainer's way) or ``mask_generators`` (one per utterance,
+        drawn here) apply time and channel masking; ``freeze_encoder`` runs the backbone without gradients so
+        only the head learns, as fairseq does for ``freeze_finetune_updates``.
         """
+        if draws is None and mask_generators is not None:
+            draws = self.draw_training(None if lengths is None else lengths.cpu(), waveforms.shape[1], mask_generators)
+            draws = draws.to_device(waveforms.device)
         with torch.no_grad() if freeze_encoder else contextlib.nullcontext():
-            features = self.wav2vec2.features(waveforms, lengths, mask_generators)
-            encoded = self.wav2vec2.encode(features, mask_generators=mask_generators, keep_layer_outputs=False)
+            features = self.wav2vec2.features(waveforms, lengths, draws=draws)
+            encoded = self.wav2vec2.encode(features, draws=draws, keep_layer_outputs=False)
         return self.head(self.final_dropout(encoded.x)), encoded.lengths, encoded.aux_loss
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):

@@ -40,12 +40,14 @@ class GumbelQuantizer(nn.Module):
         self.temperature = max(self.max_temp * self.temp_decay**num_updates, self.min_temp)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None,
-                generators: list[torch.Generator] | None = None, reduce: Callable | None = None) -> Quantized:
+                generators: list[torch.Generator] | None = None, reduce: Callable | None = None,
+                noise: torch.Tensor | None = None) -> Quantized:
         """x (B, T, dim) -> :class:`Quantized`.
 
-        ``frame_mask`` (B, T) bool selects frames for the perplexities. In training, ``generators`` (one per
-        row) draw the Gumbel noise, and ``reduce`` (a differentiable all-reduce sum) makes the perplexities
-        those of the whole distributed batch.
+        ``frame_mask`` (B, T) bool selects frames for the perplexities. In training the Gumbel noise is
+        ``noise`` (B, T, G, V) uniform, drawn on the host by the trainer, or drawn here from ``generators``
+        (one per row, on the host, then copied), or from the device's generator; ``reduce`` (a differentiable
+        all-reduce sum) makes the perplexities those of the whole distributed batch.
         """
         batch, length, _ = x.shape
         logits = self.weight_proj(x).view(batch * length, self.groups, self.num_vars)  # (BT, G, V)
@@ -56,7 +58,9 @@ class GumbelQuantizer(nn.Module):
         code_perplexity = perplexity(hard.float(), keep, reduce)
         prob_perplexity = perplexity(soft, keep, reduce)
         if self.training:
-            choice = _gumbel_hard(logits.float(), self.temperature, batch, generators).type_as(logits)
+            if noise is not None:
+                noise = noise.reshape(logits.shape)  # (BT, G, V)
+            choice = _gumbel_hard(logits.float(), self.temperature, batch, generators, noise).type_as(logits)
         else:
             choice = hard
         choice = choice.view(batch * length, -1)  # (BT, G*V)
@@ -71,9 +75,12 @@ class GumbelQuantizer(nn.Module):
         )
 
 
-def _gumbel_hard(logits: torch.Tensor, tau: float, batch: int, generators) -> torch.Tensor:
-    """Straight-through Gumbel-softmax over the last dim; noise from per-row generators when given."""
-    if generators is None:
+def _gumbel_hard(logits: torch.Tensor, tau: float, batch: int, generators, uniform=None) -> torch.Tensor:
+    """Straight-through Gumbel-softmax over the last dim; ``uniform`` noise given, or from per-row generators
+    when given."""
+    if uniform is not None:
+        uniform = uniform.to(logits.dtype)
+    elif generators is None:
         uniform = torch.rand_like(logits)
     else:
         per_row = logits.shape[0] // batch
@@ -85,16 +92,20 @@ def _gumbel_hard(logits: torch.Tensor, tau: float, batch: int, generators) -> to
 
 
 def perplexity(probs: torch.Tensor, keep: torch.Tensor | None, reduce: Callable | None = None) -> torch.Tensor:
-    """Sum over groups of exp(entropy of the mean distribution). probs (BT, G, V)."""
+    """Sum over groups of exp(entropy of the mean distribution) of the rows ``keep`` (BT,) selects (all when
+    None); 0 when no row is selected. probs (BT, G, V). Rows are weighted, not gathered, so no shape depends
+    on ``keep``'s contents and nothing is read back from the device."""
     if keep is not None:
-        probs = probs[keep]
-    total = probs.sum(0)  # (G, V)
-    count = probs.new_tensor(float(probs.shape[0]))
+        weight = keep.to(probs.dtype)  # (BT,)
+        total = (probs * weight[:, None, None]).sum(0)  # (G, V)
+        count = weight.sum()
+    else:
+        total = probs.sum(0)  # (G, V)
+        count = probs.new_full((), float(probs.shape[0]))
     if reduce is not None:
         total, count = reduce(total), reduce(count)
-    if float(count) == 0:
-        return probs.new_zeros(())
-    mean = total / count
+    mean = total / count.clamp(min=1)
     # fairseq's form: log(p + 1e-7), not xlogy(p, p), whose gradient is NaN (log 0 + 0/0) for an entry whose
     # mean probability underflows to 0, which happens once the quantizer's logits grow large
-    return torch.exp(-torch.sum(mean * torch.log(mean + 1e-7), dim=-1)).sum()
+    value = torch.exp(-torch.sum(mean * torch.log(mean + 1e-7), dim=-1)).sum()
+    return torch.where(count > 0, value, torch.zeros_like(value))
