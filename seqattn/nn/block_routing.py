@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_padding_mask, check_positive, check_qkv
+from .backend import attention_backend
+from .flex import flex_block_routed_attention
 from .local import _neg, banded_attention
 from .weights import AttentionWeights
 
@@ -289,9 +291,11 @@ def block_routed_attention(
         key_valid = torch.ones(batch, heads, length, dtype=torch.bool, device=q.device)
     else:
         key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
-    own_out, own_lse = _own_block_attention(q, k, v, key_valid, block, causal, scale)  # (B, H, N, Dv), (B, H, N)
     means, has_keys = block_means(k.detach(), key_valid, block)
     chosen, chosen_ok = choose_blocks(q.detach(), means, has_keys, block, top_k, causal)  # (B, H, N, kc)
+    if not return_weights and attention_backend(q.device) == "flex":  # one fused softmax, no host reads
+        return flex_block_routed_attention(q, k, v, key_valid, chosen, chosen_ok, block, causal, scale)
+    own_out, own_lse = _own_block_attention(q, k, v, key_valid, block, causal, scale)  # (B, H, N, Dv), (B, H, N)
     if chosen.shape[-1] == 0 or not bool(chosen_ok.any()):
         out, pieces = own_out, None
     else:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import native_band
+from . import flex, native_band
+from .backend import attention_backend
 from .checks import check_head_windows, check_padding_mask, check_positive, check_qkv
 
 # Elements of one chunk's score tensor (all batch*heads together). About 4 MB in fp32: big enough to keep
@@ -196,6 +197,12 @@ def _neg(dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
+def host_any(flag: torch.Tensor) -> bool:
+    """Whether any element of ``flag`` is true, when the answer costs nothing: on the CPU. Elsewhere reading it
+    would wait for the device, so the answer is True and the caller does the (harmless) work anyway."""
+    return flag.device.type != "cpu" or bool(flag.any())
+
+
 def _chunk_blocks(layout: BlockLayout, total_blocks: int) -> int:
     per_block = layout.block * layout.window
     return max(1, min(total_blocks, _CHUNK_SCORE_ELEMENTS // max(per_block, 1)))
@@ -215,7 +222,7 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     kw = flat.windows(kf, start, stop)  # (c, W, D)
     bias = masks.band.expand(stop - start, -1, -1)  # (c, b, W)
     chunk_keys = masks.key_win[start:stop]  # (c, W)
-    if bool((chunk_keys != 0).any()):  # an edge, padding, or a neighbour's rows inside some window
+    if host_any(chunk_keys != 0):  # an edge, padding, or a neighbour's rows inside some window
         bias = bias + chunk_keys[:, None, :]
     torch.baddbmm(bias, qg[start:stop], kw.transpose(1, 2), alpha=scale, out=scores)
     rows = masks.visible[start:stop]  # (c, b)
@@ -234,7 +241,7 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
         # much as the rest of the forward on CPU)
         peak = scores.amax(-1).to(lse.dtype) - torch.log(full_probs.amax(-1).to(lse.dtype))  # (c, b)
         lse[start:stop] = peak.masked_fill_(~rows, _neg(lse.dtype))
-    if not bool(rows.all()):
+    if host_any(~rows):
         probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
     return probs
 
@@ -349,7 +356,9 @@ def banded_attention(
     return_weights: bool = False,
     return_lse: bool = False,
 ):
-    """The shared kernel behind local and routing attention (inputs already validated).
+    """The shared kernel behind local and routing attention (inputs already validated), on the backend of
+    :mod:`.backend` (FlexAttention off the CPU; the chunked kernel here, or the fused C kernel, on it; weights
+    always come from the chunked kernel).
 
     Beyond :func:`local_attention` it takes a per-head key validity ``key_valid`` (B, H, N) bool, optional
     ``segments`` (B, H, N) int (query i only sees keys j with ``segments[j] == segments[i]``), and a
@@ -369,6 +378,9 @@ def banded_attention(
         if return_lse:
             return out, q.new_zeros(batch, heads, 0, dtype=torch.promote_types(q.dtype, torch.float32))
         return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
+    if not return_weights and block_size is None and attention_backend(q.device) == "flex":
+        return flex.flex_band_attention(q, k, v, window_left, window_right, key_valid, segments=segments, scale=scale,
+                                        self_bias=self_bias, return_lse=return_lse)
     if (segments is None and not return_weights and block_size is None and not torch.compiler.is_compiling()
             and native_band.usable(q, window_left, window_right)):
         return native_band.native_band_attention(q, k, v, window_left, window_right, key_valid, scale=scale,
@@ -443,21 +455,24 @@ def local_attention(
         groups.setdefault(pair, []).append(head)
     if len(groups) == 1:
         return _local_group(q, k, v, lefts[0], rights[0], key_padding_mask, scale, block_size, return_weights)
-    outputs, weights, order = [], [], []
+    # Heads are gathered and put back by slicing: an index tensor would be a host-to-device copy per call.
+    per_head: list = [None] * heads
+    per_head_weights: list = [None] * heads
     for (left, right), members in groups.items():
-        index = torch.tensor(members, device=q.device)
-        result = _local_group(q.index_select(1, index), k.index_select(1, index), v.index_select(1, index), left,
-                              right, key_padding_mask, scale, block_size, return_weights)
+        def pick(x, members=members):
+            return torch.cat([x[:, h : h + 1] for h in members], dim=1)  # (B, h, N, D) this window's heads
+
+        result = _local_group(pick(q), pick(k), pick(v), left, right, key_padding_mask, scale, block_size,
+                              return_weights)
         out, band = result if return_weights else (result, None)
-        outputs.append(out)
-        order += members
-        if return_weights:  # place the group's band so that column o is key i - max(L) + o for every head
-            weights.append(F.pad(band, (max(lefts) - left, max(rights) - right)))
-    inverse = torch.argsort(torch.tensor(order, device=q.device))  # grouped head position -> original head
-    out = torch.cat(outputs, dim=1).index_select(1, inverse)  # (B, H, N, Dv)
+        for slot, head in enumerate(members):
+            per_head[head] = out[:, slot : slot + 1]
+            if return_weights:  # place the group's band so that column o is key i - max(L) + o for every head
+                per_head_weights[head] = F.pad(band[:, slot : slot + 1], (max(lefts) - left, max(rights) - right))
+    out = torch.cat(per_head, dim=1)  # (B, H, N, Dv)
     if not return_weights:
         return out
-    return out, torch.cat(weights, dim=1).index_select(1, inverse)  # (B, H, N, max L + max R + 1)
+    return out, torch.cat(per_head_weights, dim=1)  # (B, H, N, max L + max R + 1)
 
 
 def _local_group(q, k, v, left: int, right: int, key_padding_mask, scale: float, block_size, return_weights):

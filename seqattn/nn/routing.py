@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_padding_mask, check_positive, check_qkv
-from .local import banded_attention
+from .local import banded_attention, host_any
 from .weights import AttentionWeights
 
 # Score added to a query's own key when queries and keys are shared: with shared QK a token's own score is
@@ -78,15 +78,15 @@ def _flat_rows(index: torch.Tensor, length: int) -> torch.Tensor:
     return (index + offsets).flatten()
 
 
-def causal_routed(qn, kn, v, ids, valid, window: int, scale: float, self_bias: float, return_weights: bool):
+def causal_routed(qn, kn, v, ids, valid, window: int, scale: float, self_bias: float, return_weights: bool,
+                  num_clusters: int):
     """Strictly causal routing: same-cluster sliding window over tokens sorted by (cluster, position).
 
-    ``ids`` (B, H, N) is each token's cluster; ``valid`` (B, H, N) bool marks real tokens. Padding tokens are
-    filed under an extra cluster so they never sit between real tokens of a cluster.
+    ``ids`` (B, H, N) is each token's cluster in [0, num_clusters); ``valid`` (B, H, N) bool marks real tokens.
+    Padding tokens are filed under an extra cluster so they never sit between real tokens of a cluster.
     """
     batch, heads, length, _ = qn.shape
-    num = int(ids.max()) + 2 if ids.numel() else 1
-    ids = torch.where(valid, ids, torch.full_like(ids, num - 1))
+    ids = torch.where(valid, ids, torch.full_like(ids, num_clusters))
     positions = torch.arange(length, device=ids.device)
     perm = torch.argsort(ids * length + positions, dim=-1)  # (B, H, N): sorted by (cluster, position)
     inverse = torch.empty_like(perm).scatter_(2, perm, positions.expand_as(perm))  # (B, H, N)
@@ -132,7 +132,7 @@ def balanced_routed(qn, kn, v, q_sim, k_sim, valid, window: int, scale: float, s
         same = (q_idx[..., :, None] == k_idx[..., None, :]).view(batch * heads, clusters, size, size)
         bias = same.to(qn.dtype) * self_bias
     has_key = None
-    if not bool(valid.all()):
+    if host_any(~valid):
         key_ok = torch.gather(valid, 2, flat_k).view(batch * heads, clusters, 1, size)  # (B*H, C, 1, w)
         has_key = key_ok.any(-1, keepdim=True)  # (B*H, C, 1, 1): False only for all-padding sequences
         key_ok = key_ok | ~has_key  # never mask a whole row (it is zeroed below), so nothing turns NaN
@@ -150,7 +150,7 @@ def balanced_routed(qn, kn, v, q_sim, k_sim, valid, window: int, scale: float, s
     out_c = out_c.reshape(-1, v.shape[-1])  # (B*H*C*w, Dv)
     rows = _flat_rows(flat_q, length)  # (B*H*C*w,)
     summed = out_c.new_zeros(batch * heads * length, v.shape[-1]).index_add(0, rows, out_c)  # (B*H*N, Dv)
-    counts = torch.bincount(rows, minlength=batch * heads * length).to(out_c.dtype)  # (B*H*N,)
+    counts = out_c.new_zeros(batch * heads * length).index_add_(0, rows, out_c.new_ones(rows.shape))  # (B*H*N,)
     out = (summed / counts.clamp(min=1)[:, None]).view(batch, heads, length, -1)  # (B, H, N, Dv)
     counts = counts.view(batch, heads, length)
     if not return_weights:
@@ -223,7 +223,8 @@ def _routed(qn, kn, v, centroids, window, causal, valid, shared_qk, scale, retur
     if q_sim is None:
         q_sim = similarities(unit(qn).detach(), centroids)
     if causal:
-        return causal_routed(qn, kn, v, q_sim.argmax(-1), valid, window, scale, self_bias, return_weights)
+        return causal_routed(qn, kn, v, q_sim.argmax(-1), valid, window, scale, self_bias, return_weights,
+                             centroids.shape[1])
     if k_sim is None:
         k_sim = q_sim if shared_qk else similarities(unit(kn).detach(), centroids)
     return balanced_routed(qn, kn, v, q_sim, k_sim, valid, window, scale, self_bias, return_weights)
@@ -251,12 +252,10 @@ class KMeans(nn.Module):
         Cluster sums and counts are summed over DDP ranks first, so every rank applies the same step.
         """
         heads, clusters, dim = self.means.shape
-        x = vectors.detach().to(self.means.dtype)
-        if not bool(valid.all()):
-            x = x * valid[..., None]
+        x = vectors.detach().to(self.means.dtype) * valid[..., None]  # padding adds nothing
         slot = ids + clusters * torch.arange(heads, device=ids.device)[None, :, None]  # (B, H, N) in [0, H*C)
         sums = self.means.new_zeros(heads * clusters, dim).index_add_(0, slot.flatten(), x.reshape(-1, dim))
-        counts = torch.bincount(slot.flatten(), weights=valid.flatten().to(self.means.dtype), minlength=heads * clusters)
+        counts = self.means.new_zeros(heads * clusters).index_add_(0, slot.flatten(), valid.flatten().to(self.means.dtype))
         sums, counts = sums.view(heads, clusters, dim), counts.view(heads, clusters).to(self.means.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)
