@@ -32,7 +32,7 @@ class TrainingDraws:
         def move(tensor):
             if tensor is None or tensor.device == device:
                 return tensor
-            if device.type == "cuda" and not tensor.is_pinned():
+            if device.type == "cuda" and torch.cuda.is_available() and not tensor.is_pinned():
                 tensor = tensor.pin_memory()
             return tensor.to(device, non_blocking=non_blocking)
 

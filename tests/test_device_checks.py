@@ -1,0 +1,302 @@
+"""GPU device bugs caught on the CPU: models built on fake CUDA tensors (``FakeTensorMode``), so that a CPU
+tensor mixed into a CUDA computation raises, and every read of a device value by the host (``.item()``,
+``float()``, ``bool()`` of a tensor, a copy to the CPU) is counted. The forwards must read nothing; the
+validation loops read what docs/DESIGN.md ("Host reads") lists, and nothing else.
+
+Fed exactly as the trainers feed them: batches from the real data pipeline, moved by the loop's
+``host_prepare`` and ``to_device``."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from audio_fixtures import make_data_dir
+from seqattn.data.labelled import PaddedBatches, prepare, read_texts
+from seqattn.data.text import CharVocabulary
+from seqattn.models.lm import TransformerLM
+from seqattn.models.lm.presets import tiny as tiny_lm
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
+from seqattn.models.wav2vec2.masking import generators_for
+from seqattn.nn import AttentionConfig, MultiHeadAttention
+from seqattn.train.distributed import DistributedContext
+from seqattn.utils.device import to_device
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA = torch.device("cuda", 0)
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the host's reads of device values (scalar reads and device-to-host copies), answering scalar
+    reads with zero so that the code under test can go on."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
+            tensor = args[0]
+            if tensor.device.type == "cuda":
+                self.reads.append("scalar read")
+            # (host arithmetic on CPU tensors made inside the fake mode has no values either: zero, uncounted)
+            return False if tensor.dtype == torch.bool else (0.0 if tensor.is_floating_point() else 0)
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            source = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            target = args[0].device if func is torch.ops.aten.copy_.default else kwargs.get("device")
+            if source.device.type == "cuda" and target is not None and torch.device(target).type == "cpu":
+                self.reads.append("copy to the host")
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def fake_cuda(count_reads: bool = False):
+    """Run the block on fake CUDA tensors (modules moved there with ``.to(CUDA)``, as the trainers move
+    theirs; host code such as the data pipeline still makes CPU tensors). Real CPU tensors may come
+    in (as batches do), and mixing one into a CUDA op raises. A scalar read of a device value raises
+    (``DataDependentOutputException``), unless ``count_reads``: then it is counted, with the copies to the
+    host, by the :class:`HostReads` the block gets. (FlexAttention compiles itself even in eager mode, which
+    a counting mode prevents, so the counted checks run models with dense heads.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            reads = HostReads()
+            if count_reads:
+                with reads:
+                    yield reads
+            else:
+                yield reads
+
+
+def on_cuda(build):
+    """A module built with its parameters on (fake) cuda:0."""
+    with torch.device(CUDA):
+        return build()
+
+
+HEAD_KINDS = {
+    "local": dict(local_heads=4, window_left=8, window_right=8),
+    "per-head windows": dict(local_heads=4, local_windows=[[8, 8], [4, 4], [40, 3], [2, 0]]),
+    "balanced routing": dict(routing_heads=4, num_clusters=4, routing_window=16),
+    "causal routing": dict(routing_heads=4, num_clusters=4, routing_window=16, causal=True, window_right=0,
+                           routing_shared_qk=True),
+    "dilated": dict(dilated_heads=4),
+    "global": dict(global_heads=4),
+    "causal global": dict(global_heads=4, causal=True, window_right=0),
+    "block routed": dict(block_routed_heads=4, routed_block=32),
+    "causal block routed": dict(block_routed_heads=4, routed_block=32, causal=True),
+    "shifted windows": dict(window_heads=4, block_window=32),
+    "pooled": dict(pooled_heads=4),
+    "full": dict(),
+    "mixed": dict(local_heads=1, routing_heads=1, dilated_heads=1, global_heads=1),
+}
+
+
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_every_head_kind_runs_on_cuda_without_host_reads(kind):
+    with fake_cuda() as reads:
+        layer = on_cuda(lambda: MultiHeadAttention(64, AttentionConfig(num_heads=4, **HEAD_KINDS[kind]))).train()
+        x = torch.randn(2, 301, 64, device=CUDA)
+        causal = HEAD_KINDS[kind].get("causal", False)
+        mask = None if causal else to_device(torch.arange(301)[None] >= torch.tensor([[301], [250]]), CUDA)
+        result = layer(x, mask)
+        assert result.out.device == CUDA and result.out.shape == (2, 301, 64)
+    assert reads.reads == [], f"{kind}: {reads.reads}"
+
+
+CTC_MODELS = {
+    "cnn, local heads": dict(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)),
+    "cnn, routed heads": dict(attention=AttentionConfig(num_heads=4, routing_heads=2, num_clusters=4,
+                                                        routing_window=8)),
+    "cnn, dilated + global": dict(attention=AttentionConfig(num_heads=4, dilated_heads=2, global_heads=2)),
+    "fbank conv, conformer": dict(frontend="fbank", fbank_subsampling="conv", encoder_block="conformer",
+                                  fbank_freq_masks=2,
+                                  attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8,
+                                                            window_right=8)),
+    "fbank stacked": dict(frontend="fbank", fbank_freq_masks=2, mask_channel_prob=0.1),
+}
+
+
+@pytest.mark.parametrize("name", list(CTC_MODELS))
+def test_ctc_models_train_and_infer_on_cuda_without_host_reads(name):
+    """The fine-tuning forward as the trainer runs it (masks drawn on the host, then moved) and inference."""
+    lengths = torch.tensor([16000, 12000])
+    host = Wav2Vec2ForCTC(tiny(vocab_size=10, mask_prob=0.3, **CTC_MODELS[name]))
+    draws = host.draw_training(lengths, 16000, generators_for([1, 2]))
+    with fake_cuda() as reads:
+        model = on_cuda(lambda: Wav2Vec2ForCTC(tiny(vocab_size=10, mask_prob=0.3, **CTC_MODELS[name]))).train()
+        waves = to_device(torch.zeros(2, 16000), CUDA)
+        logits, frames, aux = model.training_forward(waves, to_device(lengths, CUDA), draws=to_device(draws, CUDA))
+        assert logits.device == CUDA
+        model.eval()
+        logits, frames = model(waves, to_device(lengths, CUDA))
+        assert logits.device == CUDA
+    assert reads.reads == [], f"{name}: {reads.reads}"
+
+
+def nccl_like_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """A stand-in for the differentiable all-reduce that refuses what NCCL refuses: tensors off the GPU."""
+    if tensor.device.type != "cuda":
+        raise RuntimeError(f"NCCL reduces CUDA tensors only, got a {tensor.device} tensor")
+    return tensor * 1
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "bestrq"])
+def test_pretraining_losses_run_under_a_gpu_all_reduce_without_host_reads(objective):
+    """Both objectives, with the DDP reduce (a CPU tensor in the contrastive target count failed NCCL)."""
+    config = tiny(objective=objective, mask_prob=0.5, **(dict(frontend="fbank") if objective == "bestrq" else {}))
+    draws = Wav2Vec2ForPretraining(config).draw_training(None, 16000, generators_for([3, 4]))
+    with fake_cuda() as reads:
+        model = on_cuda(lambda: Wav2Vec2ForPretraining(config)).train()
+        if objective == "bestrq":  # its frozen projections are built on the CPU: the trainer's .to() moves them
+            model.quantizer.projection = model.quantizer.projection.to(CUDA)
+            model.quantizer.codes = model.quantizer.codes.to(CUDA)
+        out = model.pretraining_loss(to_device(torch.zeros(2, 16000), CUDA), None, world_size=2,
+                                     reduce=nccl_like_sum, draws=to_device(draws, CUDA))
+        assert out.loss.device == CUDA
+    assert reads.reads == [], f"{objective}: {reads.reads}"
+
+
+def test_language_model_forward_loss_and_generation_step_on_cuda_without_host_reads():
+    from seqattn.nn.incremental import LayerCache  # noqa: F401 - the cache the generation step fills
+
+    with fake_cuda() as reads:
+        model = on_cuda(lambda: TransformerLM(tiny_lm())).train()
+        tokens = torch.randint(0, 50, (2, 65), device=CUDA)
+        nll, loss = model.loss(tokens[:, :-1], tokens[:, 1:])
+        assert loss.device == CUDA
+        model.eval()
+        assert model(tokens[:, :-1]).logits.device == CUDA
+    assert reads.reads == [], reads.reads
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("device_checks")
+    data = make_data_dir(root, "dev_hi", 4, "hi", seconds=(0.6, 1.0), seed=3, texts=["नमस्ते भारत", "भारत देश"])
+    texts = read_texts([(str(data), None)])
+    vocab = CharVocabulary.build([t for t, _ in texts])
+    return data, vocab
+
+
+@pytest.fixture
+def host_pipeline(monkeypatch):
+    """The data pipeline makes real CPU tensors even inside the fake mode, as it does in a DataLoader."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    for name in ("__init__", "__getitem__"):
+        original = getattr(PaddedBatches, name)
+
+        def on_host(*args, original=original, **kwargs):
+            with unset_fake_temporarily():
+                return original(*args, **kwargs)
+
+        monkeypatch.setattr(PaddedBatches, name, on_host)
+
+
+def test_finetune_validation_feeds_the_model_on_its_device(labelled, host_pipeline):
+    """evaluate() gets its batches from the data pipeline on the CPU; it must move them to the model's
+    device (it fed CPU tensors to a CUDA model) and read back one argmax per batch, nothing else."""
+    from seqattn.train.finetune import FinetuneData, evaluate
+
+    data, vocab = labelled
+    host_model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab)))
+    items = prepare([(str(data), None)], vocab, 16000, 1000, 480000,
+                    lambda s: int(host_model.wav2vec2.output_lengths(torch.tensor([s]))[0])).items
+    batches = len(PaddedBatches(items, 0, 0, FinetuneData().max_tokens, 16000, False, shuffle=False))
+    with fake_cuda(count_reads=True) as reads:
+        model = on_cuda(lambda: Wav2Vec2ForCTC(tiny(vocab_size=len(vocab))))
+        scores = evaluate(model, items, vocab, FinetuneData(), DistributedContext())
+    assert set(scores) == {"wer", "cer"}
+    assert reads.reads == ["copy to the host"] * batches
+
+
+def test_lm_validation_feeds_the_model_on_its_device():
+    """validate() built each window on the CPU and gave it to the model; now on the model's device, with
+    one read of the summed loss for the whole validation set."""
+    from seqattn.train.lm import LMTask, LMTrainConfig
+    from seqattn.train.monitor import TrainMonitor
+
+    lm = tiny_lm()
+    config = LMTrainConfig(model=dataclasses.replace(lm, attention=dataclasses.replace(
+        lm.attention, local_heads=0, routing_heads=0)))  # dense heads: the reads are counted
+    config.data.seq_len = 32
+    valid = np.random.default_rng(0).integers(0, 50, 200).astype(np.int32)
+    with fake_cuda(count_reads=True) as reads:
+        model = on_cuda(lambda: TransformerLM(config.model))
+        task = LMTask(config, model, valid, valid, DistributedContext(), TrainMonitor(Path("."), False, 1, 0, "t"))
+        task.validate(1)
+    assert reads.reads == ["scalar read"]
+
+
+def test_training_draws_move_to_the_device_and_stay_on_the_host_otherwise():
+    model = Wav2Vec2ForPretraining(tiny(mask_prob=0.5))
+    draws = model.draw_training(None, 16000, generators_for([1, 2]))
+    assert draws.time.device.type == "cpu" and draws.negatives.shape[1:] == draws.time_index.shape
+    # the same utterance seeds give the same draws (resume, and any rank or batch the utterance lands in)
+    again = model.draw_training(None, 16000, generators_for([1, 2]))
+    assert torch.equal(draws.time, again.time) and torch.equal(draws.gumbel, again.gumbel)
+    with fake_cuda():
+        moved = to_device({"draws": draws}, CUDA)["draws"]
+        assert moved.time.device == CUDA and moved.gumbel.device == CUDA
+
+
+NAN_DRIVER = textwrap.dedent("""
+    import sys
+    import torch
+    from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
+    from seqattn.cli.main import main
+
+    original = Wav2Vec2ForCTC.training_forward
+    calls = {"n": 0}
+
+    def patched(self, *args, **kwargs):  # the second micro-batch's loss becomes NaN
+        logits, frames, aux = original(self, *args, **kwargs)
+        calls["n"] += 1
+        return (logits * float("nan") if calls["n"] == 2 else logits), frames, aux
+
+    Wav2Vec2ForCTC.training_forward = patched
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_non_finite_step_is_skipped_under_ddp_with_frozen_parameters(labelled, tmp_path):
+    """Two DDP processes (gloo) fine-tune with the CNN and, for the first updates, the encoder frozen, and a
+    NaN loss in update 2: the update is skipped on both ranks and training goes on. Back-propagating zeros
+    through every parameter instead made DDP raise "Expected to mark a variable ready only once"."""
+    from seqattn.models.io import save_model
+
+    data, _ = labelled
+    train_dir = make_data_dir(tmp_path, "train_hi", 8, "hi", seconds=(0.8, 0.8), seed=4,
+                              texts=["नमस्ते भारत", "भारत देश"])
+    torch.manual_seed(0)
+    pretrained = save_model(Wav2Vec2ForPretraining(tiny()), tmp_path / "pretrained")
+    driver = tmp_path / "driver.py"
+    driver.write_text(NAN_DRIVER)
+    out = tmp_path / "ft"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 1000), str(driver), "finetune",
+           str(REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"), f"init={pretrained}",
+           f"data.train=[{{path: {train_dir}}}]", "data.valid=[]", f"run.output_dir={out}",
+           "data.max_tokens=40000", "optim.max_updates=4", "validate_every=0", "run.save_every=4",
+           "freeze_updates=3", "freeze_cnn=true", "run.tensorboard=false", "run.threads=1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (out / "train.log").read_text(encoding="utf-8")
+    assert "non-finite loss or gradient at update 1: step skipped (1 in a row, 1 in total)" in log
+    state = torch.load(out / "checkpoints" / "update_00000004" / "training_state.pt", weights_only=True)
+    assert state["position"]["skipped_total"] == 1
