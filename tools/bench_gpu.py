@@ -69,13 +69,24 @@ def methods(n: int, window: int, device: torch.device, causal: bool):
             return routing(q, k, v).out
 
     result["seqattn routed (clusters of 256)"] = routed
+
+    def chunked(q, k, v):  # the CPU's chunked kernel on the GPU, for comparison with the flex default
+        from seqattn.nn.backend import use_backend
+
+        with use_backend("chunked"):
+            return local_attention(q, k, v, window_left=window, window_right=right)
+
+    result[f"seqattn local +-{window}, chunked backend"] = chunked
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         def band(b, h, q_idx, kv_idx):
             return (q_idx - kv_idx <= window) & (kv_idx - q_idx <= right)
 
-        mask = create_block_mask(band, None, None, n, n, device=str(device))
+        try:  # built by a compiled kernel: the eager builder would evaluate all N x N positions
+            mask = create_block_mask(band, None, None, n, n, device=str(device), _compile=True)
+        except TypeError:  # pragma: no cover - a torch without _compile
+            mask = create_block_mask(band, None, None, n, n, device=str(device))
         compiled = torch.compile(flex_attention) if device.type == "cuda" else flex_attention
         result[f"FlexAttention sliding +-{window}"] = lambda q, k, v: compiled(q, k, v, block_mask=mask)
     except Exception as error:  # noqa: BLE001 - an older torch, or no compiler: reported in the table
@@ -83,10 +94,14 @@ def methods(n: int, window: int, device: torch.device, causal: bool):
     return result
 
 
-def run(args) -> dict:
+def run(args, info: dict) -> dict:
+    """Time every cell, writing results.json and results.md again after each row, so that a run cut short by
+    its time limit leaves every row it finished."""
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     rows = []
+    result = {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "rows": rows}
     for window in args.windows:
         for n in args.lengths:
             generator = torch.Generator().manual_seed(0)
@@ -96,7 +111,7 @@ def run(args) -> dict:
                 row = {"method": name, "window": window, "n": n}
                 if isinstance(fn, Exception):
                     row["error"] = f"{type(fn).__name__}: {fn}"[:200]
-                elif name == "dense SDPA" and n > args.max_dense_n:
+                elif (name == "dense SDPA" or "chunked" in name) and n > args.max_dense_n:
                     row["skipped"] = f"n > --max-dense-n {args.max_dense_n}"
                 elif name.startswith("FlexAttention") and device.type != "cuda":
                     row["skipped"] = "FlexAttention's backward needs a GPU"
@@ -110,8 +125,8 @@ def run(args) -> dict:
                 rows.append(row)
                 print(row if "seconds" not in row else {**row, "seconds": statistics.median(row["seconds"])},
                       flush=True)
-    return {"device": str(device), "dtype": str(dtype).replace("torch.", ""),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "rows": rows}
+                write_outputs(args.out_dir, {"meta": info, **result}, markdown(result, info))
+    return result
 
 
 def markdown(result: dict, info: dict) -> str:
@@ -119,7 +134,7 @@ def markdown(result: dict, info: dict) -> str:
              f"torch {info['torch']}, {info['date']})", "", f"`{info['command']}`", "",
              "| method | window | N | ms, median | vs seqattn local |", "|---|---|---|---|---|"]
     local = {(r["window"], r["n"]): statistics.median(r["seconds"]) for r in result["rows"]
-             if r["method"].startswith("seqattn local") and "seconds" in r}
+             if r["method"] == f"seqattn local +-{r['window']}" and "seconds" in r}
     for row in result["rows"]:
         if "seconds" in row:
             ms = statistics.median(row["seconds"]) * 1e3
@@ -149,8 +164,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.lengths, args.windows, args.reps = [1024, 2048], [32], 2
-    result = run(args)
     info = meta(sys.argv, torch.get_num_threads(), args.reps)
+    result = run(args, info)
     write_outputs(args.out_dir, {"meta": info, **result}, markdown(result, info))
 
 

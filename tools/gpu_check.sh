@@ -1,38 +1,74 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: the CUDA tests (tests/test_cuda.py and every test marked `cuda`), then the
-# GPU attention benchmark (tools/bench_gpu.py), results as JSON + markdown under $OUT (default bench_out/gpu).
-#
-# Run on a GPU machine from the repository root:   bash tools/gpu_check.sh
-# It needs torch, torchaudio and transformers there, and no package registry: the other wheels it imports are
-# carried in .gpu_wheels/ (see the command below) and the package runs from the source tree (PYTHONPATH=.),
-# never `pip install`ed, so the machine's torch stays. Without a GPU every CUDA test skips with its reason and
-# the benchmark is not run; the script then exits 0 after saying so.
-#   pip download --dest .gpu_wheels --only-binary=:all: --python-version 3.12 \
-#       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --no-deps \
-#       soundfile jiwer rapidfuzz flashlight-text babel hypothesis sortedcontainers
+# The one prepared GPU check, for a bare GPU machine (Python 3.12 with torch, torchaudio, transformers and
+# triton; no package registry). Steps, each writing its results as it goes, under $OUT (default bench_out/gpu):
+#   1. install the carried wheels (.gpu_wheels/, made by `bash tools/gpu_wheels.sh` where pip can download);
+#   2. import everything the checks need and name what is missing (imports.txt), stopping there if anything is;
+#   3. the CUDA tests (tests/test_cuda.py and every test marked `cuda`; cuda_tests.txt/.xml), then the
+#      device checks that also run on the CPU (tests/test_device_checks.py, tests/test_flex_attention.py);
+#   4. the GPU attention benchmark (tools/bench_gpu.py: results.json and results.md, rewritten after every row).
+# The package runs from the source tree (PYTHONPATH=.), never `pip install`ed, so the machine's torch stays.
+# Time limits (seconds): TEST_TIMEOUT (default 240) and BENCH_TIMEOUT (default 180), about 8 minutes in all
+# with the start, so that a run and a rerun fit in 15 minutes of GPU time.
+# Without a GPU every CUDA test skips with its reason and the benchmark is not run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench_out/gpu}
 python=${PYTHON:-python3}
 mkdir -p "$out"
-if [ -d .gpu_wheels ] && ls .gpu_wheels/*.whl > /dev/null 2>&1; then
+started=$(date +%s)
+note() { echo "[gpu_check +$(( $(date +%s) - started ))s] $*" | tee -a "$out/steps.txt"; }
+
+py312=$("$python" -c 'import sys; print(int(sys.version_info[:2] == (3, 12)))')
+if [ "$py312" != 1 ]; then
+  note "$python is not Python 3.12: the carried (cp312) wheels are not installed; using its own packages"
+elif ls .gpu_wheels/*.whl > /dev/null 2>&1; then
+  note "installing $(ls .gpu_wheels/*.whl | wc -l) carried wheels"
   "$python" -m pip install --no-index --no-deps -q .gpu_wheels/*.whl 2>&1 | tail -3
+else
+  note "no .gpu_wheels/ (bash tools/gpu_wheels.sh makes it); the imports below say what that leaves missing"
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-"$python" - <<'PY' | tee "$out/device.txt"
-import torch
-print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}")
-for i in range(torch.cuda.device_count()):
-    print(f"cuda:{i}: {torch.cuda.get_device_name(i)}, bf16: {torch.cuda.is_bf16_supported()}")
+
+"$python" - <<'PY' > "$out/imports.txt" 2>&1
+import importlib, sys
+needed = ["torch", "torchaudio", "transformers", "triton", "numpy", "yaml", "safetensors", "tqdm", "pytest",
+          "xdist", "_cffi_backend", "soundfile", "jiwer", "rapidfuzz", "sentencepiece", "seqattn",
+          "seqattn.nn", "seqattn.train.finetune", "seqattn.decode.transcribe"]
+missing = []
+for name in needed:
+    try:
+        module = importlib.import_module(name)
+        print(f"ok       {name} {getattr(module, '__version__', '')}")
+    except Exception as error:  # noqa: BLE001 - every failure is reported by name
+        missing.append(name)
+        print(f"MISSING  {name}: {type(error).__name__}: {error}")
+if "torch" not in missing:
+    import torch
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}")
+    for i in range(torch.cuda.device_count()):
+        print(f"cuda:{i}: {torch.cuda.get_device_name(i)}, bf16: {torch.cuda.is_bf16_supported()}")
+sys.exit(1 if missing else 0)
 PY
+imports=$?
+cat "$out/imports.txt"
+if [ "$imports" -ne 0 ]; then
+  note "missing imports (above): nothing else was run"
+  exit 2
+fi
+
 status=0
-timeout "${TEST_TIMEOUT:-300}" "$python" -m pytest -q -rs -m cuda tests -p no:cacheprovider \
-  --junitxml "$out/cuda_tests.xml" 2>&1 | tee "$out/cuda_tests.txt" || status=1
+note "CUDA tests"
+timeout "${TEST_TIMEOUT:-240}" "$python" -m pytest -q -rs -m cuda tests -p no:cacheprovider -x \
+  --junitxml "$out/cuda_tests.xml" 2>&1 | tee "$out/cuda_tests.txt" | tail -25 || status=1
+note "device checks (the CPU-run fake-CUDA and flex tests, here on a real GPU machine)"
+timeout 120 "$python" -m pytest -q tests/test_device_checks.py tests/test_flex_attention.py -p no:cacheprovider \
+  -k "not torchrun and not ddp" 2>&1 | tail -5 | tee "$out/device_checks.txt" || status=1
 if ! "$python" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "[gpu_check] no CUDA GPU visible: the CUDA tests skipped (reasons above), no GPU benchmark was run"
+  note "no CUDA GPU visible: the CUDA tests skipped (reasons above), no GPU benchmark was run"
   exit "$status"
 fi
-timeout "${BENCH_TIMEOUT:-240}" "$python" tools/bench_gpu.py --out-dir "$out" ${BENCH_ARGS:-} \
+note "attention benchmark"
+timeout "${BENCH_TIMEOUT:-180}" "$python" tools/bench_gpu.py --out-dir "$out" ${BENCH_ARGS:-} \
   2>&1 | tail -40 || status=1
-echo "[gpu_check] results in $out (cuda_tests.xml, results.json, results.md); exit $status"
+note "results in $out (imports.txt, cuda_tests.xml, results.json, results.md); exit $status"
 exit "$status"
