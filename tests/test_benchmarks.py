@@ -117,7 +117,8 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path):
     """The GPU benchmark's code, exercised at tiny sizes on the CPU (tools/gpu_check.sh runs it on a GPU)."""
     payload, table = _run("bench_gpu.py", tmp_path, "--device", "cpu")
     timed = {r["method"] for r in payload["rows"] if "seconds" in r}
-    assert timed == {"seqattn local +-32", "dense SDPA", "seqattn routed (clusters of 256)"}
+    assert timed == {"seqattn local +-32", "dense SDPA", "seqattn routed (clusters of 256)",
+                     "seqattn local +-32, chunked backend"}
     assert all(len(r["seconds"]) == 2 for r in payload["rows"] if "seconds" in r)
     assert "| seqattn local +-32 | +-32 | 2048 |" in table and "Growth of seqattn local" in table
 
