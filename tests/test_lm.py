@@ -88,6 +88,23 @@ def test_cache_memory_is_bounded_by_the_windows():
     assert sizes[0] == sizes[1]  # 50 or 300 tokens later: the same memory
 
 
+@pytest.mark.parametrize("first_stop", [0, 5, 16, 17, 39])
+def test_generation_ends_at_the_first_step_every_row_drew_the_stop_token(first_stop):
+    """The host checks for the stop token only every few tokens; the result still ends exactly at the first
+    step where every row drew it (here the rows draw it there together, by construction of the stop token)."""
+    torch.manual_seed(0)
+    model = TransformerLM(presets.tiny()).eval()
+    prompt = torch.randint(0, 50, (1, 4))
+    full = generate(model, prompt, 40, temperature=0)  # greedy: the same tokens whatever the stop rule
+    stop = int(full[0, 4 + first_stop])
+    first = int((full[0, 4:] == stop).nonzero()[0])  # the stop token may already have come earlier
+    stopped = generate(model, prompt, 40, temperature=0, stop_token=stop)
+    assert torch.equal(stopped, full[:, : 4 + first + 1])
+    two = torch.cat([prompt, prompt])  # both rows draw the same tokens, so they stop at the same step
+    assert torch.equal(generate(model, two, 40, temperature=0, stop_token=stop), torch.cat([stopped, stopped]))
+    assert torch.equal(generate(model, prompt, 40, temperature=0, stop_token=50 + 1), full)  # never drawn
+
+
 def test_generate_refuses_train_mode_and_empty_prompts():
     model = TransformerLM(presets.tiny())
     with pytest.raises(ValueError, match="eval"):

@@ -146,12 +146,14 @@ class WindowScorer:
         self.class_totals = None if copy_window is None else {name: [0, 0.0] for name in CLASS_NAMES}
 
     @torch.no_grad()
-    def _nll(self, windows: list[np.ndarray], first_scored: list[int]) -> float:
-        """Sum of NLL over the targets ``window[j + 1]`` with ``j >= first_scored`` of each window."""
-        batch = torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.device)  # (b, n + 1)
+    def _nll(self, windows: list[np.ndarray], first_scored: list[int]) -> torch.Tensor:
+        """Sum of NLL over the targets ``window[j + 1]`` with ``j >= first_scored`` of each window, as a
+        float64 scalar on the model's device (read once per file, by :meth:`score`)."""
+        batch = torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.device, non_blocking=True)  # (b, n + 1)
         logits = self.model(batch[:, :-1]).logits.float()  # (b, n, V)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (b, n)
-        keep = torch.arange(nll.shape[1], device=nll.device)[None, :] >= torch.tensor(first_scored, device=nll.device)[:, None]
+        first = torch.tensor(first_scored).to(nll.device, non_blocking=True)  # (b,)
+        keep = torch.arange(nll.shape[1], device=nll.device)[None, :] >= first[:, None]  # (b, n)
         if self.class_totals is not None:
             scored_nll, kept = nll.cpu().numpy(), keep.cpu().numpy()
             for row, window in enumerate(windows):
@@ -160,14 +162,14 @@ class WindowScorer:
                     chosen = kept[row] & (classes == value)
                     self.class_totals[name][0] += int(chosen.sum())
                     self.class_totals[name][1] += float(scored_nll[row][chosen].sum())
-        return float((nll * keep).sum())
+        return (nll * keep).sum(dtype=torch.float64)
 
     def score(self, tokens_stream) -> tuple[float, int]:
         """(sum of NLL, targets scored) over a stream of token-id lists; the first token is context only."""
         buffer = np.zeros(0, dtype=np.int64)
         start = 0  # absolute position of buffer[0]
         next_target = 1  # absolute position of the next token to score
-        total, scored = 0.0, 0
+        total, scored = torch.zeros((), dtype=torch.float64, device=self.device), 0
         pending, pending_first = [], []
 
         def flush():
@@ -193,7 +195,7 @@ class WindowScorer:
             first = next_target - start - 1
             total += self._nll([buffer], [first])
             scored += buffer.shape[0] - 1 - first
-        return total, scored
+        return float(total), scored  # the stream's one read of the device
 
 
 def score_file(path, tokenizer, scorer: WindowScorer, errors: str = "strict", progress: bool = True) -> Score:

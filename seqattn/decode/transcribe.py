@@ -267,7 +267,7 @@ class Transcriber:
             return Skipped(index, item, seconds, "silent")
         if self.normalize:
             wave = normalize_waveform(wave)
-        return Loaded(index, item, wave.to(self.device), seconds)
+        return Loaded(index, item, wave.to(self.device, non_blocking=True), seconds)
 
     def _take(self, index: int, item: InputItem) -> None:
         """Read, then transcribe now (streamed, chunked, long or unbatched inputs) or queue for a batch."""
@@ -330,7 +330,7 @@ class Transcriber:
         shift, scale = 0.0, 1.0
         if self.normalize:  # as normalize_waveform: layer norm over the whole recording
             shift, scale = statistics.mean, (statistics.variance + 1e-5) ** -0.5
-        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(self.device)  # noqa: E731
+        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(self.device, non_blocking=True)  # noqa: E731
         kept, frames = [], 0  # kept: the windows' log-probs while forced alignment can use them
         self.decoder.begin()
         for logits in self.inference.stream_logits(read, stream.num_samples):

@@ -121,12 +121,20 @@ class ClusterBuffer:
         starts = torch.cumsum(counts, dim=2) - counts  # (B, h, C) first sorted index of each cluster
         rank = positions.expand_as(order) - torch.gather(starts, 2, sorted_ids)  # (B, h, N) index in cluster
         keep = rank >= torch.gather(counts, 2, sorted_ids) - size  # the last `size` tokens of each cluster
-        rows = self._flat_slots(sorted_ids, rank % size)[keep.flatten()]
+        # For every buffer slot, the sorted token that fills it (-1: none). Tokens that are not kept write to
+        # a sink entry past the end, so no shape depends on how many are kept (nothing read back).
+        slots = batch * heads * clusters * size
+        target = torch.where(keep.flatten(), self._flat_slots(sorted_ids, rank % size), slots)  # (B*h*N,)
+        source = torch.full((slots + 1,), -1, dtype=torch.long, device=ids.device)
+        source = source.scatter_(0, target, torch.arange(target.numel(), device=ids.device))[:slots]  # (slots,)
+        filled = (source >= 0)[:, None]  # (slots, 1)
+        source = source.clamp(min=0)
         dim, value_dim = keys.shape[-1], values.shape[-1]
-        sorted_keys = torch.gather(keys, 2, order[..., None].expand(-1, -1, -1, dim))
-        sorted_values = torch.gather(values, 2, order[..., None].expand(-1, -1, -1, value_dim))
-        self.keys.view(-1, dim).index_copy_(0, rows, sorted_keys.reshape(-1, dim)[keep.flatten()])
-        self.values.view(-1, value_dim).index_copy_(0, rows, sorted_values.reshape(-1, value_dim)[keep.flatten()])
+        sorted_keys = torch.gather(keys, 2, order[..., None].expand(-1, -1, -1, dim)).reshape(-1, dim)
+        sorted_values = torch.gather(values, 2, order[..., None].expand(-1, -1, -1, value_dim)).reshape(-1, value_dim)
+        flat_keys, flat_values = self.keys.view(-1, dim), self.values.view(-1, value_dim)
+        flat_keys.copy_(torch.where(filled, sorted_keys[source].to(flat_keys.dtype), flat_keys))
+        flat_values.copy_(torch.where(filled, sorted_values[source].to(flat_values.dtype), flat_values))
         self.filled = counts.clamp(max=size)
         self.next = counts % size
 

@@ -105,7 +105,7 @@ class PretrainTask(Task):
                       "audio_s": waves.numel() / self.config.data.sample_rate,
                       "code_ppl": result.code_perplexity, "prob_ppl": result.prob_perplexity,
                       "temperature": float(result.temperature)}
-        postfix = {"loss": loss, "acc": result.correct / max(result.num_targets, 1)}
+        postfix = {"loss": loss, "acc": result.correct / result.num_targets.clamp(min=1)}
         return StepOutput(result.loss, statistics, postfix)
 
     def log_values(self, statistics: dict, micro_batches: float, elapsed: float) -> dict:

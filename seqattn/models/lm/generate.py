@@ -10,6 +10,8 @@ import torch
 
 from .model import TransformerLM
 
+STOP_CHECK_EVERY = 16  # tokens between host checks for the stop token (each check waits for the device)
+
 
 def pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
     """Next tokens (B,) from logits (B, V): argmax at temperature 0, else sampling (optionally top-k)."""
@@ -26,7 +28,11 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.
 def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int = 0, seed: int | None = None, use_cache: bool = True, stop_token: int | None = None
              ) -> torch.Tensor:
-    """prompt (B, P) long, P >= 1 -> (B, P + new) long. The model must be in eval mode."""
+    """prompt (B, P) long, P >= 1 -> (B, P + new) long. The model must be in eval mode.
+
+    With ``stop_token``, generation ends after the first step at which every row drew it. The host looks
+    every ``STOP_CHECK_EVERY`` tokens (not after each one, which would wait for the device at every token)
+    and cuts the tokens drawn after that step, so the result is the same as checking every token."""
     if model.training:
         raise ValueError("generate needs model.eval(): routing centroids must be frozen for the cache to be exact")
     if prompt.dim() != 2 or prompt.shape[1] == 0:
@@ -35,10 +41,16 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
     tokens = prompt
     caches = model.new_caches() if use_cache else None
     logits = model(tokens, caches=caches).logits[:, -1]  # (B, V)
-    for _ in range(max_new_tokens):
+    start = prompt.shape[1]
+    for step in range(max_new_tokens):
         chosen = pick(logits, temperature, top_k, generator)  # (B,)
         tokens = torch.cat([tokens, chosen[:, None]], dim=1)
-        if stop_token is not None and bool((chosen == stop_token).all()):
+        last = step + 1 == max_new_tokens
+        if stop_token is not None and (last or (step + 1) % STOP_CHECK_EVERY == 0):
+            stopped = (tokens[:, start:] == stop_token).all(0)  # (steps,): every row drew it at this step
+            if bool(stopped.any()):  # the check's one read; a second only to find where
+                return tokens[:, : start + int(stopped.int().argmax()) + 1]
+        if last:
             break
         logits = model.step(chosen, caches) if use_cache else model(tokens).logits[:, -1]
     return tokens

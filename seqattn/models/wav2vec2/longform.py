@@ -86,7 +86,7 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
     device = module_device(backbone)
     rows, raw_rows = [], []
     for wave in waveforms:
-        wave = wave.to(device)
+        wave = wave.to(device, non_blocking=True)
         if backbone.output_lengths(torch.tensor([wave.numel()]))[0] > frames_per_chunk:
             frames = front_end_long(backbone.feature_extractor, wave, frames_per_chunk)  # (1, C, T_i)
         else:
@@ -97,12 +97,15 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
             raw_rows.append(backbone.feature_extractor.target_frames(wave[None])[0].transpose(0, 1))  # (T_i, C')
         elif keep_raw:
             raw_rows.append(frames)
-    lengths = torch.tensor([row.shape[0] for row in rows], device=rows[0].device)
+    counts = [row.shape[0] for row in rows]  # host numbers: no read of the device below
+    lengths = torch.tensor(counts).to(rows[0].device, non_blocking=True)
     x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, max T_i, C)
     raw = torch.nn.utils.rnn.pad_sequence(raw_rows, batch_first=True) if keep_raw else None  # (B, max T_i, C)
-    padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]  # (B, T)
+    padding_mask = None
+    if min(counts) < max(counts):
+        padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]  # (B, T)
     zero = x.new_zeros(())
-    return Features(x, zero, zero, padding_mask if bool(padding_mask.any()) else None, lengths, raw)
+    return Features(x, zero, zero, padding_mask, lengths, raw)
 
 
 # --- the encoder on inputs of any length ---------------------------------------------------------------------
@@ -271,7 +274,7 @@ class LongFormCTC(CTCInference):
         """Logits (T_i, V) of each 1-D waveform in one pass; the utterances share one padded encoder batch."""
         features = inference_features(self.model.wav2vec2, waveforms, self.frames_per_chunk)
         logits = self.model.head(encode(self.model.wav2vec2, features))  # (B, T, V)
-        return [logits[i, : int(n)] for i, n in enumerate(features.lengths)]
+        return [logits[i, : self.num_frames(wave.numel())] for i, wave in enumerate(waveforms)]
 
     def stream_logits(self, read: Read, num_samples: int, window_frames: int | None = None) -> Iterator[torch.Tensor]:
         """Logits window by window (see :func:`stream_logits`), memory bounded by the window."""

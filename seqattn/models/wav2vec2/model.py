@@ -193,8 +193,8 @@ class PretrainingOutput:
     diversity: torch.Tensor  # (G*V - prob_perplexity) / (G*V)
     feature_penalty: torch.Tensor
     aux: torch.Tensor  # attention auxiliary losses (routing commitment)
-    num_targets: torch.Tensor | int  # this process's masked targets
-    correct: torch.Tensor | int  # of those, how many scored their true quantized vector highest
+    num_targets: torch.Tensor  # this process's masked targets
+    correct: torch.Tensor  # of those, how many scored their true quantized vector highest
     code_perplexity: torch.Tensor
     prob_perplexity: torch.Tensor
     temperature: float
@@ -347,10 +347,10 @@ class Wav2Vec2ForPretraining(nn.Module):
         logits = contrastive_logits(predictions, y, negatives, c.logit_temp)  # (B*M, 1+K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         contrastive = F.cross_entropy(logits.float(), labels, reduction="sum")
-        num_targets = reduce(logits.new_full((), float(logits.shape[0]), dtype=torch.float32))  # on the device
+        num_targets = logits.new_full((), float(logits.shape[0]), dtype=torch.float32)  # a fill: no copy, no wait
         penalty = reduce(features.penalty_sum) / reduce(features.penalty_count)
         diversity = (quantized.num_vars - quantized.prob_perplexity) / quantized.num_vars
-        loss = world_size * contrastive / num_targets.clamp(min=1) + c.diversity_weight * diversity
+        loss = world_size * contrastive / reduce(num_targets).clamp(min=1) + c.diversity_weight * diversity
         loss = loss + c.feature_pen_weight * penalty + aux
         with torch.no_grad():
             best = logits.argmax(-1) == 0
@@ -358,7 +358,7 @@ class Wav2Vec2ForPretraining(nn.Module):
             correct = (best & ~tied).sum()
         return PretrainingOutput(
             loss=loss, contrastive=contrastive.detach(), diversity=diversity.detach(), feature_penalty=penalty.detach(),
-            aux=aux.detach(), num_targets=logits.shape[0], correct=correct,
+            aux=aux.detach(), num_targets=num_targets, correct=correct,
             code_perplexity=quantized.code_perplexity.detach(), prob_perplexity=quantized.prob_perplexity.detach(),
             temperature=self.quantizer.temperature,
         )
