@@ -131,8 +131,9 @@ def test_flex_block_routed_attention_matches_the_dense_reference(flex_grad_on_cp
 @pytest.mark.parametrize("config", [
     dict(local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1, block_routed_heads=1, window_left=20,
          window_right=20, causal=False),
-], ids=["bidirectional"])  # the causal kinds are compared one by one above (a causal mixed layer trips the
-# eager FlexAttention's internal recompilation with dynamic shapes on the CPU)
+    dict(local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1, block_routed_heads=1, window_left=20,
+         window_right=0, causal=True, routing_shared_qk=True),
+], ids=["bidirectional", "causal"])
 def test_every_sparse_head_kind_gives_the_same_layer_on_both_backends(flex_grad_on_cpu, config):
     """A layer of every sparse kind (local, routed, dilated, global, block-routed, plus full heads): the flex
     backend's outputs and parameter gradients equal the chunked backend's."""

@@ -149,10 +149,14 @@ def band_block_mask(length: int, left: int, right: int, key_valid: torch.Tensor,
                                     seq_lengths=(length, length))
 
 
-def self_bias_mod(self_bias: float):
-    """A score modification adding ``self_bias`` to each query's score for its own key (shared-QK routing)."""
+def self_bias_mod(self_bias: float, like: torch.Tensor):
+    """A score modification adding ``self_bias`` to each query's score for its own key (shared-QK routing).
+    The bias is captured as a device scalar (made by a fill, no copy): a captured Python float would be a
+    guarded constant that the compiler turns into a dynamic symbol once it sees two values."""
+    bias = torch.full((), self_bias, dtype=torch.float32, device=like.device)
+
     def score_mod(score, b, h, q_idx, kv_idx):
-        return score + torch.where(q_idx == kv_idx, self_bias, 0.0)
+        return score + torch.where(q_idx == kv_idx, bias, 0.0).to(score.dtype)
 
     return score_mod
 
@@ -162,7 +166,7 @@ def flex_band_attention(q, k, v, window_left: int, window_right: int, key_valid,
     """:func:`seqattn.nn.local.banded_attention` (without weights) on FlexAttention."""
     length = q.shape[2]
     mask = band_block_mask(length, window_left, window_right, key_valid, segments)
-    score_mod = self_bias_mod(self_bias) if self_bias else None
+    score_mod = self_bias_mod(self_bias, q) if self_bias else None
     return run_flex(q, k, v, mask, scale=scale, score_mod=score_mod, return_lse=return_lse)
 
 
