@@ -139,3 +139,34 @@ def test_bench_routing_workers_train_and_score_every_variant(tmp_path):
     result = bench_routing.train_worker("block", "code", 1024, 0, 0.5, 2, 2048, str(tmp_path / "code"))
     assert result["bytes_beyond"] > 0 and result["loss_beyond"] > 0
     assert sum(result[f"bytes_{name}"] for name in ("novel", "within", "beyond")) == 2 * 1024
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.sh"
+
+
+def _gpu_check(out: Path, python: str, timeout: float) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "OUT": str(out), "PYTHON": python, "PYTEST_ADDOPTS": "-p no:xdist"}
+    return subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_gpu_check_runs_here_and_stops_where_no_gpu_is_visible(tmp_path):
+    """tools/gpu_check.sh with this interpreter: every import it needs is there, the CUDA tests skip with
+    their reason, and it stops there, saying why."""
+    result = _gpu_check(tmp_path, sys.executable, 600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    steps = (tmp_path / "steps.txt").read_text()
+    assert "MISSING" not in steps and "ok       soundfile" in steps and "no CUDA GPU visible" in steps
+    assert " skipped" in (tmp_path / "cuda_tests.txt").read_text()
+
+
+def test_gpu_check_names_missing_imports_and_runs_nothing(tmp_path):
+    bare = getattr(sys, "_base_executable", None)  # the interpreter under the venv: no torch, no seqattn deps
+    if not bare or subprocess.run([bare, "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip("no interpreter without torch on this machine")
+    result = _gpu_check(tmp_path, bare, 120)
+    assert result.returncode == 2
+    steps = (tmp_path / "steps.txt").read_text()
+    assert "MISSING  torch" in steps and "nothing else was run" in steps
+    assert not (tmp_path / "cuda_tests.txt").exists()

@@ -176,3 +176,45 @@ def test_greedy_transcripts_are_the_same_on_cpu_and_gpu(tmp_path):
     streamed = transcribe(load_model(model_dir, "cuda"), vocab, items, progress=False, stream_seconds=0.5)
     texts = lambda result: [t.text for t in result.transcripts]  # noqa: E731
     assert texts(on_cpu) == texts(on_gpu) == texts(streamed) and data.is_dir()
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 2e-4), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_flex_backend_matches_the_chunked_backend_on_the_gpu(causal, dtype, atol):
+    """Every sparse head kind in one layer: the default (compiled FlexAttention) and the chunked kernel, both
+    on the GPU, give the same outputs (bf16 inputs: fp32 softmax accumulation in flex) and fp32 gradients."""
+    from seqattn.nn import AttentionConfig, MultiHeadAttention
+    from seqattn.nn.backend import use_backend
+
+    torch.manual_seed(0)
+    config = AttentionConfig(num_heads=8, local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1,
+                             block_routed_heads=1, window_left=130, window_right=0 if causal else 7, causal=causal,
+                             routing_shared_qk=causal, num_clusters=4, routing_window=64, routed_block=64)
+    layer = MultiHeadAttention(256, config).to(GPU).eval()
+    x = torch.randn(2, 3001, 256, device=GPU)
+    mask = None if causal else (torch.arange(3001, device=GPU)[None] >= torch.tensor([[3001], [2500]], device=GPU))
+    results = []
+    for backend in ("chunked", "flex"):
+        layer.zero_grad()
+        with use_backend(backend), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = layer(x, mask).out
+        out.float().square().mean().backward()
+        results.append((out.float(), [p.grad.float().clone() for p in layer.parameters()]))
+    real = slice(None) if mask is None else ~mask
+    torch.testing.assert_close(results[1][0][real], results[0][0][real], atol=atol, rtol=atol)
+    if dtype == torch.float32:
+        for got, want in zip(results[1][1], results[0][1]):
+            scale = float(want.abs().max()) + 1e-6
+            torch.testing.assert_close(got / scale, want / scale, atol=1e-3, rtol=1e-3)
+
+
+def test_flex_local_attention_at_64k_tokens_uses_linear_memory():
+    """+-128 at 64k tokens, bf16, 16 heads, forward and backward: the block mask is built without any N x N
+    tensor and the fused kernel's peak memory stays far below one N x N score matrix (8 GiB in bf16)."""
+    from seqattn.nn import local_attention
+
+    n = 65536
+    q, k, v = [torch.randn(1, 16, n, 64, device=GPU, dtype=torch.bfloat16, requires_grad=True) for _ in range(3)]
+    torch.cuda.reset_peak_memory_stats()
+    local_attention(q, k, v, 128, 128).float().sum().backward()
+    assert torch.cuda.max_memory_allocated() < 2 * 2**30

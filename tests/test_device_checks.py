@@ -511,3 +511,45 @@ def test_attention_weights_for_analysis_stay_on_the_device(kind):
         mask = None if causal else to_device(torch.arange(201)[None] >= torch.tensor([[201], [150]]), CUDA)
         result = layer(torch.randn(2, 201, 64, device=CUDA), mask, return_weights=True)
         assert result.weights and all(w.weights.device == CUDA for w in result.weights)
+
+
+# --- whole-graph capture: the forwards hold nothing that makes torch.compile break its graph --------------------
+
+def _captured_whole(fn, *args):
+    """Run ``fn(*args)`` through ``torch.compile(fullgraph=True)`` with the flex backend (the GPUs' path);
+    the eager backend keeps it to Dynamo's capture, without generating code. Inference mode: PyTorch's CPU
+    FlexAttention has no backward."""
+    with use_backend("flex"), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.compile(fn, fullgraph=True, backend="eager")(*args)
+
+
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_every_head_kind_is_captured_whole_by_torch_compile(kind):
+    layer = MultiHeadAttention(64, AttentionConfig(num_heads=4, **HEAD_KINDS[kind])).eval()
+    mask = None if HEAD_KINDS[kind].get("causal") else torch.arange(201)[None] >= torch.tensor([[201], [150]])
+    assert _captured_whole(lambda x: layer(x, mask).out, torch.randn(2, 201, 64)).shape == (2, 201, 64)
+
+
+@pytest.mark.parametrize("name", list(CTC_MODELS))
+def test_ctc_training_forward_is_captured_whole_by_torch_compile(name):
+    model = Wav2Vec2ForCTC(tiny(vocab_size=10, mask_prob=0.3, **CTC_MODELS[name])).train()
+    lengths = torch.tensor([16000, 12000])
+    draws = model.draw_training(lengths, 16000, generators_for([1, 2]))
+    logits = _captured_whole(lambda w: model.training_forward(w, lengths, draws=draws)[0], torch.randn(2, 16000))
+    assert logits.shape == (2, draws.time.shape[1], 10)
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "bestrq"])
+def test_pretraining_losses_are_captured_whole_by_torch_compile(objective):
+    config = tiny(objective=objective, mask_prob=0.5, **(dict(frontend="fbank") if objective == "bestrq" else {}))
+    model = Wav2Vec2ForPretraining(config).train()
+    draws = model.draw_training(None, 16000, generators_for([1, 2]))
+    loss = _captured_whole(lambda w: model.pretraining_loss(w, None, draws=draws).loss, torch.randn(2, 16000))
+    assert torch.isfinite(loss)
+
+
+def test_lm_loss_is_captured_whole_by_torch_compile():
+    model = TransformerLM(tiny_lm()).train()
+    tokens = torch.randint(0, 50, (2, 65))
+    assert torch.isfinite(_captured_whole(lambda t: model.loss(t[:, :-1], t[:, 1:])[1], tokens))

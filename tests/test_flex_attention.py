@@ -248,3 +248,18 @@ def test_backend_is_chosen_by_device_and_can_be_forced(monkeypatch):
     monkeypatch.setenv("SEQATTN_ATTENTION_BACKEND", "triton")
     with pytest.raises(ValueError, match="attention backend must be one of auto, flex, chunked"):
         attention_backend(torch.device("cpu"))
+
+
+def test_flex_bf16_inputs_accumulate_the_softmax_in_float32():
+    """bf16 queries, keys and values through the flex path: the output is the float64 attention of those same
+    bf16 inputs, rounded once to bf16 (measured: error = the rounding alone, where a softmax and sum carried
+    out in bf16 is about 6x further off)."""
+    n, left, right = 600, 200, 200
+    q, k, v = [t.detach().bfloat16() for t in _inputs(1, 4, n, dim=32, seed=7)]
+    reference = masked_attention(q.double(), k.double(), v.double(), band_allowed(n, left, right))[0]
+    with use_backend("flex"):
+        out = local_attention(q, k, v, left, right)
+    assert out.dtype == torch.bfloat16
+    error = (out.double() - reference).abs().max().item()
+    rounding = (reference.bfloat16().double() - reference).abs().max().item()  # rounding the result alone
+    assert error <= 2 * rounding, (error, rounding)

@@ -16,7 +16,8 @@ The fbank row is the same BASE-size encoder (768 dims, 12 layers, 3072 FFN)
 behind seqattn's filterbank front end (80-bin Kaldi log-mel computed in the model, 4 frames stacked to 40 ms)
 with local attention of 128 frames (5.12 s) each side. RTF = wall time / audio time, median of --reps runs (after one warm-up below 10 minutes; one run above
 10 minutes). Peak RSS is the worker's ru_maxrss (model, audio and all). The --hour run transcribes a 1-hour file
-once with seqattn.
+once with seqattn (and, on a GPU, with the HF pipeline too). ``--device cuda`` runs the PyTorch models and
+the HF pipeline on a GPU (fp32, each run timed to its end; the ONNX row is CPU-only and left out there).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import meta, run_worker, write_outputs  # noqa: E402
+from benchlib import gpu_name, meta, run_worker, write_outputs  # noqa: E402
 
 SAMPLE_RATE = 16000
 VOCAB_CHARS = list("अआइईउऊऋएऐओऔकखगघङचछजझञटठडढणतथदधनपफबभमयरलवशषसहािीुूृेैोौंःँ़्")[:66]
@@ -72,14 +73,14 @@ def _write_audio(path: str, seconds: float) -> None:
             out.write((0.1 * envelope * (voiced + 0.5 * rng.standard_normal(n))).astype(np.float32))
 
 
-def _seqattn_runner(path: str, quick: bool, fbank: bool = False):
+def _seqattn_runner(path: str, quick: bool, fbank: bool = False, device: str = "cpu"):
     import torch
 
     from seqattn.data.audio import AudioSource
     from seqattn.decode.transcribe import InputItem, transcribe
     from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
 
-    model = Wav2Vec2ForCTC(_config(quick, local=True, fbank=fbank)).eval()
+    model = Wav2Vec2ForCTC(_config(quick, local=True, fbank=fbank)).to(device).eval()
     vocab = _vocabulary()
 
     def run() -> str:
@@ -121,7 +122,7 @@ def _onnx_runner(path: str, quick: bool, threads: int, workdir: str):
     return run, None
 
 
-def _hf_runner(path: str, quick: bool, chunk_seconds: float):
+def _hf_runner(path: str, quick: bool, chunk_seconds: float, device: str = "cpu"):
     import soundfile as sf
     import transformers
 
@@ -141,7 +142,7 @@ def _hf_runner(path: str, quick: bool, chunk_seconds: float):
     extractor = transformers.Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE, do_normalize=True,
                                                       return_attention_mask=False)
     asr = transformers.pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer,
-                                feature_extractor=extractor, chunk_length_s=chunk_seconds, device="cpu")
+                                feature_extractor=extractor, chunk_length_s=chunk_seconds, device=device)
 
     def run() -> str:
         audio, rate = sf.read(path, dtype="float32")
@@ -150,7 +151,8 @@ def _hf_runner(path: str, quick: bool, chunk_seconds: float):
     return run, None
 
 
-def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_chunk: float) -> dict:
+def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_chunk: float,
+           device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -159,11 +161,18 @@ def worker(impl: str, seconds: float, reps: int, threads: int, quick: bool, hf_c
         path = os.path.join(tmp, "input.wav")
         _write_audio(path, seconds)
         if impl in ("seqattn_local", "seqattn_fbank"):
-            run = _seqattn_runner(path, quick, fbank=impl == "seqattn_fbank")[0]
+            run = _seqattn_runner(path, quick, fbank=impl == "seqattn_fbank", device=device)[0]
         elif impl == "seqattn_onnx":
             run = _onnx_runner(path, quick, threads, tmp)[0]
         else:
-            run = _hf_runner(path, quick, hf_chunk)[0]
+            run = _hf_runner(path, quick, hf_chunk, device)[0]
+        if device.startswith("cuda"):
+            untimed = run
+
+            def run() -> str:  # a run ends when its GPU work does
+                text = untimed()
+                torch.cuda.synchronize()
+                return text
         with torch.inference_mode():
             if seconds < 600:
                 run()  # warm-up (long inputs amortise first-call costs themselves)
@@ -192,8 +201,8 @@ def markdown(rows, info, hf_chunk) -> str:
     lines = [
         "# Transcription speed: seqattn vs HF transformers",
         "",
-        f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
-        f"Greedy CTC, batch 1, median of {info['reps']} runs (a warm-up first below 10 minutes; one run above); "
+        f"`{info['command']}` on {info.get('gpu') or info['machine']}, torch {info['torch']}, {info['threads']} "
+        f"threads, {info['date']}. Greedy CTC, batch 1, median of {info['reps']} runs (a warm-up first below 10 minutes; one run above); "
         "RTF = wall / audio time; peak = the worker's max RSS.",
         "",
         "| implementation | " + " | ".join(_length_name(s) for s in lengths) + " |",
@@ -243,26 +252,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out-dir", default="bench_out/transcribe")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--implementations", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS))
     args = parser.parse_args()
     if args.worker:
         reps = args.reps if args.seconds <= 600 else 1
-        print(json.dumps(worker(args.worker, args.seconds, reps, args.threads, args.quick, args.hf_chunk)))
+        print(json.dumps(worker(args.worker, args.seconds, reps, args.threads, args.quick, args.hf_chunk,
+                                args.device)))
         return
     if args.quick:
         args.lengths, args.reps, args.hf_chunk = [12.0], 2, 4.0
     from tqdm import tqdm
 
-    jobs = [(impl, s) for s in args.lengths for impl in IMPLEMENTATIONS]
-    if args.hour:
-        jobs.append(("seqattn_local", 3600.0))
+    gpu = args.device.startswith("cuda")
+    chosen = [impl for impl in args.implementations if not (gpu and impl == "seqattn_onnx")]
+    jobs = [(impl, s) for s in args.lengths for impl in chosen]
+    if args.hour:  # the HF pipeline's hour runs on a GPU only (on the CPU it would take most of an hour)
+        hour = ["seqattn_local"] + (["hf_pipeline"] if gpu else [])
+        jobs += [(impl, 3600.0) for impl in hour if impl in chosen]
     rows = []
     for impl, seconds in tqdm(jobs, desc="transcription benchmark", unit="run"):
         worker_args = ["--worker", impl, "--seconds", str(seconds), "--reps", str(args.reps), "--threads",
-                       str(args.threads), "--hf-chunk", str(args.hf_chunk)] + (["--quick"] if args.quick else [])
+                       str(args.threads), "--hf-chunk", str(args.hf_chunk), "--device", args.device] + \
+            (["--quick"] if args.quick else [])
         rows.append({"impl": impl, "seconds": seconds, **run_worker(__file__, worker_args, args.timeout)})
-    info = meta(sys.argv, args.threads, args.reps)
-    write_outputs(args.out_dir, {"meta": info, "hf_chunk_s": args.hf_chunk, "rows": rows},
-                  markdown(rows, info, args.hf_chunk))
+        info = {**meta(sys.argv, args.threads, args.reps), "device": args.device,
+                "gpu": gpu_name(args.device)}
+        write_outputs(args.out_dir, {"meta": info, "hf_chunk_s": args.hf_chunk, "rows": rows},
+                      markdown(rows, info, args.hf_chunk))  # after every row: a run cut short keeps what it did
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ attention (the original model), with local attention of 128 frames each side, an
 filterbank front end stacked to 40 ms under the same local encoder (contrastive objective, and BEST-RQ), and
 conv-subsampled to 40 ms instead (BEST-RQ).
 Each (implementation, crop) runs in its own subprocess: median of --reps steps after a warm-up, and peak
-RSS above the pre-step level. Batch size 1.
+RSS above the pre-step level. Batch size 1. ``--device cuda`` runs both on a GPU under bf16 autocast (each
+step timed to the end of its GPU work; peak = the most GPU memory allocated during the first step).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
+from benchlib import gpu_name, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
 
 IMPLEMENTATIONS = {
     "hf": "HF Wav2Vec2ForPreTraining (SDPA)",
@@ -57,21 +58,27 @@ def _hf_model(preset: str):
     return transformers.Wav2Vec2ForPreTraining(config).train()
 
 
-def _step(impl: str, seconds: float, preset: str):
+def _step(impl: str, seconds: float, preset: str, device: str = "cpu"):
+    """One training step of ``impl`` on ``device`` (bf16 autocast on a GPU), returned as a callable."""
+    import contextlib
+
     import torch
 
-    waves = torch.randn(1, int(seconds * 16000))
+    device = torch.device(device)
+    waves = torch.randn(1, int(seconds * 16000)).to(device)
+    precision = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if impl == "hf":
         from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
 
-        model = _hf_model(preset)
+        model = _hf_model(preset).to(device)
         frames = int(model._get_feat_extract_output_lengths(waves.shape[1]))
 
         def step():
             mask = _compute_mask_indices((1, frames), model.config.mask_time_prob, model.config.mask_time_length)
             negatives = _sample_negative_indices((1, frames), model.config.num_negatives, mask)
-            out = model(waves, mask_time_indices=torch.from_numpy(mask),
-                        sampled_negative_indices=torch.from_numpy(negatives))
+            with precision:
+                out = model(waves, mask_time_indices=torch.from_numpy(mask).to(device),
+                            sampled_negative_indices=torch.from_numpy(negatives).to(device))
             out.loss.backward()
             model.zero_grad(set_to_none=True)
 
@@ -90,22 +97,34 @@ def _step(impl: str, seconds: float, preset: str):
         config.objective = "bestrq"
     if impl == "seqattn_fbank_conv_bestrq":
         config.fbank_subsampling = "conv"
-    model = Wav2Vec2ForPretraining(config).train()
+    model = Wav2Vec2ForPretraining(config).to(device).train()
     counter = iter(range(10**9))
 
-    def step():
-        model.pretraining_loss(waves, None, generators_for([next(counter)])).loss.backward()
+    def step():  # the trainer's way: every random draw on the host, then moved with the batch
+        draws = model.draw_training(None, waves.shape[1], generators_for([next(counter)])).to_device(device)
+        with precision:
+            loss = model.pretraining_loss(waves, None, draws=draws).loss
+        loss.backward()
         model.zero_grad(set_to_none=True)
 
     return step
 
 
-def worker(impl: str, seconds: float, reps: int, threads: int, preset: str) -> dict:
+def worker(impl: str, seconds: float, reps: int, threads: int, preset: str, device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    step = _step(impl, seconds, preset)
+    step = _step(impl, seconds, preset, device)
+    if device.startswith("cuda"):
+        def synced():  # a step ends when its GPU work does
+            step()
+            torch.cuda.synchronize()
+
+        torch.cuda.reset_peak_memory_stats()
+        synced()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return {"impl": impl, "seconds": seconds, "step_s": timed(synced, reps), "peak_mib": peak}
     peak = peak_above_baseline(step)  # first step of a fresh process: nothing cached by the allocator yet
     return {"impl": impl, "seconds": seconds, "step_s": timed(step, reps), "peak_mib": peak}
 
@@ -115,10 +134,13 @@ def markdown(rows, info, crops) -> str:
     lines = [
         "# wav2vec 2.0 pretraining step benchmark",
         "",
-        f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, {info['date']}. "
+        f"`{info['command']}` on {info.get('gpu') or info['machine']}, torch {info['torch']}, {info['threads']} "
+        f"threads, {info['date']}. "
         f"Batch 1, `{info['preset']}()` preset, median of {info['reps']} steps (forward + backward incl. masking); "
-        "peak = max RSS during the first step of a fresh process above the level before it; glibc mmap/trim "
-        "thresholds raised to 2 GiB in every worker (as `seqattn` commands do).",
+        + ("bf16 autocast; peak = the most GPU memory allocated during the first step."
+           if info.get("gpu") else
+           "peak = max RSS during the first step of a fresh process above the level before it; glibc mmap/trim "
+           "thresholds raised to 2 GiB in every worker (as `seqattn` commands do)."),
         "",
         "| implementation | " + " | ".join(f"{s:.0f} s crop" for s in crops) + " |",
         "|---|" + "---|" * len(crops),
@@ -167,9 +189,10 @@ def main() -> None:
     parser.add_argument("--out-dir", default="bench_out/wav2vec2")
     parser.add_argument("--preset", choices=["small", "base"], default="small")
     parser.add_argument("--implementations", nargs="+", choices=list(IMPLEMENTATIONS), default=list(IMPLEMENTATIONS))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bf16 autocast on a GPU)")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.seconds, args.reps, args.threads, args.preset)))
+        print(json.dumps(worker(args.worker, args.seconds, args.reps, args.threads, args.preset, args.device)))
         return
     if args.quick:
         args.crops, args.reps = [2.0], 2
@@ -179,10 +202,11 @@ def main() -> None:
     for seconds in args.crops:
         for impl in tqdm(args.implementations, desc=f"{seconds:.0f} s crops"):
             worker_args = ["--worker", impl, "--seconds", str(seconds), "--reps", str(args.reps),
-                           "--threads", str(args.threads), "--preset", args.preset]
+                           "--threads", str(args.threads), "--preset", args.preset, "--device", args.device]
             rows.append({"impl": impl, "seconds": seconds, **run_worker(__file__, worker_args, args.timeout)})
-    info = {**meta(sys.argv, args.threads, args.reps), "preset": args.preset}
-    write_outputs(args.out_dir, {"meta": info, "rows": rows}, markdown(rows, info, args.crops))
+            info = {**meta(sys.argv, args.threads, args.reps), "preset": args.preset, "device": args.device,
+                    "gpu": gpu_name(args.device)}
+            write_outputs(args.out_dir, {"meta": info, "rows": rows}, markdown(rows, info, args.crops))  # each row
 
 
 if __name__ == "__main__":

@@ -89,6 +89,13 @@ def run_worker(script: str, args: list[str], timeout: float, tuned_malloc: bool 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def gpu_name(device: str) -> str | None:
+    """The GPU's name for a ``cuda[:N]`` device, None for the CPU."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
+
+
 def meta(argv: list[str], threads: int, reps: int) -> dict:
     import torch
 

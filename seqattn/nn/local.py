@@ -198,9 +198,10 @@ def _neg(dtype) -> float:
 
 
 def host_any(flag: torch.Tensor) -> bool:
-    """Whether any element of ``flag`` is true, when the answer costs nothing: on the CPU. Elsewhere reading it
-    would wait for the device, so the answer is True and the caller does the (harmless) work anyway."""
-    return flag.device.type != "cpu" or bool(flag.any())
+    """Whether any element of ``flag`` is true, when the answer costs nothing: on the CPU, outside a compiled
+    graph. Elsewhere reading it would wait for the device (or break the graph), so the answer is True and the
+    caller does the (harmless) work anyway."""
+    return flag.device.type != "cpu" or torch.compiler.is_compiling() or bool(flag.any())
 
 
 def _chunk_blocks(layout: BlockLayout, total_blocks: int) -> int:
@@ -230,11 +231,7 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
         other = masks.seg_q[start:stop, :, None] != masks.seg_win[start:stop, None, :]  # (c, b, W)
         scores.masked_fill_(other, _neg(scores.dtype))  # only keys of the query's own segment
         rows = rows & (scores.amax(-1) > _neg(scores.dtype) / 4)
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        full_probs = torch.softmax(scores.float(), dim=-1)
-        probs.copy_(full_probs)
-    else:
-        full_probs = torch.softmax(scores, dim=-1, out=probs)
+    full_probs = torch.softmax(scores, dim=-1, out=probs)  # float32 or float64: half inputs are upcast before
     if lse is not None:
         # log-sum-exp from the softmax already computed: at a row's largest score, p = exp(max - lse), so
         # lse = max - log(max p) (max p >= 1 / W: no precision lost; a separate logsumexp pass costs as
@@ -386,9 +383,13 @@ def banded_attention(
         return native_band.native_band_attention(q, k, v, window_left, window_right, key_valid, scale=scale,
                                                  self_bias=self_bias, return_lse=return_lse)
     layout = make_layout(length, window_left, window_right, block_size)
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # scores, softmax and sums in float32, the output in q's type
+        q, k, v = q.float(), k.float(), v.float()
     if return_lse:
-        return _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, True)
-    out = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, False)
+        out, lse = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, True)
+        return out.to(dtype), lse
+    out = _BandedAttention.apply(q, k, v, layout, key_valid, segments, scale, self_bias, False).to(dtype)
     if not return_weights:
         return out
     probs = _banded_probs(q, k, layout, key_valid, segments, scale, self_bias)
