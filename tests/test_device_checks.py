@@ -114,6 +114,25 @@ def on_cuda(build):
         return build()
 
 
+def pretraining_config(objective: str):
+    """The tiny pretraining model of ``objective`` (BEST-RQ on the filterbank front end it reads)."""
+    return tiny(objective=objective, mask_prob=0.5, **(dict(frontend="fbank") if objective == "bestrq" else {}))
+
+
+def pretraining_model_on_cuda(config):
+    model = on_cuda(lambda: Wav2Vec2ForPretraining(config)).train()
+    if config.objective == "bestrq":  # its frozen projections are built on the CPU: the trainer's .to() moves them
+        model.quantizer.projection = model.quantizer.projection.to(CUDA)
+        model.quantizer.codes = model.quantizer.codes.to(CUDA)
+    return model
+
+
+def dense_lm_config():
+    """The tiny LM with full-attention heads only (FlexAttention cannot run under the read-counting mode)."""
+    lm = tiny_lm()
+    return dataclasses.replace(lm, attention=dataclasses.replace(lm.attention, local_heads=0, routing_heads=0))
+
+
 HEAD_KINDS = {
     "local": dict(local_heads=4, window_left=8, window_right=8),
     "per-head windows": dict(local_heads=4, local_windows=[[8, 8], [4, 4], [40, 3], [2, 0]]),
@@ -188,13 +207,10 @@ def nccl_like_sum(tensor: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("objective", ["contrastive", "bestrq"])
 def test_pretraining_losses_run_under_a_gpu_all_reduce_without_host_reads(objective, backend):
     """Both objectives, with the DDP reduce (a CPU tensor in the contrastive target count failed NCCL)."""
-    config = tiny(objective=objective, mask_prob=0.5, **(dict(frontend="fbank") if objective == "bestrq" else {}))
+    config = pretraining_config(objective)
     draws = Wav2Vec2ForPretraining(config).draw_training(None, 16000, generators_for([3, 4]))
     with checked(backend):
-        model = on_cuda(lambda: Wav2Vec2ForPretraining(config)).train()
-        if objective == "bestrq":  # its frozen projections are built on the CPU: the trainer's .to() moves them
-            model.quantizer.projection = model.quantizer.projection.to(CUDA)
-            model.quantizer.codes = model.quantizer.codes.to(CUDA)
+        model = pretraining_model_on_cuda(config)
         out = model.pretraining_loss(to_device(torch.zeros(2, 16000), CUDA), None, world_size=2,
                                      reduce=nccl_like_sum, draws=to_device(draws, CUDA))
         assert out.loss.device == CUDA
@@ -261,9 +277,7 @@ def test_lm_validation_feeds_the_model_on_its_device():
     from seqattn.train.lm import LMTask, LMTrainConfig
     from seqattn.train.monitor import TrainMonitor
 
-    lm = tiny_lm()
-    config = LMTrainConfig(model=dataclasses.replace(lm, attention=dataclasses.replace(
-        lm.attention, local_heads=0, routing_heads=0)))  # dense heads: the reads are counted
+    config = LMTrainConfig(model=dense_lm_config())
     config.data.seq_len = 32
     valid = np.random.default_rng(0).integers(0, 50, 200).astype(np.int32)
     with fake_cuda(count_reads=True) as reads:
@@ -382,16 +396,12 @@ def test_pretraining_step_as_the_loop_feeds_it(labelled, objective, backend):
     from seqattn.train.pretrain import PretrainConfig, PretrainTask
 
     data, _ = labelled
-    extra = dict(frontend="fbank") if objective == "bestrq" else {}
-    config = PretrainConfig(model=tiny(objective=objective, mask_prob=0.5, **extra))
+    config = PretrainConfig(model=pretraining_config(objective))
     items = scan([(str(data), "hi")], 16000, 8000, progress=False).items
     plan = plan_epoch(items, 0, 1, 0.7, 400_000, 16000)
     batch = CroppedBatches(items, plan, 1, 16000, 16000, False)[0]
     with fake_cuda():
-        model = on_cuda(lambda: Wav2Vec2ForPretraining(config.model)).train()
-        if objective == "bestrq":  # its frozen projections are built on the CPU: the trainer's .to() moves them
-            model.quantizer.projection = model.quantizer.projection.to(CUDA)
-            model.quantizer.codes = model.quantizer.codes.to(CUDA)
+        model = pretraining_model_on_cuda(config.model)
     task = PretrainTask(config, model, items, DistributedContext())
     assert _step_reads(task, batch, backend) == []
 
@@ -477,8 +487,7 @@ def _small_windows(stream_logits):
 def test_eval_lm_reads_the_device_once_per_stream():
     from seqattn.decode.lm_eval import WindowScorer
 
-    lm = tiny_lm()
-    config = dataclasses.replace(lm, attention=dataclasses.replace(lm.attention, local_heads=0, routing_heads=0))
+    config = dense_lm_config()
     tokens = np.random.default_rng(2).integers(0, 50, 300).tolist()
     with fake_cuda(count_reads=True) as reads:
         model = on_cuda(lambda: TransformerLM(config)).eval()
@@ -519,6 +528,7 @@ def _captured_whole(fn, *args):
     """Run ``fn(*args)`` through ``torch.compile(fullgraph=True)`` with the flex backend (the GPUs' path);
     the eager backend keeps it to Dynamo's capture, without generating code. Inference mode: PyTorch's CPU
     FlexAttention has no backward."""
+    torch._dynamo.reset()  # each check compiles afresh (one code object per test would hit the recompile limit)
     with use_backend("flex"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.compile(fn, fullgraph=True, backend="eager")(*args)
@@ -542,8 +552,7 @@ def test_ctc_training_forward_is_captured_whole_by_torch_compile(name):
 
 @pytest.mark.parametrize("objective", ["contrastive", "bestrq"])
 def test_pretraining_losses_are_captured_whole_by_torch_compile(objective):
-    config = tiny(objective=objective, mask_prob=0.5, **(dict(frontend="fbank") if objective == "bestrq" else {}))
-    model = Wav2Vec2ForPretraining(config).train()
+    model = Wav2Vec2ForPretraining(pretraining_config(objective)).train()
     draws = model.draw_training(None, 16000, generators_for([1, 2]))
     loss = _captured_whole(lambda w: model.pretraining_loss(w, None, draws=draws).loss, torch.randn(2, 16000))
     assert torch.isfinite(loss)

@@ -223,19 +223,21 @@ def test_block_routing_tiles_cover_exactly_the_pattern(causal):
 
 def test_compiled_flex_kernel_reads_the_tiles_as_the_chunked_kernel_does():
     """The fused (compiled) CPU FlexAttention kernel, which skips unlisted tiles and the mask in full ones,
-    gives the chunked kernel's output on a padded band that has full, partial and skipped tiles."""
+    gives the chunked kernel's output on padded bands that have full, partial and skipped tiles, at three
+    lengths through one compiled function (as the library compiles it: the shapes turn dynamic)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    n = 777
-    q, k, v = [t.detach().float() for t in _inputs(2, 2, n, seed=5)]
-    key_valid = (~padding_mask(2, n, [777, 600]))[:, None].expand(2, 2, n)
-    block_mask = band_block_mask(n, 130, 7, key_valid)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = torch.compile(flex_attention, dynamic=False)(q, k, v, block_mask=block_mask, scale=0.25)
-    reference = banded_attention(q, k, v, 130, 7, key_valid, scale=0.25)
-    real = key_valid[..., None]
-    torch.testing.assert_close(out * real, reference * real, atol=2e-5, rtol=2e-5)
+    compiled = torch.compile(flex_attention)
+    for n, lengths in ((777, [777, 600]), (901, [901, 900]), (1203, [1000, 1203])):
+        q, k, v = [t.detach().float() for t in _inputs(2, 2, n, seed=n)]
+        key_valid = (~padding_mask(2, n, lengths))[:, None].expand(2, 2, n)
+        block_mask = band_block_mask(n, 130, 7, key_valid)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = compiled(q, k, v, block_mask=block_mask, scale=0.25)
+        reference = banded_attention(q, k, v, 130, 7, key_valid, scale=0.25)
+        real = key_valid[..., None]
+        torch.testing.assert_close(out * real, reference * real, atol=2e-5, rtol=2e-5)
 
 
 def test_backend_is_chosen_by_device_and_can_be_forced(monkeypatch):

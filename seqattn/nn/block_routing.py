@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from .checks import check_padding_mask, check_positive, check_qkv
 from .backend import attention_backend
 from .flex import flex_block_routed_attention
-from .local import _neg, banded_attention
+from .local import banded_attention
+from .numerics import masking_value
 from .weights import AttentionWeights
 
 # Queries gated at once: bounds the (B, H, chunk, blocks) gate scores.
@@ -218,13 +219,13 @@ def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: 
     k_tiles = _BlockGather.apply(_blocked(k, block).reshape(-1, block, dim), tile_block)  # (T, s, D)
     v_tiles = _BlockGather.apply(_blocked(v, block).reshape(-1, block, value_dim), tile_block)  # (T, s, Dv)
     key_ok = _blocked(key_valid, block).reshape(-1, block)  # (B*H*nb, s)
-    mask = torch.zeros(key_ok.shape, dtype=lse_dtype, device=q.device).masked_fill_(~key_ok, _neg(lse_dtype))
+    mask = torch.zeros(key_ok.shape, dtype=lse_dtype, device=q.device).masked_fill_(~key_ok, masking_value(lse_dtype))
     scores = torch.baddbmm(mask.index_select(0, tile_block)[:, None, :],
                            q_tiles.to(lse_dtype), k_tiles.transpose(1, 2).to(lse_dtype), alpha=scale)  # (T, tile, s)
     tile_lse = torch.logsumexp(scores, dim=-1).reshape(-1, 1)  # (T*tile, 1); a chosen block has a real key
     choice_lse = _Regroup.apply(tile_lse, readers.view(-1), table[:, None] * kc + _choice_of(slot, grid_index,
                                                                                              kc, num_tiles * tile))
-    choice_lse = choice_lse.view(rows, kc).masked_fill(~chosen_ok.reshape(rows, kc), _neg(lse_dtype))
+    choice_lse = choice_lse.view(rows, kc).masked_fill(~chosen_ok.reshape(rows, kc), masking_value(lse_dtype))
     parts = torch.cat([own_lse.reshape(rows, 1).to(lse_dtype), choice_lse], dim=1)  # (B*H*N, 1 + kc)
     total = torch.logsumexp(parts, dim=1, keepdim=True)  # (B*H*N, 1) the query's whole softmax
     own_share = torch.exp(own_lse.reshape(rows, 1).to(lse_dtype) - total)  # (B*H*N, 1)
@@ -234,7 +235,7 @@ def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: 
     routed = _GatherSum.apply(weighted, readers, table)  # (B*H*N, Dv)
     out = own_out.reshape(rows, value_dim) * own_share.to(v.dtype) + routed
     # a query that sees no real key at all (its own block and choices all padding) outputs zeros
-    seen = (parts > _neg(lse_dtype) / 4).any(1, keepdim=True)  # (B*H*N, 1)
+    seen = (parts > masking_value(lse_dtype) / 4).any(1, keepdim=True)  # (B*H*N, 1)
     out = torch.where(seen, out, torch.zeros_like(out)).view(batch, heads, length, value_dim)
     return out, (own_share.detach().view(batch, heads, length), grid_index, probs.detach(), slot)
 

@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .numerics import masking_value
+
 TILE = 128  # queries and keys per FlexAttention tile
 
 try:  # torch >= 2.5
@@ -43,7 +45,7 @@ def available() -> bool:
     return flex_attention is not None
 
 
-def _neg(dtype) -> float:
+def masking_value(dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
@@ -59,8 +61,8 @@ def _kernel(q: torch.Tensor):
     global _compiled
     if torch.compiler.is_compiling() or _is_fake(q) or q.device.type == "cpu":
         return flex_attention
-    if _compiled is None:
-        _compiled = torch.compile(flex_attention, dynamic=False)
+    if _compiled is None:  # shapes become dynamic after the first new length: batches of any length, no recompiles
+        _compiled = torch.compile(flex_attention)
     return _compiled
 
 
@@ -87,7 +89,7 @@ def run_flex(q, k, v, block_mask, *, scale: float, score_mod=None, return_lse: b
         out, lse = kernel(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, return_lse=True)
     lse_dtype = torch.promote_types(q.dtype, torch.float32)
     lse = lse.to(lse_dtype)
-    return out, torch.where(torch.isfinite(lse), lse, torch.full_like(lse, _neg(lse_dtype)))
+    return out, torch.where(torch.isfinite(lse), lse, torch.full_like(lse, masking_value(lse_dtype)))
 
 
 def _pad_keys(x: torch.Tensor, length: int, value) -> torch.Tensor:
@@ -183,6 +185,7 @@ def routed_block_mask(length: int, block: int, causal: bool, key_valid: torch.Te
     own_block = positions // block  # (N,)
     # key tiles each query needs: those overlapping its own block and each chosen block
     needed = torch.zeros(batch, heads, tiles, tiles + 1, dtype=torch.int32, device=device)  # last column: sink
+    flat_needed = needed.view(batch, heads, -1)  # (B, H, nq * (nk + 1))
     query_tile = (positions // TILE).expand(batch, heads, length)  # (B, H, N)
 
     def mark(first_key, last_key, ok):  # key range [first_key, last_key] (B, H, N) of each query, if ok
@@ -191,10 +194,8 @@ def routed_block_mask(length: int, block: int, causal: bool, key_valid: torch.Te
         stop = torch.div(last_key, TILE, rounding_mode="floor")
         for offset in range(span):
             tile = start + offset
-            use = ok & (tile <= stop)
-            column = torch.where(use, tile.clamp(max=tiles - 1), torch.full_like(tile, tiles))
-            flat = needed.view(batch, heads, -1)  # (B, H, nq * (nk + 1))
-            flat.scatter_(2, query_tile * (tiles + 1) + column, torch.ones_like(column, dtype=torch.int32))
+            column = torch.where(ok & (tile <= stop), tile.clamp(max=tiles - 1), torch.full_like(tile, tiles))
+            flat_needed.scatter_(2, query_tile * (tiles + 1) + column, torch.ones_like(column, dtype=torch.int32))
 
     own_first = (own_block * block).expand(batch, heads, length)
     own_last = (positions if causal else torch.clamp((own_block + 1) * block - 1, max=length - 1))

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from .checks import check_padding_mask, check_positive, check_qkv, check_window
-from .local import _neg, banded_attention
+from .local import banded_attention
+from .numerics import masking_value
 from .weights import AttentionWeights
 
 POOLINGS = ("learned", "mean")
@@ -157,7 +158,7 @@ def _summary_scores(q: torch.Tensor, summaries: Summaries, block: int, scale: fl
         scores = scores.reshape(batch, heads, blocks * block, -1)[:, :, :length]  # (B, h, N, g)
         valid = summaries.valid[:, :, :, None, :].expand(-1, -1, -1, block, -1)  # (B, h, T, b, g)
         valid = valid.reshape(batch, heads, blocks * block, -1)[:, :, :length]  # (B, h, N, g)
-    return scores.masked_fill(~valid, _neg(scores.dtype)), valid.expand_as(scores)
+    return scores.masked_fill(~valid, masking_value(scores.dtype)), valid.expand_as(scores)
 
 
 def _per_query(x: torch.Tensor, block: int, length: int) -> torch.Tensor:
@@ -234,7 +235,7 @@ def global_token_attention(
     scores = scores.to(band_lse.dtype)  # at least float32, as the band's log-sum-exp
     summary_lse = torch.logsumexp(scores, dim=-1)  # (B, H, N)
     any_summary = seen.any(-1)  # (B, H, N)
-    summary_lse = summary_lse.masked_fill(~any_summary, _neg(scores.dtype))
+    summary_lse = summary_lse.masked_fill(~any_summary, masking_value(scores.dtype))
     summary_probs = torch.softmax(scores, dim=-1) * any_summary[..., None]  # (B, H, N, g)
     summary_out = _mix_summaries(summary_probs.to(v.dtype), summaries.values, block)  # (B, H, N, Dv)
     # one softmax over band and summaries: weight each part by its share of the joint normaliser

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import flex, native_band
 from .backend import attention_backend
 from .checks import check_head_windows, check_padding_mask, check_positive, check_qkv
+from .numerics import masking_value
 
 # Elements of one chunk's score tensor (all batch*heads together). About 4 MB in fp32: big enough to keep
 # the batched matmuls efficient, small enough that scores, softmax and the second matmul stay in cache.
@@ -162,7 +163,7 @@ class _FlatLayout:
         lay = self.layout
         back = lay.padded_keys - self.front - lay.length
         valid = F.pad(key_valid, (self.front, back))  # (B, H, Kp): each sequence in padded key coordinates
-        bias = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(~valid, _neg(dtype))
+        bias = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(~valid, masking_value(dtype))
         key_win = bias.unfold(2, lay.window, lay.block).reshape(self.blocks, lay.window)  # (G, W)
         # Visible keys of query i: a difference of prefix sums over [i - L, i + R] in padded coordinates.
         counts = F.pad(valid.to(torch.int32).cumsum(2), (1, 0))  # (B, H, Kp + 1)
@@ -192,10 +193,6 @@ class _Masks:
     seg_win: torch.Tensor | None  # (G, W) segment id of each window key (-1 outside the sequence)
 
 
-def _neg(dtype) -> float:
-    """Masking value: finite (no NaN for empty rows) and half of the minimum so two of them cannot overflow."""
-    return torch.finfo(dtype).min / 2
-
 
 def host_any(flag: torch.Tensor) -> bool:
     """Whether any element of ``flag`` is true, when the answer costs nothing: on the CPU, outside a compiled
@@ -212,7 +209,7 @@ def _chunk_blocks(layout: BlockLayout, total_blocks: int) -> int:
 def _band_bias(layout: BlockLayout, dtype, device) -> torch.Tensor:
     """(b, W) additive band mask: 0 inside the band, a large negative outside."""
     zero = torch.zeros((), dtype=dtype, device=device)
-    return torch.where(band_mask(layout, device), zero, torch.full((), _neg(dtype), dtype=dtype, device=device))
+    return torch.where(band_mask(layout, device), zero, torch.full((), masking_value(dtype), dtype=dtype, device=device))
 
 
 def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, scores, probs,
@@ -229,15 +226,15 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     rows = masks.visible[start:stop]  # (c, b)
     if masks.seg_q is not None:
         other = masks.seg_q[start:stop, :, None] != masks.seg_win[start:stop, None, :]  # (c, b, W)
-        scores.masked_fill_(other, _neg(scores.dtype))  # only keys of the query's own segment
-        rows = rows & (scores.amax(-1) > _neg(scores.dtype) / 4)
+        scores.masked_fill_(other, masking_value(scores.dtype))  # only keys of the query's own segment
+        rows = rows & (scores.amax(-1) > masking_value(scores.dtype) / 4)
     full_probs = torch.softmax(scores, dim=-1, out=probs)  # float32 or float64: half inputs are upcast before
     if lse is not None:
         # log-sum-exp from the softmax already computed: at a row's largest score, p = exp(max - lse), so
         # lse = max - log(max p) (max p >= 1 / W: no precision lost; a separate logsumexp pass costs as
         # much as the rest of the forward on CPU)
         peak = scores.amax(-1).to(lse.dtype) - torch.log(full_probs.amax(-1).to(lse.dtype))  # (c, b)
-        lse[start:stop] = peak.masked_fill_(~rows, _neg(lse.dtype))
+        lse[start:stop] = peak.masked_fill_(~rows, masking_value(lse.dtype))
     if host_any(~rows):
         probs.masked_fill_(~rows[:, :, None], 0)  # queries that see no key output zeros
     return probs
@@ -479,8 +476,8 @@ def local_attention(
 def _local_group(q, k, v, left: int, right: int, key_padding_mask, scale: float, block_size, return_weights):
     """Heads of one window through the banded kernel."""
     batch, heads, length, _ = q.shape
-    if key_padding_mask is None:
-        key_valid = torch.ones(batch, heads, length, dtype=torch.bool, device=q.device)
+    if key_padding_mask is None:  # one row for every head (an expanded view): the flex path then builds one mask
+        key_valid = torch.ones(batch, 1, length, dtype=torch.bool, device=q.device).expand(batch, heads, length)
     else:
         key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
     return banded_attention(q, k, v, left, right, key_valid, scale=scale, block_size=block_size,
