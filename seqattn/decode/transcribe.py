@@ -330,7 +330,10 @@ class Transcriber:
         shift, scale = 0.0, 1.0
         if self.normalize:  # as normalize_waveform: layer norm over the whole recording
             shift, scale = statistics.mean, (statistics.variance + 1e-5) ** -0.5
-        read = lambda start, stop: ((stream.read(start, stop) - shift) * scale).to(self.device, non_blocking=True)  # noqa: E731
+
+        def read(start: int, stop: int) -> torch.Tensor:  # model-ready samples, on their way to the model's device
+            return ((stream.read(start, stop) - shift) * scale).to(self.device, non_blocking=True)
+
         kept, frames = [], 0  # kept: the windows' log-probs while forced alignment can use them
         self.decoder.begin()
         for logits in self.inference.stream_logits(read, stream.num_samples):

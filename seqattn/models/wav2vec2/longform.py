@@ -105,7 +105,7 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
     if min(counts) < max(counts):
         padding_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]  # (B, T)
     zero = x.new_zeros(())
-    return Features(x, zero, zero, padding_mask, lengths, raw)
+    return Features(x, zero, zero, padding_mask, lengths, raw, frame_counts=counts)
 
 
 # --- the encoder on inputs of any length ---------------------------------------------------------------------
@@ -274,7 +274,7 @@ class LongFormCTC(CTCInference):
         """Logits (T_i, V) of each 1-D waveform in one pass; the utterances share one padded encoder batch."""
         features = inference_features(self.model.wav2vec2, waveforms, self.frames_per_chunk)
         logits = self.model.head(encode(self.model.wav2vec2, features))  # (B, T, V)
-        return [logits[i, : self.num_frames(wave.numel())] for i, wave in enumerate(waveforms)]
+        return [logits[i, :count] for i, count in enumerate(features.frame_counts)]
 
     def stream_logits(self, read: Read, num_samples: int, window_frames: int | None = None) -> Iterator[torch.Tensor]:
         """Logits window by window (see :func:`stream_logits`), memory bounded by the window."""

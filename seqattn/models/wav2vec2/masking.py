@@ -5,7 +5,7 @@ negatives whichever rank or batch it lands in, and a resumed run draws exactly w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import torch
@@ -36,8 +36,7 @@ class TrainingDraws:
                 tensor = tensor.pin_memory()
             return tensor.to(device, non_blocking=non_blocking)
 
-        return replace(self, **{name: move(getattr(self, name)) for name in
-                                ("time", "channels", "bins", "time_index", "gumbel", "negatives")})
+        return replace(self, **{field.name: move(getattr(self, field.name)) for field in fields(self)})
 
 
 def draw_spans(length: int, mask_prob: float, span: int, generator: torch.Generator, min_masks: int = 0) -> torch.Tensor:

@@ -58,6 +58,7 @@ class Features:
     lengths: torch.Tensor | None  # (B,) valid frames
     raw: torch.Tensor | None = None  # (B, T, C) what BEST-RQ's quantizer reads: the front end's frames before the
     # feature norm, or with conv subsampling the stacked log-mel frames at the centre of each frame's field
+    frame_counts: list[int] | None = None  # ``lengths`` as host numbers, where the host made them (inference)
 
 
 class Wav2Vec2Model(nn.Module):
