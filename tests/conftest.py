@@ -1,10 +1,8 @@
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 # Under pytest-xdist the cores are shared by the workers: each worker (and the commands it starts) gets its
 # share of threads, so parallel workers do not oversubscribe the machine.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

@@ -5,13 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from audio_fixtures import make_data_dir
+
 from seqattn.analysis.attention import HeadStatistics, analyze_attention, smallest_window
 from seqattn.cli.main import main as cli_main
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2Model, tiny
 from seqattn.nn import AttentionConfig, AttentionWeights
+from seqattn.nn.heads import DilatedHeads, GlobalTokenHeads, LocalHeads, RoutingHeads, ShiftedWindowHeads
 
 WINDOWS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -54,7 +55,7 @@ def uniform_model(window: int) -> Wav2Vec2Model:
     """Layer 0: four local heads over +-window; layer 1: four full heads. Zero queries make every head
     attend uniformly over the keys it may see (scores are all equal)."""
     config = tiny(layer_attention=[
-        AttentionConfig(num_heads=4, local_heads=4, window_left=window, window_right=window),
+        AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=window, window_right=window)),
         AttentionConfig(num_heads=4),
     ])
     model = Wav2Vec2Model(config).eval()
@@ -105,7 +106,7 @@ def test_uniform_local_and_full_heads_in_a_padded_batch_match_analytic_values():
 
 def test_banded_weights_give_the_same_statistics_as_the_dense_eager_path():
     full = Wav2Vec2Model(tiny()).eval()
-    wide = tiny(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=500, window_right=500))
+    wide = tiny(attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=500, window_right=500)))
     local = Wav2Vec2Model(wide).eval()
     local.load_state_dict(full.state_dict())
     waves = [torch.randn(13000), torch.randn(9000)]
@@ -121,8 +122,12 @@ def test_banded_weights_give_the_same_statistics_as_the_dense_eager_path():
 
 
 def test_routed_and_shifted_window_heads_account_for_all_their_mass():
-    mixed = AttentionConfig(num_heads=4, local_heads=1, routing_heads=2, num_clusters=2, routing_window=8,
-                            window_heads=1, block_window=8, window_left=2, window_right=2)
+    mixed = AttentionConfig(
+        num_heads=4,
+        local=LocalHeads(heads=1, window_left=2, window_right=2),
+        routing=RoutingHeads(heads=2, clusters=2, window=8),
+        shifted_window=ShiftedWindowHeads(heads=1, window=8),
+    )
     model = Wav2Vec2Model(tiny(attention=mixed)).eval()
     analysis = analyze_attention(model, [torch.randn(12000)], progress=False)
     kinds = [analysis.head(0, h).kind for h in range(4)]
@@ -151,8 +156,21 @@ def test_cli_writes_json_csv_and_plots_and_reports_unreadable_inputs(tmp_path, c
         with open(data / name, "a") as handle:
             handle.write(f"hi-zzz-9999 {'hi-zzz' if name == 'utt2spk' else 'hi'}\n")
     out = tmp_path / "analysis"
-    code = cli_main(["analyze", "attention", str(model_dir), str(data), "--out-dir", str(out), "--quiet",
-                     "--plot-format", "png,svg", "--heads", "0:1,1:2"])
+    code = cli_main(
+        [
+            "analyze",
+            "attention",
+            str(model_dir),
+            str(data),
+            "--out-dir",
+            str(out),
+            "--quiet",
+            "--plot-format",
+            "png,svg",
+            "--heads",
+            "0:1,1:2",
+        ]
+    )
     assert code == 0
     values = json.loads((out / "attention.json").read_text())
     assert values["utterances"] == 3 and len(values["heads"]) == 8
@@ -206,16 +224,21 @@ def test_language_model_heads_from_text_match_analytic_values(tmp_path):
     from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
     from seqattn.models.lm import TransformerLM, presets
 
-    model = TransformerLM(presets.with_attention(presets.tiny(vocab_size=257), local_heads=2, routing_heads=0,
-                                                 window_left=3)).eval()
+    model = TransformerLM(
+        presets.with_attention(presets.tiny(vocab_size=257), local=dict(heads=2, window_left=3), routing=dict(heads=0))
+    ).eval()
     for block in model.blocks:
         torch.nn.init.zeros_(block.attention.q_proj.weight)  # the LM's projections have no bias
     model_dir = save_model(model, tmp_path / "lm", extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
     text = tmp_path / "text.txt"
     text.write_text("abcdefghij" * 10)  # 100 bytes + <bos> = 101 tokens: windows of 40, 40, 21
     out = tmp_path / "an"
-    assert cli_main(["analyze", "attention", str(model_dir), str(text), "--out-dir", str(out), "--context", "40",
-                     "--quiet"]) == 0
+    assert (
+        cli_main(
+            ["analyze", "attention", str(model_dir), str(text), "--out-dir", str(out), "--context", "40", "--quiet"]
+        )
+        == 0
+    )
     values = json.loads((out / "attention.json").read_text())
     assert values["unit"] == "tokens" and values["utterances"] == 3
     lengths = [40, 40, 21]
@@ -232,11 +255,16 @@ def test_language_model_heads_from_text_match_analytic_values(tmp_path):
 
 def test_uniform_dilated_heads_match_analytic_values():
     """Dilated heads: locality statistics from their (N, 2w+1) weights, never N x N, equal the analytic ones."""
-    config = tiny(layer_attention=[
-        AttentionConfig(num_heads=4, dilated_heads=4, dilation=3, dilated_window=2),
-        AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=2, window_right=2, dilation=5,
-                        dilated_window=1),
-    ])
+    config = tiny(
+        layer_attention=[
+            AttentionConfig(num_heads=4, dilated=DilatedHeads(heads=4, dilation=3, window=2)),
+            AttentionConfig(
+                num_heads=4,
+                local=LocalHeads(heads=2, window_left=2, window_right=2),
+                dilated=DilatedHeads(heads=2, dilation=5, window=1),
+            ),
+        ]
+    )
     model = Wav2Vec2Model(config).eval()
     for layer in model.encoder.layers:
         torch.nn.init.zeros_(layer.attention.q_proj.weight)
@@ -246,8 +274,11 @@ def test_uniform_dilated_heads_match_analytic_values():
     analysis = analyze_attention(model, waves, batch_size=2, windows=WINDOWS, progress=False)
 
     def rows(dilation, window):
-        return [(i, [i + m * dilation for m in range(-window, window + 1) if 0 <= i + m * dilation < n])
-                for n in frames for i in range(n)]
+        return [
+            (i, [i + m * dilation for m in range(-window, window + 1) if 0 <= i + m * dilation < n])
+            for n in frames
+            for i in range(n)
+        ]
 
     for head in range(4):
         check(analysis.head(0, head), expected_from_rows(rows(3, 2)))
@@ -259,11 +290,16 @@ def test_uniform_dilated_heads_match_analytic_values():
 def test_uniform_global_heads_match_analytic_values():
     """Global heads: each summary counts at its pooled mean position; with zero queries every slot (band keys
     and summaries) gets the same weight, and uniform pooling centres every summary on the utterance's middle."""
-    config = tiny(layer_attention=[
-        AttentionConfig(num_heads=4, global_heads=4, global_tokens=2, global_window=2),
-        AttentionConfig(num_heads=4, local_heads=2, global_heads=2, window_left=1, window_right=1, global_tokens=1,
-                        global_pooling="mean", global_window=1),
-    ])
+    config = tiny(
+        layer_attention=[
+            AttentionConfig(num_heads=4, global_tokens=GlobalTokenHeads(heads=4, tokens=2, window=2)),
+            AttentionConfig(
+                num_heads=4,
+                local=LocalHeads(heads=2, window_left=1, window_right=1),
+                global_tokens=GlobalTokenHeads(heads=2, tokens=1, pooling="mean", window=1),
+            ),
+        ]
+    )
     model = Wav2Vec2Model(config).eval()
     for layer in model.encoder.layers:
         torch.nn.init.zeros_(layer.attention.q_proj.weight)
@@ -275,12 +311,17 @@ def test_uniform_global_heads_match_analytic_values():
     analysis = analyze_attention(model, waves, batch_size=2, windows=WINDOWS, progress=False)
 
     def rows(window, tokens):
-        return [(i, [j for j in range(i - window, i + window + 1) if 0 <= j < n] + [(n - 1) // 2] * tokens)
-                for n in frames for i in range(n)]
+        return [
+            (i, [j for j in range(i - window, i + window + 1) if 0 <= j < n] + [(n - 1) // 2] * tokens)
+            for n in frames
+            for i in range(n)
+        ]
 
     for head in range(4):
         check(analysis.head(0, head), expected_from_rows(rows(2, 2)))
     check(analysis.head(1, 2), expected_from_rows(rows(1, 1)))
-    check(analysis.head(1, 0), expected_from_rows([(i, [j for j in (i - 1, i, i + 1) if 0 <= j < n])
-                                                   for n in frames for i in range(n)]))
+    check(
+        analysis.head(1, 0),
+        expected_from_rows([(i, [j for j in (i - 1, i, i + 1) if 0 <= j < n]) for n in frames for i in range(n)]),
+    )
     assert {s.kind for s in analysis.heads} == {"global", "local"}

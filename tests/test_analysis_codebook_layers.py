@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from audio_fixtures import make_data_dir
+
 from seqattn.analysis.codebook import code_counts, compare_languages, require_quantizer
 from seqattn.analysis.inputs import AnalysisInputError, Utterance
 from seqattn.analysis.layers import analyze_layers, pooled_layer_features

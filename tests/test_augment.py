@@ -5,10 +5,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from audio_fixtures import tone_wave
-from seqattn.data.augment import (AugmentConfig, add_noise, augment, band_limit, change_speed, coloured_noise,
-                                  mu_law, reverberate, room_impulse_response)
+
+from seqattn.data.augment import (
+    AugmentConfig,
+    add_noise,
+    augment,
+    band_limit,
+    change_speed,
+    coloured_noise,
+    mu_law,
+    reverberate,
+    room_impulse_response,
+)
 
 RATE = 16000
 
@@ -94,6 +103,7 @@ def test_augment_is_reproducible_per_seed_and_a_no_op_when_off():
 
 def test_fine_tuning_batches_hear_the_perturbed_audio(tmp_path):
     from audio_fixtures import make_data_dir
+
     from seqattn.data.labelled import PaddedBatches, prepare
     from seqattn.data.text import CharVocabulary
 

@@ -19,7 +19,7 @@ def _needs_kenlm():
 def _log_probs(vocab, text, noise=None):
     """Peaky frames spelling ``text`` with blanks between characters; ``noise`` swaps one character."""
     frames = []
-    for i, token in enumerate(vocab.encode(text)):
+    for token in vocab.encode(text):
         frames += [token, 0]
     logits = torch.full((len(frames), len(vocab)), -6.0)
     logits[torch.arange(len(frames)), torch.tensor(frames)] = 0.0

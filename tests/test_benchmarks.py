@@ -77,11 +77,20 @@ def test_bench_lm_medians_summarise_runs_and_keep_failures():
     sys.path.insert(0, str(TOOLS))
     import bench_lm
 
-    rows = [{"variant": "a", "seed": s, "val_loss": v, "updates": u} for s, v, u in [(0, 2.0, 10), (1, 1.5, 30), (2, 1.7, 20)]]
+    rows = [
+        {"variant": "a", "seed": s, "val_loss": v, "updates": u}
+        for s, v, u in [(0, 2.0, 10), (1, 1.5, 30), (2, 1.7, 20)]
+    ]
     rows += [{"variant": "b", "seed": 0, "val_loss": 1.0, "updates": 5}, {"variant": "b", "seed": 1, "error": "boom"}]
     a, b = bench_lm.medians(rows, ["val_loss", "updates"])
-    assert (a["variant"], a["runs"], a["val_loss"], a["val_loss_min"], a["val_loss_max"], a["updates"]) == \
-           ("a", 3, 1.7, 1.5, 2.0, 20)
+    assert (a["variant"], a["runs"], a["val_loss"], a["val_loss_min"], a["val_loss_max"], a["updates"]) == (
+        "a",
+        3,
+        1.7,
+        1.5,
+        2.0,
+        20,
+    )
     assert b == {"variant": "b", "error": "boom"}  # a failed run is never hidden behind a median
     assert bench_lm.spread(a, "val_loss", 2) == "1.70 (1.50–2.00)"
 
@@ -101,8 +110,9 @@ def test_bench_reliability_quick_reports_medians_over_runs(tmp_path):
     assert len(files["summary"]["rss_ratio"]["values"]) == 2
     result = payload["long_audio"]
     assert result["returncode"] == 0
-    assert [(run["repeat"], run["mode"]) for run in result["runs"]] == \
-        [(r, m) for r in range(2) for m in ("streamed", "one pass", "streamed")]
+    assert [(run["repeat"], run["mode"]) for run in result["runs"]] == [
+        (r, m) for r in range(2) for m in ("streamed", "one pass", "streamed")
+    ]
     summary = {(row["hours"], row["mode"]): row for row in result["summary"]}
     assert len(summary) == 3 and all(row["runs"] == 2 for row in summary.values())
     shortest = min(hours for hours, _ in summary)
@@ -117,8 +127,12 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path):
     """The GPU benchmark's code, exercised at tiny sizes on the CPU (tools/gpu_check.sh runs it on a GPU)."""
     payload, table = _run("bench_gpu.py", tmp_path, "--device", "cpu")
     timed = {r["method"] for r in payload["rows"] if "seconds" in r}
-    assert timed == {"seqattn local +-32", "dense SDPA", "seqattn routed (clusters of 256)",
-                     "seqattn local +-32, chunked backend"}
+    assert timed == {
+        "seqattn local +-32",
+        "dense SDPA",
+        "seqattn routed (clusters of 256)",
+        "seqattn local +-32, chunked backend",
+    }
     assert all(len(r["seconds"]) == 2 for r in payload["rows"] if "seconds" in r)
     assert "| seqattn local +-32 | +-32 | 2048 |" in table and "Growth of seqattn local" in table
 

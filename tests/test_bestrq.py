@@ -8,20 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from audio_fixtures import make_data_dir
 from safetensors.torch import load_file
 
-from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny
 from seqattn.models.wav2vec2.bestrq import RandomProjectionQuantizer
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 from seqattn.train.config_io import load_config
 from seqattn.train.pretrain import PretrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "wav2vec2" / "pretrain_bestrq_conformer_cpu.yaml"
-LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+LOCAL = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
 
 
 def _config(**overrides):
@@ -88,12 +89,23 @@ def data(tmp_path_factory):
             make_data_dir(root, "train_ta", 8, "ta", seconds=(1.0, 1.0), seed=2)]
 
 
-SHRINK = ["model.embed_dim=48", "model.ffn_dim=96", "model.num_layers=2", "model.fbank_bins=40", "model.conv_pos=8",
-          "model.conv_pos_groups=4", "model.bestrq_entries=64", "model.attention={num_heads: 4, local_heads: 2, "
-          "routing_heads: 1, global_heads: 1, window_left: 8, window_right: 8, routing_window: 8, num_clusters: 2, "
-          "kmeans_decay: 0.5, global_tokens: 2, global_window: 4}", "data.max_sample_size=16000",
-          "data.min_sample_size=4000", "data.max_tokens=64000", "optim.warmup_updates=1", "run.tensorboard=false",
-          "run.max_time_s=0"]
+SHRINK = [
+    "model.embed_dim=48",
+    "model.ffn_dim=96",
+    "model.num_layers=2",
+    "model.fbank_bins=40",
+    "model.conv_pos=8",
+    "model.conv_pos_groups=4",
+    "model.bestrq_entries=64",
+    "model.attention={num_heads: 4, local: {heads: 2, window_left: 8, window_right: 8}, "
+    "routing: {heads: 1, window: 8, clusters: 2, kmeans_decay: 0.5}, global_tokens: {heads: 1, tokens: 2, window: 4}}",
+    "data.max_sample_size=16000",
+    "data.min_sample_size=4000",
+    "data.max_tokens=64000",
+    "optim.warmup_updates=1",
+    "run.tensorboard=false",
+    "run.max_time_s=0",
+]
 
 
 def _sources(data):
@@ -102,9 +114,19 @@ def _sources(data):
 
 def test_recipe_pretrains_and_resumes_exactly(data, tmp_path):
     def config(out, *extra):
-        return load_config(PretrainConfig, str(RECIPE), [f"data.train={_sources(data)}", f"run.output_dir={out}",
-                                                         "optim.max_updates=4", "run.save_every=2",
-                                                         "run.log_every=2", *SHRINK, *extra])
+        return load_config(
+            PretrainConfig,
+            str(RECIPE),
+            [
+                f"data.train={_sources(data)}",
+                f"run.output_dir={out}",
+                "optim.max_updates=4",
+                "run.save_every=2",
+                "run.log_every=2",
+                *SHRINK,
+                *extra,
+            ],
+        )
 
     final = train(config(tmp_path / "straight"))
     log = (tmp_path / "straight" / "train.log").read_text()
@@ -124,13 +146,29 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     runs = {}
     for procs in (1, 2):
         out = tmp_path / f"procs{procs}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-               str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "pretrain", str(RECIPE),
-               f"data.train={_sources(data)}", f"run.output_dir={out}", "optim.max_updates=3", "run.save_every=3",
-               "run.threads=1", *SHRINK]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29700 + procs + os.getpid() % 1000),
+            "-m",
+            "seqattn.cli.main",
+            "pretrain",
+            str(RECIPE),
+            f"data.train={_sources(data)}",
+            f"run.output_dir={out}",
+            "optim.max_updates=3",
+            "run.save_every=3",
+            "run.threads=1",
+            *SHRINK,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[procs] = load_file(str(out / "checkpoints" / "update_00000003" / "model.safetensors"))
     for key in runs[1]:
-        torch.testing.assert_close(runs[2][key], runs[1][key], atol=2e-5, rtol=1e-4,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            runs[2][key], runs[1][key], atol=2e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}"
+        )

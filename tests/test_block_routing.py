@@ -2,10 +2,11 @@
 loops: outputs and gradients, odd lengths, padding, causal leaks, weights, multi-head mixes, cached generation."""
 import pytest
 import torch
-
 from dense_reference import block_routed_allowed, masked_attention
+
 from seqattn.nn import AttentionConfig, LayerCache, MultiHeadAttention
 from seqattn.nn.block_routing import block_routed_attention
+from seqattn.nn.heads import BlockRoutedHeads, LocalHeads, RoutingHeads
 
 
 def _inputs(b, h, n, d, seed):
@@ -103,15 +104,19 @@ def test_bad_arguments_are_named():
         block_routed_attention(q, k, v, 0, 1, causal=True)
     with pytest.raises(ValueError, match="top_k"):
         block_routed_attention(q, k, v, 4, -1, causal=True)
-    with pytest.raises(ValueError, match="block-routed heads need routed_block"):
-        AttentionConfig(num_heads=2, block_routed_heads=1, routed_block=0).validate()
+    with pytest.raises(ValueError, match="block_routed: block-routed heads need block >= 1"):
+        AttentionConfig(num_heads=2, block_routed=BlockRoutedHeads(heads=1, block=0)).validate()
 
 
 def _mixed_layer(causal: bool) -> MultiHeadAttention:
     torch.manual_seed(0)
-    config = AttentionConfig(num_heads=4, local_heads=1, routing_heads=1, block_routed_heads=2, causal=causal,
-                             window_left=5, window_right=0 if causal else 5, num_clusters=3, routing_window=6,
-                             routed_block=6, routed_top_k=2)
+    config = AttentionConfig(
+        num_heads=4,
+        causal=causal,
+        local=LocalHeads(heads=1, window_left=5, window_right=0 if causal else 5),
+        routing=RoutingHeads(heads=1, clusters=3, window=6),
+        block_routed=BlockRoutedHeads(heads=2, block=6, top_k=2),
+    )
     return MultiHeadAttention(32, config).double().eval()
 
 

@@ -3,12 +3,13 @@ attention, and to the same layer with an explicit dense band mask when the heads
 leaks; routed heads train inside it; whole wav2vec 2.0 models with Conformer blocks pretrain and fine-tune."""
 import pytest
 import torch
+from dense_reference import band_allowed
 from torchaudio.models.conformer import ConformerLayer as TorchaudioConformerLayer
 
-from dense_reference import band_allowed
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
 from seqattn.models.wav2vec2.components import ConformerLayer
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads, RoutingHeads
 
 DIM, FFN, HEADS, KERNEL = 32, 64, 4, 7
 
@@ -88,7 +89,8 @@ def test_full_attention_layer_equals_torchaudio_outputs_and_gradients(length):
 
 @pytest.mark.parametrize("left,right,length", [(3, 3, 29), (5, 0, 17), (0, 4, 31), (40, 40, 23)])
 def test_local_heads_equal_torchaudio_with_a_dense_band_mask(left, right, length):
-    ours, theirs = _pair(AttentionConfig(num_heads=HEADS, local_heads=HEADS, window_left=left, window_right=right))
+    ours, theirs = _pair(AttentionConfig(num_heads=HEADS, local=LocalHeads(heads=HEADS, window_left=left,
+                                                                           window_right=right)))
     x = torch.randn(3, length, DIM, dtype=torch.float64, requires_grad=True)
     allowed = band_allowed(length, left, right)[0, 0]  # (T, T) True where query i may attend key j
     y_ours, y_theirs = ours(x).x, _run_theirs(theirs, x, attn_mask=allowed)
@@ -104,10 +106,10 @@ def test_padding_never_reaches_real_frames(norm, heads):
     """The depthwise convolution sees zeros where the batch is padded, and BatchNorm's training statistics
     come from real frames only: each utterance's output is the one it gets alone (train mode included)."""
     if heads == "local":
-        attention = AttentionConfig(num_heads=HEADS, local_heads=HEADS, window_left=4, window_right=4)
+        attention = AttentionConfig(num_heads=HEADS, local=LocalHeads(heads=HEADS, window_left=4, window_right=4))
     else:
-        attention = AttentionConfig(num_heads=HEADS, local_heads=2, routing_heads=2, window_left=4, window_right=4,
-                                    num_clusters=2, routing_window=4)
+        attention = AttentionConfig(num_heads=HEADS, local=LocalHeads(heads=2, window_left=4, window_right=4),
+                                    routing=RoutingHeads(heads=2, clusters=2, window=4))
     torch.manual_seed(1)
     layer = ConformerLayer(DIM, FFN, attention, KERNEL, norm, 0.0, 0.0, 1e-5).double()
     lengths = [19, 11, 6]
@@ -132,8 +134,8 @@ def test_padding_never_reaches_real_frames(norm, heads):
 
 
 def test_routed_heads_train_inside_conformer_blocks():
-    attention = AttentionConfig(num_heads=4, local_heads=2, routing_heads=2, window_left=8, window_right=8,
-                                num_clusters=2, routing_window=8)
+    attention = AttentionConfig(num_heads=4, local=LocalHeads(heads=2, window_left=8, window_right=8),
+                                routing=RoutingHeads(heads=2, clusters=2, window=8))
     torch.manual_seed(0)
     model = Wav2Vec2ForCTC(tiny(vocab_size=9, frontend="fbank", fbank_bins=40, encoder_block="conformer",
                                 attention=attention, conformer_kernel=5)).train()
@@ -149,7 +151,7 @@ def test_routed_heads_train_inside_conformer_blocks():
 def test_conformer_models_pretrain_with_the_contrastive_loss(frontend):
     torch.manual_seed(0)
     config = tiny(frontend=frontend, fbank_bins=40, encoder_block="conformer", conformer_kernel=5,
-                  attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8),
+                  attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8)),
                   mask_prob=0.3, mask_length=2, num_negatives=5)
     model = Wav2Vec2ForPretraining(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -7,17 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from audio_fixtures import tone_wave
 from torchaudio.compliance import kaldi
 
-from audio_fixtures import tone_wave
 from seqattn import load_model
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, longform, tiny
 from seqattn.models.wav2vec2.conv_fbank import ConvFbankFrontEnd, conv_bins
 from seqattn.models.wav2vec2.masking import frequency_mask, generators_for
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 
-LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=6, window_right=5)
+LOCAL = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=6, window_right=5))
 
 
 def _speechlike(seconds, seed=0):
@@ -71,7 +72,7 @@ def test_output_lengths_and_receptive_field_describe_the_frames():
             assert (frames > 0) == (samples >= field)
         # frames [a, b) depend on samples [a * hop, (b - 1) * hop + field) alone (no padding anywhere)
         wave = torch.randn(16000)
-        statistics = front.whole_input_statistics(lambda start, stop: wave[start:stop], wave.numel(), 4000)
+        statistics = front.whole_input_statistics(lambda start, stop, wave=wave: wave[start:stop], wave.numel(), 4000)
         whole = front(wave[None])
         a, b = 3, 9
         piece = front.with_statistics(wave[None, a * hop : (b - 1) * hop + field], statistics)
@@ -155,6 +156,7 @@ def test_onnx_export_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from model_fixtures import ctc_model_dir
+
     from seqattn.interop.onnx import OnnxCTC, export_onnx
 
     model_dir = ctc_model_dir(tmp_path / "model", attention=LOCAL, frontend="fbank", fbank_bins=40, fbank_stack=4,

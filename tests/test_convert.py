@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from audio_fixtures import make_data_dir, tone_wave
+
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "fairseq"
@@ -161,7 +162,7 @@ def test_export_then_import_is_bit_identical(tmp_path):
 
 
 def test_export_of_local_attention_is_refused(tmp_path, capsys):
-    local = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+    local = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
     model_dir, _, _ = _seqattn_ctc_dir(tmp_path, attention=local)
     assert cli_main(["convert", "hf-export", str(model_dir), str(tmp_path / "hf")]) == 2
     err = capsys.readouterr().err
@@ -178,7 +179,8 @@ def test_converted_fairseq_models_run_through_analyze_and_localize(tmp_path, cap
     data = {lang: make_data_dir(tmp_path, lang, 4, lang, seed=i, texts=["HELLO THERE", "TEA"])
             for i, lang in enumerate(("hi", "ta"))}
     both = [str(d) for d in data.values()]
-    assert cli_main(["analyze", "attention", str(pretrained), *both, "--out-dir", str(tmp_path / "att"), "--quiet"]) == 0
+    assert cli_main(["analyze", "attention", str(pretrained), *both, "--out-dir", str(tmp_path / "att"),
+                     "--quiet"]) == 0
     attention = json.loads((tmp_path / "att" / "attention.json").read_text())
     assert {h["kind"] for h in attention["heads"]} == {"full"} and attention["utterances"] == 8
     assert cli_main(["analyze", "codebook", str(pretrained), *both, "--out-dir", str(tmp_path / "cb"), "--quiet"]) == 0
@@ -194,7 +196,7 @@ def test_converted_fairseq_models_run_through_analyze_and_localize(tmp_path, cap
     report = json.loads((local / "localize.json").read_text())
     assert all(w["converted"] for w in report["windows"]) and "cer_change" in report["test"]
     model, source = load_model(local), load_model(ctc)
-    assert model.config.layer_attention[0].local_heads == model.config.attention.num_heads
+    assert model.config.layer_attention[0].local.heads == model.config.attention.num_heads
     same = {k: v for k, v in source.config.to_dict().items() if k not in ("attention", "layer_attention")}
     assert {k: model.config.to_dict()[k] for k in same} == same  # everything else carried over from fairseq
     assert cli_main(["transcribe", str(local), "--data-dir", str(data["ta"]), "--output-dir", str(tmp_path / "tr"),
@@ -271,7 +273,8 @@ def test_sharded_safetensors_import_like_one_file(tmp_path):
 def test_per_language_vocabularies_and_mms_adapters(tmp_path, capsys):
     _, hf_dir = _hf_ctc_dir(tmp_path, "base")
     other = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "க": 5, "ா": 6, "ம": 7, "ல": 8}
-    (hf_dir / "vocab.json").write_text(json.dumps({"hin": HF_VOCAB, "tam": other}, ensure_ascii=False), encoding="utf-8")
+    (hf_dir / "vocab.json").write_text(json.dumps({"hin": HF_VOCAB, "tam": other}, ensure_ascii=False),
+                                       encoding="utf-8")
     assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "x")]) == 2
     assert "one vocabulary per language (2, e.g. hin, tam); choose one with --language" in capsys.readouterr().err
     assert cli_main(["convert", "hf-import", str(hf_dir), str(tmp_path / "tam"), "--language", "tam"]) == 0

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from audio_fixtures import tone_wave
+
 from seqattn.data.kaldi import read_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,8 @@ def test_fleurs_from_hf_datasets_through_the_recipe(tmp_path):
 def _subset_module():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("subset_data_dir", REPO / "egs/indic_synth/asr/local/subset_data_dir.py")
+    spec = importlib.util.spec_from_file_location("subset_data_dir",
+                                                  REPO / "egs/indic_synth/asr/local/subset_data_dir.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

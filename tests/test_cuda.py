@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from audio_fixtures import make_data_dir
 from dense_reference import band_allowed, masked_attention
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible (torch.cuda.is_available() is False)")]
+from seqattn.nn.heads import BlockRoutedHeads, DilatedHeads, GlobalTokenHeads, LocalHeads, RoutingHeads
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA GPU visible (torch.cuda.is_available() is False)"
+    ),
+]
 REPO = Path(__file__).resolve().parents[1]
 GPU = torch.device("cuda", 0)
 
@@ -29,7 +34,7 @@ def test_local_attention_on_the_gpu_matches_the_cpu_kernel_and_the_dense_referen
 
     q, k, v = _qkv(n, dtype)
     mask = torch.zeros(2, n, dtype=torch.bool, device=GPU)
-    mask[1, n - 37:] = True  # padding in the second row
+    mask[1, n - 37 :] = True  # padding in the second row
     out = local_attention(q, k, v, window_left=left, window_right=right, key_padding_mask=mask)
     out.float().square().sum().backward()
     grads = [t.grad.float().cpu() for t in (q, k, v)]
@@ -40,8 +45,12 @@ def test_local_attention_on_the_gpu_matches_the_cpu_kernel_and_the_dense_referen
     torch.testing.assert_close((out.float().cpu() * valid), ref * valid, atol=atol, rtol=atol)
     for grad, reference in zip(grads, (t.grad for t in cpu)):
         torch.testing.assert_close(grad, reference, atol=atol * 10, rtol=atol * 10)
-    banded = local_attention(*(t.detach().float().cpu() for t in (q, k, v)), window_left=left, window_right=right,
-                             key_padding_mask=mask.cpu())
+    banded = local_attention(
+        *(t.detach().float().cpu() for t in (q, k, v)),
+        window_left=left,
+        window_right=right,
+        key_padding_mask=mask.cpu(),
+    )
     torch.testing.assert_close(out.detach().float().cpu() * valid, banded * valid, atol=atol, rtol=atol)
 
 
@@ -50,8 +59,12 @@ def test_routing_heads_on_the_gpu_match_the_cpu(causal):
     from seqattn.nn import AttentionConfig, MultiHeadAttention
 
     torch.manual_seed(0)
-    config = AttentionConfig(num_heads=4, local_heads=2, routing_heads=2, causal=causal, window_left=16,
-                             window_right=0 if causal else 16, num_clusters=4, routing_window=16)
+    config = AttentionConfig(
+        num_heads=4,
+        causal=causal,
+        local=LocalHeads(heads=2, window_left=16, window_right=0 if causal else 16),
+        routing=RoutingHeads(heads=2, clusters=4, window=16),
+    )
     module = MultiHeadAttention(64, config).eval()
     x = torch.randn(2, 301, 64)
     cpu_out = module(x).out
@@ -67,9 +80,13 @@ def test_dilated_and_global_heads_on_the_gpu_match_the_cpu(causal, dtype, atol):
     from seqattn.nn import AttentionConfig, MultiHeadAttention
 
     torch.manual_seed(0)
-    config = AttentionConfig(num_heads=4, local_heads=2, dilated_heads=1, global_heads=1, causal=causal,
-                             window_left=16, window_right=0 if causal else 16, dilation=3, dilated_window=8,
-                             global_window=16, global_tokens=4, global_block=32)
+    config = AttentionConfig(
+        num_heads=4,
+        causal=causal,
+        local=LocalHeads(heads=2, window_left=16, window_right=0 if causal else 16),
+        dilated=DilatedHeads(heads=1, dilation=3, window=8),
+        global_tokens=GlobalTokenHeads(heads=1, window=16, tokens=4, block=32),
+    )
     module = MultiHeadAttention(64, config)
     x = torch.randn(2, 1001, 64)
     mask = None if causal else torch.arange(1001)[None, :] >= torch.tensor([[1001], [777]])
@@ -94,12 +111,29 @@ def test_dilated_and_global_heads_on_the_gpu_match_the_cpu(causal, dtype, atol):
 def _lm_args(tmp_path, *extra):
     text = tmp_path / "train.txt"
     text.write_text("to be or not to be, that is the question. " * 300)
-    return ["train-lm", str(REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{text}]",
-            f"run.output_dir={tmp_path / 'lm'}", "model.dim=64", "model.num_layers=2", "model.attention.num_heads=4",
-            "model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
-            "model.attention.window_left=16", "model.attention.routing_window=16", "model.attention.num_clusters=4",
-            "model.max_context=64", "data.seq_len=64", "data.batch_size=8", "optim.warmup_updates=2",
-            "run.tensorboard=false", "run.save_every=2", "run.log_every=1", *extra]
+    return [
+        "train-lm",
+        str(REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"),
+        f"data.train=[{text}]",
+        f"run.output_dir={tmp_path / 'lm'}",
+        "model.dim=64",
+        "model.num_layers=2",
+        "model.attention.num_heads=4",
+        "model.attention.local.heads=2",
+        "model.attention.routing.heads=2",
+        "model.routing_layers=-1",
+        "model.attention.local.window_left=16",
+        "model.attention.routing.window=16",
+        "model.attention.routing.clusters=4",
+        "model.max_context=64",
+        "data.seq_len=64",
+        "data.batch_size=8",
+        "optim.warmup_updates=2",
+        "run.tensorboard=false",
+        "run.save_every=2",
+        "run.log_every=1",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
@@ -142,14 +176,42 @@ def test_pretraining_and_finetuning_run_on_the_gpu(tmp_path):
 
     data = make_data_dir(tmp_path, "train", 8, "hi", seconds=(1.0, 1.5), texts=["क ख ग", "ख ग"])
     pretrain = REPO / "recipes" / "wav2vec2" / "pretrain_tiny.yaml"
-    assert cli_main(["pretrain", str(pretrain), f"data.train=[{{path: {data}}}]", f"run.output_dir={tmp_path / 'pt'}",
-                     "optim.max_updates=3", "run.save_every=3", "run.tensorboard=false", "run.device=cuda",
-                     "data.min_sample_size=8000"]) == 0
+    assert (
+        cli_main(
+            [
+                "pretrain",
+                str(pretrain),
+                f"data.train=[{{path: {data}}}]",
+                f"run.output_dir={tmp_path / 'pt'}",
+                "optim.max_updates=3",
+                "run.save_every=3",
+                "run.tensorboard=false",
+                "run.device=cuda",
+                "data.min_sample_size=8000",
+            ]
+        )
+        == 0
+    )
     finetune = REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"
     init = sorted((tmp_path / "pt" / "checkpoints").glob("update_*"))[-1]
-    assert cli_main(["finetune", str(finetune), f"init={init}", f"data.train=[{{path: {data}}}]",
-                     f"data.valid=[{{path: {data}}}]", f"run.output_dir={tmp_path / 'ft'}", "optim.max_updates=4",
-                     "run.save_every=2", "validate_every=2", "run.tensorboard=false", "run.device=cuda"]) == 0
+    assert (
+        cli_main(
+            [
+                "finetune",
+                str(finetune),
+                f"init={init}",
+                f"data.train=[{{path: {data}}}]",
+                f"data.valid=[{{path: {data}}}]",
+                f"run.output_dir={tmp_path / 'ft'}",
+                "optim.max_updates=4",
+                "run.save_every=2",
+                "validate_every=2",
+                "run.tensorboard=false",
+                "run.device=cuda",
+            ]
+        )
+        == 0
+    )
     assert "device cuda:0" in (tmp_path / "ft" / "train.log").read_text()
 
 
@@ -162,10 +224,11 @@ def test_greedy_transcripts_are_the_same_on_cpu_and_gpu(tmp_path):
 
     tokens = ["<blank>", "<unk>", "|", "क", "ख", "ग"]
     torch.manual_seed(0)
-    local = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+    local = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
     model = Wav2Vec2ForCTC(tiny(vocab_size=len(tokens), attention=local)).eval()
-    model_dir = save_model(model, tmp_path / "m", extra_files={"tokens.json": json.dumps({"type": "char",
-                                                                                          "tokens": tokens})})
+    model_dir = save_model(
+        model, tmp_path / "m", extra_files={"tokens.json": json.dumps({"type": "char", "tokens": tokens})}
+    )
     data = make_data_dir(tmp_path, "d", 6, "hi", seconds=(0.8, 3.0))
     items = [InputItem(p.stem, AudioSource(str(p))) for p in sorted((tmp_path / "wav" / "d").glob("*.wav"))]
     from seqattn.data.vocabulary import load_vocabulary
@@ -187,9 +250,15 @@ def test_fused_flex_backend_matches_the_chunked_backend_on_the_gpu(causal, dtype
     from seqattn.nn.backend import use_backend
 
     torch.manual_seed(0)
-    config = AttentionConfig(num_heads=8, local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1,
-                             block_routed_heads=1, window_left=130, window_right=0 if causal else 7, causal=causal,
-                             routing_shared_qk=causal, num_clusters=4, routing_window=64, routed_block=64)
+    config = AttentionConfig(
+        num_heads=8,
+        causal=causal,
+        local=LocalHeads(heads=2, window_left=130, window_right=0 if causal else 7),
+        routing=RoutingHeads(heads=1, shared_qk=causal, clusters=4, window=64),
+        dilated=DilatedHeads(heads=1),
+        global_tokens=GlobalTokenHeads(heads=1),
+        block_routed=BlockRoutedHeads(heads=1, block=64),
+    )
     layer = MultiHeadAttention(256, config).to(GPU).eval()
     x = torch.randn(2, 3001, 256, device=GPU)
     mask = None if causal else (torch.arange(3001, device=GPU)[None] >= torch.tensor([[3001], [2500]], device=GPU))

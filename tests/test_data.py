@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from audio_fixtures import make_data_dir, tone_wave
+
 from seqattn.data.audio import AudioError, AudioSource, audio_duration, load_audio
 from seqattn.data.kaldi import DataDirError, read_data_dir
 from seqattn.data.labelled import LabelledItem, PaddedBatches
@@ -85,7 +85,8 @@ def _break(data_dir, name, transform):
         ("text", lambda b: b + b.split(b"\n")[0] + b"\n", "text:5: duplicate id", 3),
         ("text", lambda b: b.replace(b"\n", b"\r\n", 1), "text:1: CRLF", 4),
         ("text", lambda b: b.replace("दुनिया".encode(), b"\xff\xfe", 1), "text:1: not valid UTF-8", 3),
-        ("utt2spk", lambda b: b"\n".join(b.strip().split(b"\n")[1:]) + b"\n", "is in wav.scp, text, utt2lang but not here", 3),
+        ("utt2spk", lambda b: b"\n".join(b.strip().split(b"\n")[1:]) + b"\n",
+         "is in wav.scp, text, utt2lang but not here", 3),
         ("text", lambda b: b.replace("नमस्ते दुनिया".encode(), b"", 1), "text:1: empty transcript", 3),
     ],
 )

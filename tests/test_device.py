@@ -61,6 +61,7 @@ def test_batches_move_whole():
 
 def test_commands_refuse_a_gpu_that_is_not_there_in_one_line(no_gpu, tmp_path, capsys):
     from audio_fixtures import make_data_dir
+
     from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
     from seqattn.models.io import save_model
     from seqattn.models.lm import TransformerLM, presets
@@ -89,7 +90,7 @@ def _lm_config(tmp_path, *overrides):
     text.write_text("to be or not to be, that is the question. " * 200)
     return load_config(LMTrainConfig, str(REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"), [
         f"data.train=[{text}]", f"run.output_dir={tmp_path / 'run'}", "model.dim=32", "model.num_layers=1",
-        "model.attention.num_heads=2", "model.attention.local_heads=2", "model.max_context=32", "data.seq_len=32",
+        "model.attention.num_heads=2", "model.attention.local.heads=2", "model.max_context=32", "data.seq_len=32",
         "data.batch_size=4", "optim.warmup_updates=1", "run.tensorboard=false", "run.log_every=1", *overrides])
 
 

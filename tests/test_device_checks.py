@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from audio_fixtures import make_data_dir
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from audio_fixtures import make_data_dir
 from seqattn.data.labelled import PaddedBatches, prepare, read_texts
 from seqattn.data.text import CharVocabulary
 from seqattn.models.lm import TransformerLM
@@ -31,6 +31,7 @@ from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
 from seqattn.models.wav2vec2.masking import generators_for
 from seqattn.nn import AttentionConfig, MultiHeadAttention
 from seqattn.nn.backend import use_backend
+from seqattn.nn.heads import DilatedHeads, GlobalTokenHeads, LocalHeads, RoutingHeads
 from seqattn.train.distributed import DistributedContext
 from seqattn.utils.device import to_device
 
@@ -130,24 +131,25 @@ def pretraining_model_on_cuda(config):
 def dense_lm_config():
     """The tiny LM with full-attention heads only (FlexAttention cannot run under the read-counting mode)."""
     lm = tiny_lm()
-    return dataclasses.replace(lm, attention=dataclasses.replace(lm.attention, local_heads=0, routing_heads=0))
+    return dataclasses.replace(lm, attention=lm.attention.replace(local={"heads": 0}, routing={"heads": 0}))
 
 
 HEAD_KINDS = {
-    "local": dict(local_heads=4, window_left=8, window_right=8),
-    "per-head windows": dict(local_heads=4, local_windows=[[8, 8], [4, 4], [40, 3], [2, 0]]),
-    "balanced routing": dict(routing_heads=4, num_clusters=4, routing_window=16),
-    "causal routing": dict(routing_heads=4, num_clusters=4, routing_window=16, causal=True, window_right=0,
-                           routing_shared_qk=True),
-    "dilated": dict(dilated_heads=4),
-    "global": dict(global_heads=4),
-    "causal global": dict(global_heads=4, causal=True, window_right=0),
-    "block routed": dict(block_routed_heads=4, routed_block=32),
-    "causal block routed": dict(block_routed_heads=4, routed_block=32, causal=True),
-    "shifted windows": dict(window_heads=4, block_window=32),
-    "pooled": dict(pooled_heads=4),
+    "local": dict(local=dict(heads=4, window_left=8, window_right=8)),
+    "per-head windows": dict(local=dict(heads=4, windows=[[8, 8], [4, 4], [40, 3], [2, 0]])),
+    "balanced routing": dict(routing=dict(heads=4, clusters=4, window=16)),
+    "causal routing": dict(
+        causal=True, local=dict(window_right=0), routing=dict(heads=4, clusters=4, window=16, shared_qk=True)
+    ),
+    "dilated": dict(dilated=dict(heads=4)),
+    "global": dict(global_tokens=dict(heads=4)),
+    "causal global": dict(causal=True, local=dict(window_right=0), global_tokens=dict(heads=4)),
+    "block routed": dict(block_routed=dict(heads=4, block=32)),
+    "causal block routed": dict(causal=True, block_routed=dict(heads=4, block=32)),
+    "shifted windows": dict(shifted_window=dict(heads=4, window=32)),
+    "pooled": dict(pooled=dict(heads=4)),
     "full": dict(),
-    "mixed": dict(local_heads=1, routing_heads=1, dilated_heads=1, global_heads=1),
+    "mixed": dict(local=dict(heads=1), routing=dict(heads=1), dilated=dict(heads=1), global_tokens=dict(heads=1)),
 }
 
 
@@ -155,10 +157,14 @@ HEAD_KINDS = {
 @pytest.mark.parametrize("kind", list(HEAD_KINDS))
 def test_every_head_kind_runs_on_cuda_without_host_reads(kind, backend):
     if backend == "chunked" and "block routed" in kind:
-        pytest.skip("the chunked kernel lays block-routed heads out in tiles sized by the gate's choices (a read "
-                    "by design, on the CPU); off the CPU they run on flex, checked above")
+        pytest.skip(
+            "the chunked kernel lays block-routed heads out in tiles sized by the gate's choices (a read "
+            "by design, on the CPU); off the CPU they run on flex, checked above"
+        )
     with checked(backend):
-        layer = on_cuda(lambda: MultiHeadAttention(64, AttentionConfig(num_heads=4, **HEAD_KINDS[kind]))).train()
+        layer = on_cuda(
+            lambda: MultiHeadAttention(64, AttentionConfig(num_heads=4).replace(**HEAD_KINDS[kind]))
+        ).train()
         x = torch.randn(2, 301, 64, device=CUDA)
         causal = HEAD_KINDS[kind].get("causal", False)
         mask = None if causal else to_device(torch.arange(301)[None] >= torch.tensor([[301], [250]]), CUDA)
@@ -167,14 +173,22 @@ def test_every_head_kind_runs_on_cuda_without_host_reads(kind, backend):
 
 
 CTC_MODELS = {
-    "cnn, local heads": dict(attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)),
-    "cnn, routed heads": dict(attention=AttentionConfig(num_heads=4, routing_heads=2, num_clusters=4,
-                                                        routing_window=8)),
-    "cnn, dilated + global": dict(attention=AttentionConfig(num_heads=4, dilated_heads=2, global_heads=2)),
-    "fbank conv, conformer": dict(frontend="fbank", fbank_subsampling="conv", encoder_block="conformer",
-                                  fbank_freq_masks=2,
-                                  attention=AttentionConfig(num_heads=4, local_heads=4, window_left=8,
-                                                            window_right=8)),
+    "cnn, local heads": dict(
+        attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
+    ),
+    "cnn, routed heads": dict(
+        attention=AttentionConfig(num_heads=4, routing=RoutingHeads(heads=2, clusters=4, window=8))
+    ),
+    "cnn, dilated + global": dict(
+        attention=AttentionConfig(num_heads=4, dilated=DilatedHeads(heads=2), global_tokens=GlobalTokenHeads(heads=2))
+    ),
+    "fbank conv, conformer": dict(
+        frontend="fbank",
+        fbank_subsampling="conv",
+        encoder_block="conformer",
+        fbank_freq_masks=2,
+        attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8)),
+    ),
     "fbank stacked": dict(frontend="fbank", fbank_freq_masks=2, mask_channel_prob=0.1),
 }
 
@@ -211,8 +225,13 @@ def test_pretraining_losses_run_under_a_gpu_all_reduce_without_host_reads(object
     draws = Wav2Vec2ForPretraining(config).draw_training(None, 16000, generators_for([3, 4]))
     with checked(backend):
         model = pretraining_model_on_cuda(config)
-        out = model.pretraining_loss(to_device(torch.zeros(2, 16000), CUDA), None, world_size=2,
-                                     reduce=nccl_like_sum, draws=to_device(draws, CUDA))
+        out = model.pretraining_loss(
+            to_device(torch.zeros(2, 16000), CUDA),
+            None,
+            world_size=2,
+            reduce=nccl_like_sum,
+            draws=to_device(draws, CUDA),
+        )
         assert out.loss.device == CUDA
 
 
@@ -261,8 +280,14 @@ def test_finetune_validation_feeds_the_model_on_its_device(labelled, host_pipeli
 
     data, vocab = labelled
     host_model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab)))
-    items = prepare([(str(data), None)], vocab, 16000, 1000, 480000,
-                    lambda s: int(host_model.wav2vec2.output_lengths(torch.tensor([s]))[0])).items
+    items = prepare(
+        [(str(data), None)],
+        vocab,
+        16000,
+        1000,
+        480000,
+        lambda s: int(host_model.wav2vec2.output_lengths(torch.tensor([s]))[0]),
+    ).items
     batches = len(PaddedBatches(items, 0, 0, FinetuneData().max_tokens, 16000, False, shuffle=False))
     with fake_cuda(count_reads=True) as reads:
         model = on_cuda(lambda: Wav2Vec2ForCTC(tiny(vocab_size=len(vocab))))
@@ -325,20 +350,37 @@ def test_non_finite_step_is_skipped_under_ddp_with_frozen_parameters(labelled, t
     from seqattn.models.io import save_model
 
     data, _ = labelled
-    train_dir = make_data_dir(tmp_path, "train_hi", 8, "hi", seconds=(0.8, 0.8), seed=4,
-                              texts=["नमस्ते भारत", "भारत देश"])
+    train_dir = make_data_dir(tmp_path, "train_hi", 8, "hi", seconds=(0.8, 0.8), seed=4, texts=["नमस्ते भारत", "भारत देश"])
     torch.manual_seed(0)
     pretrained = save_model(Wav2Vec2ForPretraining(tiny()), tmp_path / "pretrained")
     driver = tmp_path / "driver.py"
     driver.write_text(NAN_DRIVER)
     out = tmp_path / "ft"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29700 + os.getpid() % 1000), str(driver), "finetune",
-           str(REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"), f"init={pretrained}",
-           f"data.train=[{{path: {train_dir}}}]", "data.valid=[]", f"run.output_dir={out}",
-           "data.max_tokens=40000", "optim.max_updates=4", "validate_every=0", "run.save_every=4",
-           "freeze_updates=3", "freeze_cnn=true", "run.tensorboard=false", "run.threads=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29700 + os.getpid() % 1000),
+        str(driver),
+        "finetune",
+        str(REPO / "recipes" / "wav2vec2" / "finetune_tiny.yaml"),
+        f"init={pretrained}",
+        f"data.train=[{{path: {train_dir}}}]",
+        "data.valid=[]",
+        f"run.output_dir={out}",
+        "data.max_tokens=40000",
+        "optim.max_updates=4",
+        "validate_every=0",
+        "run.save_every=4",
+        "freeze_updates=3",
+        "freeze_cnn=true",
+        "run.tensorboard=false",
+        "run.threads=1",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     log = (out / "train.log").read_text(encoding="utf-8")
@@ -348,6 +390,7 @@ def test_non_finite_step_is_skipped_under_ddp_with_frozen_parameters(labelled, t
 
 
 # --- each trainer's step as the update loop runs it: pipeline batch -> host_prepare -> to_device -> forward ---
+
 
 def _step_reads(task, batch, backend: str) -> list[str]:
     with use_backend(backend), fake_cuda(count_reads=backend == "chunked") as reads:
@@ -375,16 +418,27 @@ def test_finetune_step_as_the_loop_feeds_it(labelled, backend, monkeypatch):
 
     monkeypatch.setattr(finetune.F, "ctc_loss", ctc_loss_as_cuda_takes_it)
     data, vocab = labelled
-    attention = AttentionConfig(num_heads=4, local_heads=2, routing_heads=2, window_left=8, window_right=8,
-                                num_clusters=3, routing_window=8)
+    attention = AttentionConfig(
+        num_heads=4,
+        local=LocalHeads(heads=2, window_left=8, window_right=8),
+        routing=RoutingHeads(heads=2, clusters=3, window=8),
+    )
     config = FinetuneConfig(model=tiny(vocab_size=len(vocab), mask_prob=0.3, attention=attention))
     host_model = Wav2Vec2ForCTC(config.model)
-    items = prepare([(str(data), None)], vocab, 16000, 1000, 480000,
-                    lambda s: int(host_model.wav2vec2.output_lengths(torch.tensor([s]))[0])).items
+    items = prepare(
+        [(str(data), None)],
+        vocab,
+        16000,
+        1000,
+        480000,
+        lambda s: int(host_model.wav2vec2.output_lengths(torch.tensor([s]))[0]),
+    ).items
     batch = PaddedBatches(items, 0, 0, 400_000, 16000, False)[0]
     with fake_cuda():
         model = on_cuda(lambda: Wav2Vec2ForCTC(config.model)).train()
-    task = FinetuneTask(config, model, vocab, items, [], DistributedContext(), TrainMonitor(Path("."), False, 1, 0, "t"))
+    task = FinetuneTask(
+        config, model, vocab, items, [], DistributedContext(), TrainMonitor(Path("."), False, 1, 0, "t")
+    )
     task.frozen = False
     assert _step_reads(task, batch, backend) == []
 
@@ -423,6 +477,7 @@ def test_lm_step_as_the_loop_feeds_it(backend):
 
 # --- inference: transcription (batched, chunked, streamed), eval-lm, generation, analysis weights ---------------
 
+
 def _wav(path: Path, seconds: float, seed: int) -> Path:
     import soundfile
 
@@ -436,8 +491,8 @@ def test_transcription_paths_read_only_the_greedy_path(tmp_path, monkeypatch, mo
     """Audio is read on the host and moved; the only device values read back are each input's greedy path
     (one transfer per input on a GPU; under the fake mode its ``tolist`` reads one scalar per frame), and the
     streamed path keeps each window's path on the device until the input ends."""
-    from seqattn.data.audio_stream import StreamingAudio
     from seqattn.data.audio import AudioSource
+    from seqattn.data.audio_stream import StreamingAudio
     from seqattn.decode import transcribe as transcribe_module
     from seqattn.decode.transcribe import InputItem, Loaded, Transcriber
 
@@ -459,10 +514,16 @@ def test_transcription_paths_read_only_the_greedy_path(tmp_path, monkeypatch, mo
     seconds = {"batched": [1.0, 1.2, 0.9], "chunked": [3.0], "streamed": [3.0]}[mode]
     items = [InputItem(f"u{i}", AudioSource(str(_wav(tmp_path / f"u{i}.wav", s, i)))) for i, s in enumerate(seconds)]
     vocab = CharVocabulary.build(["नमस्ते भारत"])
-    attention = AttentionConfig(num_heads=4) if mode != "streamed" else \
-        AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
-    settings = {"batched": dict(batch_size=3, chunk_seconds=0), "chunked": dict(chunk_seconds=1.0),
-                "streamed": dict(chunk_seconds=0, stream_seconds=1.0)}[mode]
+    attention = (
+        AttentionConfig(num_heads=4)
+        if mode != "streamed"
+        else AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
+    )
+    settings = {
+        "batched": dict(batch_size=3, chunk_seconds=0),
+        "chunked": dict(chunk_seconds=1.0),
+        "streamed": dict(chunk_seconds=0, stream_seconds=1.0),
+    }[mode]
     with use_backend("chunked"), fake_cuda(count_reads=True) as reads:
         model = on_cuda(lambda: Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), attention=attention))).eval()
         transcriber = Transcriber(model, vocab, timestamps=False, **settings)
@@ -515,7 +576,7 @@ def test_attention_weights_for_analysis_stay_on_the_device(kind):
     """``analyze`` asks every head for its weights; they come back on the model's device with no CPU tensor
     mixed in (the statistics are then computed on the host)."""
     with use_backend("chunked"), fake_cuda(count_reads=True):
-        layer = on_cuda(lambda: MultiHeadAttention(64, AttentionConfig(num_heads=4, **HEAD_KINDS[kind]))).eval()
+        layer = on_cuda(lambda: MultiHeadAttention(64, AttentionConfig(num_heads=4).replace(**HEAD_KINDS[kind]))).eval()
         causal = HEAD_KINDS[kind].get("causal", False)
         mask = None if causal else to_device(torch.arange(201)[None] >= torch.tensor([[201], [150]]), CUDA)
         result = layer(torch.randn(2, 201, 64, device=CUDA), mask, return_weights=True)
@@ -523,6 +584,7 @@ def test_attention_weights_for_analysis_stay_on_the_device(kind):
 
 
 # --- whole-graph capture: the forwards hold nothing that makes torch.compile break its graph --------------------
+
 
 def _captured_whole(fn, *args):
     """Run ``fn(*args)`` through ``torch.compile(fullgraph=True)`` with the flex backend (the GPUs' path);
@@ -536,7 +598,7 @@ def _captured_whole(fn, *args):
 
 @pytest.mark.parametrize("kind", list(HEAD_KINDS))
 def test_every_head_kind_is_captured_whole_by_torch_compile(kind):
-    layer = MultiHeadAttention(64, AttentionConfig(num_heads=4, **HEAD_KINDS[kind])).eval()
+    layer = MultiHeadAttention(64, AttentionConfig(num_heads=4).replace(**HEAD_KINDS[kind])).eval()
     mask = None if HEAD_KINDS[kind].get("causal") else torch.arange(201)[None] >= torch.tensor([[201], [150]])
     assert _captured_whole(lambda x: layer(x, mask).out, torch.randn(2, 201, 64)).shape == (2, 201, 64)
 

@@ -1,8 +1,8 @@
 """Dilated windows against the dense, explicitly masked reference: outputs, gradients, padding, causal."""
 import pytest
 import torch
-
 from dense_reference import dilated_allowed, masked_attention
+
 from seqattn.nn.dilated import dilated_attention
 
 

@@ -1,10 +1,10 @@
 """Optional dependencies: the core installs without them, and a missing one is a one-line error naming the
 extra that brings it."""
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from seqattn.cli.main import main as cli_main
 from seqattn.utils.extras import MissingExtraError

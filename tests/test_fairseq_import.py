@@ -195,7 +195,8 @@ def test_truncated_wrong_model_and_missing_keys_are_clear_errors(tmp_path):
         del state["model"]["encoder.layers.1.fc2.weight"]
 
     imported = read_fairseq(_rewritten(tmp_path, "w2v2_base_like.pt", drop_key))
-    with pytest.raises(FairseqImportError, match=r"missing from the checkpoint: wav2vec2\.encoder\.layers\.1\.ffn\.fc2\.weight"):
+    with pytest.raises(FairseqImportError,
+                       match=r"missing from the checkpoint: wav2vec2\.encoder\.layers\.1\.ffn\.fc2\.weight"):
         build_seqattn_model(imported)
     with pytest.raises(FairseqImportError, match="no such checkpoint"):
         read_fairseq(tmp_path / "absent.pt")

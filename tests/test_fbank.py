@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_fixtures import tone_wave
 from torchaudio.compliance import kaldi
 
-from audio_fixtures import tone_wave
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
@@ -18,8 +18,9 @@ from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, longform, ti
 from seqattn.models.wav2vec2.conv_fbank import ConvFbankFrontEnd
 from seqattn.models.wav2vec2.fbank import FbankFrontEnd, fbank_frame_count
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 
-LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=6, window_right=5)
+LOCAL = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=6, window_right=5))
 
 
 def _speechlike(seconds, seed=0, silence=None):
@@ -129,15 +130,19 @@ def test_a_saved_fbank_model_holds_no_front_end_tensors_and_loads_equal(tmp_path
     wave = _speechlike(1.3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(wave[None])[0], model(wave[None])[0])
-    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in Wav2Vec2ForCTC(tiny(vocab_size=12)).parameters())
+    cnn_parameters = sum(p.numel() for p in Wav2Vec2ForCTC(tiny(vocab_size=12)).parameters())
+    assert sum(p.numel() for p in model.parameters()) < cnn_parameters
 
 
 @pytest.mark.parametrize("subsampling, field", [("stack", 880), ("conv", 1360)])
 @pytest.mark.parametrize("encoder_block", ["transformer", "conformer"])
 def test_fbank_models_stream_batch_and_slice_like_one_pass(encoder_block, subsampling, field, monkeypatch):
     torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(_fbank_config(encoder_block=encoder_block, conformer_kernel=5,
-                                         fbank_subsampling=subsampling, fbank_conv_channels=8)).eval()
+    model = Wav2Vec2ForCTC(
+        _fbank_config(
+            encoder_block=encoder_block, conformer_kernel=5, fbank_subsampling=subsampling, fbank_conv_channels=8
+        )
+    ).eval()
     inference = longform.LongFormCTC(model)
     assert inference.hop == 640 and inference.min_samples == field and inference.streamable
     kernel_reach = 2 if encoder_block == "conformer" else 0
@@ -147,8 +152,9 @@ def test_fbank_models_stream_batch_and_slice_like_one_pass(encoder_block, subsam
     for logits, reference in zip(inference.logits(waves), one_pass):  # a padded batch
         torch.testing.assert_close(logits, reference, atol=2e-5, rtol=1e-4)
     wave = waves[0]
-    streamed = torch.cat(list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40,
-                                                      frames_per_chunk=13)))
+    streamed = torch.cat(
+        list(longform.stream_logits(model, lambda a, b: wave[a:b], wave.numel(), window_frames=40, frames_per_chunk=13))
+    )
     torch.testing.assert_close(streamed, one_pass[0], atol=2e-5, rtol=1e-4)
     monkeypatch.setattr(longform, "SLICE_FRAMES", 11)  # encoder time slices, far shorter than the input
     torch.testing.assert_close(inference.logits([wave])[0], one_pass[0], atol=2e-5, rtol=1e-4)
@@ -168,8 +174,9 @@ def test_transcribe_cli_with_an_fbank_model_reports_too_short_inputs(tmp_path, c
     sf.write(inputs / "b.flac", _speechlike(0.9, seed=1).numpy(), 22050)  # resampled on reading
     sf.write(inputs / "short.wav", _speechlike(0.04, seed=2).numpy(), 16000)  # 640 samples < one 880-sample frame
     out = tmp_path / "out"
-    code = cli_main(["transcribe", str(model_dir), str(inputs), "--output-dir", str(out), "--output-format", "json",
-                     "--quiet"])
+    code = cli_main(
+        ["transcribe", str(model_dir), str(inputs), "--output-dir", str(out), "--output-format", "json", "--quiet"]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "short: empty audio, empty transcript" in err
@@ -178,10 +185,12 @@ def test_transcribe_cli_with_an_fbank_model_reports_too_short_inputs(tmp_path, c
 
 
 def test_front_end_settings_are_checked():
-    for key, value, message in [("frontend", "mfcc", "frontend must be one of cnn, fbank"),
-                                ("fbank_stack", 0, "fbank_stack must be at least 1"),
-                                ("encoder_block", "lstm", "encoder_block must be one of"),
-                                ("conformer_kernel", 4, "conformer_kernel must be odd")]:
+    for key, value, message in [
+        ("frontend", "mfcc", "frontend must be one of cnn, fbank"),
+        ("fbank_stack", 0, "fbank_stack must be at least 1"),
+        ("encoder_block", "lstm", "encoder_block must be one of"),
+        ("conformer_kernel", 4, "conformer_kernel must be odd"),
+    ]:
         with pytest.raises(ValueError, match=message):
             Wav2Vec2Config(**{key: value}).validate()
 

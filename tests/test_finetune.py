@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from audio_fixtures import make_data_dir
 from safetensors.torch import load_file
 
-from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
@@ -80,7 +80,8 @@ def test_backbone_comes_from_init_and_stays_frozen(setup, tmp_path):
     for key, value in pretrained.items():
         if key.startswith("wav2vec2."):
             assert torch.equal(tuned[key], value), key  # frozen for the first 2 updates (and the CNN always)
-    assert not torch.equal(tuned["head.weight"], Wav2Vec2ForCTC(tiny(vocab_size=tuned["head.weight"].shape[0])).head.weight)
+    assert not torch.equal(tuned["head.weight"],
+                           Wav2Vec2ForCTC(tiny(vocab_size=tuned["head.weight"].shape[0])).head.weight)
 
 
 def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setup, tmp_path):
@@ -89,7 +90,7 @@ def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setu
     from seqattn.train.finetune import build_model
     from seqattn.train.loop import TrainingError
 
-    heads = "{num_heads: 4, local_heads: 2, dilated_heads: 1, global_heads: 1, dilation: 2, dilated_window: 3}"
+    heads = "{num_heads: 4, local: {heads: 2}, dilated: {heads: 1, dilation: 2, window: 3}, global_tokens: {heads: 1}}"
     model = build_model(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}"), vocab_size=7)
     pretrained = load_file(str(setup[2] / "model.safetensors"))
     state = model.state_dict()
@@ -102,7 +103,7 @@ def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setu
     train(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}", "freeze_updates=0",
                   "optim.max_updates=2", "run.save_every=2", "validate_every=0"))
     with pytest.raises(TrainingError, match="do not fit"):
-        build_model(_config(setup, tmp_path, "model_overrides={attention: {num_heads: 4, routing_heads: 2}}"), 7)
+        build_model(_config(setup, tmp_path, "model_overrides={attention: {num_heads: 4, routing: {heads: 2}}}"), 7)
 
 
 def test_unfrozen_transformer_trains_but_cnn_stays(setup, tmp_path):

@@ -10,8 +10,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.attention.flex_attention as flex_api
-
 from dense_reference import band_allowed, block_routed_allowed, dilated_allowed, masked_attention, padding_mask
+
 from seqattn.nn import AttentionConfig, MultiHeadAttention, dilated_attention, local_attention
 from seqattn.nn.backend import attention_backend, use_backend
 from seqattn.nn.block_routing import block_routed_attention
@@ -129,18 +129,20 @@ def test_flex_block_routed_attention_matches_the_dense_reference(flex_grad_on_cp
 
 
 @pytest.mark.parametrize("config", [
-    dict(local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1, block_routed_heads=1, window_left=20,
-         window_right=20, causal=False),
-    dict(local_heads=2, routing_heads=1, dilated_heads=1, global_heads=1, block_routed_heads=1, window_left=20,
-         window_right=0, causal=True, routing_shared_qk=True),
+    dict(causal=False, local=dict(heads=2, window_left=20, window_right=20), routing=dict(heads=1),
+         dilated=dict(heads=1), global_tokens=dict(heads=1), block_routed=dict(heads=1)),
+    dict(causal=True, local=dict(heads=2, window_left=20, window_right=0), routing=dict(heads=1, shared_qk=True),
+         dilated=dict(heads=1), global_tokens=dict(heads=1), block_routed=dict(heads=1)),
 ], ids=["bidirectional", "causal"])
 def test_every_sparse_head_kind_gives_the_same_layer_on_both_backends(flex_grad_on_cpu, config):
     """A layer of every sparse kind (local, routed, dilated, global, block-routed, plus full heads): the flex
     backend's outputs and parameter gradients equal the chunked backend's."""
     torch.manual_seed(0)
-    layer = MultiHeadAttention(64, AttentionConfig(num_heads=8, num_clusters=4, routing_window=16, dilation=2,
-                                                   dilated_window=5, global_window=9, routed_block=24,
-                                                   **config)).double().eval()
+    sections = dict(routing=dict(clusters=4, window=16), dilated=dict(dilation=2, window=5),
+                    global_tokens=dict(window=9), block_routed=dict(block=24))
+    for name, values in config.items():
+        sections[name] = {**sections.get(name, {}), **values} if isinstance(values, dict) else values
+    layer = MultiHeadAttention(64, AttentionConfig(num_heads=8).replace(**sections)).double().eval()
     x = torch.randn(2, 203, 64, dtype=torch.float64)
     mask = None if config["causal"] else padding_mask(2, 203, [203, 150])
     results = []

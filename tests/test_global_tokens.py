@@ -2,8 +2,8 @@
 outputs, gradients (queries included), padding, odd lengths, causal blocks, leaks, weights."""
 import pytest
 import torch
-
 from dense_reference import global_reference
+
 from seqattn.nn.global_tokens import global_token_attention
 
 

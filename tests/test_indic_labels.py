@@ -26,7 +26,9 @@ def test_round_trip_and_letters_land_on_devanagari_counterparts(language):
 
 
 def test_ka_is_one_label_across_scripts():
-    assert {to_common(k, lang) for k, lang in (("क", "hi"), ("ক", "bn"), ("க", "ta"), ("క", "te"), ("ಕ", "kn"))} == {"क"}
+    assert {to_common(k, lang) for k, lang in (("क", "hi"), ("ক", "bn"), ("க", "ta"), ("క", "te"), ("ಕ", "kn"))} == {
+        "क"
+    }
     assert to_common("।", "bn") == "।" and from_common("।", "ta") == "।"  # the danda is shared
     with pytest.raises(UnknownLanguageError, match="xx"):
         to_common("a", "xx")

@@ -10,7 +10,12 @@ import torch
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.lm_tokenizers import (
-    ByteTokenizer, TokenizerConfig, load_tokenizer, tokenizer_from_dict, tokenizer_to_json, train_tokenizer,
+    ByteTokenizer,
+    TokenizerConfig,
+    load_tokenizer,
+    tokenizer_from_dict,
+    tokenizer_to_json,
+    train_tokenizer,
 )
 from seqattn.decode.lm_eval import evaluate_files
 from seqattn.models.io import save_model
@@ -18,16 +23,19 @@ from seqattn.models.lm import TransformerLM, generate, presets
 
 CONFIGS = {
     "local+routing": presets.tiny(),
-    "shared-qk routing": presets.with_attention(presets.tiny(), routing_shared_qk=True),
+    "shared-qk routing": presets.with_attention(presets.tiny(), routing=dict(shared_qk=True)),
     "routing in the last layer only": presets.tiny(routing_layers=1),
-    "local+full": presets.with_attention(presets.tiny(), local_heads=2, routing_heads=0),
-    "per-head windows": presets.with_attention(presets.tiny(), local_windows=[[4, 0], [1, 0]]),
-    "dilated heads": presets.with_attention(presets.tiny(), routing_heads=1, dilated_heads=1, dilation=3,
-                                            dilated_window=3),
-    "global heads": presets.with_attention(presets.tiny(), routing_heads=1, global_heads=1, global_tokens=2,
-                                           global_window=3, global_block=5),
-    "global mean heads": presets.with_attention(presets.tiny(), routing_heads=0, global_heads=2, global_tokens=1,
-                                                global_pooling="mean", global_window=2, global_block=4),
+    "local+full": presets.with_attention(presets.tiny(), local=dict(heads=2), routing=dict(heads=0)),
+    "per-head windows": presets.with_attention(presets.tiny(), local=dict(windows=[[4, 0], [1, 0]])),
+    "dilated heads": presets.with_attention(
+        presets.tiny(), routing=dict(heads=1), dilated=dict(heads=1, dilation=3, window=3)
+    ),
+    "global heads": presets.with_attention(
+        presets.tiny(), routing=dict(heads=1), global_tokens=dict(heads=1, tokens=2, window=3, block=5)
+    ),
+    "global mean heads": presets.with_attention(
+        presets.tiny(), routing=dict(heads=0), global_tokens=dict(heads=2, tokens=1, pooling="mean", window=2, block=4)
+    ),
     "learned positions": presets.tiny(positions="learned"),
 }
 
@@ -75,8 +83,12 @@ def test_cached_generation_equals_uncached(name):
 
 
 def test_cache_memory_is_bounded_by_the_windows():
-    config = presets.with_attention(presets.tiny(), local_heads=1, routing_heads=2, global_heads=1, window_left=4,
-                                    routing_window=4, num_clusters=3, global_window=4, global_block=8)
+    config = presets.with_attention(
+        presets.tiny(),
+        local=dict(heads=1, window_left=4),
+        routing=dict(heads=2, window=4, clusters=3),
+        global_tokens=dict(heads=1, window=4, block=8),
+    )
     model = trained_centroids(TransformerLM(config))
     caches = model.new_caches()
     model(torch.randint(0, 50, (1, 5)), caches=caches)
@@ -217,7 +229,7 @@ def test_eval_lm_splits_the_loss_by_copy_source(tmp_path, capsys):
 def test_sliding_window_with_enough_context_equals_one_pass_over_everything(tmp_path):
     """All heads local (window 4) in 2 layers: a token depends on at most 8 earlier tokens, so with
     context - stride >= 8 the sliding-window score must equal one plain forward pass over the whole text."""
-    model, _ = byte_lm(tmp_path, local_heads=4, routing_heads=0)
+    model, _ = byte_lm(tmp_path, local=dict(heads=4), routing=dict(heads=0))
     text = "abcdefghij klmnop\n" * 12
     path = tmp_path / "t.txt"
     path.write_text(text)
@@ -238,8 +250,23 @@ def test_eval_lm_cli_json_and_bad_files(tmp_path, capsys):
     binary = tmp_path / "binary.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     report_path = tmp_path / "report.json"
-    code = cli_main(["eval-lm", str(model_dir), str(good), str(empty), str(bad), str(binary), "--context", "16",
-                     "--stride", "8", "--json", str(report_path), "--quiet"])
+    code = cli_main(
+        [
+            "eval-lm",
+            str(model_dir),
+            str(good),
+            str(empty),
+            str(bad),
+            str(binary),
+            "--context",
+            "16",
+            "--stride",
+            "8",
+            "--json",
+            str(report_path),
+            "--quiet",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "bad.txt: invalid UTF-8 at byte 15" in err and "empty: no text to score" in err
@@ -261,12 +288,28 @@ def test_train_lm_resumes_exactly_and_the_model_generates(tmp_path, capsys):
     text = "".join(f"To be or not to be, that is question {i % 13}.\n" for i in range(400))
     (tmp_path / "train.txt").write_text(text)
     (tmp_path / "valid.txt").write_text(text[:2000])
-    common = [f"data.train=[{tmp_path / 'train.txt'}]", f"data.valid=[{tmp_path / 'valid.txt'}]",
-              "model.dim=32", "model.num_layers=2", "model.attention.num_heads=4", "model.attention.local_heads=2",
-              "model.attention.routing_heads=2", "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2",
-              "model.max_context=32", "data.seq_len=32", "data.batch_size=4", "optim.max_updates=8",
-              "optim.warmup_updates=2", "run.log_every=2", "run.save_every=2", "validate_every=4",
-              "run.tensorboard=false", "data.valid_tokens=256"]
+    common = [
+        f"data.train=[{tmp_path / 'train.txt'}]",
+        f"data.valid=[{tmp_path / 'valid.txt'}]",
+        "model.dim=32",
+        "model.num_layers=2",
+        "model.attention.num_heads=4",
+        "model.attention.local.heads=2",
+        "model.attention.routing.heads=2",
+        "model.attention.local.window_left=8",
+        "model.attention.routing.window=8",
+        "model.attention.routing.clusters=2",
+        "model.max_context=32",
+        "data.seq_len=32",
+        "data.batch_size=4",
+        "optim.max_updates=8",
+        "optim.warmup_updates=2",
+        "run.log_every=2",
+        "run.save_every=2",
+        "validate_every=4",
+        "run.tensorboard=false",
+        "data.valid_tokens=256",
+    ]
     recipe = "recipes/lm/tinyshakespeare_char.yaml"
     whole = train(load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'a'}"]))
     first = load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'b'}", "run.stop_after=3"])
@@ -297,19 +340,35 @@ def test_a_time_schedule_anneals_by_training_time_stops_when_spent_and_resumes(t
 
     text = "".join(f"To be or not to be, that is question {i % 13}.\n" for i in range(200))
     (tmp_path / "train.txt").write_text(text)
-    common = [f"data.train=[{tmp_path / 'train.txt'}]", "model.dim=16", "model.num_layers=1",
-              "model.attention.num_heads=2", "model.attention.local_heads=2", "model.attention.window_left=8",
-              "model.max_context=16", "data.seq_len=16", "data.batch_size=2", "optim.max_updates=1000",
-              "optim.warmup_updates=50", "optim.schedule_time_s=10", "run.log_every=1", "run.save_every=2",
-              "validate_every=0", "run.tensorboard=false"]
+    common = [
+        f"data.train=[{tmp_path / 'train.txt'}]",
+        "model.dim=16",
+        "model.num_layers=1",
+        "model.attention.num_heads=2",
+        "model.attention.local.heads=2",
+        "model.attention.local.window_left=8",
+        "model.max_context=16",
+        "data.seq_len=16",
+        "data.batch_size=2",
+        "optim.max_updates=1000",
+        "optim.warmup_updates=50",
+        "optim.schedule_time_s=10",
+        "run.log_every=1",
+        "run.save_every=2",
+        "validate_every=0",
+        "run.tensorboard=false",
+    ]
     recipe = "recipes/lm/tinyshakespeare_char.yaml"
     monkeypatch.setattr(loop, "_clock", itertools.count().__next__)  # 1 s per call: one call per update
     config = load_config(LMTrainConfig, recipe, common + [f"run.output_dir={tmp_path / 'a'}"])
     train(config)
     checkpoints = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("update_*"))
     assert checkpoints[-1] == "update_00000010", checkpoints  # time spent: 10 of the 1000 updates
-    log = [json.loads(line) for line in (tmp_path / "a" / "train.log").read_text().splitlines()
-           if line.startswith("{") and '"lr"' in line]
+    log = [
+        json.loads(line)
+        for line in (tmp_path / "a" / "train.log").read_text().splitlines()
+        if line.startswith("{") and '"lr"' in line
+    ]
     schedule = schedule_for(config)
     rates = {entry["update"]: entry["lr"] for entry in log}
     assert sorted(rates) == list(range(1, 11))
@@ -344,33 +403,70 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     weights = {}
     for procs in (1, 2):
         out = tmp_path / f"procs{procs}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-               str(29700 + procs + os.getpid() % 1000), "-m", "seqattn.cli.main", "train-lm",
-               str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"), f"data.train=[{tmp_path / 'train.txt'}]",
-               f"run.output_dir={out}", "model.dim=40", "model.num_layers=2", "model.attention.num_heads=5",
-               "model.attention.local_heads=1", "model.attention.block_routed_heads=1",
-               "model.attention.routed_block=8", "model.attention.routed_top_k=1",
-               "model.attention.routing_heads=1", "model.attention.dilated_heads=1", "model.attention.global_heads=1",
-               "model.attention.dilation=2", "model.attention.dilated_window=4", "model.attention.global_tokens=2",
-               "model.attention.global_window=4", "model.attention.global_block=8",
-               "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8",
-               "model.attention.num_clusters=2", "model.max_context=32", "data.seq_len=32", "data.batch_size=4",
-               "optim.max_updates=3", "optim.warmup_updates=1", "run.save_every=3", "run.tensorboard=false",
-               "run.threads=1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29700 + procs + os.getpid() % 1000),
+            "-m",
+            "seqattn.cli.main",
+            "train-lm",
+            str(repo / "recipes" / "lm" / "tinyshakespeare_char.yaml"),
+            f"data.train=[{tmp_path / 'train.txt'}]",
+            f"run.output_dir={out}",
+            "model.dim=40",
+            "model.num_layers=2",
+            "model.attention.num_heads=5",
+            "model.attention.local.heads=1",
+            "model.attention.block_routed.heads=1",
+            "model.attention.block_routed.block=8",
+            "model.attention.block_routed.top_k=1",
+            "model.attention.routing.heads=1",
+            "model.attention.dilated.heads=1",
+            "model.attention.global_tokens.heads=1",
+            "model.attention.dilated.dilation=2",
+            "model.attention.dilated.window=4",
+            "model.attention.global_tokens.tokens=2",
+            "model.attention.global_tokens.window=4",
+            "model.attention.global_tokens.block=8",
+            "model.routing_layers=-1",
+            "model.attention.local.window_left=8",
+            "model.attention.routing.window=8",
+            "model.attention.routing.clusters=2",
+            "model.max_context=32",
+            "data.seq_len=32",
+            "data.batch_size=4",
+            "optim.max_updates=3",
+            "optim.warmup_updates=1",
+            "run.save_every=3",
+            "run.tensorboard=false",
+            "run.threads=1",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         weights[procs] = load_file(str(out / "checkpoints" / "update_00000003" / "model.safetensors"))
     for key in weights[1]:
-        torch.testing.assert_close(weights[2][key], weights[1][key], atol=1e-4, rtol=1e-3,
-                                   msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            weights[2][key], weights[1][key], atol=1e-4, rtol=1e-3, msg=lambda m, key=key: f"{key}: {m}"
+        )
     assert any("kmeans" in key for key in weights[1])
     assert any("global_attention.queries" in key for key in weights[1])
 
 
 def test_a_corpus_smaller_than_one_batch_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("a few lines of text\n" * 15)  # 4 sequences of 64, a batch is 12
-    code = cli_main(["train-lm", "recipes/lm/tinyshakespeare_char.yaml", f"data.train=[{tmp_path / 't.txt'}]",
-                     f"run.output_dir={tmp_path / 'o'}", "run.tensorboard=false"])
+    code = cli_main(
+        [
+            "train-lm",
+            "recipes/lm/tinyshakespeare_char.yaml",
+            f"data.train=[{tmp_path / 't.txt'}]",
+            f"run.output_dir={tmp_path / 'o'}",
+            "run.tensorboard=false",
+        ]
+    )
     assert code == 2 and "fewer than one batch of 12" in capsys.readouterr().err
 
 
@@ -379,12 +475,30 @@ def test_bf16_autocast_with_gradient_accumulation_trains(tmp_path):
     from seqattn.train.lm import LMTrainConfig, train
 
     (tmp_path / "t.txt").write_text("a small corpus, repeated for the language model.\n" * 100)
-    config = load_config(LMTrainConfig, "recipes/lm/tinyshakespeare_char.yaml", [
-        f"data.train=[{tmp_path / 't.txt'}]", f"run.output_dir={tmp_path / 'o'}", "model.dim=32",
-        "model.num_layers=1", "model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
-        "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2", "model.max_context=32",
-        "data.seq_len=32", "data.batch_size=4", "optim.max_updates=3", "optim.update_freq=2", "run.precision=bf16",
-        "run.save_every=3", "run.tensorboard=false"])
+    config = load_config(
+        LMTrainConfig,
+        "recipes/lm/tinyshakespeare_char.yaml",
+        [
+            f"data.train=[{tmp_path / 't.txt'}]",
+            f"run.output_dir={tmp_path / 'o'}",
+            "model.dim=32",
+            "model.num_layers=1",
+            "model.attention.local.heads=2",
+            "model.attention.routing.heads=2",
+            "model.routing_layers=-1",
+            "model.attention.local.window_left=8",
+            "model.attention.routing.window=8",
+            "model.attention.routing.clusters=2",
+            "model.max_context=32",
+            "data.seq_len=32",
+            "data.batch_size=4",
+            "optim.max_updates=3",
+            "optim.update_freq=2",
+            "run.precision=bf16",
+            "run.save_every=3",
+            "run.tensorboard=false",
+        ],
+    )
     best = train(config)
     trace = [json.loads(line) for line in (tmp_path / "o" / "updates.jsonl").read_text().splitlines()]
     assert [row["batches"] for row in trace] == [[0, 1], [2, 3], [4, 5]]  # two micro-batches per update
@@ -400,19 +514,29 @@ def test_attention_settings_live_under_attention_and_old_model_dirs_still_load(t
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "lm" / "tinyshakespeare_char.yaml"
 
-    with pytest.raises(ValueError, match=r"shared_qk -> attention.routing_shared_qk, window -> attention.window_left"):
+    with pytest.raises(
+        ValueError, match=r"shared_qk -> attention.routing.shared_qk, window -> attention.local.window_left"
+    ):
         LMConfig.from_dict({"window": 8, "shared_qk": True})
     assert cli_main(["train-lm", str(recipe), "model.window=8", "--print-config"]) == 2
-    assert "window -> attention.window_left" in capsys.readouterr().err
-    config = presets.with_attention(presets.tiny(vocab_size=257), window_left=3, routing_shared_qk=True)
+    assert "window -> attention.local.window_left" in capsys.readouterr().err
+    config = presets.with_attention(
+        presets.tiny(vocab_size=257), local=dict(window_left=3), routing=dict(shared_qk=True)
+    )
     original = TransformerLM(config)
     model_dir = save_model(original, tmp_path / "lm")
     meta = json.loads((model_dir / "config.json").read_text())
     attention = meta["config"].pop("attention")
-    meta["config"].update(num_heads=attention["num_heads"], local_heads=attention["local_heads"],
-                          routing_heads=attention["routing_heads"], window=attention["window_left"],
-                          num_clusters=attention["num_clusters"], routing_window=attention["routing_window"],
-                          shared_qk=attention["routing_shared_qk"])
+    local, routing = attention["local"], attention["routing"]
+    meta["config"].update(
+        num_heads=attention["num_heads"],
+        local_heads=local["heads"],
+        routing_heads=routing["heads"],
+        window=local["window_left"],
+        num_clusters=routing["clusters"],
+        routing_window=routing["window"],
+        shared_qk=routing["shared_qk"],
+    )
     (model_dir / "config.json").write_text(json.dumps(meta))
     loaded = load_model(model_dir)
     assert loaded.config.attention == config.attention

@@ -32,7 +32,7 @@ def test_tinyshakespeare_recipe_offline(tmp_path):
         assert report["scheme"] == "sliding" and report["overall"]["tokens"] > 0
         assert (exp / name / "sample.txt").read_text().startswith("ROMEO:")
     assert json.loads((exp / "global_seed1" / "best" / "config.json").read_text())["config"]["attention"][
-        "global_heads"] == 1
+        "global_tokens"]["heads"] == 1
     results = (exp / "RESULTS.md").read_text()
     assert "| routing_seed1 |" in results and "sliding 64/32" in results and "blocks of 64" in results
     assert "## Over seeds" in results and "| global | 1 |" in results

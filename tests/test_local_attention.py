@@ -5,10 +5,10 @@ import textwrap
 
 import pytest
 import torch
+from dense_reference import band_allowed, masked_attention, padding_mask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dense_reference import band_allowed, masked_attention, padding_mask
 from seqattn.nn import local_attention
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from audio_fixtures import make_data_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import BLANK, UNK, WORD_BOUNDARY

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dense_reference import band_allowed, masked_attention, padding_mask
+
 from seqattn.nn import local_attention, native_band
 from seqattn.nn.local import banded_attention
 
@@ -80,7 +80,9 @@ def test_per_head_validity_self_bias_and_lse_match_the_blocked_kernel(n, left, r
 def test_local_attention_dispatches_narrow_cpu_windows_here_and_wide_ones_to_the_blocked_kernel(monkeypatch):
     calls = []
     original = native_band.native_band_attention
-    monkeypatch.setattr(native_band, "native_band_attention", lambda *a, **kw: calls.append(a[3:5]) or original(*a, **kw))
+    monkeypatch.setattr(
+        native_band, "native_band_attention", lambda *a, **kw: calls.append(a[3:5]) or original(*a, **kw)
+    )
     q, k, v = _qkv(1, 2, 300, 8)
     local_attention(q, k, v, 16, 16)
     local_attention(q, k, v, [4, 128], [4, 0])  # per-head windows: one fused call per window
@@ -235,19 +237,29 @@ def test_the_portable_loops_match_the_reference_too(fresh_library, monkeypatch):
     for b, h, n, d, dv, left, right in CASES[:4]:
         q, k, v = _qkv(b, h, n, d, dv, torch.float32)
         mask = padding_mask(b, n, [max(1, n - 2 * row) for row in range(b)])
-        out = native_band.native_band_attention(q, k, v, left, right, (~mask)[:, None].expand(b, h, n),
-                                                scale=d**-0.5, self_bias=0.5 if left else 0.0)
-        want = banded_attention(q.double(), k.double(), v.double(), left, right,
-                                (~mask)[:, None].expand(b, h, n), scale=d**-0.5,
-                                self_bias=0.5 if left else 0.0, block_size=8)
+        out = native_band.native_band_attention(
+            q, k, v, left, right, (~mask)[:, None].expand(b, h, n), scale=d**-0.5, self_bias=0.5 if left else 0.0
+        )
+        want = banded_attention(
+            q.double(),
+            k.double(),
+            v.double(),
+            left,
+            right,
+            (~mask)[:, None].expand(b, h, n),
+            scale=d**-0.5,
+            self_bias=0.5 if left else 0.0,
+            block_size=8,
+        )
         grad = torch.randn_like(want)
         for got, ref in zip(_grads(out, (q, k, v), grad.float()), _grads(want, (q, k, v), grad)):
             torch.testing.assert_close(got, ref, atol=2e-5, rtol=2e-5)
         torch.testing.assert_close(out.double(), want, atol=2e-5, rtol=2e-5)
 
 
-def test_without_a_compiler_or_when_disabled_everything_runs_through_the_blocked_kernel(fresh_library, monkeypatch,
-                                                                                         caplog):
+def test_without_a_compiler_or_when_disabled_everything_runs_through_the_blocked_kernel(
+    fresh_library, monkeypatch, caplog
+):
     q, k, v = _qkv(1, 2, 40, 8)
     want = local_attention(q, k, v, 3, 3, block_size=8)  # the blocked kernel: nothing built yet
     monkeypatch.setenv("CC", os.path.join(str(fresh_library), "no-such-compiler"))

@@ -14,14 +14,16 @@ pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'se
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'seqattn[onnx]'")
 
 from audio_fixtures import tone_wave  # noqa: E402
-from model_fixtures import ctc_model_dir  # noqa: E402
 from dense_reference import band_allowed, masked_attention  # noqa: E402
+from model_fixtures import ctc_model_dir  # noqa: E402
+
 from seqattn.cli.main import main as cli_main  # noqa: E402
 from seqattn.interop.onnx import OnnxCTC, OnnxError, export_onnx  # noqa: E402
 from seqattn.models.io import load_model  # noqa: E402
 from seqattn.models.wav2vec2.longform import LongFormCTC  # noqa: E402
 from seqattn.nn import AttentionConfig  # noqa: E402
 from seqattn.nn.band_export import gathered_band_attention  # noqa: E402
+from seqattn.nn.heads import DilatedHeads, GlobalTokenHeads, LocalHeads, PooledHeads, ShiftedWindowHeads
 
 
 @pytest.mark.parametrize("left,right,n,pad", [(5, 5, 37, 0), (16, 3, 101, 7), (7, 0, 64, 5), (40, 40, 23, 4),
@@ -63,17 +65,39 @@ HEAD_MIXES = {  # bounded reach: per-head local windows and a dilated head (laye
     # exportable kind (shifted windows, pooled, global and full heads) beside a GroupNorm extractor; the
     # filterbank front end with Conformer blocks. One layer each: every head kind is in the graph, and the
     # export (the slow part) takes a third less time than with two.
-    "local": dict(attention=AttentionConfig(num_heads=4, local_heads=3, dilated_heads=1, dilation=3, dilated_window=2,
-                                            local_windows=[[8, 8], [2, 2], [5, 0]]),
-                  extractor_mode="layer_norm", num_layers=1),
-    "mixed-groupnorm": dict(attention=AttentionConfig(num_heads=6, local_heads=1, window_heads=1, pooled_heads=1,
-                                                      global_heads=2, window_left=5, window_right=11, block_window=12,
-                                                      pool_size=3, global_tokens=3, global_window=4),
-                            extractor_mode="default", num_layers=1),
-    "fbank-conformer": dict(attention=AttentionConfig(num_heads=4, local_heads=3, dilated_heads=1, dilation=2,
-                                                      dilated_window=3, window_left=6, window_right=6),
-                            frontend="fbank", fbank_bins=40, fbank_stack=4, encoder_block="conformer",
-                            conformer_kernel=5, num_layers=1),
+    "local": dict(
+        attention=AttentionConfig(
+            num_heads=4,
+            local=LocalHeads(heads=3, windows=[[8, 8], [2, 2], [5, 0]]),
+            dilated=DilatedHeads(heads=1, dilation=3, window=2),
+        ),
+        extractor_mode="layer_norm",
+        num_layers=1,
+    ),
+    "mixed-groupnorm": dict(
+        attention=AttentionConfig(
+            num_heads=6,
+            local=LocalHeads(heads=1, window_left=5, window_right=11),
+            shifted_window=ShiftedWindowHeads(heads=1, window=12),
+            pooled=PooledHeads(heads=1, pool_size=3),
+            global_tokens=GlobalTokenHeads(heads=2, tokens=3, window=4),
+        ),
+        extractor_mode="default",
+        num_layers=1,
+    ),
+    "fbank-conformer": dict(
+        attention=AttentionConfig(
+            num_heads=4,
+            local=LocalHeads(heads=3, window_left=6, window_right=6),
+            dilated=DilatedHeads(heads=1, dilation=2, window=3),
+        ),
+        frontend="fbank",
+        fbank_bins=40,
+        fbank_stack=4,
+        encoder_block="conformer",
+        conformer_kernel=5,
+        num_layers=1,
+    ),
 }
 
 
@@ -117,8 +141,22 @@ def test_transcribe_with_onnxruntime_gives_torch_transcripts(exported, tmp_path,
     texts = {}
     for backend, model in (("torch", model_dir), ("onnxruntime", report.path)):
         out = tmp_path / backend
-        code = cli_main(["transcribe", str(model), str(tmp_path), "--output-dir", str(out), "--batch-size", "3",
-                         "--quiet", "--backend", backend, "--output-format", "json"])
+        code = cli_main(
+            [
+                "transcribe",
+                str(model),
+                str(tmp_path),
+                "--output-dir",
+                str(out),
+                "--batch-size",
+                "3",
+                "--quiet",
+                "--backend",
+                backend,
+                "--output-format",
+                "json",
+            ]
+        )
         assert code == 0
         texts[backend] = {path.stem: json.loads(path.read_text())["text"] for path in sorted(out.glob("*.json"))}
     assert len(texts["torch"]) == 3 and any(texts["torch"].values())
@@ -138,21 +176,23 @@ def test_long_input_runs_in_chunks_with_onnx(exported):
         # every head's reach is bounded: chunks whose overlap covers the receptive field give one pass's logits
         wave = torch.randn(16000 * 5)
         whole = runtime.logits([wave])[0]
-        torch.testing.assert_close(runtime.chunked_logits(wave, chunk=32000, overlap=8000), whole,
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(runtime.chunked_logits(wave, chunk=32000, overlap=8000), whole, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("routed", [dict(routing_heads=1, num_clusters=2, routing_window=8),
-                                    dict(block_routed_heads=1, routed_block=8, routed_top_k=1)])
+@pytest.mark.parametrize(
+    "routed", [dict(routing=dict(heads=1, clusters=2, window=8)), dict(block_routed=dict(heads=1, block=8, top_k=1))]
+)
 def test_routed_heads_are_refused_before_export(tmp_path, routed):
-    model_dir = ctc_model_dir(tmp_path / "routed", attention=AttentionConfig(num_heads=4, local_heads=2, **routed))
+    model_dir = ctc_model_dir(
+        tmp_path / "routed", attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=2)).replace(**routed)
+    )
     with pytest.raises(OnnxError, match="layer 0 has routed heads"):
         export_onnx(model_dir, tmp_path / "routed.onnx")
     assert not (tmp_path / "routed.onnx").exists()
 
 
 def test_bad_onnx_inputs_are_clear_errors(tmp_path, capsys):
-    model_dir = ctc_model_dir(tmp_path / "model", attention=AttentionConfig(num_heads=4, local_heads=4))
+    model_dir = ctc_model_dir(tmp_path / "model", attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4)))
     assert cli_main(["transcribe", str(model_dir), str(tmp_path), "--backend", "onnxruntime"]) == 2
     assert "export this model first: seqattn export onnx" in capsys.readouterr().err
     (tmp_path / "broken.onnx").write_bytes(b"not a graph")

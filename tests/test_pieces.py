@@ -1,7 +1,7 @@
 """Sentencepiece output units: learnt from the training words, joined by | like characters, saved in tokens.json."""
 import pytest
-
 from audio_fixtures import make_data_dir
+
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.pieces import PieceVocabulary
@@ -44,10 +44,10 @@ def test_zero_width_joiners_stay_inside_the_pieces():
 
 
 def test_finetune_with_sentencepiece_units_then_transcribe(tmp_path, capsys):
+    from test_finetune import RECIPE
+
     from seqattn.train.config_io import load_config
     from seqattn.train.finetune import FinetuneConfig, train
-
-    from test_finetune import RECIPE
 
     train_dir = make_data_dir(tmp_path, "train", 8, "hi", seconds=(1.0, 1.4), texts=TEXTS[:5])
     config = load_config(FinetuneConfig, str(RECIPE), [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from audio_fixtures import make_data_dir
 from safetensors.torch import load_file
 
-from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.cli.main import main as cli_main
 from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining
@@ -141,9 +141,9 @@ def test_torchrun_two_processes_match_one_process(data, tmp_path):
     heads' summary queries included (one head each of local, routed, dilated and global)."""
     overrides = [
         "optim.max_updates=3", "run.save_every=3", "run.tensorboard=false", "data.max_tokens=64000",
-        "model.attention={num_heads: 4, local_heads: 1, routing_heads: 1, dilated_heads: 1, global_heads: 1, "
-        "window_left: 8, window_right: 8, routing_window: 16, num_clusters: 3, kmeans_decay: 0.5, dilation: 2, "
-        "dilated_window: 4, global_tokens: 2, global_window: 4}",
+        "model.attention={num_heads: 4, local: {heads: 1, window_left: 8, window_right: 8}, "
+        "routing: {heads: 1, window: 16, clusters: 3, kmeans_decay: 0.5}, dilated: {heads: 1, dilation: 2, window: 4}, "
+        "global_tokens: {heads: 1, tokens: 2, window: 4}}",
         "model.mask_channel_prob=0.0", "data.max_sample_size=16000", "data.min_sample_size=4000",
         "optim.warmup_updates=1", "run.threads=1",
     ]

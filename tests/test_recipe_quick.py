@@ -111,7 +111,8 @@ def test_voices_set_a_held_out_splits_speakers_apart_from_its_text(synthesize, m
     heldout, ood = set(synthesize.HELDOUT_VARIANTS), set(synthesize.OOD_VOICES)
     assert run("--split", "train", "--utts", "12", "--words", "1", "3") <= set(synthesize.TRAIN_VARIANTS)
     assert run("--split", "test_voiceshift", "--utts", "4", "--voices", "ood") <= ood
-    assert run("--split", "test_textshift", "--utts", "4", "--text-source", "messages", "--voices", "heldout") <= heldout
+    assert run("--split", "test_textshift", "--utts", "4", "--text-source", "messages", "--voices",
+               "heldout") <= heldout
     assert run("--split", "test_ood", "--utts", "4", "--text-source", "messages") <= ood
     assert run("--split", "test", "--utts", "4") <= heldout
     with pytest.raises(SystemExit, match="held-out test sets only"):
@@ -192,7 +193,7 @@ def test_demo_recipe_quick(tmp_path):
     for name in ("ft_global", "ft_pretrained"):
         assert (exp / name / "checkpoints" / "LAST").read_text() == (exp / "ft" / "checkpoints" / "LAST").read_text()
     attention = json.loads((exp / "ft_global" / "best" / "config.json").read_text())["config"]["attention"]
-    assert attention["global_heads"] == 1 and attention["local_heads"] == 3
+    assert attention["global_tokens"]["heads"] == 1 and attention["local"]["heads"] == 3
     for lang in ("hi", "ta", "bpy"):  # bpy: a voice whose text comes from another locale (Bengali script)
         assert len((data / f"train_{lang}" / "wav.scp").read_text().splitlines()) == 8
     for lang in ("hi", "ta"):

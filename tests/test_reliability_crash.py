@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from audio_fixtures import make_data_dir
 from safetensors.torch import load_file
 
-from audio_fixtures import make_data_dir
 from seqattn import load_model
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny
@@ -54,10 +54,24 @@ def command(trainer: str, corpora, out: Path, updates: int) -> list[str]:
         return base + ["finetune", str(REPO / "recipes/wav2vec2/finetune_tiny.yaml"), f"init={corpora['pretrained']}",
                        f"data.train=[{{path: {corpora['train']}}}]", "data.max_tokens=32000", "validate_every=0",
                        "freeze_updates=2", "model_overrides={dropout: 0.0, layerdrop: 0.0}", *common]
-    return base + ["train-lm", str(REPO / "recipes/lm/tinyshakespeare_char.yaml"), f"data.train=[{corpora['text']}]",
-                   "model.dim=32", "model.num_layers=2", "model.attention.local_heads=2", "model.attention.routing_heads=2",
-                   "model.routing_layers=-1", "model.attention.window_left=8", "model.attention.routing_window=8", "model.attention.num_clusters=2",
-                   "model.max_context=32", "data.seq_len=32", "data.batch_size=4", "optim.warmup_updates=2", *common]
+    return base + [
+        "train-lm",
+        str(REPO / "recipes/lm/tinyshakespeare_char.yaml"),
+        f"data.train=[{corpora['text']}]",
+        "model.dim=32",
+        "model.num_layers=2",
+        "model.attention.local.heads=2",
+        "model.attention.routing.heads=2",
+        "model.routing_layers=-1",
+        "model.attention.local.window_left=8",
+        "model.attention.routing.window=8",
+        "model.attention.routing.clusters=2",
+        "model.max_context=32",
+        "data.seq_len=32",
+        "data.batch_size=4",
+        "optim.warmup_updates=2",
+        *common,
+    ]
 
 
 def checkpoints_all_loadable(out: Path) -> int:
@@ -118,8 +132,9 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
         checkpoints_all_loadable(out)
     assert kills == KILLS, f"the run finished after {kills} kills: make it longer"
     assert hit_writes >= 1, "no kill landed inside a checkpoint write"
-    result = subprocess.run(command(trainer, corpora, out, updates), capture_output=True, text=True, env=ENV,
-                            timeout=600)
+    result = subprocess.run(
+        command(trainer, corpora, out, updates), capture_output=True, text=True, env=ENV, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert checkpoints_all_loadable(out) <= 3  # rotation: the last 2 (and LAST/BEST among them)
     trace = final_trace(out)
@@ -132,7 +147,9 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(traine
     final = load_file(str(out / "checkpoints" / f"update_{updates:08d}" / "model.safetensors"))
     expected = load_file(str(reference / "checkpoints" / f"update_{updates:08d}" / "model.safetensors"))
     for key in expected:
-        torch.testing.assert_close(final[key], expected[key], atol=1e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            final[key], expected[key], atol=1e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}"
+        )
     print(f"{trainer}: {kills} kills, {hit_writes} during a checkpoint write")
 
 
@@ -173,8 +190,11 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one(corpora, tmp
     monkeypatch.setattr(io, "save_file", save_file)
     argv = command("train-lm", corpora, tmp_path / "lm", 6)
     config = load_config(LMTrainConfig, argv[4], argv[5:])
-    with pytest.raises(TrainingError, match=r"could not write checkpoint at update 3: \[Errno 28\] No space left.*"
-                                            r"update_00000002\) is intact"):
+    with pytest.raises(
+        TrainingError,
+        match=r"could not write checkpoint at update 3: \[Errno 28\] No space left.*"
+        r"update_00000002\) is intact",
+    ):
         train(config)
     directory = tmp_path / "lm" / "checkpoints"
     assert (directory / "LAST").read_text().strip() == "update_00000002"
@@ -206,8 +226,17 @@ def _rank_of(pid: int) -> str | None:
 def test_a_killed_rank_ends_the_torchrun_job_then_resume_works(corpora, tmp_path):
     out = tmp_path / "ddp"
     argv = command("train-lm", corpora, out, 400)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(29800 + os.getpid() % 1000), "-m", "seqattn.cli.main"] + argv[3:]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29800 + os.getpid() % 1000),
+        "-m",
+        "seqattn.cli.main",
+    ] + argv[3:]
     proc = subprocess.Popen(torchrun, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "updates.jsonl").is_file() and len(final_trace(out)) >= 3):
@@ -224,7 +253,12 @@ def test_a_killed_rank_ends_the_torchrun_job_then_resume_works(corpora, tmp_path
     assert proc.returncode != 0
     print(f"torchrun exited {proc.returncode} {time.time() - started:.1f} s after rank 1 was killed")
     checkpoints_all_loadable(out)
-    resumed = subprocess.run(command("train-lm", corpora, out, len(final_trace(out)) + 3), capture_output=True,
-                             text=True, env=ENV, timeout=300)
+    resumed = subprocess.run(
+        command("train-lm", corpora, out, len(final_trace(out)) + 3),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in (out / "train.log").read_text()

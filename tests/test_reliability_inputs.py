@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_fixtures import make_data_dir, tone_wave
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audio_fixtures import make_data_dir, tone_wave
 from seqattn.cli.main import main as cli_main
 from seqattn.data.audio import AudioError, load_audio
 from seqattn.data.kaldi import DataDirError, read_data_dir
@@ -22,6 +22,7 @@ from seqattn.data.text import CharVocabulary
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -95,8 +96,12 @@ def test_every_hostile_file_loads_or_fails_with_a_reason_naming_it(tmp_path):
 def model_dir(tmp_path_factory):
     vocab = CharVocabulary.build(["नमस्ते दुनिया"])
     torch.manual_seed(0)
-    model = Wav2Vec2ForCTC(tiny(vocab_size=len(vocab), attention=AttentionConfig(
-        num_heads=4, local_heads=4, window_left=8, window_right=8)))
+    model = Wav2Vec2ForCTC(
+        tiny(
+            vocab_size=len(vocab),
+            attention=AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8)),
+        )
+    )
     return save_model(model, tmp_path_factory.mktemp("m") / "ctc", extra_files={"tokens.json": vocab.to_json()})
 
 
@@ -105,13 +110,29 @@ def test_transcribe_conserves_counts_over_hostile_inputs_and_pipes(model_dir, tm
     data = tmp_path / "piped"
     data.mkdir()
     ok = tmp_path / "rate_48k.wav"
-    rows = {"p1-fails": "false |", "p2-hangs": "sleep 30 |", "p3-garbage": "head -c 500 /dev/urandom |",
-            "p4-good": f"cat {ok} |"}
+    rows = {
+        "p1-fails": "false |",
+        "p2-hangs": "sleep 30 |",
+        "p3-garbage": "head -c 500 /dev/urandom |",
+        "p4-good": f"cat {ok} |",
+    }
     (data / "wav.scp").write_text("".join(f"{k} {v}\n" for k, v in sorted(rows.items())))
     (data / "utt2spk").write_text("".join(f"{k} s\n" for k in sorted(rows)))
     started = time.time()
-    code = cli_main(["transcribe", str(model_dir), *map(str, paths.values()), "--data-dir", str(data),
-                     "--pipe-timeout", "3", "--output-dir", str(tmp_path / "out"), "--quiet"])
+    code = cli_main(
+        [
+            "transcribe",
+            str(model_dir),
+            *map(str, paths.values()),
+            "--data-dir",
+            str(data),
+            "--pipe-timeout",
+            "3",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     elapsed = time.time() - started
     err = capsys.readouterr().err
     total = len(paths) + len(rows)
@@ -158,10 +179,16 @@ DATA_DIR_DAMAGE = {
     "missing column": ("utt2spk", lambda lines: [lines[0].split()[0]] + lines[1:], "utt2spk:1"),
     "CRLF": ("wav.scp", lambda lines: [lines[0] + "\r"] + lines[1:], "CRLF"),
     "BOM": ("text", lambda lines: ["\ufeff" + lines[0]] + lines[1:], "text:1"),
-    "segment beyond the recording": ("segments", lambda lines: [lines[0].rsplit(" ", 1)[0] + " 99.0"] + lines[1:],
-                                     "segments:1"),
-    "negative start": ("segments", lambda lines: [" ".join(lines[0].split()[:2] + ["-1.0", "0.5"])] + lines[1:],
-                       "segments:1"),
+    "segment beyond the recording": (
+        "segments",
+        lambda lines: [lines[0].rsplit(" ", 1)[0] + " 99.0"] + lines[1:],
+        "segments:1",
+    ),
+    "negative start": (
+        "segments",
+        lambda lines: [" ".join(lines[0].split()[:2] + ["-1.0", "0.5"])] + lines[1:],
+        "segments:1",
+    ),
 }
 
 
@@ -194,8 +221,10 @@ def test_non_utf8_text_is_named(tmp_path):
 
 
 @SETTINGS
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=8),
-       st.sampled_from(["wav.scp", "text", "utt2spk", "segments", "utt2lang"]))
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=8),
+    st.sampled_from(["wav.scp", "text", "utt2spk", "segments", "utt2lang"]),
+)
 def test_random_data_dir_files_give_data_dir_errors_only(tmp_path_factory, lines, name):
     data_dir = make_data_dir(tmp_path_factory.mktemp("fuzz"), "d", 3, "hi", texts=["नमस्ते"])
     (data_dir / name).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
@@ -207,9 +236,21 @@ def test_random_data_dir_files_give_data_dir_errors_only(tmp_path_factory, lines
 
 
 @SETTINGS
-@given(st.lists(st.one_of(st.text(max_size=60), st.builds(json.dumps, st.dictionaries(
-    st.sampled_from(["audio_filepath", "text", "duration", "language", "x"]),
-    st.one_of(st.text(max_size=10), st.floats(allow_nan=True), st.integers(), st.none())))), max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.builds(
+                json.dumps,
+                st.dictionaries(
+                    st.sampled_from(["audio_filepath", "text", "duration", "language", "x"]),
+                    st.one_of(st.text(max_size=10), st.floats(allow_nan=True), st.integers(), st.none()),
+                ),
+            ),
+        ),
+        max_size=6,
+    )
+)
 def test_random_manifests_give_clear_errors_only(tmp_path_factory, lines):
     path = tmp_path_factory.mktemp("m") / "m.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -223,8 +264,11 @@ def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
     from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
     from seqattn.models.lm import TransformerLM, presets
 
-    model_dir = save_model(TransformerLM(presets.tiny(vocab_size=257)).eval(), tmp_path / "lm",
-                           extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())})
+    model_dir = save_model(
+        TransformerLM(presets.tiny(vocab_size=257)).eval(),
+        tmp_path / "lm",
+        extra_files={"tokenizer.json": tokenizer_to_json(ByteTokenizer())},
+    )
     huge = tmp_path / "huge.txt"
     huge.write_text("word " * 200_000)  # one 1 MB line (test_huge_lines_are_cut_at_whitespace covers the cutting)
     empty = tmp_path / "empty.txt"
@@ -232,8 +276,22 @@ def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
     binary = tmp_path / "binary.dat"
     binary.write_bytes(np.random.default_rng(0).bytes(10000))
     report = tmp_path / "r.json"
-    code = cli_main(["eval-lm", str(model_dir), str(huge), str(empty), str(binary), "--context", "64",
-                     "--batch-size", "64", "--json", str(report), "--quiet"])
+    code = cli_main(
+        [
+            "eval-lm",
+            str(model_dir),
+            str(huge),
+            str(empty),
+            str(binary),
+            "--context",
+            "64",
+            "--batch-size",
+            "64",
+            "--json",
+            str(report),
+            "--quiet",
+        ]
+    )
     assert code == 1
     files = {f["name"].rsplit("/", 1)[-1]: f for f in json.loads(report.read_text())["files"]}
     assert files["huge.txt"]["tokens"] == 1_000_000 and files["huge.txt"]["words"] == 200_000

@@ -36,17 +36,34 @@ def test_resume_from_a_checkpoint_with_a_malicious_training_state(tmp_path, caps
     text = tmp_path / "t.txt"
     text.write_text("abc def\n" * 200)
     out = tmp_path / "lm"
-    args = ["train-lm", str(REPO / "recipes/lm/tinyshakespeare_char.yaml"), f"data.train=[{text}]",
-            f"run.output_dir={out}", "model.dim=32", "model.num_layers=1", "model.attention.local_heads=4", "model.attention.window_left=8",
-            "model.max_context=16", "data.seq_len=16", "data.batch_size=2", "optim.max_updates=2",
-            "run.save_every=2", "run.tensorboard=false"]
+    args = [
+        "train-lm",
+        str(REPO / "recipes/lm/tinyshakespeare_char.yaml"),
+        f"data.train=[{text}]",
+        f"run.output_dir={out}",
+        "model.dim=32",
+        "model.num_layers=1",
+        "model.attention.local.heads=4",
+        "model.attention.local.window_left=8",
+        "model.max_context=16",
+        "data.seq_len=16",
+        "data.batch_size=2",
+        "optim.max_updates=2",
+        "run.save_every=2",
+        "run.tensorboard=false",
+    ]
     assert cli_main(args) == 0
     state = out / "checkpoints" / "update_00000002" / "training_state.pt"
     evil_pickle(state, witness, lambda p: {"optimizer": p, "scheduler": {}, "position": {}, "config": ""})
     capsys.readouterr()
     code = cli_main(args[:-4] + ["optim.max_updates=4", "run.save_every=2", "run.tensorboard=false"])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot resume from" in err and "GLOBAL posix.system" in err and "nothing in it was executed" in err
+    assert (
+        code == 2
+        and "cannot resume from" in err
+        and "GLOBAL posix.system" in err
+        and "nothing in it was executed" in err
+    )
     assert not witness.exists()
 
 
@@ -57,15 +74,22 @@ def test_malicious_checkpoints_are_refused_at_import(tmp_path, capsys, layout):
         source = evil_pickle(tmp_path / "evil.pt", witness, lambda p: {"model": {}, "cfg": p})
         argv = ["convert", "fairseq", str(source), str(tmp_path / "out")]
     elif layout == "fairseq-nested":
-        source = evil_pickle(tmp_path / "evil.pt", witness, lambda p: {"model": {"w": torch.zeros(1)},
-                                                                        "args": None, "extra": [[p]]})
+        source = evil_pickle(
+            tmp_path / "evil.pt", witness, lambda p: {"model": {"w": torch.zeros(1)}, "args": None, "extra": [[p]]}
+        )
         argv = ["convert", "fairseq", str(source), str(tmp_path / "out")]
     else:
         hf = tmp_path / "hf"
         hf.mkdir()
         transformers = pytest.importorskip("transformers")
-        config = transformers.Wav2Vec2Config(vocab_size=2, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                             intermediate_size=64, architectures=["Wav2Vec2ForCTC"])
+        config = transformers.Wav2Vec2Config(
+            vocab_size=2,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            architectures=["Wav2Vec2ForCTC"],
+        )
         config.to_json_file(str(hf / "config.json"))
         (hf / "vocab.json").write_text(json.dumps({"<pad>": 0, "a": 1}))
         evil_pickle(hf / "pytorch_model.bin", witness, lambda p: {"w": p})
@@ -130,14 +154,25 @@ def test_piped_wav_scp_runs_only_with_pipes_allowed(tmp_path, capsys):
     from seqattn.data.text import CharVocabulary
 
     vocab = CharVocabulary.build(["ab"])
-    model_dir = save_model(Wav2Vec2ForCTC(tiny(vocab_size=len(vocab))), tmp_path / "m",
-                           extra_files={"tokens.json": vocab.to_json()})
+    model_dir = save_model(
+        Wav2Vec2ForCTC(tiny(vocab_size=len(vocab))), tmp_path / "m", extra_files={"tokens.json": vocab.to_json()}
+    )
     witness = tmp_path / "ran"
     data = tmp_path / "d"
     data.mkdir()
     (data / "wav.scp").write_text(f"u1 touch {witness} && sox -n -r 16000 -t wav - trim 0 1 |\n")
     (data / "utt2spk").write_text("u1 s\n")
-    code = cli_main(["transcribe", str(model_dir), "--data-dir", str(data), "--no-pipes", "--output-dir",
-                     str(tmp_path / "o"), "--quiet"])
+    code = cli_main(
+        [
+            "transcribe",
+            str(model_dir),
+            "--data-dir",
+            str(data),
+            "--no-pipes",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--quiet",
+        ]
+    )
     assert code == 1 and not witness.exists()
     assert "pipe sources are disabled (--no-pipes)" in (tmp_path / "o" / "failed.txt").read_text()

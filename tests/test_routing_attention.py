@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
 from dense_reference import masked_attention
+
 from seqattn.nn import KMeans, RoutingAttention, routing_attention
-from seqattn.nn.routing import assign
+from seqattn.nn.routing import similarities
 
 SELF_BIAS = -5e4  # the documented shared-QK self-score suppression
 
@@ -171,7 +171,7 @@ def test_kmeans_recovers_planted_clusters():
     for _ in range(60):
         labels = torch.randint(clusters, (1, 1, 256))
         x = F.normalize(planted[labels] + 0.15 * torch.randn(1, 1, 256, dim), dim=-1)
-        kmeans.update(x, assign(x, kmeans.means), torch.ones(1, 1, 256, dtype=torch.bool))
+        kmeans.update(x, similarities(x, kmeans.means).argmax(-1), torch.ones(1, 1, 256, dtype=torch.bool))
     labels = torch.randint(clusters, (1, 1, 500))
     x = F.normalize(planted[labels] + 0.15 * torch.randn(1, 1, 500, dim), dim=-1)
     ids = torch.einsum("bhnd,hcd->bhnc", x, kmeans.means).argmax(-1)
@@ -179,7 +179,7 @@ def test_kmeans_recovers_planted_clusters():
     correct = sum(torch.bincount(labels[ids == c], minlength=clusters).max().item() for c in range(clusters))
     assert correct / 500 > 0.95
     # and every planted cluster has its own centroid
-    assert len({torch.bincount(ids[labels == l], minlength=clusters).argmax().item() for l in range(clusters)}) == 4
+    assert len({torch.bincount(ids[labels == c], minlength=clusters).argmax().item() for c in range(clusters)}) == 4
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -221,7 +221,7 @@ def _ddp_worker(rank, world, port, data, result_dir):
     kmeans = KMeans(2, 3, 8, decay=0.5)
     for step in range(3):
         x = data[step][rank]
-        kmeans.update(x, assign(x, kmeans.means), torch.ones(x.shape[:3], dtype=torch.bool))
+        kmeans.update(x, similarities(x, kmeans.means).argmax(-1), torch.ones(x.shape[:3], dtype=torch.bool))
     torch.save(kmeans.means, os.path.join(result_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -236,7 +236,7 @@ def test_kmeans_statistics_are_all_reduced_under_ddp(tmp_path):
     single = KMeans(2, 3, 8, decay=0.5)  # one process that sees both halves at once
     for step in range(3):
         both = torch.cat(data[step], dim=0)
-        single.update(both, assign(both, single.means), torch.ones(both.shape[:3], dtype=torch.bool))
+        single.update(both, similarities(both, single.means).argmax(-1), torch.ones(both.shape[:3], dtype=torch.bool))
     torch.testing.assert_close(ranks[0], single.means, atol=1e-6, rtol=1e-6)
 
 

@@ -13,8 +13,9 @@ from seqattn.decode import transcribe as transcribe_module
 from seqattn.decode.transcribe import Beam, InputItem, transcribe
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, longform, tiny
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import DilatedHeads, LocalHeads, RoutingHeads
 
-LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=6)
+LOCAL = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=6))
 
 
 def _tone_file(path, seconds, rate=16000, channels=1, seed=0):
@@ -82,11 +83,11 @@ def test_streamed_logits_equal_one_pass(extractor_mode, samples):
 
 @pytest.mark.parametrize("attention,halo,samples", [
     # per-head windows: the halo follows the widest head
-    (AttentionConfig(num_heads=4, local_heads=4, local_windows=[[8, 6], [2, 2], [0, 11], [5, 0]]), 8 + 2 * 11,
+    (AttentionConfig(num_heads=4, local=LocalHeads(heads=4, windows=[[8, 6], [2, 2], [0, 11], [5, 0]])), 8 + 2 * 11,
      16000 * 4 + 77),
     # dilated heads reach dilation * dilated_window frames
-    (AttentionConfig(num_heads=4, local_heads=2, dilated_heads=2, window_left=4, window_right=4, dilation=3,
-                     dilated_window=3), 8 + 2 * 9, 16000 * 4 + 301),
+    (AttentionConfig(num_heads=4, local=LocalHeads(heads=2, window_left=4, window_right=4),
+                     dilated=DilatedHeads(heads=2, dilation=3, window=3)), 8 + 2 * 9, 16000 * 4 + 301),
 ], ids=["per-head-windows", "dilated"])
 def test_bounded_reach_heads_stream_like_one_pass(attention, halo, samples):
     model = _model("layer_norm", attention=attention)
@@ -135,11 +136,18 @@ def test_reads_are_bounded_by_the_window_not_the_input():
     assert largest[30] == largest[90] <= max((64 + 2 * halo - 1) * hop + field, 128 * hop + 10) < 16000 * 90 / 10
 
 
-@pytest.mark.parametrize("attention", [
-    AttentionConfig(num_heads=4, local_heads=2, routing_heads=2, window_left=8, window_right=8, num_clusters=2,
-                    routing_window=8),
-    AttentionConfig(num_heads=4),  # full attention
-], ids=["routing", "full"])
+@pytest.mark.parametrize(
+    "attention",
+    [
+        AttentionConfig(
+            num_heads=4,
+            local=LocalHeads(heads=2, window_left=8, window_right=8),
+            routing=RoutingHeads(heads=2, clusters=2, window=8),
+        ),
+        AttentionConfig(num_heads=4),  # full attention
+    ],
+    ids=["routing", "full"],
+)
 def test_models_with_unbounded_reach_are_not_streamed(attention):
     model = _model(attention=attention)
     assert longform.encoder_halo(model.wav2vec2) is None
@@ -159,17 +167,22 @@ def _vocab_and_model(normalize):
     return vocab, model
 
 
-@pytest.mark.parametrize("normalize,align_limit", [(False, None), (True, None), (False, 1000)],
-                         ids=["forced-alignment-times", "normalized-input", "greedy-path-times"])
+@pytest.mark.parametrize(
+    "normalize,align_limit",
+    [(False, None), (True, None), (False, 1000)],
+    ids=["forced-alignment-times", "normalized-input", "greedy-path-times"],
+)
 def test_streamed_transcription_equals_one_pass(tmp_path, monkeypatch, normalize, align_limit):
     """Same text and word times; with align_limit, inputs longer than it take their times from the greedy
     path (the path of a streamed input is pieced together from its windows)."""
     if align_limit is not None:
         monkeypatch.setattr(transcribe_module, "MAX_ALIGN_FRAMES", align_limit)
     vocab, model = _vocab_and_model(normalize)
-    items = [InputItem("long", AudioSource(str(_tone_file(tmp_path / "long.flac", 61.3, 44100, 2)))),
-             InputItem("short", AudioSource(str(_tone_file(tmp_path / "short.wav", 2.0, seed=1)))),
-             InputItem("silent", AudioSource(str(tmp_path / "silent.wav")))]
+    items = [
+        InputItem("long", AudioSource(str(_tone_file(tmp_path / "long.flac", 61.3, 44100, 2)))),
+        InputItem("short", AudioSource(str(_tone_file(tmp_path / "short.wav", 2.0, seed=1)))),
+        InputItem("silent", AudioSource(str(tmp_path / "silent.wav"))),
+    ]
     sf.write(tmp_path / "silent.wav", np.zeros(40000, dtype=np.float32), 16000)
     monkeypatch.setattr(longform, "STREAM_WINDOW_FRAMES", 500)  # a minute of audio in 7 windows
     one_pass = transcribe(model, vocab, items, progress=False, stream_seconds=float("inf"))
@@ -179,8 +192,9 @@ def test_streamed_transcription_equals_one_pass(tmp_path, monkeypatch, normalize
     assert streamed.audio_seconds == pytest.approx(one_pass.audio_seconds)
     assert any("silent" in warning for warning in streamed.warnings)
     for a, b in zip(streamed.transcripts, one_pass.transcripts):
-        assert [(w.word, round(w.start, 3), round(w.end, 3)) for w in a.words] == \
-               [(w.word, round(w.start, 3), round(w.end, 3)) for w in b.words]
+        assert [(w.word, round(w.start, 3), round(w.end, 3)) for w in a.words] == [
+            (w.word, round(w.start, 3), round(w.end, 3)) for w in b.words
+        ]
 
 
 def test_streamed_beam_search_equals_one_pass(tmp_path, monkeypatch):
@@ -199,8 +213,10 @@ def test_a_bad_stretch_in_a_long_file_fails_that_file_only(tmp_path):
     wave = tone_wave(20.0, 16000, np.random.default_rng(0))
     wave[16000 * 12] = np.inf
     sf.write(tmp_path / "bad.wav", wave, 16000, subtype="FLOAT")
-    items = [InputItem("bad", AudioSource(str(tmp_path / "bad.wav"))),
-             InputItem("good", AudioSource(str(_tone_file(tmp_path / "good.wav", 15.0))))]
+    items = [
+        InputItem("bad", AudioSource(str(tmp_path / "bad.wav"))),
+        InputItem("good", AudioSource(str(_tone_file(tmp_path / "good.wav", 15.0)))),
+    ]
     result = transcribe(model, vocab, items, progress=False, stream_seconds=10.0)
     assert [t.utt_id for t in result.transcripts] == ["good"]
     assert len(result.failures) == 1 and "first at 12.00 s" in result.failures[0].reason
@@ -228,8 +244,23 @@ def test_cli_stream_seconds_gives_the_same_ctm(tmp_path, monkeypatch):
     ctm = {}
     for stream_seconds in ("5", "inf"):
         out = tmp_path / f"out_{stream_seconds}"
-        assert cli_main(["transcribe", str(model_dir), str(audio), "--output-dir", str(out), "--output-format", "ctm",
-                         "--stream-seconds", stream_seconds, "--quiet"]) == 0
+        assert (
+            cli_main(
+                [
+                    "transcribe",
+                    str(model_dir),
+                    str(audio),
+                    "--output-dir",
+                    str(out),
+                    "--output-format",
+                    "ctm",
+                    "--stream-seconds",
+                    stream_seconds,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         ctm[stream_seconds] = [line.split()[:5] for line in (out / "talk.ctm").read_text().splitlines()]
     assert len(ctm["5"]) > 5 and ctm["5"] == ctm["inf"]
 
@@ -252,7 +283,9 @@ def test_transcribe_returns_freed_heap_memory_every_few_inputs(tmp_path, monkeyp
     calls = []
     monkeypatch.setattr(transcribe_module, "release_free_memory", lambda: calls.append(1))
     count = 2 * transcribe_module.TRIM_EVERY + 3
-    result = transcribe(model, vocab, [InputItem(f"u{i}", AudioSource(str(path))) for i in range(count)], progress=False)
+    result = transcribe(
+        model, vocab, [InputItem(f"u{i}", AudioSource(str(path))) for i in range(count)], progress=False
+    )
     assert len(result.transcripts) == count and len(calls) == 2
 
 

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from audio_fixtures import make_data_dir, tone_wave
 from model_fixtures import ctc_model_dir
+
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
-from seqattn.models.wav2vec2 import longform
+from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, longform, tiny
 from seqattn.models.wav2vec2.longform import LongFormCTC
-from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, tiny
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads
 
-LOCAL = AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8)
+LOCAL = AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8))
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,8 @@ def test_files_directories_and_bad_inputs(model_dir, tmp_path, capsys):
 def test_data_dir_with_references_prints_kaldi_scores(model_dir, tmp_path, capsys):
     data_dir = make_data_dir(tmp_path, "test", 3, "hi", texts=["नमस्ते दुनिया", "भारत"])
     out = tmp_path / "out"
-    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data_dir), "--output-dir", str(out), "--quiet"]) == 0
+    assert cli_main(["transcribe", str(model_dir), "--data-dir", str(data_dir), "--output-dir", str(out),
+                     "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("%WER ") and "\n%CER " in printed and " ins, " in printed
     assert (out / "per_utt").is_file() and (out / "wer").read_text().startswith("%WER")
@@ -173,7 +174,7 @@ def test_batched_logits_equal_single_utterance_logits(extractor_mode):
     """Padding must not change any utterance's logits, even with the GroupNorm extractor (each utterance
     goes through the CNN alone) and with local and full attention heads mixed."""
     torch.manual_seed(0)
-    mixed = AttentionConfig(num_heads=4, local_heads=2, window_left=6, window_right=6)
+    mixed = AttentionConfig(num_heads=4, local=LocalHeads(heads=2, window_left=6, window_right=6))
     model = Wav2Vec2ForCTC(tiny(vocab_size=9, extractor_mode=extractor_mode, attention=mixed)).eval()
     rng = np.random.default_rng(2)
     waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (0.41, 1.73, 0.97, 1.2)]
@@ -210,7 +211,7 @@ def test_encoder_time_slices_equal_one_pass(heads, monkeypatch):
     the result must equal the one-pass encoder, with padding in the batch. Mixed layers run whole."""
     torch.manual_seed(0)
     local_heads = 4 if heads == "local" else 2
-    attention = AttentionConfig(num_heads=4, local_heads=local_heads, window_left=5, window_right=3)
+    attention = AttentionConfig(num_heads=4, local=LocalHeads(heads=local_heads, window_left=5, window_right=3))
     model = Wav2Vec2ForCTC(tiny(vocab_size=7, attention=attention)).eval()
     rng = np.random.default_rng(3)
     waves = [torch.from_numpy(tone_wave(s, 16000, rng)) for s in (2.3, 1.7)]

@@ -1,9 +1,8 @@
 """Shifted-window and pooled (HiLo) kernels, full heads, rotary, and the mixed-head MultiHeadAttention."""
 import pytest
 import torch
+from dense_reference import band_allowed, dilated_allowed, global_reference, key_allowed, masked_attention, padding_mask
 
-from dense_reference import (band_allowed, dilated_allowed, global_reference, key_allowed, masked_attention,
-                             padding_mask)
 from seqattn.nn import (
     AttentionConfig,
     MultiHeadAttention,
@@ -12,6 +11,7 @@ from seqattn.nn import (
     pooled_attention,
     shifted_window_attention,
 )
+from seqattn.nn.heads import DilatedHeads, GlobalTokenHeads, LocalHeads, PooledHeads, RoutingHeads, ShiftedWindowHeads
 
 
 def _inputs(b=2, h=2, n=23, d=8):
@@ -119,7 +119,9 @@ def test_all_full_heads_match_torch_multihead_attention():
 def test_local_heads_with_a_covering_window_equal_full_heads():
     torch.manual_seed(0)
     full = MultiHeadAttention(32, AttentionConfig(num_heads=4)).double()
-    local = MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=4, window_left=40, window_right=40))
+    local = MultiHeadAttention(
+        32, AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=40, window_right=40))
+    )
     local.load_state_dict(full.state_dict())
     x = torch.randn(2, 19, 32, dtype=torch.float64)
     torch.testing.assert_close(local.double()(x).out, full(x).out)
@@ -127,8 +129,11 @@ def test_local_heads_with_a_covering_window_equal_full_heads():
 
 def test_mixed_heads_are_split_and_weights_returned():
     config = AttentionConfig(
-        num_heads=8, local_heads=3, routing_heads=2, window_heads=1, pooled_heads=1, window_left=4,
-        window_right=4, routing_window=4, num_clusters=2, block_window=5, pool_size=3,
+        num_heads=8,
+        local=LocalHeads(heads=3, window_left=4, window_right=4),
+        routing=RoutingHeads(heads=2, window=4, clusters=2),
+        shifted_window=ShiftedWindowHeads(heads=1, window=5),
+        pooled=PooledHeads(heads=1, pool_size=3),
     )
     mha = MultiHeadAttention(64, config)
     assert [g[0] for g in mha.head_groups()] == ["local", "routing", "window", "pooled", "full"]
@@ -142,14 +147,20 @@ def test_mixed_heads_are_split_and_weights_returned():
     assert kinds["full"].weights.shape == (2, 1, 17, 17)
     for w in result.weights:  # every row's weights form a distribution over its query's keys (real queries)
         dense = w.to_dense(17)
-        torch.testing.assert_close(dense[0].sum(-1)[dense[0].sum(-1) > 0], torch.ones_like(dense[0].sum(-1)[dense[0].sum(-1) > 0]))
+        torch.testing.assert_close(
+            dense[0].sum(-1)[dense[0].sum(-1) > 0], torch.ones_like(dense[0].sum(-1)[dense[0].sum(-1) > 0])
+        )
     (result.out.sum() + result.aux_loss).backward()
 
 
 def test_causal_mixed_layer_does_not_leak():
     config = AttentionConfig(
-        num_heads=4, local_heads=2, routing_heads=1, pooled_heads=0, causal=True, window_left=5, window_right=0,
-        routing_window=4, num_clusters=2, routing_shared_qk=True, rotary=True,
+        num_heads=4,
+        causal=True,
+        rotary=True,
+        local=LocalHeads(heads=2, window_left=5, window_right=0),
+        routing=RoutingHeads(heads=1, window=4, clusters=2, shared_qk=True),
+        pooled=PooledHeads(heads=0),
     )
     mha = MultiHeadAttention(32, config).double().eval()
     x = torch.randn(1, 25, 32, dtype=torch.float64)
@@ -160,11 +171,11 @@ def test_causal_mixed_layer_does_not_leak():
 
 def test_bad_head_config():
     with pytest.raises(ValueError, match="num_heads"):
-        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=3, routing_heads=2))
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, local=LocalHeads(heads=3), routing=RoutingHeads(heads=2)))
     with pytest.raises(ValueError, match="window_right"):
-        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=4, causal=True, window_right=3))
-    with pytest.raises(ValueError, match="local_heads"):
-        MultiHeadAttention(32, AttentionConfig(num_heads=4, local_heads=-1))
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, causal=True, local=LocalHeads(heads=4, window_right=3)))
+    with pytest.raises(ValueError, match="local: heads must be >= 0"):
+        MultiHeadAttention(32, AttentionConfig(num_heads=4, local=LocalHeads(heads=-1)))
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(30, AttentionConfig(num_heads=4))
 
@@ -180,7 +191,7 @@ def test_per_head_local_windows_in_a_mixed_layer_match_per_head_references():
     """local_windows gives every local head its own band; each head equals a one-head layer with that window."""
     torch.manual_seed(0)
     windows = [[6, 1], [0, 0], [2, 9]]
-    config = AttentionConfig(num_heads=4, local_heads=3, window_left=99, window_right=99, local_windows=windows)
+    config = AttentionConfig(num_heads=4, local=LocalHeads(heads=3, window_left=99, window_right=99, windows=windows))
     mha = MultiHeadAttention(32, config).double()
     x = torch.randn(2, 23, 32, dtype=torch.float64)
     mask = padding_mask(2, 23, [23, 14])
@@ -196,23 +207,29 @@ def test_per_head_local_windows_in_a_mixed_layer_match_per_head_references():
     local = next(w for w in result.weights if w.kind == "local")
     assert local.window_left == 6 and local.weights.shape == (2, 3, 23, 6 + 9 + 1)
     assert config.reach is None
-    assert AttentionConfig(num_heads=3, local_heads=3, local_windows=windows).reach == (6, 9)
+    assert AttentionConfig(num_heads=3, local=LocalHeads(heads=3, windows=windows)).reach == (6, 9)
 
 
 def test_bad_per_head_window_configs():
-    with pytest.raises(ValueError, match="local_windows gives 1 windows for 2 local heads"):
-        AttentionConfig(num_heads=2, local_heads=2, local_windows=[[1, 1]]).validate()
-    with pytest.raises(ValueError, match=r"local_windows\[1\] must be \[left, right\]"):
-        AttentionConfig(num_heads=2, local_heads=2, local_windows=[[1, 1], [2, -1]]).validate()
+    with pytest.raises(ValueError, match="local: windows gives 1 windows for 2 local heads"):
+        AttentionConfig(num_heads=2, local=LocalHeads(heads=2, windows=[[1, 1]])).validate()
+    with pytest.raises(ValueError, match=r"local: windows\[1\] must be \[left, right\]"):
+        AttentionConfig(num_heads=2, local=LocalHeads(heads=2, windows=[[1, 1], [2, -1]])).validate()
     with pytest.raises(ValueError, match="causal attention needs right extents of 0"):
-        AttentionConfig(num_heads=2, local_heads=2, causal=True, window_right=0, local_windows=[[1, 0], [2, 3]]).validate()
+        AttentionConfig(
+            num_heads=2, causal=True, local=LocalHeads(heads=2, window_right=0, windows=[[1, 0], [2, 3]])
+        ).validate()
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
     torch.manual_seed(1)
-    config = AttentionConfig(num_heads=4, local_heads=1, dilated_heads=2, window_left=3, window_right=0 if causal else 3,
-                             dilation=3, dilated_window=2, causal=causal)
+    config = AttentionConfig(
+        num_heads=4,
+        causal=causal,
+        local=LocalHeads(heads=1, window_left=3, window_right=0 if causal else 3),
+        dilated=DilatedHeads(heads=2, dilation=3, window=2),
+    )
     mha = MultiHeadAttention(32, config).double()
     assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "full"]
     x = torch.randn(2, 29, 32, dtype=torch.float64)
@@ -220,8 +237,12 @@ def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
     result = mha(x, mask, return_weights=True)
     q, k, v = mha.project(x)
     right = 0 if causal else 3
-    allowed = [band_allowed(29, 3, right, mask), dilated_allowed(29, 2, 0 if causal else 2, 3, mask),
-               dilated_allowed(29, 2, 0 if causal else 2, 3, mask), key_allowed(29, mask, causal=causal)]
+    allowed = [
+        band_allowed(29, 3, right, mask),
+        dilated_allowed(29, 2, 0 if causal else 2, 3, mask),
+        dilated_allowed(29, 2, 0 if causal else 2, 3, mask),
+        key_allowed(29, mask, causal=causal),
+    ]
     heads = [masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], allowed[h])[0] for h in range(4)]
     want = mha.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(2, 29, 32))
     torch.testing.assert_close(result.out, want, atol=1e-10, rtol=1e-10)
@@ -229,16 +250,23 @@ def test_dilated_heads_in_a_mixed_layer_match_their_references(causal):
     assert dilated.heads == (1, 2) and dilated.weights.shape[-1] == (3 if causal else 5)
     dense = dilated.to_dense(29)
     torch.testing.assert_close(dense.sum(-1)[0], torch.ones(2, 29, dtype=torch.float64))
-    assert AttentionConfig(num_heads=3, local_heads=1, dilated_heads=2, dilation=3, dilated_window=2,
-                           window_left=4, window_right=4).reach == (6, 6)
+    assert AttentionConfig(
+        num_heads=3,
+        local=LocalHeads(heads=1, window_left=4, window_right=4),
+        dilated=DilatedHeads(heads=2, dilation=3, window=2),
+    ).reach == (6, 6)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_global_heads_in_a_mixed_layer_match_their_references(causal):
     torch.manual_seed(2)
-    config = AttentionConfig(num_heads=4, local_heads=1, dilated_heads=1, global_heads=1, window_left=3,
-                             window_right=0 if causal else 3, dilation=2, dilated_window=2, global_tokens=3,
-                             global_window=2, global_block=6, causal=causal)
+    config = AttentionConfig(
+        num_heads=4,
+        causal=causal,
+        local=LocalHeads(heads=1, window_left=3, window_right=0 if causal else 3),
+        dilated=DilatedHeads(heads=1, dilation=2, window=2),
+        global_tokens=GlobalTokenHeads(heads=1, tokens=3, window=2, block=6),
+    )
     mha = MultiHeadAttention(32, config).double()
     assert [g[0] for g in mha.head_groups()] == ["local", "dilated", "global", "full"]
     assert config.reach is None  # summaries see the whole sequence
@@ -249,8 +277,20 @@ def test_global_heads_in_a_mixed_layer_match_their_references(causal):
     right = 0 if causal else 3
     allowed = [band_allowed(31, 3, right, mask), dilated_allowed(31, 2, 0 if causal else 2, 2, mask)]
     heads = [masked_attention(q[:, h : h + 1], k[:, h : h + 1], v[:, h : h + 1], allowed[h])[0] for h in range(2)]
-    heads.append(global_reference(q[:, 2:3], k[:, 2:3], v[:, 2:3], 2, 0 if causal else 2, mask, tokens=3,
-                                  queries=mha.global_attention.queries, causal=causal, block=6)[0])
+    heads.append(
+        global_reference(
+            q[:, 2:3],
+            k[:, 2:3],
+            v[:, 2:3],
+            2,
+            0 if causal else 2,
+            mask,
+            tokens=3,
+            queries=mha.global_attention.queries,
+            causal=causal,
+            block=6,
+        )[0]
+    )
     heads.append(masked_attention(q[:, 3:], k[:, 3:], v[:, 3:], key_allowed(31, mask, causal=causal))[0])
     want = mha.out_proj(torch.cat(heads, 1).transpose(1, 2).reshape(2, 31, 32))
     real = slice(None) if mask is None else ~mask
@@ -263,8 +303,12 @@ def test_global_heads_in_a_mixed_layer_match_their_references(causal):
 
 
 def test_global_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="global_pooling"):
-        AttentionConfig(num_heads=2, global_heads=1, global_pooling="max").validate()
-    with pytest.raises(ValueError, match="global_tokens: 1"):
-        AttentionConfig(num_heads=2, global_heads=1, global_pooling="mean", global_tokens=3, causal=True,
-                        window_right=0).validate()
+    with pytest.raises(ValueError, match="global_tokens: pooling"):
+        AttentionConfig(num_heads=2, global_tokens=GlobalTokenHeads(heads=1, pooling="max")).validate()
+    with pytest.raises(ValueError, match="set tokens: 1"):
+        AttentionConfig(
+            num_heads=2,
+            causal=True,
+            local=LocalHeads(window_right=0),
+            global_tokens=GlobalTokenHeads(heads=1, pooling="mean", tokens=3),
+        ).validate()

@@ -9,11 +9,15 @@ from seqattn.models.io import ModelDirError, save_model
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, tiny
 from seqattn.models.wav2vec2.masking import generators_for, sample_negatives, span_mask
 from seqattn.nn import AttentionConfig
+from seqattn.nn.heads import LocalHeads, RoutingHeads
 
 MIXED = [
-    AttentionConfig(num_heads=4, local_heads=4, window_left=8, window_right=8),
-    AttentionConfig(num_heads=4, local_heads=2, routing_heads=2, window_left=8, window_right=8, routing_window=8,
-                    num_clusters=2),
+    AttentionConfig(num_heads=4, local=LocalHeads(heads=4, window_left=8, window_right=8)),
+    AttentionConfig(
+        num_heads=4,
+        local=LocalHeads(heads=2, window_left=8, window_right=8),
+        routing=RoutingHeads(heads=2, window=8, clusters=2),
+    ),
 ]
 
 

@@ -217,7 +217,9 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
         "local_vs_sdpa_dense_fwd_bwd": ratio(med("sdpa_dense", top), med("seqattn_local", top)),
         "local_vs_sdpa_band_fwd_bwd": ratio(med("sdpa_band_mask", top), med("seqattn_local", top)),
         "local_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_local", top), med("seqattn_local", top)),
-        "causal_local_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_local_causal", top), med("seqattn_local_causal", top)),
+        "causal_local_vs_lucidrains_fwd_bwd": ratio(
+            med("lucidrains_local_causal", top), med("seqattn_local_causal", top)
+        ),
         "routing_vs_lucidrains_fwd_bwd_at": mid,
         "routing_vs_lucidrains_fwd_bwd": ratio(med("lucidrains_routing", mid), med("seqattn_routing", mid)),
         "routing_vs_lucidrains_fwd": ratio(
@@ -225,17 +227,27 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
         ),
     }
     summary["narrow_vs_wide_fwd_bwd_at"] = top  # cost of narrower windows as a share of +-128
-    summary["narrow_vs_wide_fwd_bwd"] = {method: ratio(med(method, top), med("seqattn_local", top))
-                                         for method in (*NARROW, "seqattn_local_per_head", "seqattn_dilated")}
+    summary["narrow_vs_wide_fwd_bwd"] = {
+        method: ratio(med(method, top), med("seqattn_local", top))
+        for method in (*NARROW, "seqattn_local_per_head", "seqattn_dilated")
+    }
     # the fused CPU kernel against the blocked one, per window (> 1: fused faster)
     summary["fused_vs_blocked_fwd_bwd"] = {
-        n: {LEFT: ratio(med("seqattn_local_blocked", n), med("seqattn_local", n)),
+        n: {
+            LEFT: ratio(med("seqattn_local_blocked", n), med("seqattn_local", n)),
             32: ratio(med("seqattn_local_w32_blocked", n), med("seqattn_local_w32", n)),
-            8: ratio(med("seqattn_local_w8_blocked", n), med("seqattn_local_w8", n))} for n in lengths}
+            8: ratio(med("seqattn_local_w8_blocked", n), med("seqattn_local_w8", n)),
+        }
+        for n in lengths
+    }
     small, large = (8192, 32768) if {8192, 32768} <= set(lengths) else (lengths[0], lengths[-1])
     summary["global_vs_local_fwd_bwd"] = {  # what the summary tokens add to the same window
-        n: {"bidirectional": ratio(med("seqattn_global", n), med("seqattn_local", n)),
-            "causal": ratio(med("seqattn_global_causal", n), med("seqattn_local_causal", n))} for n in lengths}
+        n: {
+            "bidirectional": ratio(med("seqattn_global", n), med("seqattn_local", n)),
+            "causal": ratio(med("seqattn_global_causal", n), med("seqattn_local_causal", n)),
+        }
+        for n in lengths
+    }
     summary["growth_from"], summary["growth_to"] = small, large
     summary["local_time_growth_fwd_bwd"] = ratio(med("seqattn_local", large), med("seqattn_local", small))
     peaks = {n: by[("seqattn_local", n)].get("peak_mib") for n in lengths if ("seqattn_local", n) in by}
@@ -246,7 +258,10 @@ def summarize(rows: list[dict], gflops: float, lengths: list[int]) -> dict:
         fwd = med("seqattn_local", n, "forward_s")
         if fwd:
             useful = 4 * n * (LEFT + RIGHT + 1) * D * H * B  # band FLOPs, forward
-            efficiency[n] = {"gflops": useful / (fwd / 1e3) / 1e9, "fraction_of_matmul": useful / (fwd / 1e3) / 1e9 / gflops}
+            efficiency[n] = {
+                "gflops": useful / (fwd / 1e3) / 1e9,
+                "fraction_of_matmul": useful / (fwd / 1e3) / 1e9 / gflops,
+            }
     summary["local_forward_efficiency"] = efficiency
     return summary
 
@@ -260,9 +275,12 @@ def markdown(rows, summary, lengths, meta) -> str:
         "forward+backward = `out.backward(grad)` with a fixed random output gradient and q/k/v gradients "
         "unset before each run (as after `zero_grad()`); "
         "peak = max RSS (sampled every ms) during the first fwd+bwd of a fresh process, above the RSS before it. "
-        + ("glibc default allocator." if meta.get("default_malloc") else
-           "glibc mmap/trim thresholds raised to 2 GiB in every worker (as `seqattn` commands do), so large "
-           "temporaries are reused instead of page-faulted on every call."),
+        + (
+            "glibc default allocator."
+            if meta.get("default_malloc")
+            else "glibc mmap/trim thresholds raised to 2 GiB in every worker (as `seqattn` commands do), so large "
+            "temporaries are reused instead of page-faulted on every call."
+        ),
         "",
         f"Matmul reference: {summary['matmul_gflops']:.1f} GFLOP/s (2048^3 fp32 in the same run).",
         "",
@@ -306,11 +324,16 @@ def markdown(rows, summary, lengths, meta) -> str:
         + ", ".join(f"{METHODS[m][0]}: {fmt(r)}" for m, r in s["narrow_vs_wide_fwd_bwd"].items())
         + " (targets: +-32 <= 0.35x, +-8 <= 0.15x).",
         "- fused CPU kernel against the blocked kernel, fwd+bwd speed-up per window (+-128 / +-32 / +-8): "
-        + ", ".join(f"N={n}: " + " / ".join(fmt(r[w]) for w in (LEFT, 32, 8))
-                    for n, r in s["fused_vs_blocked_fwd_bwd"].items()) + ".",
+        + ", ".join(
+            f"N={n}: " + " / ".join(fmt(r[w]) for w in (LEFT, 32, 8)) for n, r in s["fused_vs_blocked_fwd_bwd"].items()
+        )
+        + ".",
         "- global heads, fwd+bwd time against the same window without summaries: "
-        + ", ".join(f"N={n}: {fmt(r['bidirectional'])} (causal {fmt(r['causal'])})"
-                    for n, r in s["global_vs_local_fwd_bwd"].items()) + ".",
+        + ", ".join(
+            f"N={n}: {fmt(r['bidirectional'])} (causal {fmt(r['causal'])})"
+            for n, r in s["global_vs_local_fwd_bwd"].items()
+        )
+        + ".",
         f"- time growth N={s['growth_from']} -> N={s['growth_to']} (fwd+bwd): {fmt(s['local_time_growth_fwd_bwd'])} "
         "(target <= 4.5x).",
         "- peak MiB per 1k tokens (linear memory means flat): "
@@ -318,8 +341,10 @@ def markdown(rows, summary, lengths, meta) -> str:
         f"- routing at N={s['routing_vs_lucidrains_fwd_bwd_at']}: {fmt(s['routing_vs_lucidrains_fwd_bwd'])} faster "
         f"fwd+bwd, {fmt(s['routing_vs_lucidrains_fwd'])} forward, than KmeansAttention (target >= 1.5x).",
         "- local forward efficiency (useful band FLOPs 4*N*(L+R+1)*D*H / time, as a share of matmul GFLOP/s): "
-        + ", ".join(f"N={n}: {e['gflops']:.0f} GFLOP/s = {100 * e['fraction_of_matmul']:.0f}%"
-                    for n, e in s["local_forward_efficiency"].items())
+        + ", ".join(
+            f"N={n}: {e['gflops']:.0f} GFLOP/s = {100 * e['fraction_of_matmul']:.0f}%"
+            for n, e in s["local_forward_efficiency"].items()
+        )
         + " (target >= 30%).",
     ]
     return "\n".join(lines) + "\n"
@@ -337,8 +362,11 @@ def main() -> None:
     parser.add_argument("--max-dense-n", type=int, default=16384, help="skip dense SDPA above this length")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per (method, N) subprocess")
     parser.add_argument("--out-dir", default="bench_out/attention")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="keep glibc's default mmap threshold (large temporaries are page-faulted on every call)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default mmap threshold (large temporaries are page-faulted on every call)",
+    )
     args = parser.parse_args()
 
     if args.worker:
@@ -360,8 +388,9 @@ def main() -> None:
     summary = summarize(rows, gflops, args.lengths)
     info = meta(sys.argv, args.threads, args.reps)
     info["default_malloc"] = args.default_malloc
-    write_outputs(args.out_dir, {"meta": info, "rows": rows, "summary": summary},
-                  markdown(rows, summary, args.lengths, info))
+    write_outputs(
+        args.out_dir, {"meta": info, "rows": rows, "summary": summary}, markdown(rows, summary, args.lengths, info)
+    )
 
 
 if __name__ == "__main__":

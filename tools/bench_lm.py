@@ -4,7 +4,8 @@
   shakespeare  nanoGPT's CPU experiment (tiny Shakespeare, char-level, 90/10 split, 4 layers, 4 heads,
                128 dims, context 64, batch 12, lr 1e-3 cosine to 1e-4, no dropout) under the same wall-clock
                budget (default 180 s of training per model), for full, local-only, local+routing,
-               local+dilated and local+global attention (--variants picks some). Each model's update count is set from a short timing run so that its cosine
+               local+dilated and local+global attention (--variants picks some). Each model's update count is set
+               from a short timing run so that its cosine
                schedule ends inside the budget. Val loss: `seqattn eval-lm` over all of the 10% split in
                blocks of 64 (nats per character, as nanoGPT reports). --runs N repeats every model with
                seeds 0..N-1, variants interleaved so that machine noise falls on all of them alike; the
@@ -19,6 +20,7 @@
 Run:   python tools/bench_lm.py shakespeare long wikitext2 [--runs 3] [--quick] [--out-dir bench_out/lm]
 Writes bench_out/lm/results.json and results.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,43 +43,83 @@ RECIPE = REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"
 
 # attention variants: model overrides on top of the recipe
 SHAKESPEARE_VARIANTS = {
-    "full": ["model.attention.local_heads=0", "model.attention.routing_heads=0", "model.routing_layers=0"],
-    "local (window 32)": ["model.attention.local_heads=4", "model.attention.routing_heads=0", "model.routing_layers=0", "model.attention.window_left=32"],
-    "local+routing (2+2)": ["model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1",
-                            "model.attention.window_left=32", "model.attention.num_clusters=4", "model.attention.routing_window=32"],
+    "full": ["model.attention.local.heads=0", "model.attention.routing.heads=0", "model.routing_layers=0"],
+    "local (window 32)": [
+        "model.attention.local.heads=4",
+        "model.attention.routing.heads=0",
+        "model.routing_layers=0",
+        "model.attention.local.window_left=32",
+    ],
+    "local+routing (2+2)": [
+        "model.attention.local.heads=2",
+        "model.attention.routing.heads=2",
+        "model.routing_layers=-1",
+        "model.attention.local.window_left=32",
+        "model.attention.routing.clusters=4",
+        "model.attention.routing.window=32",
+    ],
     # one local head replaced by a head that sees the whole context of 64 at about a local head's cost
-    "local+dilated (3+1, stride 4)": ["model.attention.local_heads=3", "model.attention.dilated_heads=1",
-                                      "model.attention.routing_heads=0", "model.routing_layers=0",
-                                      "model.attention.window_left=32", "model.attention.dilation=4",
-                                      "model.attention.dilated_window=16"],
-    "local+global (3+1, 4 tokens)": ["model.attention.local_heads=3", "model.attention.global_heads=1",
-                                     "model.attention.routing_heads=0", "model.routing_layers=0",
-                                     "model.attention.window_left=32", "model.attention.global_window=32",
-                                     "model.attention.global_tokens=4", "model.attention.global_block=16"],
+    "local+dilated (3+1, stride 4)": [
+        "model.attention.local.heads=3",
+        "model.attention.dilated.heads=1",
+        "model.attention.routing.heads=0",
+        "model.routing_layers=0",
+        "model.attention.local.window_left=32",
+        "model.attention.dilated.dilation=4",
+        "model.attention.dilated.window=16",
+    ],
+    "local+global (3+1, 4 tokens)": [
+        "model.attention.local.heads=3",
+        "model.attention.global_tokens.heads=1",
+        "model.attention.routing.heads=0",
+        "model.routing_layers=0",
+        "model.attention.local.window_left=32",
+        "model.attention.global_tokens.window=32",
+        "model.attention.global_tokens.tokens=4",
+        "model.attention.global_tokens.block=16",
+    ],
 }
 SHAKESPEARE_NAMES = dict(zip(("full", "local", "routing", "dilated", "global"), SHAKESPEARE_VARIANTS))
 LONG_VARIANTS = {  # (routing_layers, attention fields)
-    "full": (0, dict(local_heads=0, routing_heads=0)),
-    "local+routing": (-1, dict(local_heads=4, routing_heads=4, window_left=256, num_clusters=8, routing_window=256)),
+    "full": (0, dict(local=dict(heads=0), routing=dict(heads=0))),
+    "local+routing": (-1, dict(local=dict(heads=4, window_left=256), routing=dict(heads=4, clusters=8, window=256))),
 }
 WIKITEXT_VARIANTS = {
-    "local (window 128)": ["model.attention.local_heads=4", "model.attention.routing_heads=0", "model.routing_layers=0"],
-    "local+routing (2+2)": ["model.attention.local_heads=2", "model.attention.routing_heads=2", "model.routing_layers=-1"],
+    "local (window 128)": [
+        "model.attention.local.heads=4",
+        "model.attention.routing.heads=0",
+        "model.routing_layers=0",
+    ],
+    "local+routing (2+2)": [
+        "model.attention.local.heads=2",
+        "model.attention.routing.heads=2",
+        "model.routing_layers=-1",
+    ],
 }
 
 
 def seqattn(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "seqattn.cli.main", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def seconds_per_update(overrides: list[str], workdir: Path, updates: int = 30) -> float:
     """Time ``updates`` updates of a throw-away run (after 5 warm-up updates) from its log."""
     out = workdir / "calibrate"
-    result = seqattn("train-lm", str(RECIPE), *overrides, f"run.output_dir={out}", f"optim.max_updates={updates + 5}",
-                     "run.log_every=5", "run.save_every=100000", "validate_every=0", "run.tensorboard=false",
-                     "data.valid=[]")
+    result = seqattn(
+        "train-lm",
+        str(RECIPE),
+        *overrides,
+        f"run.output_dir={out}",
+        f"optim.max_updates={updates + 5}",
+        "run.log_every=5",
+        "run.save_every=100000",
+        "validate_every=0",
+        "run.tensorboard=false",
+        "data.valid=[]",
+    )
     if result.returncode:
         raise RuntimeError(result.stderr[-2000:])
     logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
@@ -109,10 +151,21 @@ def shakespeare(args, workdir: Path) -> list[dict]:
             updates = max(20, int(0.95 * args.budget / per_update))
             out = workdir / f"run_{len(rows)}"
             started = time.perf_counter()
-            result = seqattn("train-lm", str(RECIPE), *data, *overrides, f"run.output_dir={out}", f"run.seed={seed}",
-                             f"optim.max_updates={updates}", f"run.max_time_s={args.budget}",
-                             f"validate_every={updates}", "data.valid_tokens=8192", "run.save_every=100000",
-                             "run.tensorboard=false", "run.log_every=100")
+            result = seqattn(
+                "train-lm",
+                str(RECIPE),
+                *data,
+                *overrides,
+                f"run.output_dir={out}",
+                f"run.seed={seed}",
+                f"optim.max_updates={updates}",
+                f"run.max_time_s={args.budget}",
+                f"validate_every={updates}",
+                "data.valid_tokens=8192",
+                "run.save_every=100000",
+                "run.tensorboard=false",
+                "run.log_every=100",
+            )
             wall = time.perf_counter() - started
             if result.returncode:
                 rows.append({"variant": name, "seed": seed, "error": result.stderr[-500:]})
@@ -121,9 +174,19 @@ def shakespeare(args, workdir: Path) -> list[dict]:
             log = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
             trained = max(row["update"] for row in log)
             score = eval_loss(model_dir, valid, 64)
-            rows.append({"variant": name, "seed": seed, "updates": trained, "planned_updates": updates,
-                         "seconds_per_update": per_update, "train_wall_s": wall, "val_loss": score["loss"],
-                         "val_bits_per_byte": score["bits_per_byte"], "val_tokens": score["tokens"]})
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "updates": trained,
+                    "planned_updates": updates,
+                    "seconds_per_update": per_update,
+                    "train_wall_s": wall,
+                    "val_loss": score["loss"],
+                    "val_bits_per_byte": score["bits_per_byte"],
+                    "val_tokens": score["tokens"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -136,8 +199,14 @@ def long_worker(variant: str, context: int, steps: int, dim: int, layers: int) -
 
     torch.manual_seed(0)
     routing_layers, attention = LONG_VARIANTS[variant]
-    config = LMConfig(vocab_size=256, dim=dim, num_layers=layers, max_context=context, routing_layers=routing_layers,
-                      attention=default_attention(num_heads=8, **attention))
+    config = LMConfig(
+        vocab_size=256,
+        dim=dim,
+        num_layers=layers,
+        max_context=context,
+        routing_layers=routing_layers,
+        attention=default_attention(num_heads=8, **attention),
+    )
     model = TransformerLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, 256, (1, context + 1))
@@ -156,16 +225,31 @@ def long_worker(variant: str, context: int, steps: int, dim: int, layers: int) -
             step()
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return {"seconds_per_step": median, "tokens_per_s": context / median, "peak_rss_mib": rss.peak,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "seconds_per_step": median,
+        "tokens_per_s": context / median,
+        "peak_rss_mib": rss.peak,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def long_context(args) -> list[dict]:
     rows = []
     for context in args.contexts:
         for variant in LONG_VARIANTS:
-            worker = ["long-worker", "--variant", variant, "--context", str(context), "--steps", str(args.steps),
-                      "--dim", str(args.dim), "--layers", str(args.layers)]
+            worker = [
+                "long-worker",
+                "--variant",
+                variant,
+                "--context",
+                str(context),
+                "--steps",
+                str(args.steps),
+                "--dim",
+                str(args.dim),
+                "--layers",
+                str(args.layers),
+            ]
             rows.append({"variant": variant, "context": context, **run_worker(__file__, worker, args.timeout)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -174,11 +258,22 @@ def long_context(args) -> list[dict]:
 def wikitext2(args, workdir: Path) -> list[dict]:
     """One row per (run, variant), as for shakespeare."""
     train, test = CORPORA / "wikitext-2" / "valid.txt", CORPORA / "wikitext-2" / "test.txt"
-    common = [f"data.train=[{train}]", "data.valid=[]", f"data.seq_len={args.wt_context}",
-              f"model.max_context={args.wt_context}", "model.attention.window_left=128", "model.attention.routing_window=128",
-              "model.attention.num_clusters=8", "data.batch_size=8", f"optim.max_updates={args.wt_updates}",
-              "optim.warmup_updates=50", "validate_every=0", "run.save_every=100000", "run.tensorboard=false",
-              "run.log_every=50"]
+    common = [
+        f"data.train=[{train}]",
+        "data.valid=[]",
+        f"data.seq_len={args.wt_context}",
+        f"model.max_context={args.wt_context}",
+        "model.attention.local.window_left=128",
+        "model.attention.routing.window=128",
+        "model.attention.routing.clusters=8",
+        "data.batch_size=8",
+        f"optim.max_updates={args.wt_updates}",
+        "optim.warmup_updates=50",
+        "validate_every=0",
+        "run.save_every=100000",
+        "run.tensorboard=false",
+        "run.log_every=50",
+    ]
     rows = []
     for seed in range(args.runs):
         for name, overrides in WIKITEXT_VARIANTS.items():
@@ -191,10 +286,19 @@ def wikitext2(args, workdir: Path) -> list[dict]:
                 continue
             model_dir = Path(result.stdout.strip().splitlines()[-1].split(": ", 1)[1])
             score = eval_loss(model_dir, test, args.wt_context)
-            rows.append({"variant": name, "seed": seed, "updates": args.wt_updates, "context": args.wt_context,
-                         "train_wall_s": wall, "test_loss": score["loss"],
-                         "test_bits_per_byte": score["bits_per_byte"], "test_word_ppl": score["word_ppl"],
-                         "test_tokens": score["tokens"]})
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "updates": args.wt_updates,
+                    "context": args.wt_context,
+                    "train_wall_s": wall,
+                    "test_loss": score["loss"],
+                    "test_bits_per_byte": score["bits_per_byte"],
+                    "test_word_ppl": score["word_ppl"],
+                    "test_tokens": score["tokens"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -240,38 +344,68 @@ def table(title: str, header: list[str], rows: list[dict], cells) -> list[str]:
 
 
 def markdown(results: dict, info: dict) -> str:
-    lines = [f"# Language-model benchmarks ({info['machine']}, torch {info['torch']}, {info['date']})", "",
-             f"`{info['command']}`", ""]
+    lines = [
+        f"# Language-model benchmarks ({info['machine']}, torch {info['torch']}, {info['date']})",
+        "",
+        f"`{info['command']}`",
+        "",
+    ]
     if "shakespeare" in results:
         lines += table(
             "## tiny Shakespeare, char-level, nanoGPT CPU size, equal wall-clock budget "
             "(median over runs, range in brackets)",
             ["attention", "runs", "updates in budget", "s/update", "val loss (nats/char)", "target (<= 1.88)"],
             medians(results["shakespeare"], ["updates", "seconds_per_update", "val_loss"]),
-            lambda r: [r["variant"], str(r["runs"]), f"{r['updates']:.0f}", spread(r, "seconds_per_update", 3),
-                       spread(r, "val_loss"), "met" if r["val_loss"] <= 1.88 else "not met"])
+            lambda r: [
+                r["variant"],
+                str(r["runs"]),
+                f"{r['updates']:.0f}",
+                spread(r, "seconds_per_update", 3),
+                spread(r, "val_loss"),
+                "met" if r["val_loss"] <= 1.88 else "not met",
+            ],
+        )
     if "long" in results:
         full = {r["context"]: r.get("tokens_per_s") for r in results["long"] if r["variant"] == "full"}
         lines += table(
             "## Long-context training throughput (batch 1, forward + backward + AdamW, median of timed steps)",
-            ["attention", "context", "tokens/s", "peak RSS (MiB)", "speed-up over full"], results["long"],
-            lambda r: [r["variant"], str(r["context"]), f"{r['tokens_per_s']:.0f}", f"{r['peak_rss_mib']:.0f}",
-                       f"{r['tokens_per_s'] / full[r['context']]:.2f}x" if full.get(r["context"]) else "—"])
+            ["attention", "context", "tokens/s", "peak RSS (MiB)", "speed-up over full"],
+            results["long"],
+            lambda r: [
+                r["variant"],
+                str(r["context"]),
+                f"{r['tokens_per_s']:.0f}",
+                f"{r['peak_rss_mib']:.0f}",
+                f"{r['tokens_per_s'] / full[r['context']]:.2f}x" if full.get(r["context"]) else "—",
+            ],
+        )
     if "wikitext2" in results:
         lines += table(
             "## wikitext-2 at a long context (train: valid.txt, test: test.txt, equal updates; "
             "median over runs, range in brackets)",
             ["attention", "runs", "context", "updates", "test loss (nats/char)", "bits/byte", "word ppl"],
             medians(results["wikitext2"], ["updates", "test_loss", "test_bits_per_byte", "test_word_ppl"]),
-            lambda r: [r["variant"], str(r["runs"]), str(r["context"]), f"{r['updates']:.0f}",
-                       spread(r, "test_loss"), spread(r, "test_bits_per_byte"), spread(r, "test_word_ppl", 1)])
+            lambda r: [
+                r["variant"],
+                str(r["runs"]),
+                str(r["context"]),
+                f"{r['updates']:.0f}",
+                spread(r, "test_loss"),
+                spread(r, "test_bits_per_byte"),
+                spread(r, "test_word_ppl", 1),
+            ],
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiments", nargs="*", default=["shakespeare", "long", "wikitext2"],
-                        help="shakespeare, long, wikitext2 (or long-worker, internal)")
+    parser.add_argument(
+        "experiments",
+        nargs="*",
+        default=["shakespeare", "long", "wikitext2"],
+        help="shakespeare, long, wikitext2 (or long-worker, internal)",
+    )
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run of every experiment")
     parser.add_argument("--budget", type=float, default=180.0, help="shakespeare: training seconds per model")
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384])
@@ -281,8 +415,13 @@ def main() -> None:
     parser.add_argument("--wt-context", type=int, default=1024)
     parser.add_argument("--wt-updates", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3, help="shakespeare, wikitext2: runs (seeds) per variant")
-    parser.add_argument("--variants", nargs="+", default=list(SHAKESPEARE_NAMES), choices=list(SHAKESPEARE_NAMES),
-                        help="shakespeare: the attention variants to train")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(SHAKESPEARE_NAMES),
+        choices=list(SHAKESPEARE_NAMES),
+        help="shakespeare: the attention variants to train",
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--out-dir", default="bench_out/lm")
     parser.add_argument("--variant", help=argparse.SUPPRESS)

@@ -41,6 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 from benchlib import current_rss_mib, median_range, meta, write_outputs  # noqa: E402
 
+from seqattn.nn.heads import LocalHeads  # noqa: E402
+
 
 def rss_mib(pid: int) -> float:
     try:
@@ -58,8 +60,10 @@ def make_model(path: Path, size: str) -> Path:
     from seqattn.nn import AttentionConfig
 
     vocab = CharVocabulary.build(["नमस्ते दुनिया भारत"])
-    local = AttentionConfig(num_heads=12 if size == "base" else 4, local_heads=12 if size == "base" else 4,
-                            window_left=128, window_right=128)
+    local = AttentionConfig(
+        num_heads=12 if size == "base" else 4,
+        local=LocalHeads(heads=12 if size == "base" else 4, window_left=128, window_right=128),
+    )
     config = (presets.base if size == "base" else presets.tiny)(vocab_size=len(vocab), attention=local)
     torch.manual_seed(0)
     return save_model(Wav2Vec2ForCTC(config), path, extra_files={"tokens.json": vocab.to_json()})
@@ -93,11 +97,19 @@ def watch(cmd: list[str], marks: list[int] = ()) -> dict:
         time.sleep(0.05)
     reader.join()
     seen = {}
-    for mark, rss in rss_at_mark.items():  # when the bar first showed the mark (the reader's clock, finer than RSS polls)
+    for (
+        mark,
+        rss,
+    ) in rss_at_mark.items():  # when the bar first showed the mark (the reader's clock, finer than RSS polls)
         seconds, done = next((t, n) for t, n in progress if n >= mark)
         seen[str(mark)] = {"done": done, "rss_mib": rss, "seconds": seconds}
-    return {"returncode": proc.returncode, "wall_s": time.perf_counter() - started, "peak_rss_mib": peak,
-            "marks": seen, "stderr_tail": "".join(stderr)[-300:]}
+    return {
+        "returncode": proc.returncode,
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mib": peak,
+        "marks": seen,
+        "stderr_tail": "".join(stderr)[-300:],
+    }
 
 
 def files_per_s(first: dict, last: dict) -> float | None:
@@ -117,30 +129,57 @@ def many_files(args, workdir: Path) -> dict:
     for i in range(args.files):
         seconds = rng.uniform(1.0, 3.0)
         t = np.arange(int(seconds * 16000)) / 16000
-        sf.write(audio / f"utt{i:05d}.wav", (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t)).astype(np.float32),
-                 16000)
+        sf.write(
+            audio / f"utt{i:05d}.wav", (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t)).astype(np.float32), 16000
+        )
     tenth = args.files // 10
     marks = [tenth, 2 * tenth, args.files - tenth, args.files]
     runs = []
     for repeat in range(args.runs):
-        run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(audio), "--output-dir",
-                     str(workdir / f"out_{repeat}"), "--threads", "2"], marks)
+        run = watch(
+            [
+                sys.executable,
+                "-m",
+                "seqattn.cli.main",
+                "transcribe",
+                str(model),
+                str(audio),
+                "--output-dir",
+                str(workdir / f"out_{repeat}"),
+                "--threads",
+                "2",
+            ],
+            marks,
+        )
         seen = run["marks"]
         if all(str(mark) in seen for mark in marks):
-            run.update(rss_first_tenth_mib=seen[str(tenth)]["rss_mib"], rss_all_mib=seen[str(args.files)]["rss_mib"],
-                       files_per_s_second_tenth=files_per_s(seen[str(tenth)], seen[str(2 * tenth)]),
-                       files_per_s_last_tenth=files_per_s(seen[str(args.files - tenth)], seen[str(args.files)]))
+            run.update(
+                rss_first_tenth_mib=seen[str(tenth)]["rss_mib"],
+                rss_all_mib=seen[str(args.files)]["rss_mib"],
+                files_per_s_second_tenth=files_per_s(seen[str(tenth)], seen[str(2 * tenth)]),
+                files_per_s_last_tenth=files_per_s(seen[str(args.files - tenth)], seen[str(args.files)]),
+            )
             run["rss_ratio"] = run["rss_all_mib"] / run["rss_first_tenth_mib"]
         runs.append(run)
         print({key: value for key, value in run.items() if key != "stderr_tail"}, flush=True)
     complete = [run for run in runs if "rss_ratio" in run]
     summary = {}
-    for key in ("rss_ratio", "rss_first_tenth_mib", "rss_all_mib", "peak_rss_mib", "files_per_s_second_tenth",
-                "files_per_s_last_tenth"):
+    for key in (
+        "rss_ratio",
+        "rss_first_tenth_mib",
+        "rss_all_mib",
+        "peak_rss_mib",
+        "files_per_s_second_tenth",
+        "files_per_s_last_tenth",
+    ):
         values = [run[key] for run in complete if run[key] is not None]
         summary[key] = median_range(values) if values else None
-    return {"files": args.files, "runs": runs, "summary": summary,
-            "returncode": max(run["returncode"] for run in runs) or int(len(complete) < len(runs))}
+    return {
+        "files": args.files,
+        "runs": runs,
+        "summary": summary,
+        "returncode": max(run["returncode"] for run in runs) or int(len(complete) < len(runs)),
+    }
 
 
 def write_long_file(path: Path, hours: float) -> None:
@@ -149,8 +188,11 @@ def write_long_file(path: Path, hours: float) -> None:
     with sf.SoundFile(path, "w", 16000, 1, format="FLAC") as handle:
         for _ in range(max(1, int(round(hours * 60)))):
             t = np.arange(60 * 16000) / 16000
-            handle.write((0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.01 * rng.standard_normal(t.size))
-                         .astype(np.float32))
+            handle.write(
+                (0.2 * np.sin(2 * np.pi * rng.uniform(100, 300) * t) + 0.01 * rng.standard_normal(t.size)).astype(
+                    np.float32
+                )
+            )
 
 
 def long_audio(args, workdir: Path) -> dict:
@@ -170,14 +212,38 @@ def long_audio(args, workdir: Path) -> dict:
             words = {}
             for mode, stream_seconds in modes:
                 out = workdir / f"out_{repeat}_{hours:g}_{stream_seconds}"
-                run = watch([sys.executable, "-m", "seqattn.cli.main", "transcribe", str(model), str(paths[hours]),
-                             "--output-dir", str(out), "--quiet", "--threads", "2", "--output-format", "ctm",
-                             "--stream-seconds", stream_seconds])
+                run = watch(
+                    [
+                        sys.executable,
+                        "-m",
+                        "seqattn.cli.main",
+                        "transcribe",
+                        str(model),
+                        str(paths[hours]),
+                        "--output-dir",
+                        str(out),
+                        "--quiet",
+                        "--threads",
+                        "2",
+                        "--output-format",
+                        "ctm",
+                        "--stream-seconds",
+                        stream_seconds,
+                    ]
+                )
                 ctm = out / f"{paths[hours].stem}.ctm"
                 # (start, duration, word) per CTM line; confidences are left out (printed rounded)
                 words[mode] = [line.split()[2:5] for line in ctm.read_text().splitlines()] if ctm.is_file() else []
-                runs.append({"repeat": repeat, "hours": hours, "mode": mode, "ctm_words": len(words[mode]),
-                             "rtf": run["wall_s"] / (hours * 3600), **run})
+                runs.append(
+                    {
+                        "repeat": repeat,
+                        "hours": hours,
+                        "mode": mode,
+                        "ctm_words": len(words[mode]),
+                        "rtf": run["wall_s"] / (hours * 3600),
+                        **run,
+                    }
+                )
                 print(runs[-1], flush=True)
             if len(words) == 2:
                 runs[-1]["same_words_and_times_as_streamed"] = words["one pass"] == words["streamed"]
@@ -186,19 +252,32 @@ def long_audio(args, workdir: Path) -> dict:
         for mode in ("streamed", "one pass"):
             group = [run for run in runs if run["hours"] == hours and run["mode"] == mode]
             if group:
-                summary.append({"hours": hours, "mode": mode, "runs": len(group),
-                                "exit_codes": sorted({run["returncode"] for run in group}),
-                                **{key: median_range([run[key] for run in group]) for key in ("wall_s", "rtf", "peak_rss_mib")},
-                                "ctm_words": sorted({run["ctm_words"] for run in group}),
-                                "same_as_streamed": [run["same_words_and_times_as_streamed"] for run in group
-                                                     if "same_words_and_times_as_streamed" in run]})
+                summary.append(
+                    {
+                        "hours": hours,
+                        "mode": mode,
+                        "runs": len(group),
+                        "exit_codes": sorted({run["returncode"] for run in group}),
+                        **{key: median_range([run[key] for run in group]) for key in ("wall_s", "rtf", "peak_rss_mib")},
+                        "ctm_words": sorted({run["ctm_words"] for run in group}),
+                        "same_as_streamed": [
+                            run["same_words_and_times_as_streamed"]
+                            for run in group
+                            if "same_words_and_times_as_streamed" in run
+                        ],
+                    }
+                )
     streamed = {run["repeat"]: {} for run in runs}
     for run in runs:
         if run["mode"] == "streamed":
             streamed[run["repeat"]][run["hours"]] = run["peak_rss_mib"]
     ratios = [peaks[lengths[-1]] / peaks[lengths[0]] for peaks in streamed.values()]
-    return {"runs": runs, "summary": summary, "rss_ratio_longest_to_shortest": median_range(ratios),
-            "returncode": max(run["returncode"] for run in runs)}
+    return {
+        "runs": runs,
+        "summary": summary,
+        "rss_ratio_longest_to_shortest": median_range(ratios),
+        "returncode": max(run["returncode"] for run in runs),
+    }
 
 
 def model_load(args, workdir: Path) -> dict:
@@ -235,45 +314,72 @@ def markdown(results: dict, info: dict) -> str:
     if "many_files" in results:
         r = results["many_files"]
         tenth = r["files"] // 10
-        lines += [f"## {r['files']} short files in one `seqattn transcribe` run (1-3 s each, tiny model)", "",
-                  f"RSS when {tenth} and when all {r['files']} files are done, read in the same run from its "
-                  "progress bar; files/s over the second and the last tenth of the files (the first tenth holds "
-                  "the start-up).", "",
-                  f"| run | exit | wall (s) | RSS after {tenth} (MiB) | RSS after {r['files']} (MiB) | ratio | "
-                  "peak RSS (MiB) | files/s, second tenth | files/s, last tenth |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {r['files']} short files in one `seqattn transcribe` run (1-3 s each, tiny model)",
+            "",
+            f"RSS when {tenth} and when all {r['files']} files are done, read in the same run from its "
+            "progress bar; files/s over the second and the last tenth of the files (the first tenth holds "
+            "the start-up).",
+            "",
+            f"| run | exit | wall (s) | RSS after {tenth} (MiB) | RSS after {r['files']} (MiB) | ratio | "
+            "peak RSS (MiB) | files/s, second tenth | files/s, last tenth |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for i, run in enumerate(r["runs"]):
             if "rss_ratio" not in run:
-                lines.append(f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | progress not seen: "
-                             f"{run['stderr_tail'][-80:]!r} | | | | | |")
+                lines.append(
+                    f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | progress not seen: "
+                    f"{run['stderr_tail'][-80:]!r} | | | | | |"
+                )
                 continue
-            lines.append(f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | {run['rss_first_tenth_mib']:.0f} | "
-                         f"{run['rss_all_mib']:.0f} | {run['rss_ratio']:.3f} | {run['peak_rss_mib']:.0f} | "
-                         f"{_rate(run['files_per_s_second_tenth'])} | {_rate(run['files_per_s_last_tenth'])} |")
+            lines.append(
+                f"| {i} | {run['returncode']} | {run['wall_s']:.1f} | {run['rss_first_tenth_mib']:.0f} | "
+                f"{run['rss_all_mib']:.0f} | {run['rss_ratio']:.3f} | {run['peak_rss_mib']:.0f} | "
+                f"{_rate(run['files_per_s_second_tenth'])} | {_rate(run['files_per_s_last_tenth'])} |"
+            )
         if r["summary"]["rss_ratio"]:
             ratio = r["summary"]["rss_ratio"]
-            lines += ["", f"RSS ratio after {r['files']} / after {tenth} files: median {ratio['median']:.3f} "
-                          f"(range {ratio['min']:.3f}-{ratio['max']:.3f}; target <= 1.1)", ""]
+            lines += [
+                "",
+                f"RSS ratio after {r['files']} / after {tenth} files: median {ratio['median']:.3f} "
+                f"(range {ratio['min']:.3f}-{ratio['max']:.3f}; target <= 1.1)",
+                "",
+            ]
     if "long_audio" in results:
         r = results["long_audio"]
-        lines += ["## Long files, local-attention BASE model (12 layers, +-128 frames), one `transcribe` run each", "",
-                  "Median (range) over the rounds; every length and mode ran once per round, in the same round.", "",
-                  "| hours | mode | runs | exit | wall (s) | RTF | peak RSS (MiB) | CTM words |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Long files, local-attention BASE model (12 layers, +-128 frames), one `transcribe` run each",
+            "",
+            "Median (range) over the rounds; every length and mode ran once per round, in the same round.",
+            "",
+            "| hours | mode | runs | exit | wall (s) | RTF | peak RSS (MiB) | CTM words |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in r["summary"]:
             same = row["same_as_streamed"]
-            lines.append(f"| {row['hours']:.3g} | {row['mode']} | {row['runs']} | "
-                         f"{'/'.join(map(str, row['exit_codes']))} | {_cell(row['wall_s'], '.0f')} | "
-                         f"{_cell(row['rtf'], '.3f')} | {_cell(row['peak_rss_mib'], '.0f')} | "
-                         f"{'/'.join(map(str, row['ctm_words']))}"
-                         + ("" if not same else f" (same words and times as streamed in {sum(same)} of {len(same)})")
-                         + " |")
+            lines.append(
+                f"| {row['hours']:.3g} | {row['mode']} | {row['runs']} | "
+                f"{'/'.join(map(str, row['exit_codes']))} | {_cell(row['wall_s'], '.0f')} | "
+                f"{_cell(row['rtf'], '.3f')} | {_cell(row['peak_rss_mib'], '.0f')} | "
+                f"{'/'.join(map(str, row['ctm_words']))}"
+                + ("" if not same else f" (same words and times as streamed in {sum(same)} of {len(same)})")
+                + " |"
+            )
         ratio = r["rss_ratio_longest_to_shortest"]
-        lines += ["", f"Peak RSS, longest / shortest streamed file, per round: "
-                      f"{', '.join(f'{v:.3f}' for v in ratio['values'])} (median {ratio['median']:.3f})", ""]
+        lines += [
+            "",
+            f"Peak RSS, longest / shortest streamed file, per round: "
+            f"{', '.join(f'{v:.3f}' for v in ratio['values'])} (median {ratio['median']:.3f})",
+            "",
+        ]
     if "model_load" in results:
         r = results["model_load"]
-        lines += [f"## Loading a model directory ({r['parameters']:,} parameters)", "",
-                  "| loader | seconds, median (range) |", "|---|---|"]
+        lines += [
+            f"## Loading a model directory ({r['parameters']:,} parameters)",
+            "",
+            "| loader | seconds, median (range) |",
+            "|---|---|",
+        ]
         lines += [f"| {row['loader']} | {_cell(row['seconds'], '.3f')} |" for row in r["rows"]]
         lines += ["", f"checked / unchecked: {r['checked_over_unchecked']:.3f}", ""]
     return "\n".join(lines) + "\n"
@@ -294,8 +400,13 @@ def main() -> None:
     parser.add_argument("experiments", nargs="*", default=["many-files", "long-audio"])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--hours", type=float, nargs="+", default=[0.25, 2.0])
-    parser.add_argument("--one-pass-hours", type=float, nargs="*", default=None,
-                        help="lengths also transcribed in one pass (default: the shortest)")
+    parser.add_argument(
+        "--one-pass-hours",
+        type=float,
+        nargs="*",
+        default=None,
+        help="lengths also transcribed in one pass (default: the shortest)",
+    )
     parser.add_argument("--runs", type=int, default=1, help="repeats of each experiment; the tables give medians")
     parser.add_argument("--stream-seconds", type=float, default=600.0, help="transcribe's --stream-seconds")
     parser.add_argument("--quick", action="store_true", help="200 files and 1-2 minutes of audio (a smoke run)")

@@ -80,16 +80,22 @@ def build_model(variant: str, task: str, context: int, vocab: int):
 
     heads, half = settings["heads"], settings["heads"] // 2
     mixes = {
-        "local": dict(local_heads=heads, routing_heads=0),
-        "kmeans": dict(local_heads=half, routing_heads=half, num_clusters=max(1, context // WINDOW),
-                       routing_window=WINDOW),
-        "block": dict(local_heads=half, routing_heads=0, block_routed_heads=half, routed_block=ROUTED_BLOCK,
-                      routed_top_k=ROUTED_TOP_K),
-        "full": dict(local_heads=0, routing_heads=0),
+        "local": dict(local=dict(heads=heads), routing=dict(heads=0)),
+        "kmeans": dict(
+            local=dict(heads=half), routing=dict(heads=half, clusters=max(1, context // WINDOW), window=WINDOW)
+        ),
+        "block": dict(
+            local=dict(heads=half),
+            routing=dict(heads=0),
+            block_routed=dict(heads=half, block=ROUTED_BLOCK, top_k=ROUTED_TOP_K),
+        ),
+        "full": dict(local=dict(heads=0), routing=dict(heads=0)),
     }
-    attention = default_attention(num_heads=heads, window_left=WINDOW, **mixes[variant])
-    config = LMConfig(vocab_size=vocab, dim=settings["dim"], num_layers=settings["layers"], attention=attention,
-                      max_context=context)
+    mix = mixes[variant]
+    attention = default_attention(num_heads=heads, **mix).replace(local={**mix["local"], "window_left": WINDOW})
+    config = LMConfig(
+        vocab_size=vocab, dim=settings["dim"], num_layers=settings["layers"], attention=attention, max_context=context
+    )
     model = TransformerLM(config)
 
     def forward(tokens):
@@ -169,8 +175,9 @@ class CodeData:
         return result
 
 
-def train_worker(variant: str, task: str, context: int, seed: int, seconds: float, threads: int, eval_size: int,
-                 data_dir: str) -> dict:
+def train_worker(
+    variant: str, task: str, context: int, seed: int, seconds: float, threads: int, eval_size: int, data_dir: str
+) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -207,17 +214,30 @@ def train_worker(variant: str, task: str, context: int, seed: int, seconds: floa
     model.eval()
     with torch.no_grad():
         scores = data.evaluate(forward, eval_size)
-    return {"variant": variant, "task": task, "context": context, "seed": seed, "steps": steps,
-            "train_seconds": elapsed, "tokens_per_s": tokens / elapsed, "peak_mib": rss.peak - baseline,
-            "final_train_loss": statistics.mean(losses[-20:]) if losses else math.nan, "curve": curve,
-            "parameters": sum(p.numel() for p in model.parameters()), **scores}
+    return {
+        "variant": variant,
+        "task": task,
+        "context": context,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "peak_mib": rss.peak - baseline,
+        "final_train_loss": statistics.mean(losses[-20:]) if losses else math.nan,
+        "curve": curve,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        **scores,
+    }
 
 
 # ----------------------------------------------------------------------------------------------- parent
 def summarize(rows: list[dict], speed: list[dict]) -> dict:
     def median_of(task, context, variant, key):
-        values = [r[key] for r in rows if (r.get("task"), r.get("context"), r.get("variant")) == (task, context, variant)
-                  and key in r]
+        values = [
+            r[key]
+            for r in rows
+            if (r.get("task"), r.get("context"), r.get("variant")) == (task, context, variant) and key in r
+        ]
         return statistics.median(values) if values else None
 
     summary = {"recall": {}, "code": {}, "speed": {}}
@@ -233,13 +253,18 @@ def summarize(rows: list[dict], speed: list[dict]) -> dict:
             for v in ("kmeans", "lucidrains", "block"):
                 if None not in (local, full, beyond.get(v)) and local != full:
                     closed[v] = (local - beyond[v]) / (local - full)  # share of the local-to-full gap closed
-            summary["code"][context] = {"loss_beyond": beyond, "gap_closed": closed,
-                                        "loss_all": {v: median_of("code", context, v, "loss_all") for v in VARIANTS}}
+            summary["code"][context] = {
+                "loss_beyond": beyond,
+                "gap_closed": closed,
+                "loss_all": {v: median_of("code", context, v, "loss_all") for v in VARIANTS},
+            }
     by = {(r["method"], r["n"]): r for r in speed}
     for n in sorted({r["n"] for r in speed}):
-        def ms(method):
+
+        def ms(method, n=n):
             times = by.get((method, n), {}).get("forward_backward_s")
             return statistics.median(times) * 1e3 if times else None
+
         block, kmeans = ms("seqattn_block_routed_causal"), ms("seqattn_routing_causal")
         summary["speed"][n] = {"block_vs_kmeans_fwd_bwd": kmeans / block if block and kmeans else None}
     return summary
@@ -255,19 +280,31 @@ def _cell(values: list[float], fmt: str) -> str:
 
 
 def markdown(rows, speed, summary, info, args) -> str:
-    lines = ["# Routing benchmark", "",
-             f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, "
-             f"{info['date']}. Training cells: median [min–max] over seeds {args.seeds}, each run "
-             f"{args.seconds:.0f} s of training wall-clock in a fresh process.", ""]
-    for task, metric, fmt in (("recall", "accuracy", ".3f"), ("code", "loss_beyond", ".3f")):
+    lines = [
+        "# Routing benchmark",
+        "",
+        f"`{info['command']}` on {info['machine']}, torch {info['torch']}, {info['threads']} threads, "
+        f"{info['date']}. Training cells: median [min–max] over seeds {args.seeds}, each run "
+        f"{args.seconds:.0f} s of training wall-clock in a fresh process.",
+        "",
+    ]
+    for task, _metric, fmt in (("recall", "accuracy", ".3f"), ("code", "loss_beyond", ".3f")):
         task_rows = [r for r in rows if r.get("task") == task]
         if not task_rows:
             continue
-        title = ("Associative recall: accuracy on queried values (chance 1/16)" if task == "recall" else
-                 "Code LM: validation loss (nats/byte) by copy source: beyond the window / within / none / all")
-        lines += [f"## {title}", "", "| variant | context | " + ("accuracy" if task == "recall" else
-                  "beyond | within | novel | all") + " | tokens/s | peak MiB | steps |",
-                  "|---|---|" + ("---|" if task == "recall" else "---|---|---|---|") + "---|---|---|"]
+        title = (
+            "Associative recall: accuracy on queried values (chance 1/16)"
+            if task == "recall"
+            else "Code LM: validation loss (nats/byte) by copy source: beyond the window / within / none / all"
+        )
+        lines += [
+            f"## {title}",
+            "",
+            "| variant | context | "
+            + ("accuracy" if task == "recall" else "beyond | within | novel | all")
+            + " | tokens/s | peak MiB | steps |",
+            "|---|---|" + ("---|" if task == "recall" else "---|---|---|---|") + "---|---|---|",
+        ]
         for context in args.contexts:
             for variant, description in VARIANTS.items():
                 cell = [r for r in task_rows if r["variant"] == variant and r["context"] == context]
@@ -281,30 +318,43 @@ def markdown(rows, speed, summary, info, args) -> str:
                     scores = [_cell([r["accuracy"] for r in ok], fmt)]
                 else:
                     scores = [_cell([r[f"loss_{k}"] for r in ok], fmt) for k in ("beyond", "within", "novel", "all")]
-                lines.append(f"| {description} | {context} | " + " | ".join(scores) + " | "
-                             f"{_cell([r['tokens_per_s'] for r in ok], '.0f')} | {_cell([r['peak_mib'] for r in ok], '.0f')} | "
-                             f"{_cell([r['steps'] for r in ok], '.0f')} |")
+                lines.append(
+                    f"| {description} | {context} | " + " | ".join(scores) + " | "
+                    f"{_cell([r['tokens_per_s'] for r in ok], '.0f')} | {_cell([r['peak_mib'] for r in ok], '.0f')} | "
+                    f"{_cell([r['steps'] for r in ok], '.0f')} |"
+                )
         lines.append("")
     if speed:
         lengths = sorted({r["n"] for r in speed})
-        lines += ["## Kernels alone: forward+backward ms (median), peak MiB", "",
-                  "B=1, H=8, D=64, fp32 (tools/bench_attention.py workers).", "",
-                  "| kernel | " + " | ".join(f"N={n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
+        lines += [
+            "## Kernels alone: forward+backward ms (median), peak MiB",
+            "",
+            "B=1, H=8, D=64, fp32 (tools/bench_attention.py workers).",
+            "",
+            "| kernel | " + " | ".join(f"N={n}" for n in lengths) + " |",
+            "|---|" + "---|" * len(lengths),
+        ]
         by = {(r["method"], r["n"]): r for r in speed}
         for method, description in SPEED_METHODS.items():
             cells = []
             for n in lengths:
                 row = by.get((method, n), {})
                 if "forward_backward_s" in row:
-                    cells.append(f"{statistics.median(row['forward_backward_s']) * 1e3:.0f} ms, "
-                                 f"{row['peak_mib']:.0f} MiB")
+                    cells.append(
+                        f"{statistics.median(row['forward_backward_s']) * 1e3:.0f} ms, {row['peak_mib']:.0f} MiB"
+                    )
                 else:
                     cells.append(row.get("error", "—"))
             lines.append(f"| {description} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append("Block-routed vs k-means routed (ours), fwd+bwd speed-up: " + ", ".join(
-            f"N={n}: {s['block_vs_kmeans_fwd_bwd']:.2f}x" if s["block_vs_kmeans_fwd_bwd"] else f"N={n}: n/a"
-            for n, s in summary["speed"].items()) + " (target >= 1.5x at 16k).")
+        lines.append(
+            "Block-routed vs k-means routed (ours), fwd+bwd speed-up: "
+            + ", ".join(
+                f"N={n}: {s['block_vs_kmeans_fwd_bwd']:.2f}x" if s["block_vs_kmeans_fwd_bwd"] else f"N={n}: n/a"
+                for n, s in summary["speed"].items()
+            )
+            + " (target >= 1.5x at 16k)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -319,19 +369,37 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--seconds", type=float, default=240.0, help="training wall-clock per run")
-    parser.add_argument("--eval-size", type=int, default=0,
-                        help="recall: evaluation sequences (default 64); code: validation bytes (default 65536)")
+    parser.add_argument(
+        "--eval-size",
+        type=int,
+        default=0,
+        help="recall: evaluation sequences (default 64); code: validation bytes (default 65536)",
+    )
     parser.add_argument("--reps", type=int, default=5, help="speed part: timed repetitions")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data-dir", default="bench_out/routing/code_corpus")
     parser.add_argument("--out-dir", default="bench_out/routing")
-    parser.add_argument("--quick", action="store_true", help="tiny contexts, 1 seed, seconds: a smoke run for the tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny contexts, 1 seed, seconds: a smoke run for the tests"
+    )
     args = parser.parse_args()
 
     if args.worker:
         eval_size = args.eval_size or (64 if args.task == "recall" else 65536)
-        print(json.dumps(train_worker(args.worker, args.task, args.context, args.seed, args.seconds, args.threads,
-                                      eval_size, args.data_dir)))
+        print(
+            json.dumps(
+                train_worker(
+                    args.worker,
+                    args.task,
+                    args.context,
+                    args.seed,
+                    args.seconds,
+                    args.threads,
+                    eval_size,
+                    args.data_dir,
+                )
+            )
+        )
         return
     speed_methods = list(SPEED_METHODS)
     if args.quick:
@@ -345,15 +413,38 @@ def main() -> None:
         script = os.path.join(HERE, "bench_attention.py")
         for n in tqdm(args.contexts, desc="bench_routing speed", unit="length"):
             for method in speed_methods:
-                result = run_worker(script, ["--worker", method, "--n", str(n), "--reps", str(args.reps),
-                                             "--threads", str(args.threads)], timeout=1800)
+                result = run_worker(
+                    script,
+                    ["--worker", method, "--n", str(n), "--reps", str(args.reps), "--threads", str(args.threads)],
+                    timeout=1800,
+                )
                 speed.append({"method": method, "n": n, **result})
     rows = []
-    jobs = [(task, context, seed, variant) for task in ("recall", "code") if task in args.parts
-            for context in args.contexts for seed in args.seeds for variant in args.variants]
+    jobs = [
+        (task, context, seed, variant)
+        for task in ("recall", "code")
+        if task in args.parts
+        for context in args.contexts
+        for seed in args.seeds
+        for variant in args.variants
+    ]
     for task, context, seed, variant in tqdm(jobs, desc="bench_routing training", unit="run"):
-        worker_args = ["--worker", variant, "--task", task, "--context", str(context), "--seed", str(seed),
-                       "--seconds", str(args.seconds), "--threads", str(args.threads), "--data-dir", args.data_dir]
+        worker_args = [
+            "--worker",
+            variant,
+            "--task",
+            task,
+            "--context",
+            str(context),
+            "--seed",
+            str(seed),
+            "--seconds",
+            str(args.seconds),
+            "--threads",
+            str(args.threads),
+            "--data-dir",
+            args.data_dir,
+        ]
         if args.eval_size:
             worker_args += ["--eval-size", str(args.eval_size)]
         result = run_worker(os.path.abspath(__file__), worker_args, timeout=args.seconds * 4 + 1200)
@@ -361,8 +452,11 @@ def main() -> None:
         tqdm.write(json.dumps(rows[-1]))
     summary = summarize(rows, speed)
     info = meta(sys.argv, args.threads, args.reps)
-    write_outputs(args.out_dir, {"meta": info, "rows": rows, "speed": speed, "summary": summary},
-                  markdown(rows, speed, summary, info, args))
+    write_outputs(
+        args.out_dir,
+        {"meta": info, "rows": rows, "speed": speed, "summary": summary},
+        markdown(rows, speed, summary, info, args),
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import gpu_name, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
 
+from seqattn.nn.heads import LocalHeads
+
 IMPLEMENTATIONS = {
     "hf": "HF Wav2Vec2ForPreTraining (SDPA)",
     "seqattn_full": "seqattn, full attention",
@@ -46,8 +48,9 @@ def _hf_model(preset: str):
     c = _preset(preset)
     config = transformers.Wav2Vec2Config(
         hidden_size=c.embed_dim, num_hidden_layers=c.num_layers, num_attention_heads=c.attention.num_heads,
-        intermediate_size=c.ffn_dim, conv_dim=[l[0] for l in c.conv_layers], conv_kernel=[l[1] for l in c.conv_layers],
-        conv_stride=[l[2] for l in c.conv_layers], conv_bias=c.conv_bias, feat_extract_norm="group",
+        intermediate_size=c.ffn_dim, conv_dim=[layer[0] for layer in c.conv_layers],
+        conv_kernel=[layer[1] for layer in c.conv_layers],
+        conv_stride=[layer[2] for layer in c.conv_layers], conv_bias=c.conv_bias, feat_extract_norm="group",
         num_conv_pos_embeddings=c.conv_pos, num_conv_pos_embedding_groups=c.conv_pos_groups,
         num_codevector_groups=c.latent_groups, num_codevectors_per_group=c.latent_vars,
         codevector_dim=c.latent_dim or c.final_dim, proj_codevector_dim=c.final_dim, num_negatives=c.num_negatives,
@@ -90,7 +93,8 @@ def _step(impl: str, seconds: float, preset: str, device: str = "cpu"):
     config = _preset(preset, layerdrop=0.0)
     if impl != "seqattn_full":
         heads = config.attention.num_heads
-        config.attention = AttentionConfig(num_heads=heads, local_heads=heads, window_left=128, window_right=128)
+        config.attention = AttentionConfig(num_heads=heads, local=LocalHeads(heads=heads, window_left=128,
+                                                                             window_right=128))
     if impl.startswith("seqattn_fbank"):
         config.frontend, config.fbank_stack = "fbank", 4
     if impl in ("seqattn_fbank_bestrq", "seqattn_fbank_conv_bestrq"):

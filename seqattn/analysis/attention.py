@@ -28,8 +28,8 @@ import torch
 from tqdm import tqdm
 
 from seqattn.models.wav2vec2.longform import inference_features
-from seqattn.utils.device import module_device
 from seqattn.nn import AttentionWeights, MultiHeadAttention
+from seqattn.utils.device import module_device
 
 DEFAULT_WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 COVERAGES = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)  # stored per head, for `convert localize`
@@ -208,7 +208,7 @@ class AttentionAnalysis:
         }
 
     @classmethod
-    def from_json(cls, values: dict) -> "AttentionAnalysis":
+    def from_json(cls, values: dict) -> AttentionAnalysis:
         heads = [HeadStats(**{**h, "mass_within": {int(w): m for w, m in h["mass_within"].items()},
                               "coverage_windows": {float(c): w for c, w in h.get("coverage_windows", {}).items()}})
                  for h in values["heads"]]
@@ -222,8 +222,21 @@ class AttentionAnalysis:
                              "w95", "entropy", "self_mass"] + [f"mass_within_{w}" for w in self.windows])
             for s in self.heads:
                 ms = "" if s.mean_distance_ms is None else f"{s.mean_distance_ms:.2f}"
-                writer.writerow([s.layer, s.head, s.kind, s.rows, f"{s.mean_distance_frames:.4f}", ms, s.w90, s.w95, f"{s.entropy:.4f}", f"{s.self_mass:.4f}"]
-                                + [f"{s.mass_within[w]:.4f}" for w in self.windows])
+                writer.writerow(
+                    [
+                        s.layer,
+                        s.head,
+                        s.kind,
+                        s.rows,
+                        f"{s.mean_distance_frames:.4f}",
+                        ms,
+                        s.w90,
+                        s.w95,
+                        f"{s.entropy:.4f}",
+                        f"{s.self_mass:.4f}",
+                    ]
+                    + [f"{s.mass_within[w]:.4f}" for w in self.windows]
+                )
 
 
 def attention_modules(model: torch.nn.Module) -> list[MultiHeadAttention]:
@@ -250,6 +263,7 @@ def measure_heads(modules: list[MultiHeadAttention], batches, map_frames: int = 
                     for slot, head in enumerate(weights.heads):
                         maps[(layer, head)] = dense[slot].float().cpu().numpy()
             output.weights.clear()  # free this layer's weights before the next layer runs
+
         return hook
 
     handles = [m.register_forward_hook(make_hook(i), with_kwargs=True) for i, m in enumerate(modules)]
@@ -264,9 +278,17 @@ def measure_heads(modules: list[MultiHeadAttention], batches, map_frames: int = 
 
 
 @torch.no_grad()
-def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_ids: list[str] | None = None,
-                      batch_size: int = 1, windows=DEFAULT_WINDOWS, coverages=COVERAGES, map_frames: int = 150,
-                      progress: bool = True) -> AttentionAnalysis:
+def analyze_attention(
+    model: torch.nn.Module,
+    waves: list[torch.Tensor],
+    *,
+    utt_ids: list[str] | None = None,
+    batch_size: int = 1,
+    windows=DEFAULT_WINDOWS,
+    coverages=COVERAGES,
+    map_frames: int = 150,
+    progress: bool = True,
+) -> AttentionAnalysis:
     """Run ``model`` (any wav2vec2 class, eval mode) over ``waves`` and measure every head.
 
     Utterances go through in padded batches of ``batch_size`` (padding queries and keys are excluded). The
@@ -278,20 +300,33 @@ def analyze_attention(model: torch.nn.Module, waves: list[torch.Tensor], *, utt_
         for start in tqdm(range(0, len(waves), batch_size), desc="attention", unit="batch", disable=not progress):
             features = inference_features(backbone, list(waves[start : start + batch_size]))
             valid = None if features.padding_mask is None else ~features.padding_mask
-            yield valid, lambda: backbone.encode(features, return_weights=True, keep_layer_outputs=False)
+            yield valid, lambda features=features: backbone.encode(features, return_weights=True,
+                                                                   keep_layer_outputs=False)
 
     stats, maps = measure_heads(attention_modules(model), batches(), map_frames)
     frame_ms = frame_milliseconds(model)
     return AttentionAnalysis(
-        stats.results(frame_ms, windows, coverages), frame_ms, list(windows), len(waves),
-        sum(w.numel() for w in waves) / 16000, maps, utt_ids[0] if utt_ids else None,
+        stats.results(frame_ms, windows, coverages),
+        frame_ms,
+        list(windows),
+        len(waves),
+        sum(w.numel() for w in waves) / 16000,
+        maps,
+        utt_ids[0] if utt_ids else None,
     )
 
 
 @torch.no_grad()
-def analyze_lm_attention(model: torch.nn.Module, token_windows: list[torch.Tensor], *, windows=DEFAULT_WINDOWS,
-                         coverages=COVERAGES, map_frames: int = 150, name: str | None = None,
-                         progress: bool = True) -> AttentionAnalysis:
+def analyze_lm_attention(
+    model: torch.nn.Module,
+    token_windows: list[torch.Tensor],
+    *,
+    windows=DEFAULT_WINDOWS,
+    coverages=COVERAGES,
+    map_frames: int = 150,
+    name: str | None = None,
+    progress: bool = True,
+) -> AttentionAnalysis:
     """The same measurements for a :class:`~seqattn.models.lm.TransformerLM` over windows of token ids (each
     (N,) long); distances are in tokens."""
     device = module_device(model)
@@ -302,14 +337,24 @@ def analyze_lm_attention(model: torch.nn.Module, token_windows: list[torch.Tenso
 
     modules = [block.attention for block in model.blocks]
     stats, maps = measure_heads(modules, batches(), map_frames)
-    return AttentionAnalysis(stats.results(None, windows, coverages), None, list(windows), len(token_windows),
-                             float(sum(t.numel() for t in token_windows)), maps, name, unit="tokens")
+    return AttentionAnalysis(
+        stats.results(None, windows, coverages),
+        None,
+        list(windows),
+        len(token_windows),
+        float(sum(t.numel() for t in token_windows)),
+        maps,
+        name,
+        unit="tokens",
+    )
 
 
 def first_row_dense(weights: AttentionWeights, length: int) -> torch.Tensor:
     """(h, N, N) dense weights of the batch's first utterance only (N: the padded batch length)."""
     first = AttentionWeights(
-        weights.kind, weights.heads, weights.weights[:1],
+        weights.kind,
+        weights.heads,
+        weights.weights[:1],
         None if weights.query_index is None else weights.query_index[:1],
         None if weights.key_index is None else weights.key_index[:1],
         weights.window_left,
@@ -328,8 +373,14 @@ def default_example_heads(analysis: AttentionAnalysis) -> list[tuple[int, int]]:
     return chosen
 
 
-def write_attention_outputs(analysis: AttentionAnalysis, out_dir: str | Path, *, formats=("png",),
-                            example_heads: list[tuple[int, int]] | None = None, extra: dict | None = None) -> dict:
+def write_attention_outputs(
+    analysis: AttentionAnalysis,
+    out_dir: str | Path,
+    *,
+    formats=("png",),
+    example_heads: list[tuple[int, int]] | None = None,
+    extra: dict | None = None,
+) -> dict:
     """attention.json, attention.csv and the figures; returns the JSON written."""
     import json
 
@@ -341,15 +392,25 @@ def write_attention_outputs(analysis: AttentionAnalysis, out_dir: str | Path, *,
     (out_dir / "attention.json").write_text(json.dumps(values, indent=1) + "\n")
     analysis.write_csv(out_dir / "attention.csv")
     unit = analysis.unit if analysis.frame_ms is None else f"frames of {analysis.frame_ms:g} ms"
-    plots.heatmap(analysis.matrix("mean_distance_frames"), f"mean attention distance ({unit})", analysis.unit,
-                  out_dir, "mean_distance", formats)
-    plots.heatmap(analysis.matrix("w95"), "w95: smallest +-w holding 95% of the mass", analysis.unit, out_dir,
-                  "w95", formats)
+    plots.heatmap(
+        analysis.matrix("mean_distance_frames"),
+        f"mean attention distance ({unit})",
+        analysis.unit,
+        out_dir,
+        "mean_distance",
+        formats,
+    )
+    plots.heatmap(
+        analysis.matrix("w95"), "w95: smallest +-w holding 95% of the mass", analysis.unit, out_dir, "w95", formats
+    )
     plots.mass_curves(analysis.windows, analysis.layer_mass_curves(), unit, out_dir, formats)
     heads = example_heads or default_example_heads(analysis)
     maps = {key: analysis.example_maps[key] for key in heads if key in analysis.example_maps}
     if maps:
-        titles = {key: f"layer {key[0]} head {key[1]} ({analysis.head(*key).kind}, "
-                       f"d={analysis.head(*key).mean_distance_frames:.1f})" for key in maps}
+        titles = {
+            key: f"layer {key[0]} head {key[1]} ({analysis.head(*key).kind}, "
+            f"d={analysis.head(*key).mean_distance_frames:.1f})"
+            for key in maps
+        }
         plots.attention_maps(maps, titles, out_dir, formats, analysis.example_utterance)
     return values

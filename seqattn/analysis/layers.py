@@ -152,7 +152,8 @@ def project_2d(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     raise ValueError(f"projection must be 'pca' or 'tsne', got {method!r}")
 
 
-def write_layer_outputs(analysis: LayerAnalysis, out_dir: str | Path, formats=("png",), extra: dict | None = None) -> dict:
+def write_layer_outputs(analysis: LayerAnalysis, out_dir: str | Path, formats=("png",),
+                        extra: dict | None = None) -> dict:
     import json
 
     from . import plots
@@ -172,9 +173,16 @@ def write_layer_outputs(analysis: LayerAnalysis, out_dir: str | Path, formats=("
         series["language family"] = [m for m, _ in analysis.family_accuracy]
     reference = {f"chance ({k})": v for k, v in analysis.chance.items()}
     plots.lines(layers, series, "layer (0 = transformer input)", f"{analysis.folds}-fold probe accuracy",
-                "linear-probe accuracy per layer", out_dir, "layer_probes", formats, ylim=(0, 1.02), reference=reference)
+                "linear-probe accuracy per layer", out_dir, "layer_probes", formats, ylim=(0, 1.02),
+                reference=reference)
     groups = [f or "unknown" for f in analysis.families]
-    plots.scatter_2d(analysis.projection, analysis.languages, groups,
-                     f"layer {analysis.best_layer} ({analysis.projection_method.upper()})", out_dir, "layer_projection",
-                     formats)
+    plots.scatter_2d(
+        analysis.projection,
+        analysis.languages,
+        groups,
+        f"layer {analysis.best_layer} ({analysis.projection_method.upper()})",
+        out_dir,
+        "layer_projection",
+        formats,
+    )
     return values

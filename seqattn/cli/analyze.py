@@ -73,7 +73,10 @@ def _attention(args) -> int:
     write_attention_outputs(analysis, args.out_dir, formats=args.plot_format, example_heads=args.heads, extra=extra)
     print(f"layer  mean distance ({analysis.unit})  max w95  mass in +-8")
     for row in analysis.to_json()["layers"]:
-        print(f"{row['layer']:5d}  {row['mean_distance_frames']:22.2f}  {row['max_w95']:7d}  {row['mass_within'].get('8', float('nan')):.3f}")
+        print(
+            f"{row['layer']:5d}  {row['mean_distance_frames']:22.2f}  {row['max_w95']:7d}  "
+            f"{row['mass_within'].get('8', float('nan')):.3f}"
+        )
     print(f"wrote {args.out_dir}/attention.json, attention.csv and plots")
     return 0
 
@@ -107,8 +110,9 @@ def _lm_attention(args, model):
                 windows.append(torch.tensor(ids[start : start + context]))
     if not windows:
         raise AnalysisInputError(f"no text to analyse in {' '.join(args.data)}")
-    analysis = analyze_lm_attention(model, windows, map_frames=args.map_frames, name=args.data[0],
-                                    progress=not args.quiet)
+    analysis = analyze_lm_attention(
+        model, windows, map_frames=args.map_frames, name=args.data[0], progress=not args.quiet
+    )
     print(f"{len(windows)} windows of up to {context} tokens, {len(failures)} files skipped")
     return analysis, {"model": args.model_dir, "data": args.data, "command": _command_line(), "failures": failures}
 
@@ -117,8 +121,13 @@ def _codebook(args) -> int:
     from seqattn.utils.extras import require_analysis
 
     require_analysis("seqattn analyze")
-    from seqattn.analysis.codebook import (code_counts, compare_languages, require_languages, require_quantizer,
-                                           write_codebook_outputs)
+    from seqattn.analysis.codebook import (
+        code_counts,
+        compare_languages,
+        require_languages,
+        require_quantizer,
+        write_codebook_outputs,
+    )
     from seqattn.models.io import load_model
     from seqattn.utils.device import resolve_device
 
@@ -132,8 +141,10 @@ def _codebook(args) -> int:
     print("language  utterances  code perplexity  entries used  specific")
     for lang in analysis.languages:
         row = values["per_language"][lang]
-        print(f"{lang:8s}  {row['utterances']:10d}  {row['code_perplexity']:15.1f}  {row['entries_used']:12d}  "
-              f"{len(analysis.specific[lang]):8d}")
+        print(
+            f"{lang:8s}  {row['utterances']:10d}  {row['code_perplexity']:15.1f}  {row['entries_used']:12d}  "
+            f"{len(analysis.specific[lang]):8d}"
+        )
     print(f"entries used by every language: {len(analysis.shared)}")
     print(f"wrote {args.out_dir}/codebook.json and plots")
     return 0
@@ -160,8 +171,9 @@ def _layers(args) -> int:
     require_languages(inputs.utterances, 2, "the language probe")
     languages = [u.language for u in inputs.utterances]
     features = pooled_layer_features(model, inputs.utterances, progress=not args.quiet)
-    analysis = analyze_layers(features, languages, folds=args.folds, projection=args.projection, families=families,
-                              seed=args.seed)
+    analysis = analyze_layers(
+        features, languages, folds=args.folds, projection=args.projection, families=families, seed=args.seed
+    )
     values = write_layer_outputs(analysis, args.out_dir, args.plot_format, extra=_summary(args, inputs))
     print("layer  language acc  family acc")
     for row in values["layers"]:
@@ -180,16 +192,35 @@ def _localize(args) -> int:
     from seqattn.analysis.localize import run_localize
     from seqattn.train.distill import DistillConfig
 
-    distill = DistillConfig(steps=args.distill_steps, lr=args.distill_lr, batch_size=args.distill_batch,
-                            crop_seconds=args.distill_crop_seconds)
-    report = run_localize(
-        args.model_dir, args.out_dir, coverage=args.coverage, data=args.data, analysis_json=args.analysis,
-        max_utterances=args.max_utterances, max_seconds=args.max_seconds, multiple=args.multiple,
-        per_head=args.per_head, distill_data=args.distill, distill=distill, test=args.test, bench_seconds=args.bench_seconds,
-        bench_reps=args.bench_reps, command=_command_line(), progress=not args.quiet, device=args.device,
+    distill = DistillConfig(
+        steps=args.distill_steps,
+        lr=args.distill_lr,
+        batch_size=args.distill_batch,
+        crop_seconds=args.distill_crop_seconds,
     )
-    print("windows (-left/+right frames per layer): "
-          + " ".join(f"-{w['window_left']}/+{w['window_right']}" for w in report["windows"]))
+    report = run_localize(
+        args.model_dir,
+        args.out_dir,
+        coverage=args.coverage,
+        data=args.data,
+        analysis_json=args.analysis,
+        max_utterances=args.max_utterances,
+        max_seconds=args.max_seconds,
+        multiple=args.multiple,
+        per_head=args.per_head,
+        distill_data=args.distill,
+        distill=distill,
+        test=args.test,
+        bench_seconds=args.bench_seconds,
+        bench_reps=args.bench_reps,
+        command=_command_line(),
+        progress=not args.quiet,
+        device=args.device,
+    )
+    print(
+        "windows (-left/+right frames per layer): "
+        + " ".join(f"-{w['window_left']}/+{w['window_right']}" for w in report["windows"])
+    )
     for key in ("distillation", "speed", "test"):
         if key in report:
             print(f"{key}: {json.dumps(report[key])}")
@@ -197,17 +228,26 @@ def _localize(args) -> int:
     return 0
 
 
-def _data_options(p, default_utterances: int | None, default_seconds: float | None,
-                  default_per_language: int | None) -> None:
+def _data_options(
+    p, default_utterances: int | None, default_seconds: float | None, default_per_language: int | None
+) -> None:
     p.add_argument("model_dir", help="a seqattn model directory (convert fairseq/HF checkpoints first)")
-    p.add_argument("data", nargs="+", help="[LANG=]PATH: Kaldi data dirs, .jsonl or .tsv manifests, HF datasets "
-                                           "(PATH?split=S), audio files or folders; "
-                                           "LANG= sets the language of every utterance of PATH")
+    p.add_argument(
+        "data",
+        nargs="+",
+        help="[LANG=]PATH: Kaldi data dirs, .jsonl or .tsv manifests, HF datasets "
+        "(PATH?split=S), audio files or folders; "
+        "LANG= sets the language of every utterance of PATH",
+    )
     p.add_argument("--out-dir", required=True)
     p.add_argument("--max-utterances", type=int, default=default_utterances, help="random sample of this many")
     p.add_argument("--max-seconds", type=float, default=default_seconds, help="crop each utterance to this length")
-    p.add_argument("--per-language", type=int, default=default_per_language,
-                   help="at most this many utterances per language (a seeded random sample)")
+    p.add_argument(
+        "--per-language",
+        type=int,
+        default=default_per_language,
+        help="at most this many utterances per language (a seeded random sample)",
+    )
     p.add_argument("--plot-format", type=_formats, default=("png",), help="comma-separated: png,svg,pdf")
     p.add_argument("--seed", type=int, default=0)
     add_device_argument(p)
@@ -219,43 +259,54 @@ def add_analyze_parser(commands) -> None:
     kinds = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
 
     q = kinds.add_parser(
-        "attention", help="how local each head is",
+        "attention",
+        help="how local each head is",
         description="Per layer and head: mean attention distance (frames and ms; tokens for language models, "
-                    "whose DATA are text files), mass within +-w, the smallest w "
-                    "holding 90%/95% of the mass, entropy and self mass, averaged over the real query frames of "
-                    "the sampled utterances. Writes attention.json, attention.csv, heatmaps, mass-vs-window "
-                    "curves and example maps. Local/routed heads use banded weights (no N x N memory).",
+        "whose DATA are text files), mass within +-w, the smallest w "
+        "holding 90%/95% of the mass, entropy and self mass, averaged over the real query frames of "
+        "the sampled utterances. Writes attention.json, attention.csv, heatmaps, mass-vs-window "
+        "curves and example maps. Local/routed heads use banded weights (no N x N memory).",
         epilog="example: seqattn analyze attention exp/pt/final data/test_hi --out-dir exp/analysis/attention",
     )
     _data_options(q, 64, 30.0, None)
     q.add_argument("--batch-size", type=int, default=1)
     q.add_argument("--context", type=int, default=0, help="language models: tokens per window (default: max_context)")
     q.add_argument("--map-frames", type=int, default=150, help="frames shown in the example attention maps")
-    q.add_argument("--heads", type=_heads, help="LAYER:HEAD,... for the example maps (default: the most and "
-                                                "least local head of the first, middle and last layer)")
+    q.add_argument(
+        "--heads",
+        type=_heads,
+        help="LAYER:HEAD,... for the example maps (default: the most and "
+        "least local head of the first, middle and last layer)",
+    )
     q.add_argument("--threads", type=int, default=0)
     q.set_defaults(handler=_attention)
 
     q = kinds.add_parser(
-        "codebook", help="quantizer entry use per language, and overlap between languages",
+        "codebook",
+        help="quantizer entry use per language, and overlap between languages",
         description="Needs a pretraining model (with its quantizer) and the language of each utterance "
-                    "(utt2lang, a manifest's language field, or LANG=PATH). Writes codebook.json (per-language "
-                    "counts, perplexities, JSD and top-k Jaccard matrices, shared and language-specific "
-                    "entries, the clustering) and plots.",
+        "(utt2lang, a manifest's language field, or LANG=PATH). Writes codebook.json (per-language "
+        "counts, perplexities, JSD and top-k Jaccard matrices, shared and language-specific "
+        "entries, the clustering) and plots.",
         epilog="example: seqattn analyze codebook exp/pt/final data/pretrain_* --out-dir exp/analysis/codebook",
     )
     _data_options(q, None, None, 200)
     q.add_argument("--top-k", type=int, default=32, help="entries per group for the Jaccard overlap")
-    q.add_argument("--min-share", type=float, default=0.002,
-                   help="an entry counts as used by a language above this share of its frames")
+    q.add_argument(
+        "--min-share",
+        type=float,
+        default=0.002,
+        help="an entry counts as used by a language above this share of its frames",
+    )
     q.set_defaults(handler=_codebook)
 
     q = kinds.add_parser(
-        "layers", help="linear probes for language and language family per layer",
+        "layers",
+        help="linear probes for language and language family per layer",
         description="Mean-pools every layer's output per utterance and scores a linear probe (logistic "
-                    "regression, stratified k-fold) for language id and language family (Indo-Aryan, "
-                    "Dravidian, ...; see seqattn/analysis/families.py) at each layer; plots the accuracies and a "
-                    "2-D projection of the best layer.",
+        "regression, stratified k-fold) for language id and language family (Indo-Aryan, "
+        "Dravidian, ...; see seqattn/analysis/families.py) at each layer; plots the accuracies and a "
+        "2-D projection of the best layer.",
         epilog="example: seqattn analyze layers exp/pt/final data/test_* --out-dir exp/analysis/layers",
     )
     _data_options(q, None, 30.0, 100)
@@ -267,13 +318,14 @@ def add_analyze_parser(commands) -> None:
 
 def add_localize_parser(formats) -> None:
     q = formats.add_parser(
-        "localize", help="full-attention model -> local-attention model with measured windows",
+        "localize",
+        help="full-attention model -> local-attention model with measured windows",
         description="Measure how far each head of a full-attention model attends (or read an attention.json), "
-                    "give each layer the +-w window holding --coverage of every head's mass, optionally distil "
-                    "the attention projections against the original on unlabelled audio, and report the "
-                    "speed-up on a long input and the WER/CER change on --test.",
+        "give each layer the +-w window holding --coverage of every head's mass, optionally distil "
+        "the attention projections against the original on unlabelled audio, and report the "
+        "speed-up on a long input and the WER/CER change on --test.",
         epilog="example: seqattn convert localize exp/ft/best exp/ft_local --data data/dev_hi --coverage 0.95 "
-               "--distill data/pretrain_hi --test data/test_hi",
+        "--distill data/pretrain_hi --test data/test_hi",
     )
     q.add_argument("model_dir")
     q.add_argument("out_dir")
@@ -283,9 +335,12 @@ def add_localize_parser(formats) -> None:
     q.add_argument("--max-utterances", type=int, default=64)
     q.add_argument("--max-seconds", type=float, default=30.0)
     q.add_argument("--multiple", type=int, default=1, help="round windows up to a multiple of this many frames")
-    q.add_argument("--per-head", action="store_true",
-                   help="give every head its own window (its own coverage need) instead of the layer's widest; "
-                        "narrow heads then run with their own blocking and cost less")
+    q.add_argument(
+        "--per-head",
+        action="store_true",
+        help="give every head its own window (its own coverage need) instead of the layer's widest; "
+        "narrow heads then run with their own blocking and cost less",
+    )
     q.add_argument("--distill", nargs="+", help="[LANG=]PATH unlabelled audio to distil the attention layers on")
     q.add_argument("--distill-steps", type=int, default=200)
     q.add_argument("--distill-lr", type=float, default=2e-4)

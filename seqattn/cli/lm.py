@@ -123,7 +123,7 @@ def add_lm_parsers(commands) -> None:
         epilog="example: seqattn train-lm recipes/lm/tinyshakespeare_char.yaml data.train='[data/train.txt]' "
                "data.valid='[data/valid.txt]' run.output_dir=exp/lm",
     )
-    training_arguments(p, "optim.lr=1e-3 model.attention.routing_heads=2", _train_lm)
+    training_arguments(p, "optim.lr=1e-3 model.attention.routing.heads=2", _train_lm)
 
     p = commands.add_parser(
         "eval-lm", help="perplexity of a language model on text files",
@@ -135,13 +135,22 @@ def add_lm_parsers(commands) -> None:
         epilog="example: seqattn eval-lm exp/lm/checkpoints/update_00005000 data/test.txt --context 256 --stride 128",
     )
     p.add_argument("model_dir", help="a seqattn LM directory (config.json, model.safetensors, tokenizer.json)")
-    p.add_argument("files", nargs="+", help="UTF-8 text files, or HF datasets (a save_to_disk directory or parquet files; PATH?split=S&text=COLUMN)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        help="UTF-8 text files, or HF datasets (a save_to_disk directory or parquet files; PATH?split=S&text=COLUMN)",
+    )
     p.add_argument("--context", type=int, default=0, help="tokens per window (default: the model's max_context)")
     p.add_argument("--stride", type=int, default=0, help="sliding-window stride (default: = context, i.e. blocks)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    p.add_argument("--copy-window", type=int, default=0, metavar="W",
-                   help="also report the loss by copy source: targets whose 12-token n-gram last occurred within W "
-                        "tokens, only beyond W (what only long-range attention can use), or nowhere in the window")
+    p.add_argument(
+        "--copy-window",
+        type=int,
+        default=0,
+        metavar="W",
+        help="also report the loss by copy source: targets whose 12-token n-gram last occurred within W "
+        "tokens, only beyond W (what only long-range attention can use), or nowhere in the window",
+    )
     p.add_argument("--errors", choices=["strict", "replace"], default="strict")
     p.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-' for stdout)")
     p.add_argument("--threads", type=int, default=0)
@@ -150,10 +159,11 @@ def add_lm_parsers(commands) -> None:
     p.set_defaults(handler=_eval_lm)
 
     p = commands.add_parser(
-        "generate", help="sample text from a language model",
+        "generate",
+        help="sample text from a language model",
         description="Continue a prompt. By default each new token costs one cached step (local heads keep "
-                    "their last window of keys, routing heads the last tokens of each cluster); --no-cache "
-                    "recomputes the whole sequence per token and gives the same tokens.",
+        "their last window of keys, routing heads the last tokens of each cluster); --no-cache "
+        "recomputes the whole sequence per token and gives the same tokens.",
         epilog="example: seqattn generate exp/lm/best 'ROMEO:' --max-new-tokens 300 --temperature 0.8 --top-k 40",
     )
     p.add_argument("model_dir")

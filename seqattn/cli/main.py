@@ -213,13 +213,7 @@ def _export(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="seqattn",
-        description="Multilingual speech and sequence modelling on local and content-routed attention.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_pretrain_parser(commands) -> None:
     p = commands.add_parser(
         "pretrain", help="wav2vec 2.0 self-supervised pretraining",
         description="Pretrain wav2vec 2.0 on unlabelled audio (Kaldi data dirs or manifests). Resumes from "
@@ -230,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training_arguments(p, "optim.lr=1e-4 run.max_time_s=900", _pretrain)
 
+
+def _add_finetune_parser(commands) -> None:
     p = commands.add_parser(
         "finetune", help="CTC fine-tuning of a (pretrained) wav2vec 2.0 encoder",
         description="Fine-tune wav2vec 2.0 with CTC on labelled Kaldi data dirs or manifests. The character "
@@ -241,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training_arguments(p, "optim.lr=1e-4 freeze_updates=100", _finetune)
 
+
+def _add_transcribe_parser(commands) -> None:
     p = commands.add_parser(
         "transcribe", help="transcribe audio with a fine-tuned CTC model",
         description="Transcribe audio files (any sample rate, mono or multi-channel), directories, HF datasets, "
@@ -261,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Kaldi data dir (honours segments; a wav.scp entry ending in '|' is a shell command whose "
                         "stdout is the audio, run with sh -c as Kaldi does). Repeat it to decode several sets with "
                         "one model load: each is scored on its own and written to OUTPUT_DIR/<its name>")
-    p.add_argument("--manifest", help="a JSONL manifest (audio_filepath, text), an HF dataset, or a fairseq .tsv manifest (its "
-                                      ".wrd or .ltr transcripts beside it)")
+    p.add_argument(
+        "--manifest",
+        help="a JSONL manifest (audio_filepath, text), an HF dataset, or a fairseq .tsv manifest (its "
+        ".wrd or .ltr transcripts beside it)",
+    )
     p.add_argument("--output-dir", default="transcripts")
     p.add_argument("--output-format", default="txt", choices=["txt", "json", "ctm", "srt", "vtt", "all"])
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy; >1 = flashlight beam search")
@@ -271,15 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-weight", type=float, default=0.5)
     p.add_argument("--word-score", type=float, default=0.0)
     p.add_argument("--sil-score", type=float, default=0.0, help="score added for the word boundary (silence) token")
-    p.add_argument("--chunk-seconds", type=float, default=None,
-                   help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)")
-    p.add_argument("--stream-seconds", type=float, default=600.0,
-                   help="a model whose heads are all local reads plain files longer than this from disk window by "
-                        "window: the same transcript as one pass in bounded memory (default 600; inf = never)")
-    p.add_argument("--language", help="language of inputs that do not name one (utt2lang, manifest): models "
-                                      "trained with the common Indic label set write this language's script")
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="utterances per encoder batch (sorted by length; inputs over a minute run alone)")
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        help="chunk long audio (default: 30 s for models with full attention, one pass otherwise; 0 = never)",
+    )
+    p.add_argument(
+        "--stream-seconds",
+        type=float,
+        default=600.0,
+        help="a model whose heads are all local reads plain files longer than this from disk window by "
+        "window: the same transcript as one pass in bounded memory (default 600; inf = never)",
+    )
+    p.add_argument(
+        "--language",
+        help="language of inputs that do not name one (utt2lang, manifest): models "
+        "trained with the common Indic label set write this language's script",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="utterances per encoder batch (sorted by length; inputs over a minute run alone)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     add_device_argument(p)
     p.add_argument("--no-pipes", action="store_true", help="refuse piped wav.scp entries (they become errors)")
@@ -287,28 +303,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=_transcribe)
 
+
+def _add_validate_data_dir_parser(commands) -> None:
     p = commands.add_parser(
-        "validate-data-dir", help="check a Kaldi data dir (and --fix it)",
+        "validate-data-dir",
+        help="check a Kaldi data dir (and --fix it)",
         description="Validate a Kaldi data dir the way utils/validate_data_dir.sh does: sorted files, ids "
-                    "present in every file, no duplicates, no empty transcripts, no CRLF or non-UTF-8 lines, "
-                    "segments inside wav.scp recordings, audio files present. Every problem is reported with "
-                    "its file and line; exit status 1 if there are any. --fix drops the offending entries "
-                    "(like utils/fix_data_dir.sh), reports how many, and keeps the originals in .backup/.",
+        "present in every file, no duplicates, no empty transcripts, no CRLF or non-UTF-8 lines, "
+        "segments inside wav.scp recordings, audio files present. Every problem is reported with "
+        "its file and line; exit status 1 if there are any. --fix drops the offending entries "
+        "(like utils/fix_data_dir.sh), reports how many, and keeps the originals in .backup/.",
         epilog="example: seqattn validate-data-dir data/train_hi --fix; seqattn validate-data-dir data/*_hi",
     )
     p.add_argument("data_dir", nargs="+", help="one or more data dirs, each checked and reported")
     p.add_argument("--fix", action="store_true", help="drop offending entries and rewrite the directory")
-    p.add_argument("--check-audio", action=argparse.BooleanOptionalAction, default=True,
-                   help="check that every plain wav.scp file exists (default: yes)")
+    p.add_argument(
+        "--check-audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="check that every plain wav.scp file exists (default: yes)",
+    )
     p.set_defaults(handler=_validate_data_dir)
 
+
+def _add_build_lm_parser(commands) -> None:
     p = commands.add_parser(
-        "build-lm", help="KenLM n-gram LM + lexicon for beam search",
+        "build-lm",
+        help="KenLM n-gram LM + lexicon for beam search",
         description="Train an n-gram LM with KenLM's lmplz/build_binary (tools/install_kenlm.sh) on transcripts "
-                    "and write the lexicon (word, its characters, |) of the words the CTC vocabulary can spell. "
-                    "Sentences are cut at words with characters outside the vocabulary.",
+        "and write the lexicon (word, its characters, |) of the words the CTC vocabulary can spell. "
+        "Sentences are cut at words with characters outside the vocabulary.",
         epilog="example: seqattn build-lm data/train_hi/text --kaldi-text --vocab exp/ft/best/tokens.json "
-               "--out-dir exp/lm/hi",
+        "--out-dir exp/lm/hi",
     )
     p.add_argument("text", nargs="+", help="text files: one sentence per line, or Kaldi text with --kaldi-text")
     p.add_argument("--kaldi-text", action="store_true", help="lines start with an utterance id")
@@ -318,16 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", help="the text's language (needed for common-label-set vocabularies)")
     p.set_defaults(handler=_build_lm)
 
+
+def _add_convert_parser(commands) -> None:
     p = commands.add_parser(
-        "convert", help="import fairseq / HF wav2vec2 models, export to HF, localize full attention",
+        "convert",
+        help="import fairseq / HF wav2vec2 models, export to HF, localize full attention",
         description="Convert models between formats. Outputs appear complete or not at all.",
     )
     formats = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
     q = formats.add_parser(
-        "fairseq", help="fairseq wav2vec 2.0 checkpoint (pretraining or CTC, e.g. IndicWav2Vec) -> seqattn",
+        "fairseq",
+        help="fairseq wav2vec 2.0 checkpoint (pretraining or CTC, e.g. IndicWav2Vec) -> seqattn",
         description="Read a fairseq checkpoint without fairseq (safe loading: only the classes fairseq files "
-                    "contain are accepted) and write a seqattn model directory. CTC models get tokens.json from "
-                    "the checkpoint's target dictionary or --dict.",
+        "contain are accepted) and write a seqattn model directory. CTC models get tokens.json from "
+        "the checkpoint's target dictionary or --dict.",
         epilog="example: seqattn convert fairseq indicw2v_base_pretrained.pt exp/indicw2v_base",
     )
     q.add_argument("source", help="fairseq .pt checkpoint")
@@ -335,15 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dict", help="fairseq dict.ltr.txt (when the checkpoint holds no target dictionary)")
     q.set_defaults(handler=_convert)
     q = formats.add_parser(
-        "hf-import", help="HF Wav2Vec2ForCTC / Wav2Vec2ForPreTraining directory or hub repo id -> seqattn",
+        "hf-import",
+        help="HF Wav2Vec2ForCTC / Wav2Vec2ForPreTraining directory or hub repo id -> seqattn",
         description="Import an HF wav2vec2 model: a save_pretrained directory, or a hub repo id read through "
-                    "huggingface_hub's cache (with HF_HUB_OFFLINE=1 only the local cache is used). Sharded weights "
-                    "(model.safetensors.index.json) are joined. MMS-style per-language attention adapters are not "
-                    "supported (a clear error); a per-language vocab.json needs --language.",
+        "huggingface_hub's cache (with HF_HUB_OFFLINE=1 only the local cache is used). Sharded weights "
+        "(model.safetensors.index.json) are joined. MMS-style per-language attention adapters are not "
+        "supported (a clear error); a per-language vocab.json needs --language.",
         epilog="example: HF_HUB_OFFLINE=1 seqattn convert hf-import facebook/wav2vec2-base-960h exp/w2v_960h",
     )
-    q.add_argument("source", help="HF save_pretrained directory (config.json, model.safetensors, vocab.json) or a "
-                                  "hub repo id (org/name)")
+    q.add_argument(
+        "source",
+        help="HF save_pretrained directory (config.json, model.safetensors, vocab.json) or a hub repo id (org/name)",
+    )
     q.add_argument("--language", help="the language whose vocabulary to take from a per-language vocab.json")
     q.add_argument("out_dir", help="seqattn model directory to write")
     q.set_defaults(handler=_convert)
@@ -353,24 +386,44 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_convert)
     add_localize_parser(formats)
 
+
+def _add_export_parser(commands) -> None:
     p = commands.add_parser(
-        "export", help="export a CTC model to ONNX",
+        "export",
+        help="export a CTC model to ONNX",
         description="Export a model for other runtimes.",
     )
     formats = p.add_subparsers(dest="target_format", required=True, metavar="FORMAT")
     q = formats.add_parser(
-        "onnx", help="CTC model directory -> .onnx (dynamic batch and length)",
-        description="Export a CTC model (full, local, dilated, global, shifted-window and pooled heads; not routed heads) to ONNX "
-                    "with dynamic batch and length. The model's config and vocabulary travel in the file's "
-                    "metadata, so `seqattn transcribe OUT.onnx` needs nothing else. The export is checked with "
-                    "onnxruntime against PyTorch (logits within 1e-4) before the file is written.",
+        "onnx",
+        help="CTC model directory -> .onnx (dynamic batch and length)",
+        description="Export a CTC model (full, local, dilated, global, shifted-window and pooled heads; not routed "
+        "heads) to ONNX "
+        "with dynamic batch and length. The model's config and vocabulary travel in the file's "
+        "metadata, so `seqattn transcribe OUT.onnx` needs nothing else. The export is checked with "
+        "onnxruntime against PyTorch (logits within 1e-4) before the file is written.",
         epilog="example: seqattn export onnx exp/ft/best exp/ft/model.onnx && "
-               "seqattn transcribe exp/ft/model.onnx talk.wav",
+        "seqattn transcribe exp/ft/model.onnx talk.wav",
     )
     q.add_argument("model_dir", help="a seqattn CTC model directory")
     q.add_argument("out", help="the .onnx file to write")
     q.add_argument("--opset", type=int, default=18, help="ONNX opset version")
     q.set_defaults(handler=_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqattn",
+        description="Multilingual speech and sequence modelling on local and content-routed attention.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_pretrain_parser(commands)
+    _add_finetune_parser(commands)
+    _add_transcribe_parser(commands)
+    _add_validate_data_dir_parser(commands)
+    _add_build_lm_parser(commands)
+    _add_convert_parser(commands)
+    _add_export_parser(commands)
     add_analyze_parser(commands)
     add_lm_parsers(commands)
     return finish_help(parser)

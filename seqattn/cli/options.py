@@ -15,8 +15,13 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text.lower() or action.default is None or action.default is False
-                or action.default == argparse.SUPPRESS or not action.option_strings):  # already said, or nothing worth saying
+        if (
+            "default" in text.lower()
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):  # already said, or nothing worth saying
             return text
         return f"{text} (default: %(default)s)".strip()
 
@@ -29,7 +34,12 @@ def finish_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 finish_help(sub)
-        elif action.help is None and action.option_strings and action.default is not None \
-                and action.default is not False and action.default != argparse.SUPPRESS:
+        elif (
+            action.help is None
+            and action.option_strings
+            and action.default is not None
+            and action.default is not False
+            and action.default != argparse.SUPPRESS
+        ):
             action.help = "default: %(default)s"
     return parser

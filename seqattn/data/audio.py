@@ -5,7 +5,6 @@ Every failure is an :class:`AudioError` that names the source, so batch jobs can
 from __future__ import annotations
 
 import io
-import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
+
 from seqattn.errors import SeqattnError
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
@@ -73,7 +73,9 @@ def run_pipe(command: str, timeout: float) -> bytes:
         raise AudioError(f"pipe command timed out after {timeout:.0f} s: {command}") from None
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError(f"pipe command failed (exit {proc.returncode}): {command}" + (f": {detail[-1]}" if detail else ""))
+        raise AudioError(
+            f"pipe command failed (exit {proc.returncode}): {command}" + (f": {detail[-1]}" if detail else "")
+        )
     if not proc.stdout:
         raise AudioError(f"pipe command produced no audio: {command}")
     return proc.stdout
@@ -93,8 +95,9 @@ def check_wav_length(source: AudioSource) -> None:
         if chunk == b"data":
             available = size - (position + 8)
             if 0 < length < 0xFFFFFFFF and available < length:
-                raise AudioError(f"{source}: truncated: its data chunk declares {length} bytes, the file holds "
-                                 f"{available}")
+                raise AudioError(
+                    f"{source}: truncated: its data chunk declares {length} bytes, the file holds {available}"
+                )
             return
         position += 8 + length + (length & 1)
 
@@ -115,8 +118,9 @@ def segment_frames(source: AudioSource, f: sf.SoundFile) -> tuple[int, int]:
     start = 0 if source.start is None else int(round(source.start * rate))
     stop = f.frames if source.end is None else min(f.frames, int(round(source.end * rate)))
     if source.start is not None and (start < 0 or start >= max(f.frames, 1) or stop <= start):
-        raise AudioError(f"{source}: segment [{source.start}, {source.end}] s lies outside the recording "
-                         f"({f.frames / rate:.2f} s)")
+        raise AudioError(
+            f"{source}: segment [{source.start}, {source.end}] s lies outside the recording ({f.frames / rate:.2f} s)"
+        )
     return start, stop
 
 
@@ -138,8 +142,9 @@ def _decode(source: AudioSource, pipe_timeout: float, allow_pipes: bool) -> tupl
             f.seek(start)
             data = f.read(stop - start, dtype="float32", always_2d=True)
             if data.shape[0] < stop - start:
-                raise AudioError(f"{source}: truncated: the header promises {stop - start} frames, the file holds "
-                                 f"{data.shape[0]}")
+                raise AudioError(
+                    f"{source}: truncated: the header promises {stop - start} frames, the file holds {data.shape[0]}"
+                )
         if handle == source.location:  # a plain file (embedded bytes and pipes are checked by decoding)
             check_wav_length(source)
     except AudioError:
@@ -199,7 +204,9 @@ def audio_duration(source: AudioSource | str, *, pipe_timeout: float = 120.0, al
     if isinstance(source, EmbeddedAudio):
         target = source.open()
     elif not os.path.isfile(source.location):
-        raise AudioError(f"{source}: no such file" if not os.path.isdir(source.location) else f"{source}: is a directory")
+        raise AudioError(
+            f"{source}: no such file" if not os.path.isdir(source.location) else f"{source}: is a directory"
+        )
     else:
         target = source.location
     try:
@@ -207,7 +214,9 @@ def audio_duration(source: AudioSource | str, *, pipe_timeout: float = 120.0, al
     except (sf.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioError(f"{source}: cannot read audio header ({error})") from None
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
-        raise AudioError(f"{source}: sample rate {info.samplerate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]")
+        raise AudioError(
+            f"{source}: sample rate {info.samplerate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]"
+        )
     total = info.frames / info.samplerate
     start = source.start or 0.0
     if start >= total and total > 0:
@@ -220,11 +229,3 @@ def normalize_waveform(wave: torch.Tensor) -> torch.Tensor:
     if wave.numel() == 0:
         return wave
     return torch.nn.functional.layer_norm(wave, wave.shape)
-
-
-def frames_to_seconds(frames: int, hop: int = 320, sample_rate: int = 16000) -> float:
-    return frames * hop / sample_rate
-
-
-def seconds_to_samples(seconds: float, sample_rate: int = 16000) -> int:
-    return int(math.floor(seconds * sample_rate + 0.5))

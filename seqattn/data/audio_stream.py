@@ -86,10 +86,14 @@ class StreamingAudio:
             self._file.seek(self.native_start + start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)  # (frames, channels)
         except DECODE_ERRORS as error:
-            raise AudioError(f"{self.source}: cannot decode audio at {start / self.native_rate:.2f} s ({error})") from None
+            raise AudioError(
+                f"{self.source}: cannot decode audio at {start / self.native_rate:.2f} s ({error})"
+            ) from None
         if data.shape[0] < stop - start:
-            raise AudioError(f"{self.source}: truncated: the header promises {self.native_stop - self.native_start} "
-                             f"frames, reading stopped at {start + data.shape[0]}")
+            raise AudioError(
+                f"{self.source}: truncated: the header promises {self.native_stop - self.native_start} "
+                f"frames, reading stopped at {start + data.shape[0]}"
+            )
         mono = data.mean(axis=1)
         if not np.isfinite(mono).all():
             at = (start + int(np.flatnonzero(~np.isfinite(mono))[0])) / self.native_rate

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seqattn.errors import SeqattnError
+
 from .audio import AudioSource
 
 
@@ -80,7 +81,8 @@ def read_table(path: Path, problems: list[Problem], min_fields: int = 2) -> dict
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as error:
-            problems.append(Problem(name, number, f"not valid UTF-8 (byte {error.start})", line_bytes.split()[0].decode("utf-8", "replace")))
+            problems.append(Problem(name, number, f"not valid UTF-8 (byte {error.start})",
+                                    line_bytes.split()[0].decode("utf-8", "replace")))
             continue
         parts = FIELD_SEPARATOR.split(line.strip(" \t"), maxsplit=1)  # Kaldi: fields are split on spaces/tabs
         if not parts[0]:
@@ -174,7 +176,8 @@ def read_data_dir(
                 if source_file == "segments":
                     for utt, src in list(sources.items()):
                         if src.location == value:
-                            problems.append(Problem(f"{path.name}/segments", 0, f"{utt}: recording {rec} is missing", utt))
+                            problems.append(Problem(f"{path.name}/segments", 0, f"{utt}: recording {rec} is missing",
+                                                    utt))
     if check_audio and source_file == "segments":
         _check_segment_bounds(path, segments, recordings, problems)
     tables = {}

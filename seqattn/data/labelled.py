@@ -6,8 +6,8 @@ Utterances that fail are reported by id with the reason instead of being trained
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

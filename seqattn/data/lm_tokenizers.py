@@ -99,7 +99,7 @@ class CharTokenizer(_TokenList):
     kind = "char"
 
     @classmethod
-    def train(cls, paths, min_count: int = 1) -> "CharTokenizer":
+    def train(cls, paths, min_count: int = 1) -> CharTokenizer:
         counts = Counter()
         for chunk in iter_text(paths):
             counts.update(chunk)
@@ -120,7 +120,7 @@ class WordTokenizer(_TokenList):
     kind = "word"
 
     @classmethod
-    def train(cls, paths, max_words: int = 0, min_count: int = 1) -> "WordTokenizer":
+    def train(cls, paths, max_words: int = 0, min_count: int = 1) -> WordTokenizer:
         counts = Counter()
         for chunk in iter_text(paths):
             counts.update(chunk.split())
@@ -164,7 +164,7 @@ class SentencePieceTokenizer:
 
     @classmethod
     def train(cls, paths, vocab_size: int = 8000, model_type: str = "unigram",
-              max_sentences: int = 2_000_000) -> "SentencePieceTokenizer":
+              max_sentences: int = 2_000_000) -> SentencePieceTokenizer:
         import sentencepiece
 
         if model_type not in ("unigram", "bpe"):

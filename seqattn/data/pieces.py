@@ -49,7 +49,7 @@ class PieceVocabulary(CharVocabulary):
             corpus = Path(tmp) / "words.txt"
             corpus.write_text("".join(f"{w}\n" * n for w, n in sorted(words.items())), encoding="utf-8")
             size = max(size, len(characters) + 2)
-            for attempt in range(6):  # small corpora cannot support every requested size
+            for _ in range(6):  # small corpora cannot support every requested size
                 try:
                     sentencepiece.SentencePieceTrainer.train(
                         input=str(corpus), model_prefix=str(Path(tmp) / "sp"), model_type="unigram",
@@ -81,7 +81,7 @@ class PieceVocabulary(CharVocabulary):
                            "model": base64.b64encode(self.model).decode("ascii")}, ensure_ascii=False, indent=1)
 
     @classmethod
-    def from_values(cls, values: dict, path: str | os.PathLike) -> "PieceVocabulary":
+    def from_values(cls, values: dict, path: str | os.PathLike) -> PieceVocabulary:
         if values.get("type") != "sentencepiece" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn sentencepiece vocabulary")
         check_vocabulary_values(values, path)

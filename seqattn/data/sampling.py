@@ -6,8 +6,6 @@ languages are up-sampled. Batches hold as many utterances as fit under a total s
 """
 from __future__ import annotations
 
-from collections import Counter
-
 import torch
 
 
@@ -66,6 +64,3 @@ def duration_batches(indices: list[int], sizes: list[int], max_tokens: int, gene
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
 
-
-def epoch_language_counts(indices: list[int], languages: list[str]) -> dict[str, int]:
-    return dict(Counter(languages[i] for i in indices))

@@ -168,12 +168,12 @@ class CharVocabulary:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CharVocabulary":
+    def load(cls, path: str | os.PathLike) -> CharVocabulary:
         """A vocabulary file of this class's kind (:func:`seqattn.data.vocabulary.load_vocabulary` reads any)."""
         return cls.from_values(read_vocabulary_values(path), path)
 
     @classmethod
-    def from_values(cls, values: dict, path: str | os.PathLike) -> "CharVocabulary":
+    def from_values(cls, values: dict, path: str | os.PathLike) -> CharVocabulary:
         """From the parsed JSON of a ``{"type": "char"}`` vocabulary file."""
         if values.get("type") != "char" or not isinstance(values.get("tokens"), list):
             raise VocabularyError(f"{path} is not a seqattn character vocabulary")

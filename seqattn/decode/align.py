@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from seqattn.errors import SeqattnError
+
 from .ctc import collapse
 
 

@@ -46,7 +46,7 @@ class Score:
     # with a copy window: {class: [tokens, nll]} for the classes of seqattn.data.longrange (novel/within/beyond)
     copy_source: dict | None = None
 
-    def add(self, other: "Score") -> None:
+    def add(self, other: Score) -> None:
         self.tokens += other.tokens
         self.words += other.words
         self.bytes += other.bytes

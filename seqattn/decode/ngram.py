@@ -11,8 +11,8 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from seqattn.errors import SeqattnError
 from seqattn.data.text import CharVocabulary
+from seqattn.errors import SeqattnError
 
 
 class KenLMError(SeqattnError, RuntimeError):

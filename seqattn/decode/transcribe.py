@@ -22,10 +22,10 @@ import torch
 
 from seqattn.data.audio import AudioError, AudioSource, load_audio, normalize_waveform
 from seqattn.data.audio_stream import StreamingAudio
-from seqattn.data.kaldi import read_data_dir
 from seqattn.data.hf_datasets import DatasetSpecError, is_dataset_spec, read_dataset
-from seqattn.data.unlabelled import read_utterances
+from seqattn.data.kaldi import read_data_dir
 from seqattn.data.text import CharVocabulary
+from seqattn.data.unlabelled import read_utterances
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
 from seqattn.models.io import ModelDirError, load_model
 from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
@@ -68,7 +68,9 @@ class TranscriptionResult:
         return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
-def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str | None = None) -> tuple[list[InputItem], list[Failure]]:
+def collect_inputs(
+    paths: list[str], data_dir: str | None = None, manifest: str | None = None
+) -> tuple[list[InputItem], list[Failure]]:
     """Files, directories (searched recursively for audio) and HF datasets, a Kaldi data dir, and a JSONL,
     fairseq ``.tsv`` or HF dataset manifest."""
     items, failures, seen = [], [], set()
@@ -93,7 +95,9 @@ def collect_inputs(paths: list[str], data_dir: str | None = None, manifest: str 
             for utt in rows:
                 add(InputItem(utt.utt_id, utt.source, utt.text, utt.language))
         elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink()))
+            found = sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and (f.is_file() or f.is_symlink())
+            )
             if not found:
                 failures.append(Failure(path, "directory holds no audio files"))
             for f in found:
@@ -179,10 +183,21 @@ class Skipped:
     why: str  # "empty" or "silent"
 
 
-def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_rate: int = 16000,
-               chunk_seconds: float | None = None, beam: Beam | None = None, timestamps: bool = True,
-               batch_size: int = 1, allow_pipes: bool = True, pipe_timeout: float = 120.0,
-               progress: bool = True, stream_seconds: float = STREAM_SECONDS) -> TranscriptionResult:
+def transcribe(
+    model,
+    vocab: CharVocabulary,
+    items: list[InputItem],
+    *,
+    sample_rate: int = 16000,
+    chunk_seconds: float | None = None,
+    beam: Beam | None = None,
+    timestamps: bool = True,
+    batch_size: int = 1,
+    allow_pipes: bool = True,
+    pipe_timeout: float = 120.0,
+    progress: bool = True,
+    stream_seconds: float = STREAM_SECONDS,
+) -> TranscriptionResult:
     """Transcribe every item fully, whatever its length.
 
     ``chunk_seconds=None`` chooses: chunks of 30 s for models with full attention, one pass otherwise; 0 forces
@@ -192,9 +207,18 @@ def transcribe(model, vocab: CharVocabulary, items: list[InputItem], *, sample_r
     equals unbatched decoding up to float rounding); inputs longer than a minute or than ``chunk_seconds`` are
     always run alone.
     """
-    transcriber = Transcriber(model, vocab, sample_rate=sample_rate, chunk_seconds=chunk_seconds, beam=beam,
-                              timestamps=timestamps, batch_size=batch_size, allow_pipes=allow_pipes,
-                              pipe_timeout=pipe_timeout, stream_seconds=stream_seconds)
+    transcriber = Transcriber(
+        model,
+        vocab,
+        sample_rate=sample_rate,
+        chunk_seconds=chunk_seconds,
+        beam=beam,
+        timestamps=timestamps,
+        batch_size=batch_size,
+        allow_pipes=allow_pipes,
+        pipe_timeout=pipe_timeout,
+        stream_seconds=stream_seconds,
+    )
     return transcriber.run(items, progress)
 
 
@@ -202,9 +226,20 @@ class Transcriber:
     """One transcription run: its settings, and as explicit state the result being built and the
     transcripts finished so far (kept with their input positions, so the output follows the input order)."""
 
-    def __init__(self, model, vocab: CharVocabulary, *, sample_rate: int = 16000, chunk_seconds: float | None = None,
-                 beam: Beam | None = None, timestamps: bool = True, batch_size: int = 1, allow_pipes: bool = True,
-                 pipe_timeout: float = 120.0, stream_seconds: float = STREAM_SECONDS):
+    def __init__(
+        self,
+        model,
+        vocab: CharVocabulary,
+        *,
+        sample_rate: int = 16000,
+        chunk_seconds: float | None = None,
+        beam: Beam | None = None,
+        timestamps: bool = True,
+        batch_size: int = 1,
+        allow_pipes: bool = True,
+        pipe_timeout: float = 120.0,
+        stream_seconds: float = STREAM_SECONDS,
+    ):
         self.vocab, self.sample_rate, self.timestamps = vocab, sample_rate, timestamps
         self.allow_pipes, self.pipe_timeout, self.stream_seconds = allow_pipes, pipe_timeout, stream_seconds
         # a seqattn model runs in PyTorch; a CTCInference (an exported ONNX graph) is used as it is
@@ -225,9 +260,11 @@ class Transcriber:
         from tqdm import tqdm
 
         if self.vocab.common_script and any(item.language is None for item in items):
-            self.result.warnings.append("this model writes a common label set for all Indic scripts; inputs "
-                                        "without a language (utt2lang, a manifest's language, or --language) "
-                                        "come out in Devanagari")
+            self.result.warnings.append(
+                "this model writes a common label set for all Indic scripts; inputs "
+                "without a language (utt2lang, a manifest's language, or --language) "
+                "come out in Devanagari"
+            )
         started = time.perf_counter()
         for index, item in enumerate(tqdm(items, desc="transcribe", unit="file", disable=not progress)):
             if index % TRIM_EVERY == TRIM_EVERY - 1:
@@ -242,11 +279,12 @@ class Transcriber:
     # --- reading ----------------------------------------------------------------------------------------------
 
     def read(self, index: int, item: InputItem) -> Loaded | Streaming | Skipped:
-        """Read one input: whole (pipes and dataset rows always: they cannot seek), or, for a plain file long enough for a
-        streamable model, as an open stream. Raises AudioError for unusable audio."""
+        """Read one input: whole (pipes and dataset rows always: they cannot seek), or, for a plain file long
+        enough for a streamable model, as an open stream. Raises AudioError for unusable audio."""
         if not item.source.seekable:
-            wave = load_audio(item.source, self.sample_rate, allow_pipes=self.allow_pipes,
-                              pipe_timeout=self.pipe_timeout)
+            wave = load_audio(
+                item.source, self.sample_rate, allow_pipes=self.allow_pipes, pipe_timeout=self.pipe_timeout
+            )
             return self._prepared(index, item, wave)
         stream = StreamingAudio(item.source, self.sample_rate)  # one open per file: its header decides
         if self._streams(stream):
@@ -256,8 +294,11 @@ class Transcriber:
         return self._prepared(index, item, wave)
 
     def _streams(self, stream: StreamingAudio) -> bool:
-        return (self.streamable and stream.seconds > self.stream_seconds
-                and stream.num_samples >= self.inference.min_samples)
+        return (
+            self.streamable
+            and stream.seconds > self.stream_seconds
+            and stream.num_samples >= self.inference.min_samples
+        )
 
     def _prepared(self, index: int, item: InputItem, wave: torch.Tensor) -> Loaded | Skipped:
         seconds = wave.numel() / self.sample_rate
@@ -282,8 +323,13 @@ class Transcriber:
             return
         except MemoryError:
             streamed = isinstance(outcome, Streaming)
-            self.result.failures.append(Failure(item.utt_id, "out of memory while reading the audio"
-                                                + (" or streaming it through the model" if streamed else "")))
+            self.result.failures.append(
+                Failure(
+                    item.utt_id,
+                    "out of memory while reading the audio"
+                    + (" or streaming it through the model" if streamed else ""),
+                )
+            )
             return
         self.result.audio_seconds += outcome.seconds
         if item.reference is not None:
@@ -309,16 +355,21 @@ class Transcriber:
             outputs = self.inference.logits([loaded.wave for loaded in batch])
         except MemoryError:
             for loaded in batch:  # reported like an unreadable input; the others go on
-                self.result.failures.append(Failure(loaded.item.utt_id, f"out of memory in the encoder "
-                                                    f"({loaded.seconds:.0f} s of audio); try --chunk-seconds 600"))
+                self.result.failures.append(
+                    Failure(
+                        loaded.item.utt_id,
+                        f"out of memory in the encoder ({loaded.seconds:.0f} s of audio); try --chunk-seconds 600",
+                    )
+                )
             return
         for loaded, logits in zip(batch, outputs):
             self._decode_logits(loaded, logits)
 
     def _decode_logits(self, loaded: Loaded, logits: torch.Tensor) -> None:
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (T, V)
-        self._finish(loaded.index, loaded.item, loaded.seconds, self.decoder.decode(log_probs), log_probs.shape[0],
-                     log_probs)
+        self._finish(
+            loaded.index, loaded.item, loaded.seconds, self.decoder.decode(log_probs), log_probs.shape[0], log_probs
+        )
 
     def _decode_stream(self, streaming: Streaming) -> None:
         """Decode a long file window by window; raises AudioError for unusable audio met on the way."""
@@ -351,8 +402,9 @@ class Transcriber:
         self.result.warnings.append(f"{item.utt_id}: {why} audio, empty transcript")
         self.finished.append((index, Transcript(item.utt_id, str(item.source), "", seconds)))
 
-    def _finish(self, index: int, item: InputItem, seconds: float, decoded: Decoded, frames: int,
-                log_probs: torch.Tensor | None) -> None:
+    def _finish(
+        self, index: int, item: InputItem, seconds: float, decoded: Decoded, frames: int, log_probs: torch.Tensor | None
+    ) -> None:
         """Text and word times of a decoded input; times come from forced alignment on ``log_probs`` (T, V) up
         to MAX_ALIGN_FRAMES frames, else from the greedy path of a greedy transcript."""
         tokens = strip_boundaries(decoded.tokens, self.boundary)
@@ -367,8 +419,10 @@ class Transcriber:
                 return align_words(log_probs, tokens, text.split(), self.boundary, frame_seconds)
             if decoded.path is not None:  # long input, greedy transcript: its own path is its best alignment
                 return greedy_path_words(decoded.path, text.split(), self.boundary, frame_seconds)
-            raise AlignmentError(f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames and this "
-                                 f"input has {frames}; use greedy decoding for word times of longer inputs")
+            raise AlignmentError(
+                f"beam-search output is force-aligned up to {MAX_ALIGN_FRAMES} frames and this "
+                f"input has {frames}; use greedy decoding for word times of longer inputs"
+            )
         except AlignmentError as error:
             self.result.warnings.append(f"{item.utt_id}: no word timestamps ({error})")
         except MemoryError:
@@ -376,20 +430,51 @@ class Transcriber:
         return []
 
 
-def kaldi_scores(refs: list[str], hyps: list[str]) -> tuple[str, str, object]:
-    """Kaldi-style ``%WER`` and ``%CER`` lines over all pairs, and jiwer's word alignment."""
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Edit-distance counts of hypotheses against references, in words or characters."""
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    hits: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def reference_length(self) -> int:
+        return self.substitutions + self.deletions + self.hits
+
+    @property
+    def rate(self) -> float:
+        """Errors per hundred reference units (%WER / %CER)."""
+        return 100.0 * self.errors / max(self.reference_length, 1)
+
+    def kaldi_line(self, name: str) -> str:
+        """``%WER 12.50 [ 3 / 24, 1 ins, 0 del, 2 sub ]``, as Kaldi's compute-wer prints it."""
+        return (
+            f"%{name} {self.rate:.2f} [ {self.errors} / {self.reference_length}, {self.insertions} ins, "
+            f"{self.deletions} del, {self.substitutions} sub ]"
+        )
+
+
+def error_counts(refs: list[str], hyps: list[str]) -> tuple[ErrorCounts, ErrorCounts, object]:
+    """Word and character error counts over all pairs, and jiwer's word alignment."""
     import jiwer
 
-    def line(name, out):
-        errors = out.substitutions + out.deletions + out.insertions
-        total = out.substitutions + out.deletions + out.hits
-        rate = 100.0 * errors / max(total, 1)
-        return (f"%{name} {rate:.2f} [ {errors} / {total}, {out.insertions} ins, {out.deletions} del, "
-                f"{out.substitutions} sub ]")
+    def counts(out) -> ErrorCounts:
+        return ErrorCounts(out.substitutions, out.deletions, out.insertions, out.hits)
 
     words = jiwer.process_words(refs, hyps)
-    chars = jiwer.process_characters(refs, hyps)
-    return line("WER", words), line("CER", chars), words
+    return counts(words), counts(jiwer.process_characters(refs, hyps)), words
+
+
+def kaldi_scores(refs: list[str], hyps: list[str]) -> tuple[str, str, object]:
+    """Kaldi-style ``%WER`` and ``%CER`` lines over all pairs, and jiwer's word alignment."""
+    words, chars, alignment = error_counts(refs, hyps)
+    return words.kaldi_line("WER"), chars.kaldi_line("CER"), alignment
 
 
 def scores_per_language(result: TranscriptionResult) -> list[str]:

@@ -25,7 +25,8 @@ class Segment:
     text: str
 
 
-def segments(transcript: Transcript, max_words: int = 12, max_seconds: float = 6.0, pause: float = 0.6) -> list[Segment]:
+def segments(transcript: Transcript, max_words: int = 12, max_seconds: float = 6.0,
+             pause: float = 0.6) -> list[Segment]:
     """Group words into subtitle segments, breaking at long pauses or size limits."""
     if not transcript.words:
         return [Segment(0.0, transcript.duration, transcript.text)] if transcript.text else []

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from seqattn.errors import SeqattnError
 from seqattn.data.text import BLANK, SILENT_TOKENS, UNK, WORD_BOUNDARY, CharVocabulary
 from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary
+from seqattn.errors import SeqattnError
 from seqattn.models.io import ModelDirError, load_model, save_model
 from seqattn.models.validation import WeightsMismatch, check_weights, describe_state
 from seqattn.utils.atomic import atomic_directory
@@ -177,7 +177,8 @@ def hf_import(source: str | os.PathLike, out_dir: str | os.PathLike, language: s
                               + " are not supported: seqattn's wav2vec2 layers have no adapter modules, so the "
                               "model would compute a different function")
     architectures = hf_config.get("architectures") or []
-    if hf_config.get("model_type") != "wav2vec2" or not set(architectures) & {"Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining"}:
+    if hf_config.get("model_type") != "wav2vec2" or not set(architectures) & {"Wav2Vec2ForCTC",
+                                                                              "Wav2Vec2ForPreTraining"}:
         raise ConversionError(f"{hf_dir / 'config.json'}: model_type {hf_config.get('model_type')!r} / architectures "
                               f"{architectures} is not a wav2vec2 CTC or pretraining model")
     ctc = "Wav2Vec2ForCTC" in architectures
@@ -192,7 +193,8 @@ def hf_import(source: str | os.PathLike, out_dir: str | os.PathLike, language: s
     except (ValueError, KeyError) as error:
         raise ConversionError(f"{hf_dir}: {error}") from None
     preprocessor = hf_dir / "preprocessor_config.json"
-    config.normalize_waveform = bool(_read_json(preprocessor).get("do_normalize", False)) if preprocessor.is_file() else False
+    config.normalize_waveform = bool(_read_json(preprocessor).get("do_normalize",
+                                                                  False)) if preprocessor.is_file() else False
     vocabulary = None
     if ctc:
         vocabulary, order = hf_vocabulary(hf_dir, hf_config, language)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from seqattn.errors import SeqattnError
 from seqattn.data.text import BLANK, UNK, WORD_BOUNDARY, CharVocabulary
+from seqattn.errors import SeqattnError
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.nn import AttentionConfig
 
@@ -188,7 +188,8 @@ def _config(model: dict, task: dict, finetune: dict | None, vocab_size: int, pat
     if normalize is None:
         normalize = task.get("normalize", False)
     return Wav2Vec2Config(
-        conv_layers=_conv_layers(model.get("conv_feature_layers", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2")),
+        conv_layers=_conv_layers(model.get("conv_feature_layers",
+                                           "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2")),
         extractor_mode=model.get("extractor_mode", "default"),
         conv_bias=bool(model.get("conv_bias", False)),
         embed_dim=int(model.get("encoder_embed_dim", 768)),

@@ -15,7 +15,8 @@ from .names import compile_names, rename
 # (seqattn name, HF name) templates: {i} a layer index, {p} weight/bias, {m} an attention projection.
 _NAME_PAIRS = [
     ("wav2vec2.feature_extractor.conv_layers.{i}.conv.{p}", "wav2vec2.feature_extractor.conv_layers.{i}.conv.{p}"),
-    ("wav2vec2.feature_extractor.conv_layers.{i}.norm.{p}", "wav2vec2.feature_extractor.conv_layers.{i}.layer_norm.{p}"),
+    ("wav2vec2.feature_extractor.conv_layers.{i}.norm.{p}",
+     "wav2vec2.feature_extractor.conv_layers.{i}.layer_norm.{p}"),
     ("wav2vec2.feature_norm.{p}", "wav2vec2.feature_projection.layer_norm.{p}"),
     ("wav2vec2.feature_projection.{p}", "wav2vec2.feature_projection.projection.{p}"),
     ("wav2vec2.mask_emb", "wav2vec2.masked_spec_embed"),
@@ -35,8 +36,10 @@ _NAME_PAIRS = [
     ("head.{p}", "lm_head.{p}"),
 ]
 _LEGACY_WEIGHT_NORM = {  # older transformers releases stored torch.nn.utils.weight_norm names
-    "wav2vec2.encoder.pos_conv_embed.conv.weight_g": "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0",
-    "wav2vec2.encoder.pos_conv_embed.conv.weight_v": "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    "wav2vec2.encoder.pos_conv_embed.conv.weight_g":
+        "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    "wav2vec2.encoder.pos_conv_embed.conv.weight_v":
+        "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight.original1",
 }
 _HF_HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.")
 
@@ -121,31 +124,51 @@ def config_to_hf(config: Wav2Vec2Config) -> dict:
     HF would silently run it with full attention and compute something else.
     """
     if config.frontend != "cnn" or config.encoder_block != "transformer":
-        raise ValueError(f"frontend={config.frontend!r}, encoder_block={config.encoder_block!r}: HF Wav2Vec2 has the "
-                         "raw-waveform CNN and transformer blocks only")
+        raise ValueError(
+            f"frontend={config.frontend!r}, encoder_block={config.encoder_block!r}: HF Wav2Vec2 has the "
+            "raw-waveform CNN and transformer blocks only"
+        )
     for i in range(config.num_layers):
         attention = config.attention_for(i)
         if attention.full_heads != attention.num_heads or attention.rotary:
             raise ValueError(
                 f"layer {i} uses {attention.num_heads - attention.full_heads} non-full attention heads"
                 f"{' and rotary positions' if attention.rotary else ''}; HF wav2vec2 only has full attention, so "
-                "it cannot represent this model (keep it in seqattn's format)")
+                "it cannot represent this model (keep it in seqattn's format)"
+            )
     return dict(
-        conv_dim=[c[0] for c in config.conv_layers], conv_kernel=[c[1] for c in config.conv_layers],
+        conv_dim=[c[0] for c in config.conv_layers],
+        conv_kernel=[c[1] for c in config.conv_layers],
         conv_stride=[c[2] for c in config.conv_layers],
         feat_extract_norm="group" if config.extractor_mode == "default" else "layer",
-        conv_bias=config.conv_bias, hidden_size=config.embed_dim, intermediate_size=config.ffn_dim,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.attention.num_heads,
-        do_stable_layer_norm=config.layer_norm_first, num_conv_pos_embeddings=config.conv_pos,
-        num_conv_pos_embedding_groups=config.conv_pos_groups, layer_norm_eps=config.layer_norm_eps,
-        hidden_dropout=config.dropout, attention_dropout=0.0, activation_dropout=config.activation_dropout,
-        feat_proj_dropout=config.dropout_input, feat_quantizer_dropout=config.dropout_features,
-        layerdrop=config.layerdrop, proj_codevector_dim=config.final_dim,
-        num_codevectors_per_group=config.latent_vars, num_codevector_groups=config.latent_groups,
-        codevector_dim=config.latent_dim or config.final_dim, mask_time_prob=config.mask_prob,
-        mask_time_length=config.mask_length, mask_feature_prob=config.mask_channel_prob,
-        mask_feature_length=config.mask_channel_length, num_negatives=config.num_negatives,
-        contrastive_logits_temperature=config.logit_temp, diversity_loss_weight=config.diversity_weight,
-        vocab_size=config.vocab_size or 32, final_dropout=config.final_dropout,
-        feat_extract_activation="gelu", hidden_act="gelu",
+        conv_bias=config.conv_bias,
+        hidden_size=config.embed_dim,
+        intermediate_size=config.ffn_dim,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.attention.num_heads,
+        do_stable_layer_norm=config.layer_norm_first,
+        num_conv_pos_embeddings=config.conv_pos,
+        num_conv_pos_embedding_groups=config.conv_pos_groups,
+        layer_norm_eps=config.layer_norm_eps,
+        hidden_dropout=config.dropout,
+        attention_dropout=0.0,
+        activation_dropout=config.activation_dropout,
+        feat_proj_dropout=config.dropout_input,
+        feat_quantizer_dropout=config.dropout_features,
+        layerdrop=config.layerdrop,
+        proj_codevector_dim=config.final_dim,
+        num_codevectors_per_group=config.latent_vars,
+        num_codevector_groups=config.latent_groups,
+        codevector_dim=config.latent_dim or config.final_dim,
+        mask_time_prob=config.mask_prob,
+        mask_time_length=config.mask_length,
+        mask_feature_prob=config.mask_channel_prob,
+        mask_feature_length=config.mask_channel_length,
+        num_negatives=config.num_negatives,
+        contrastive_logits_temperature=config.logit_temp,
+        diversity_loss_weight=config.diversity_weight,
+        vocab_size=config.vocab_size or 32,
+        final_dropout=config.final_dropout,
+        feat_extract_activation="gelu",
+        hidden_act="gelu",
     )

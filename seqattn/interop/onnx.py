@@ -28,8 +28,8 @@ from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary, vocabulary_from
 from seqattn.errors import SeqattnError
 from seqattn.models.io import ModelDirError, load_model, parse_config, read_model_config
 from seqattn.models.wav2vec2.components import conv_output_frames, receptive_field
-from seqattn.models.wav2vec2.model import build_front_end
 from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
+from seqattn.models.wav2vec2.model import build_front_end
 from seqattn.utils.atomic import atomic_path
 from seqattn.utils.extras import require
 
@@ -68,14 +68,22 @@ def check_exportable(config, where) -> None:
     """Refuse what the exporter cannot capture, before minutes are spent trying."""
     for index in range(config.num_layers):
         attention = config.attention_for(index)
-        if attention.routing_heads or attention.block_routed_heads:
-            raise OnnxError(f"{where}: layer {index} has routed heads, which cannot be exported to ONNX (k-means "
-                            "and block routing group tokens by content into data-dependent shapes); full, local, "
-                            "dilated, global, shifted-window and pooled heads can")
+        if not attention.exportable:
+            kinds = ", ".join(s.kind for s in attention.sections() if s.heads and not s.exportable)
+            raise OnnxError(
+                f"{where}: layer {index} has routed heads ({kinds}), which cannot be exported to ONNX (k-means "
+                "and block routing group tokens by content into data-dependent shapes); full, local, "
+                "dilated, global, shifted-window and pooled heads can"
+            )
 
 
-def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, opset: int = OPSET,
-                check_seconds: tuple[float, ...] = CHECK_SECONDS) -> ExportReport:
+def export_onnx(
+    model_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    opset: int = OPSET,
+    check_seconds: tuple[float, ...] = CHECK_SECONDS,
+) -> ExportReport:
     """Export a seqattn CTC model directory to ``out`` (written atomically, only when the check passes)."""
     require("onnx", "onnx", "ONNX export")
     require("onnxscript", "onnx", "ONNX export")
@@ -96,22 +104,34 @@ def export_onnx(model_dir: str | os.PathLike, out: str | os.PathLike, *, opset: 
     out = Path(out)
     with atomic_path(out) as tmp:
         try:
-            torch.onnx.export(_LogitsGraph(model).eval(), example, str(tmp), dynamo=True, opset_version=opset,
-                              input_names=["waveforms", "lengths"], output_names=["logits", "frame_lengths"],
-                              dynamic_shapes={"waveforms": {0: batch, 1: samples}, "lengths": {0: batch}},
-                              verbose=False)
+            torch.onnx.export(
+                _LogitsGraph(model).eval(),
+                example,
+                str(tmp),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["waveforms", "lengths"],
+                output_names=["logits", "frame_lengths"],
+                dynamic_shapes={"waveforms": {0: batch, 1: samples}, "lengths": {0: batch}},
+                verbose=False,
+            )
         except Exception as error:  # the exporter raises many types; the message says which part failed
-            raise OnnxError(f"{model_dir}: the ONNX exporter failed: {type(error).__name__}: "
-                            f"{str(error).strip().splitlines()[0]}") from error
+            raise OnnxError(
+                f"{model_dir}: the ONNX exporter failed: {type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            ) from error
         graph = onnx.load(str(tmp))
-        meta = {METADATA_CONFIG: json.dumps(read_model_config(model_dir)),
-                METADATA_TOKENS: vocab_path.read_text(encoding="utf-8")}
+        meta = {
+            METADATA_CONFIG: json.dumps(read_model_config(model_dir)),
+            METADATA_TOKENS: vocab_path.read_text(encoding="utf-8"),
+        }
         onnx.helper.set_model_props(graph, meta)
         onnx.save(graph, str(tmp))
         difference, lengths = check_against_torch(model, tmp, check_seconds)
         if difference > TOLERANCE:
-            raise OnnxError(f"{model_dir}: the exported graph's logits differ from PyTorch's by up to "
-                            f"{difference:.2e} (tolerance {TOLERANCE:.0e}); not written")
+            raise OnnxError(
+                f"{model_dir}: the exported graph's logits differ from PyTorch's by up to "
+                f"{difference:.2e} (tolerance {TOLERANCE:.0e}); not written"
+            )
     return ExportReport(out, time.perf_counter() - started, out.stat().st_size, difference, lengths)
 
 
@@ -144,8 +164,10 @@ class OnnxCTC(CTCInference):
             raise OnnxError(f"{path}: onnxruntime cannot load it: {str(error).strip().splitlines()[0]}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_CONFIG not in meta or METADATA_TOKENS not in meta:
-            raise OnnxError(f"{path} was not exported by seqattn (its metadata lacks {METADATA_CONFIG!r} and "
-                            f"{METADATA_TOKENS!r}); export it with: seqattn export onnx MODEL_DIR {path.name}")
+            raise OnnxError(
+                f"{path} was not exported by seqattn (its metadata lacks {METADATA_CONFIG!r} and "
+                f"{METADATA_TOKENS!r}); export it with: seqattn export onnx MODEL_DIR {path.name}"
+            )
         try:
             saved = json.loads(meta[METADATA_CONFIG])
             self.config = parse_config(saved["model_type"], saved["config"])

@@ -17,12 +17,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seqattn.errors import SeqattnError
-from seqattn.version import __version__
 from seqattn.utils.atomic import atomic_directory
+from seqattn.version import __version__
 
 from .lm import LMConfig, TransformerLM
 from .validation import (
-    WeightsMismatch, check_weights, layer_count, read_safetensors_header, tied_aliases, tied_names,
+    WeightsMismatch,
+    check_weights,
+    layer_count,
+    read_safetensors_header,
+    tied_aliases,
+    tied_names,
 )
 from .wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wav2Vec2Model
 
@@ -56,7 +61,7 @@ def parse_config(model_type: str, config: dict, validate: bool = True):
         raise ModelDirError(f"unknown model_type {model_type!r} in {CONFIG_FILE} (one of {', '.join(MODEL_CLASSES)})")
     if not isinstance(config, dict):
         raise ValueError(f"'config' must be a JSON object, got {type(config).__name__}")
-    parsed = LMConfig.from_saved(config) if model_type == "transformer_lm" else Wav2Vec2Config.from_dict(config)
+    parsed = LMConfig.from_saved(config) if model_type == "transformer_lm" else Wav2Vec2Config.from_saved(config)
     if validate:
         parsed.validate()
     return parsed

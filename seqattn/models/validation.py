@@ -102,22 +102,14 @@ def tied_names(model: torch.nn.Module) -> set[str]:
 
 
 # An attention config's settings for a kind of head it has none of cannot have made any shape.
-_HEAD_SETTINGS = {"routing_heads": ("num_clusters", "routing_window"), "window_heads": ("block_window", "block_shift"),
-                  "pooled_heads": ("pool_size",), "dilated_heads": ("dilation", "dilated_window"),
-                  "global_heads": ("global_tokens", "global_window", "global_block"),
-                  "block_routed_heads": ("routed_block", "routed_top_k")}
-
-
 def _config_ints(config: dict, prefix: str = "") -> dict[str, int]:
     """Every integer value of a (nested) config as ``{dotted key: value}``, less the settings of head kinds an
-    attention config has no heads of."""
-    idle = {name for count, names in _HEAD_SETTINGS.items() if config.get(count) == 0 for name in names}
+    attention config has no heads of (a section whose ``heads`` is 0)."""
     found = {}
     for key, value in config.items():
-        if key in idle:
-            continue
         if isinstance(value, dict):
-            found.update(_config_ints(value, f"{prefix}{key}."))
+            if value.get("heads") != 0:
+                found.update(_config_ints(value, f"{prefix}{key}."))
         elif isinstance(value, int) and not isinstance(value, bool):
             found[prefix + key] = value
     return found
@@ -145,7 +137,8 @@ TORCH_TO_SAFETENSORS = {torch.float64: "F64", torch.float32: "F32", torch.float1
 
 def describe_state(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, tuple[int, ...]]]:
     """A state dict in the form of :func:`read_safetensors_header`, to check weights that came from elsewhere."""
-    return {name: (TORCH_TO_SAFETENSORS.get(tensor.dtype, "F32"), tuple(tensor.shape)) for name, tensor in state.items()}
+    return {name: (TORCH_TO_SAFETENSORS.get(tensor.dtype, "F32"), tuple(tensor.shape)) for name,
+            tensor in state.items()}
 
 
 def check_weights(skeleton: torch.nn.Module, tensors: dict, config: dict, config_name: str = "config.json",

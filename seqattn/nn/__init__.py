@@ -1,11 +1,24 @@
 """seqattn.nn: the 1D attention library shared by every seqattn model.
 
 Kernels take q, k, v of shape (B, H, N, D) and own no parameters; :class:`MultiHeadAttention` owns the
-projections and splits its heads among kernels.
+projections and splits its heads among head kinds (:mod:`seqattn.nn.heads`), each configured by its own
+section of :class:`AttentionConfig`.
 """
 from .dilated import dilated_attention
 from .full import full_attention
-from .incremental import LayerCache, attention_step
+from .heads import (
+    BlockRoutedHeads,
+    DilatedHeads,
+    GlobalTokenHeads,
+    HeadKind,
+    HeadOutput,
+    HeadSection,
+    LocalHeads,
+    PooledHeads,
+    RoutingHeads,
+    ShiftedWindowHeads,
+)
+from .incremental import LayerCache
 from .local import local_attention
 from .multihead import AttentionConfig, AttentionOutput, MultiHeadAttention
 from .rotary import Rotary
@@ -17,13 +30,22 @@ __all__ = [
     "AttentionConfig",
     "AttentionOutput",
     "AttentionWeights",
+    "BlockRoutedHeads",
+    "DilatedHeads",
+    "GlobalTokenHeads",
+    "HeadKind",
+    "HeadOutput",
+    "HeadSection",
     "KMeans",
     "LayerCache",
+    "LocalHeads",
     "MultiHeadAttention",
+    "PooledHeads",
     "Rotary",
     "RoutingAttention",
+    "RoutingHeads",
     "RoutingOutput",
-    "attention_step",
+    "ShiftedWindowHeads",
     "dilated_attention",
     "full_attention",
     "local_attention",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .local import default_block_size
+from .band_layout import default_block_size
 
 
 def _ceil_div(a, b: int):

@@ -35,11 +35,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .checks import check_padding_mask, check_positive, check_qkv
 from .backend import attention_backend
+from .checks import check_padding_mask, check_positive, check_qkv
 from .flex import flex_block_routed_attention
 from .local import banded_attention
-from .numerics import masking_value
+from .numerics import key_validity, masking_value, merge_log_sum_exps
 from .weights import AttentionWeights
 
 # Queries gated at once: bounds the (B, H, chunk, blocks) gate scores.
@@ -227,8 +227,8 @@ def _routed_attention(q, k, v, key_valid, chosen, chosen_ok, block: int, scale: 
                                                                                              kc, num_tiles * tile))
     choice_lse = choice_lse.view(rows, kc).masked_fill(~chosen_ok.reshape(rows, kc), masking_value(lse_dtype))
     parts = torch.cat([own_lse.reshape(rows, 1).to(lse_dtype), choice_lse], dim=1)  # (B*H*N, 1 + kc)
-    total = torch.logsumexp(parts, dim=1, keepdim=True)  # (B*H*N, 1) the query's whole softmax
-    own_share = torch.exp(own_lse.reshape(rows, 1).to(lse_dtype) - total)  # (B*H*N, 1)
+    total, shares = merge_log_sum_exps(parts)  # (B*H*N, 1) the query's whole softmax, (B*H*N, 1 + kc)
+    own_share = shares[:, :1]  # (B*H*N, 1)
     row_total = _Regroup.apply(total, table, readers).view(num_tiles, tile, 1)  # (T, tile, 1)
     probs = torch.exp(scores - row_total)  # (T, tile, s): shares of each query's single softmax
     weighted = torch.bmm(probs.to(v.dtype), v_tiles).reshape(-1, value_dim)  # (T*tile, Dv)
@@ -288,10 +288,7 @@ def block_routed_attention(
     if length == 0:
         out = q.new_zeros(batch, heads, 0, v.shape[-1])
         return (out, AttentionWeights("block_routed", (), q.new_zeros(batch, heads, 0, 0))) if return_weights else out
-    if key_padding_mask is None:
-        key_valid = torch.ones(batch, heads, length, dtype=torch.bool, device=q.device)
-    else:
-        key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
+    key_valid = key_validity(key_padding_mask, batch, length, q.device, heads)
     means, has_keys = block_means(k.detach(), key_valid, block)
     chosen, chosen_ok = choose_blocks(q.detach(), means, has_keys, block, top_k, causal)  # (B, H, N, kc)
     if not return_weights and attention_backend(q.device) == "flex":  # one fused softmax, no host reads

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .checks import check_padding_mask, check_positive, check_qkv, check_window
 from .local import local_attention
+from .numerics import key_validity
 
 
 def _interleave(x: torch.Tensor, dilation: int, padded: int) -> torch.Tensor:
@@ -57,9 +58,7 @@ def dilated_attention(
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
     padded = (length + dilation - 1) // dilation * dilation  # integer arithmetic: traceable with a symbolic N
-    valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)
-    if key_padding_mask is not None:
-        valid = ~key_padding_mask
+    valid = key_validity(key_padding_mask, batch, length, q.device)  # (B, N)
     valid = F.pad(valid, (0, padded - length))  # the padded tail holds no keys
     # per subsequence: (B, d, N'/d) validity -> the (B * d, N'/d) padding mask of the interleaved batch
     sub_valid = valid.view(batch, padded // dilation, dilation).transpose(1, 2)  # (B, d, N'/d)

@@ -45,10 +45,6 @@ def available() -> bool:
     return flex_attention is not None
 
 
-def masking_value(dtype) -> float:
-    return torch.finfo(dtype).min / 2
-
-
 def _is_fake(t: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
 
@@ -107,7 +103,7 @@ def _ordered(selected: torch.Tensor, candidates: torch.Tensor, tiles: int) -> tu
 
 
 def band_block_mask(length: int, left: int, right: int, key_valid: torch.Tensor,
-                    segments: torch.Tensor | None = None) -> "BlockMask":
+                    segments: torch.Tensor | None = None) -> BlockMask:
     """The block mask of ``i - left <= j <= i + right``, key ``j`` real (``key_valid`` (B, H, N) bool) and,
     with ``segments`` (B, H, N), of the query's own segment."""
     if segments is None and key_valid.shape[1] > 1 and key_valid.stride(1) == 0:
@@ -173,7 +169,7 @@ def flex_band_attention(q, k, v, window_left: int, window_right: int, key_valid,
 
 
 def routed_block_mask(length: int, block: int, causal: bool, key_valid: torch.Tensor, chosen: torch.Tensor,
-                      chosen_ok: torch.Tensor) -> "BlockMask":
+                      chosen_ok: torch.Tensor) -> BlockMask:
     """The block mask of block routing: query i sees its own block (``j <= i`` when causal) and the blocks
     ``chosen`` (B, H, N, k) where ``chosen_ok``, real keys only."""
     batch, heads = key_valid.shape[:2]

@@ -32,7 +32,7 @@ from torch import nn
 
 from .checks import check_padding_mask, check_positive, check_qkv, check_window
 from .local import banded_attention
-from .numerics import masking_value
+from .numerics import key_validity, masking_value, merge_log_sum_exps
 from .weights import AttentionWeights
 
 POOLINGS = ("learned", "mean")
@@ -223,9 +223,7 @@ def global_token_attention(
                          "use learned pooling for more")
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
-    valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)
-    if key_padding_mask is not None:
-        valid = ~key_padding_mask
+    valid = key_validity(key_padding_mask, batch, length, q.device)  # (B, N)
     key_valid = valid[:, None].expand(batch, heads, length)
     band_out, band_lse = banded_attention(q, k, v, window_left, window_right, key_valid, scale=scale,
                                           return_lse=True)  # (B, H, N, Dv), (B, H, N)
@@ -239,10 +237,8 @@ def global_token_attention(
     summary_probs = torch.softmax(scores, dim=-1) * any_summary[..., None]  # (B, H, N, g)
     summary_out = _mix_summaries(summary_probs.to(v.dtype), summaries.values, block)  # (B, H, N, Dv)
     # one softmax over band and summaries: weight each part by its share of the joint normaliser
-    top = torch.maximum(band_lse, summary_lse)
-    band_mass, summary_mass = torch.exp(band_lse - top), torch.exp(summary_lse - top)  # (B, H, N)
-    total = band_mass + summary_mass
-    band_share, summary_share = band_mass / total, summary_mass / total
+    _, shares = merge_log_sum_exps(torch.stack([band_lse, summary_lse], dim=-1))  # (B, H, N, 2)
+    band_share, summary_share = shares[..., 0], shares[..., 1]
     out = band_out * band_share[..., None].to(v.dtype) + summary_out * summary_share[..., None].to(v.dtype)
     if not return_weights:
         return out
@@ -291,10 +287,18 @@ class GlobalTokens(nn.Module):
     def empty_stats(self, key: torch.Tensor, value: torch.Tensor):
         """The statistics of pooling nothing, shaped for keys/values (B, h, D) of one step."""
         batch, heads = key.shape[:2]
-        mass = torch.full((batch, heads, self.tokens), float("-inf"), dtype=torch.promote_types(key.dtype, torch.float32),
-                          device=key.device)
-        return (mass, key.new_zeros(batch, heads, self.tokens, key.shape[-1]),
-                value.new_zeros(batch, heads, self.tokens, value.shape[-1]), torch.zeros_like(mass))
+        mass = torch.full(
+            (batch, heads, self.tokens),
+            float("-inf"),
+            dtype=torch.promote_types(key.dtype, torch.float32),
+            device=key.device,
+        )
+        return (
+            mass,
+            key.new_zeros(batch, heads, self.tokens, key.shape[-1]),
+            value.new_zeros(batch, heads, self.tokens, value.shape[-1]),
+            torch.zeros_like(mass),
+        )
 
     def merge(self, first, second):
         return _merge_stats(first, second)

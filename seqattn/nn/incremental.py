@@ -3,8 +3,8 @@ local and routed heads.
 
 - local heads keep a ring buffer of their last ``window_left`` keys/values (memory O(window); with per-head
   windows the largest, each head masking what lies beyond its own);
-- dilated heads keep the last ``dilation * dilated_window`` and see every ``dilation``-th of them;
-- causal routed heads keep, per cluster, a ring buffer of the last ``routing_window`` keys/values of
+- dilated heads keep the last ``dilation * window`` and see every ``dilation``-th of them;
+- causal routed heads keep, per cluster, a ring buffer of the last ``window`` keys/values of
   tokens filed in that cluster (memory O(clusters * window)): exactly what the causal routing kernel lets a
   query see (its own cluster's most recent tokens, plus itself);
 - causal global heads keep their window's ring buffer plus running poolings (memory O(window + tokens)):
@@ -15,8 +15,9 @@ local and routed heads.
 
 Keys are stored after rotary (and, for routed heads, after the routing layer norm), so a cached step
 computes the same scores as the full forward pass; the order of keys inside a buffer does not matter to
-the softmax. The cache is filled by :func:`prefill` from a prompt's full forward pass, then advanced one
-token at a time by :func:`attention_step`; both need frozen centroids (eval mode) to match the forward pass.
+the softmax. Each head kind's module (:mod:`seqattn.nn.heads`) fills its buffer from a prompt's full forward
+pass (``prefill``) and advances it one token at a time (``step``, through :func:`attend_one`); routed heads
+need frozen centroids (eval mode) to match the forward pass.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .block_routing import block_means
-from .routing import normalize, similarities, unit
 
 
 @dataclass
@@ -42,7 +42,7 @@ class RingBuffer:
 
     @classmethod
     def empty(cls, batch, heads, size, dim, value_dim, like: torch.Tensor, windows=None,
-              stride: int = 1) -> "RingBuffer":
+              stride: int = 1) -> RingBuffer:
         own = None if windows is None or len(set(windows)) == 1 else torch.tensor(windows, device=like.device)
         return cls(like.new_zeros(batch, heads, size, dim), like.new_zeros(batch, heads, size, value_dim),
                    windows=own, stride=stride)
@@ -94,7 +94,7 @@ class ClusterBuffer:
     next: torch.Tensor  # (B, h, C) long
 
     @classmethod
-    def empty(cls, batch, heads, clusters, size, dim, value_dim, like: torch.Tensor) -> "ClusterBuffer":
+    def empty(cls, batch, heads, clusters, size, dim, value_dim, like: torch.Tensor) -> ClusterBuffer:
         counts = torch.zeros(batch, heads, clusters, dtype=torch.long, device=like.device)
         return cls(like.new_zeros(batch, heads, clusters, size, dim),
                    like.new_zeros(batch, heads, clusters, size, value_dim), counts, counts.clone())
@@ -155,7 +155,8 @@ class ClusterBuffer:
         self.values.view(-1, value.shape[-1]).index_copy_(0, rows, value.reshape(-1, value.shape[-1]))
         one = torch.ones_like(slots)
         self.next.scatter_(2, ids[..., None], (slots + one) % self.size)
-        self.filled.scatter_(2, ids[..., None], (torch.gather(self.filled, 2, ids[..., None]) + one).clamp(max=self.size))
+        filled = torch.gather(self.filled, 2, ids[..., None])  # (B, h, 1)
+        self.filled.scatter_(2, ids[..., None], (filled + one).clamp(max=self.size))
 
 
 @dataclass
@@ -181,7 +182,7 @@ class BlockBuffer:
     block: int
 
     @classmethod
-    def from_prompt(cls, keys: torch.Tensor, values: torch.Tensor, block: int) -> "BlockBuffer":
+    def from_prompt(cls, keys: torch.Tensor, values: torch.Tensor, block: int) -> BlockBuffer:
         complete = keys.shape[2] // block * block  # the prompt's complete blocks: [0, complete)
         body = keys[:, :, :complete]
         means, _ = block_means(body, torch.ones(body.shape[:3], dtype=torch.bool, device=keys.device), block)
@@ -237,129 +238,22 @@ def _tensor_bytes(item) -> int:
 class LayerCache:
     """One attention layer's cache: a buffer per head group, and the next token's position."""
 
-    buffers: dict = field(default_factory=dict)  # kind -> RingBuffer / ClusterBuffer / GrowingBuffer
+    buffers: dict = field(default_factory=dict)  # head kind -> the buffer its module's prefill made
     position: int = 0
 
     def memory_bytes(self) -> int:
         return sum(_tensor_bytes(buffer) for buffer in self.buffers.values())
 
 
-def check_cacheable(head_groups, causal: bool) -> None:
-    """Cached generation covers causal layers of local, dilated, routing, global, block-routed and full heads."""
-    for kind, _, _ in head_groups:
-        if kind not in ("local", "dilated", "routing", "global", "block_routed", "full"):
-            raise ValueError(f"cached generation supports local, dilated, routing, global, block-routed and full "
-                             f"heads, not {kind!r} heads")
-    if not causal:
-        raise ValueError("cached generation needs a causal attention layer")
+def attend_one(query, keys, values, valid, own_key, own_value, own_bias: float = 0.0) -> torch.Tensor:
+    """One query per (batch, head) over buffered keys and its own key, the scores scaled by ``D ** -0.5``.
 
-
-def prefill(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-            window_lefts: list[int], routing=None, dilation: tuple[int, int] = (1, 0),
-            global_tokens=None, routed_block: int = 64) -> None:
-    """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D) as the forward pass computed them.
-
-    ``head_groups`` are (kind, first head, count) as :meth:`MultiHeadAttention.head_groups` lists them,
-    ``window_lefts`` each local head's window (the buffer keeps the largest; a narrower head sees only its
-    own last keys), ``routing`` the layer's :class:`RoutingAttention` (its centroids file the prompt's keys
-    by cluster) and ``dilation`` the dilated heads' (stride, window in strides): they keep the last
-    stride * window keys and see every stride-th of them; ``global_tokens`` the layer's
-    :class:`~seqattn.nn.global_tokens.GlobalTokens` (its window, block and pooling queries); ``routed_block`` the
-    block-routed heads' block size."""
-    if cache.position != 0 or cache.buffers:
-        raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
-    batch, _, length, dim = q.shape
-    for kind, start, count in head_groups:
-        heads = slice(start, start + count)
-        qg, kg, vg = q[:, heads], k[:, heads], v[:, heads]
-        if kind == "local":
-            buffer = RingBuffer.empty(batch, count, max(window_lefts), dim, vg.shape[-1], qg, windows=window_lefts)
-            buffer.fill(kg, vg)
-        elif kind == "dilated":
-            stride, window = dilation
-            buffer = RingBuffer.empty(batch, count, stride * window, dim, vg.shape[-1], qg, stride=stride)
-            buffer.fill(kg, vg)
-        elif kind == "routing":
-            qn = normalize(qg)
-            kn = qn if routing.shared_qk else normalize(kg)
-            ids = similarities(unit(qn), routing.kmeans.means).argmax(-1)  # (B, h, N)
-            buffer = ClusterBuffer.empty(batch, count, routing.kmeans.num_clusters, routing.window, dim,
-                                         vg.shape[-1], qg)
-            buffer.fill(ids, kn, vg)
-        elif kind == "global":
-            ring = RingBuffer.empty(batch, count, global_tokens.window_left, dim, vg.shape[-1], qg)
-            ring.fill(kg, vg)
-            done = length // global_tokens.block * global_tokens.block  # complete blocks: [0, done)
-            positions = torch.arange(length, device=q.device)
-            buffer = SummaryBuffer(ring, global_tokens.token_stats(kg, vg, positions < done),
-                                   global_tokens.token_stats(kg, vg, positions >= done), global_tokens.block)
-        elif kind == "block_routed":
-            buffer = BlockBuffer.from_prompt(kg, vg, routed_block)
-        else:
-            buffer = GrowingBuffer(kg.clone(), vg.clone())
-        cache.buffers[kind] = buffer
-    cache.position = length
-
-
-def _attend_one(query, keys, values, valid, own_key, own_value, scale, own_bias=0.0):
-    """One query per (batch, head) over buffered keys and its own key.
-
-    query, own_key (B, h, D); keys (B, h, W, D); valid (B, h, W) or (W,); values (B, h, W, Dv) -> (B, h, Dv).
+    query, own_key (B, h, D); keys (B, h, W, D); valid (B, h, W), (h, W) or (W,) bool; values (B, h, W, Dv);
+    ``own_bias`` is added to the query's score for its own key -> (B, h, Dv).
     """
+    scale = query.shape[-1] ** -0.5
     scores = torch.einsum("bhd,bhwd->bhw", query, keys) * scale  # (B, h, W)
     scores = scores.masked_fill(~valid, float("-inf"))
     own = (query * own_key).sum(-1, keepdim=True) * scale + own_bias  # (B, h, 1)
     probs = torch.softmax(torch.cat([scores, own], dim=-1), dim=-1)  # (B, h, W + 1)
     return torch.einsum("bhw,bhwd->bhd", probs[..., :-1], values) + probs[..., -1:] * own_value
-
-
-def attention_step(head_groups, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: LayerCache, *,
-                   routing=None, global_tokens=None, routed: tuple[int, int] = (64, 0)) -> torch.Tensor:
-    """Per-head attention output (B, H, D) of one new token, given its (rotated) q, k, v (B, H, 1, D) at
-    position ``cache.position``, over what the cache holds; the cache then holds the token too. ``routed`` is
-    the block-routed heads' (block, top_k)."""
-    from .routing import SHARED_QK_SELF_BIAS
-
-    scale = q.shape[-1] ** -0.5
-    outputs = []
-    for kind, start, count in head_groups:
-        heads = slice(start, start + count)
-        qg, kg, vg = q[:, heads, 0], k[:, heads, 0], v[:, heads, 0]  # (B, h, D)
-        buffer = cache.buffers[kind]
-        if kind in ("local", "dilated"):
-            out = _attend_one(qg, buffer.keys, buffer.values, buffer.valid(), kg, vg, scale)
-            buffer.push(kg, vg)
-        elif kind == "routing":
-            qn = normalize(qg)
-            kn = qn if routing.shared_qk else normalize(kg)
-            ids = similarities(unit(qn)[:, :, None], routing.kmeans.means)[:, :, 0].argmax(-1)  # (B, h)
-            keys, values, valid = buffer.gather(ids)
-            # shared QK: a token's own score is suppressed (a lone token still takes all its weight)
-            bias = SHARED_QK_SELF_BIAS if routing.shared_qk else 0.0
-            out = _attend_one(qn, keys, values, valid, kn, vg, scale, bias)
-            buffer.push(ids, kn, vg)
-        elif kind == "global":
-            if cache.position % buffer.block == 0:  # a block just ended: its pooling joins the summaries
-                buffer.committed = global_tokens.merge(buffer.committed, buffer.pending)
-                buffer.pending = global_tokens.empty_stats(kg, vg)
-            mass, summary_keys, summary_values, _ = buffer.committed
-            ring_valid = buffer.ring.valid().expand(*qg.shape[:2], -1)  # (B, h, W)
-            keys = torch.cat([buffer.ring.keys, summary_keys.to(kg.dtype)], dim=2)  # (B, h, W + g, D)
-            values = torch.cat([buffer.ring.values, summary_values.to(vg.dtype)], dim=2)
-            out = _attend_one(qg, keys, values, torch.cat([ring_valid, torch.isfinite(mass)], dim=2), kg, vg, scale)
-            buffer.ring.push(kg, vg)
-            token = torch.ones(1, dtype=torch.bool, device=q.device)
-            buffer.pending = global_tokens.merge(buffer.pending, global_tokens.token_stats(
-                kg[:, :, None], vg[:, :, None], token))
-        elif kind == "block_routed":
-            keys, values = buffer.visible(qg, routed[1])
-            out = _attend_one(qg, keys, values, torch.ones(keys.shape[2], dtype=torch.bool, device=q.device), kg, vg,
-                              scale)
-            buffer.push(kg, vg)
-        else:
-            out = _attend_one(qg, buffer.keys, buffer.values, torch.ones(buffer.keys.shape[2], dtype=torch.bool,
-                                                                         device=q.device), kg, vg, scale)
-            buffer.push(kg, vg)
-        outputs.append(out)
-    cache.position += 1
-    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, D)

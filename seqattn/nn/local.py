@@ -17,7 +17,6 @@ per-window key/value gradients back onto the sequence. No N x N tensor is ever b
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,73 +25,13 @@ import torch.nn.functional as F
 
 from . import flex, native_band
 from .backend import attention_backend
+from .band_layout import BlockLayout, band_mask, make_layout
 from .checks import check_head_windows, check_padding_mask, check_positive, check_qkv
-from .numerics import masking_value
+from .numerics import key_validity, masking_value
 
 # Elements of one chunk's score tensor (all batch*heads together). About 4 MB in fp32: big enough to keep
 # the batched matmuls efficient, small enough that scores, softmax and the second matmul stay in cache.
 _CHUNK_SCORE_ELEMENTS = 1 << 20
-
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """Geometry of the blocked band for one (N, L, R) problem."""
-
-    length: int  # N, the real sequence length
-    window_left: int  # L, clipped to N - 1
-    window_right: int  # R, clipped to N - 1
-    block: int  # b, queries per block
-    num_blocks: int  # nb = ceil(N / b)
-
-    @property
-    def window(self) -> int:
-        """Keys in one query block's window: W = b + L + R."""
-        return self.block + self.window_left + self.window_right
-
-    @property
-    def slots(self) -> int:
-        """Key blocks a window overlaps when it starts on a block boundary (the backward folds per slot)."""
-        return math.ceil(self.window / self.block)
-
-    @property
-    def padded_keys(self) -> int:
-        """Length of one key sequence padded by L in front and to whole windows behind: nb * b + L + R."""
-        return self.num_blocks * self.block + self.window_left + self.window_right
-
-
-def default_block_size(window_left: int, window_right: int, length: int) -> int:
-    """Pick the query block size b.
-
-    Smaller blocks waste fewer scores at the band's corners (a window has ``b + L + R`` keys for
-    ``L + R + 1`` useful ones) but make smaller matmuls. Measured on CPU at 16k tokens, 8 heads of 64 dims,
-    forward and backward, median of 5 interleaved runs (docs/BENCHMARKS.md): 64 is best for windows of
-    +-128 (675 ms against 706 with 32); for narrower windows 32 is best or level (+-32: 288 ms against 320 with
-    64 and 341 with 16; +-8: 190 ms against 203 with 16 and 228 with 8; +-64 and +-48 within noise of 64).
-    """
-    width = window_left + window_right + 1
-    block = 64 if width >= 96 else 32
-    return max(1, min(block, length))
-
-
-def make_layout(length: int, window_left: int, window_right: int, block_size: int | None = None) -> BlockLayout:
-    """Clip the window to the sequence and choose the blocking."""
-    left = min(window_left, max(length - 1, 0))
-    right = min(window_right, max(length - 1, 0))
-    block = block_size if block_size is not None else default_block_size(left, right, length)
-    block = max(1, min(block, length))
-    return BlockLayout(length=length, window_left=left, window_right=right, block=block,
-                       num_blocks=math.ceil(length / block))
-
-
-def band_mask(layout: BlockLayout, device: torch.device) -> torch.Tensor:
-    """(b, W) bool: query offset r in a block may see window offset c.
-
-    Window offset c is sequence position ``block_start - L + c``; query r is ``block_start + r``.
-    The condition ``i - L <= j <= i + R`` becomes ``r <= c <= r + L + R``.
-    """
-    r = torch.arange(layout.block, device=device)[:, None]
-    c = torch.arange(layout.window, device=device)[None, :]
-    return (c >= r) & (c <= r + layout.window_left + layout.window_right)
 
 
 class _FlatLayout:
@@ -155,7 +94,7 @@ class _FlatLayout:
         x = flat[self.front : self.front + self.blocks * lay.block]  # (G*b, D)
         return self.unflatten_queries(x.view(self.blocks, lay.block, flat.shape[-1]))
 
-    def masks(self, key_valid: torch.Tensor, segments: torch.Tensor | None, self_bias: float, dtype) -> "_Masks":
+    def masks(self, key_valid: torch.Tensor, segments: torch.Tensor | None, self_bias: float, dtype) -> _Masks:
         """Build the additive masks of every window once; both passes reuse them.
 
         ``key_valid`` is (B, H, N) bool. Rows of other heads and positions outside [0, N) get the masking value.
@@ -209,14 +148,15 @@ def _chunk_blocks(layout: BlockLayout, total_blocks: int) -> int:
 def _band_bias(layout: BlockLayout, dtype, device) -> torch.Tensor:
     """(b, W) additive band mask: 0 inside the band, a large negative outside."""
     zero = torch.zeros((), dtype=dtype, device=device)
-    return torch.where(band_mask(layout, device), zero, torch.full((), masking_value(dtype), dtype=dtype, device=device))
+    return torch.where(band_mask(layout, device), zero, torch.full((), masking_value(dtype), dtype=dtype,
+                                                                   device=device))
 
 
 def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, scores, probs,
                  lse: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax probabilities of global blocks [start, stop), written into ``probs`` (c, b, W); with ``lse``
-    (G, b) (float32 or float64), each row's log-sum-exp of scores goes to ``lse[start:stop]`` (the masking value for a row
-    that sees no key)."""
+    (G, b) (float32 or float64), each row's log-sum-exp of scores goes to ``lse[start:stop]`` (the masking value
+    for a row that sees no key)."""
     kw = flat.windows(kf, start, stop)  # (c, W, D)
     bias = masks.band.expand(stop - start, -1, -1)  # (c, b, W)
     chunk_keys = masks.key_win[start:stop]  # (c, W)
@@ -240,8 +180,15 @@ def _chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, start, stop, s
     return probs
 
 
-def _iter_chunk_probs(flat: _FlatLayout, masks: _Masks, qg, kf, scale, probs_out: torch.Tensor | None = None,
-                      lse: torch.Tensor | None = None):
+def _iter_chunk_probs(
+    flat: _FlatLayout,
+    masks: _Masks,
+    qg,
+    kf,
+    scale,
+    probs_out: torch.Tensor | None = None,
+    lse: torch.Tensor | None = None,
+):
     """Yield ``(start, stop, probs, scratch)`` for every chunk of global blocks.
 
     ``probs`` (c, b, W) are the chunk's softmax probabilities, written into ``probs_out[start:stop]`` when a
@@ -266,8 +213,9 @@ class _BandedAttention(torch.autograd.Function):
     with respect to a score is that score's probability."""
 
     @staticmethod
-    def forward(ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float,
-                with_lse: bool = False):
+    def forward(
+        ctx, q, k, v, layout: BlockLayout, key_valid, segments, scale: float, self_bias: float, with_lse: bool = False
+    ):
         flat = _FlatLayout(layout, *q.shape[:2])
         qg = flat.queries(q)  # (G, b, D)
         kf, vf = flat.keys(k), flat.keys(v)  # (rows, D)
@@ -356,29 +304,50 @@ def banded_attention(
 
     Beyond :func:`local_attention` it takes a per-head key validity ``key_valid`` (B, H, N) bool, optional
     ``segments`` (B, H, N) int (query i only sees keys j with ``segments[j] == segments[i]``), and a
-    ``self_bias`` added to each query's score for its own key. ``return_lse`` makes the output
-    ``(out, lse)`` with each query's differentiable log-sum-exp of scores (B, H, N), float32 for half and
-    float32 inputs, float64 for float64 (a very
-    negative finite value for a query that sees no key), for merging the band with other keys.
+    ``self_bias`` added to each query's score for its own key.
+
+    Returns ``out`` (B, H, N, Dv); with ``return_weights``, ``(out, weights)`` (detached banded weights, as
+    :func:`local_attention` gives them); with ``return_lse``, ``(out, lse)``: each query's differentiable
+    log-sum-exp of scores (B, H, N), float32 for half and float32 inputs, float64 for float64 (the masking value
+    for a query that sees no key), for merging the band with other keys exactly. Asking for both is an error.
     """
+    if return_lse and return_weights:
+        raise ValueError("banded_attention returns the weights or the log-sum-exps, not both")
     batch, heads, length, _ = q.shape
     if torch.compiler.is_exporting() and segments is None and not return_weights:
         from .band_export import gathered_band_attention  # a traceable form of the same band (ONNX export)
 
-        return gathered_band_attention(q, k, v, window_left, window_right, key_valid, scale, self_bias,
-                                       return_lse=return_lse)
+        return gathered_band_attention(
+            q, k, v, window_left, window_right, key_valid, scale, self_bias, return_lse=return_lse
+        )
     if length == 0:
         out = q.new_zeros(batch, heads, 0, v.shape[-1])
         if return_lse:
             return out, q.new_zeros(batch, heads, 0, dtype=torch.promote_types(q.dtype, torch.float32))
         return (out, q.new_zeros(batch, heads, 0, window_left + window_right + 1)) if return_weights else out
     if not return_weights and block_size is None and attention_backend(q.device) == "flex":
-        return flex.flex_band_attention(q, k, v, window_left, window_right, key_valid, segments=segments, scale=scale,
-                                        self_bias=self_bias, return_lse=return_lse)
-    if (segments is None and not return_weights and block_size is None and not torch.compiler.is_compiling()
-            and native_band.usable(q, window_left, window_right)):
-        return native_band.native_band_attention(q, k, v, window_left, window_right, key_valid, scale=scale,
-                                                 self_bias=self_bias, return_lse=return_lse)
+        return flex.flex_band_attention(
+            q,
+            k,
+            v,
+            window_left,
+            window_right,
+            key_valid,
+            segments=segments,
+            scale=scale,
+            self_bias=self_bias,
+            return_lse=return_lse,
+        )
+    if (
+        segments is None
+        and not return_weights
+        and block_size is None
+        and not torch.compiler.is_compiling()
+        and native_band.usable(q, window_left, window_right)
+    ):
+        return native_band.native_band_attention(
+            q, k, v, window_left, window_right, key_valid, scale=scale, self_bias=self_bias, return_lse=return_lse
+        )
     layout = make_layout(length, window_left, window_right, block_size)
     dtype = q.dtype
     if dtype in (torch.float16, torch.bfloat16):  # scores, softmax and sums in float32, the output in q's type
@@ -457,11 +426,13 @@ def local_attention(
     per_head: list = [None] * heads
     per_head_weights: list = [None] * heads
     for (left, right), members in groups.items():
+
         def pick(x, members=members):
             return torch.cat([x[:, h : h + 1] for h in members], dim=1)  # (B, h, N, D) this window's heads
 
-        result = _local_group(pick(q), pick(k), pick(v), left, right, key_padding_mask, scale, block_size,
-                              return_weights)
+        result = _local_group(
+            pick(q), pick(k), pick(v), left, right, key_padding_mask, scale, block_size, return_weights
+        )
         out, band = result if return_weights else (result, None)
         for slot, head in enumerate(members):
             per_head[head] = out[:, slot : slot + 1]
@@ -476,9 +447,7 @@ def local_attention(
 def _local_group(q, k, v, left: int, right: int, key_padding_mask, scale: float, block_size, return_weights):
     """Heads of one window through the banded kernel."""
     batch, heads, length, _ = q.shape
-    if key_padding_mask is None:  # one row for every head (an expanded view): the flex path then builds one mask
-        key_valid = torch.ones(batch, 1, length, dtype=torch.bool, device=q.device).expand(batch, heads, length)
-    else:
-        key_valid = (~key_padding_mask)[:, None].expand(batch, heads, length)
-    return banded_attention(q, k, v, left, right, key_valid, scale=scale, block_size=block_size,
-                            return_weights=return_weights)
+    key_valid = key_validity(key_padding_mask, batch, length, q.device, heads)  # (B, H, N) view: one mask on flex
+    return banded_attention(
+        q, k, v, left, right, key_valid, scale=scale, block_size=block_size, return_weights=return_weights
+    )

@@ -1,142 +1,157 @@
-"""Multi-head attention that owns the projections and splits its heads among kernels.
+"""Multi-head attention that owns the projections and splits its heads among head kinds.
 
-Heads are laid out in a fixed order: ``local``, ``routing``, ``window`` (shifted windows), ``pooled``
-(HiLo low-frequency), ``dilated``, ``global`` (a window plus pooled summary tokens), ``block_routed`` (MoBA: own
-block plus gated key blocks), then ``full`` for whatever remains. Each group runs its own kernel on its slice of
-q, k, v; the outputs are concatenated back in head order before the output projection. So "6 local + 2
-routing" heads, HiLo (local + pooled heads) or an all-full layer are all the same module with other counts.
+A layer's heads are laid out in the order of :class:`AttentionConfig`'s sections: ``local``, ``routing``,
+``shifted_window``, ``pooled``, ``dilated``, ``global_tokens``, ``block_routed``, then full heads for whatever
+remains. Each group runs its kind's module (:mod:`seqattn.nn.heads`) on its slice of q, k, v; the outputs are
+concatenated back in head order before the output projection. So "6 local + 2 routing" heads, HiLo (local +
+pooled heads) or an all-full layer are all the same module with other counts.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .block_routing import block_routed_attention
-from .dilated import dilated_attention
-from .full import full_attention
-from .global_tokens import POOLINGS, GlobalTokens
-from .incremental import LayerCache, attention_step, check_cacheable, prefill
-from .local import local_attention
+from .heads import (
+    BlockRoutedHeads,
+    DilatedHeads,
+    FullHeads,
+    GlobalTokenHeads,
+    HeadKind,
+    HeadSection,
+    LocalHeads,
+    PooledHeads,
+    RoutingHeads,
+    ShiftedWindowHeads,
+)
+from .heads.base import CacheUnsupported
+from .incremental import LayerCache
 from .rotary import Rotary
-from .routing import RoutingAttention
-from .variants import pooled_attention, shifted_window_attention
 from .weights import AttentionWeights
+
+# Keys of the flat attention config (before each head kind had its own section) -> where they live now.
+FLAT_KEYS = {
+    "local_heads": "local.heads", "window_left": "local.window_left", "window_right": "local.window_right",
+    "local_windows": "local.windows",
+    "routing_heads": "routing.heads", "num_clusters": "routing.clusters", "routing_window": "routing.window",
+    "routing_shared_qk": "routing.shared_qk", "kmeans_decay": "routing.kmeans_decay",
+    "commitment_weight": "routing.commitment_weight",
+    "window_heads": "shifted_window.heads", "block_window": "shifted_window.window",
+    "block_shift": "shifted_window.shift",
+    "pooled_heads": "pooled.heads", "pool_size": "pooled.pool_size",
+    "dilated_heads": "dilated.heads", "dilation": "dilated.dilation", "dilated_window": "dilated.window",
+    "global_heads": "global_tokens.heads", "global_tokens": "global_tokens.tokens",
+    "global_pooling": "global_tokens.pooling", "global_window": "global_tokens.window",
+    "global_block": "global_tokens.block",
+    "block_routed_heads": "block_routed.heads", "routed_block": "block_routed.block",
+    "routed_top_k": "block_routed.top_k",
+}
+
+
+def _flat_keys(values: dict) -> list[str]:
+    """The flat keys in ``values`` (``global_tokens`` is flat only as a count: it is a section now)."""
+    return [
+        key for key in values if key in FLAT_KEYS and not (key == "global_tokens" and isinstance(values[key], dict))
+    ]
+
+
+def nest_flat_keys(values: dict) -> dict:
+    """Attention values with every flat key moved into its section (values already nested are kept)."""
+    flat = _flat_keys(values)
+    nested = {key: value for key, value in values.items() if key not in flat}
+    for key in flat:
+        section, name = FLAT_KEYS[key].split(".")
+        nested.setdefault(section, {})[name] = values[key]
+    return nested
 
 
 @dataclass
 class AttentionConfig:
-    """How one layer's heads are split among kernels, and each kernel's settings (values only)."""
+    """How one layer's heads are split among head kinds: one section per kind (values only), each with its
+    head count; the heads no section takes are full heads."""
 
     num_heads: int = 8
-    local_heads: int = 0
-    routing_heads: int = 0
-    window_heads: int = 0  # Swin-style non-overlapping windows
-    pooled_heads: int = 0  # HiLo low-frequency heads (attend average-pooled keys/values)
-    dilated_heads: int = 0  # dilated windows: keys at stride `dilation` within +-dilated_window strides
-    global_heads: int = 0  # a window plus global summary tokens (GC ViT, BigBird)
-    block_routed_heads: int = 0  # MoBA: own block plus the top-k blocks by mean key
     causal: bool = False
-    # local heads: query i sees keys i - window_left .. i + window_right (window_right must be 0 if causal)
-    window_left: int = 64
-    window_right: int = 64
-    # per-head windows of the local heads, [[left, right], ...] one pair per local head (None: window_left and
-    # window_right for all of them). Heads of one window run together, so narrow heads cost less.
-    local_windows: list[list[int]] | None = None
-    # routing heads
-    num_clusters: int = 8
-    routing_window: int = 64
-    routing_shared_qk: bool = False
-    kmeans_decay: float = 0.999
-    commitment_weight: float = 1e-4
-    # shifted-window heads: window size and this layer's shift (alternate 0 and window // 2 across layers)
-    block_window: int = 64
-    block_shift: int = 0
-    # pooled heads: tokens per pool
-    pool_size: int = 4
-    # dilated heads: query i sees keys i + m * dilation, -dilated_window <= m <= dilated_window (m <= 0 if causal)
-    dilation: int = 4
-    dilated_window: int = 16
-    # global heads: +-global_window plus global_tokens summaries, pooled by learned queries ("learned") or
-    # as means of equal segments ("mean"); causal layers pool complete past blocks of global_block positions
-    global_tokens: int = 4
-    global_pooling: str = "learned"
-    global_window: int = 64
-    global_block: int = 64
-    # block-routed heads: positions per block, and blocks chosen by the gate besides the query's own
-    routed_block: int = 64
-    routed_top_k: int = 2
+    local: LocalHeads = field(default_factory=LocalHeads)
+    routing: RoutingHeads = field(default_factory=RoutingHeads)
+    shifted_window: ShiftedWindowHeads = field(default_factory=ShiftedWindowHeads)
+    pooled: PooledHeads = field(default_factory=PooledHeads)
+    dilated: DilatedHeads = field(default_factory=DilatedHeads)
+    global_tokens: GlobalTokenHeads = field(default_factory=GlobalTokenHeads)
+    block_routed: BlockRoutedHeads = field(default_factory=BlockRoutedHeads)
     rotary: bool = False
     rotary_base: float = 10000.0
 
+    def replace(self, **changes) -> AttentionConfig:
+        """A copy with some fields changed; a section given as a mapping changes only the settings it names
+        (``config.replace(num_heads=4, local={"heads": 4})`` keeps the local window)."""
+        for name, value in list(changes.items()):
+            current = getattr(self, name, None)
+            if isinstance(current, HeadSection) and isinstance(value, dict):
+                changes[name] = dataclasses.replace(current, **value)
+        return dataclasses.replace(self, **changes)
+
+    def sections(self) -> list[HeadSection]:
+        """Every head kind's section in head order, the full heads last (empty ones included)."""
+        named = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [s for s in named if isinstance(s, HeadSection)] + [FullHeads(heads=self.full_heads)]
+
     @property
     def full_heads(self) -> int:
-        return (self.num_heads - self.local_heads - self.routing_heads - self.window_heads - self.pooled_heads
-                - self.dilated_heads - self.global_heads - self.block_routed_heads)
-
-    def local_head_windows(self) -> tuple[list[int], list[int]]:
-        """(left extents, right extents) of the local heads, one entry per local head."""
-        if self.local_windows is None:
-            return [self.window_left] * self.local_heads, [self.window_right] * self.local_heads
-        return [int(pair[0]) for pair in self.local_windows], [int(pair[1]) for pair in self.local_windows]
+        return self.num_heads - sum(
+            getattr(self, f.name).heads
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), HeadSection)
+        )
 
     @property
     def reach(self) -> tuple[int, int] | None:
         """(frames left, frames right) beyond which no query looks, or None when some head sees the whole
         sequence (routing, pooled, full) or works on absolute window positions (shifted windows). A layer with
         a bounded reach can be run on overlapping time slices with the same result."""
-        if self.local_heads + self.dilated_heads == self.num_heads:
-            lefts, rights = self.local_head_windows()
-            reach = self.dilated_window * self.dilation if self.dilated_heads else 0
-            right = 0 if self.causal else reach
-            return max([reach, *lefts]), max([right, *rights])
-        return None
+        reaches = [section.reach(self.causal) for section in self.sections() if section.heads]
+        if not reaches or any(r is None for r in reaches):
+            return None
+        return max(r[0] for r in reaches), max(r[1] for r in reaches)
+
+    @property
+    def exportable(self) -> bool:
+        """Whether every head of the layer traces to ONNX."""
+        return all(section.exportable for section in self.sections() if section.heads)
 
     def validate(self) -> None:
-        counts = dict(
-            local_heads=self.local_heads,
-            routing_heads=self.routing_heads,
-            window_heads=self.window_heads,
-            pooled_heads=self.pooled_heads,
-            dilated_heads=self.dilated_heads,
-            global_heads=self.global_heads,
-            block_routed_heads=self.block_routed_heads,
-        )
-        for name, value in counts.items():
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        """Raise ValueError naming the section and setting that is out of range (``local: window_right ...``)."""
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if isinstance(section, HeadSection):
+                try:
+                    section.validate(self.causal)
+                except ValueError as error:
+                    raise ValueError(f"{f.name}: {error}") from None
         if self.full_heads < 0:
+            counts = {s.kind: s.heads for s in self.sections()[:-1] if s.heads}
             raise ValueError(f"head counts {counts} add up to more than num_heads={self.num_heads}")
-        if self.causal and self.window_right != 0 and self.local_heads:
-            raise ValueError(f"causal attention needs window_right=0, got {self.window_right}")
-        if self.window_left < 0 or self.window_right < 0:
-            raise ValueError(f"window_left/window_right must be >= 0, got {self.window_left}/{self.window_right}")
-        if self.dilated_heads and (self.dilation < 1 or self.dilated_window < 0):
-            raise ValueError(f"dilated heads need dilation >= 1 and dilated_window >= 0, got {self.dilation} and "
-                             f"{self.dilated_window}")
-        if self.global_heads:
-            if self.global_pooling not in POOLINGS:
-                raise ValueError(f"global_pooling must be one of {POOLINGS}, got {self.global_pooling!r}")
-            if self.global_tokens < 1 or self.global_window < 0 or self.global_block < 1:
-                raise ValueError(f"global heads need global_tokens >= 1, global_window >= 0 and global_block >= 1, "
-                                 f"got {self.global_tokens}, {self.global_window} and {self.global_block}")
-            if self.causal and self.global_pooling == "mean" and self.global_tokens != 1:
-                raise ValueError("causal global heads with global_pooling: mean have one summary (the mean of the "
-                                 f"past blocks): set global_tokens: 1, got {self.global_tokens}")
-        if self.block_routed_heads and (self.routed_block < 1 or self.routed_top_k < 0):
-            raise ValueError(f"block-routed heads need routed_block >= 1 and routed_top_k >= 0, got "
-                             f"{self.routed_block} and {self.routed_top_k}")
-        if self.local_windows is not None:
-            if len(self.local_windows) != self.local_heads:
-                raise ValueError(f"local_windows gives {len(self.local_windows)} windows for {self.local_heads} "
-                                 "local heads")
-            for index, pair in enumerate(self.local_windows):
-                if (len(pair) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in pair)):
-                    raise ValueError(f"local_windows[{index}] must be [left, right] with non-negative ints, got "
-                                     f"{pair!r}")
-                if self.causal and pair[1] != 0:
-                    raise ValueError(f"causal attention needs right extents of 0, local_windows[{index}] is {pair}")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "attention") -> AttentionConfig:
+        """From a config's values (YAML); a key of the old flat layout is refused with the key it moved to."""
+        from seqattn.utils.values import check_known_keys, from_values
+
+        flat = _flat_keys(values)
+        if flat:
+            raise ValueError(
+                "attention settings are grouped by head kind now: "
+                + ", ".join(f"{where}.{key} -> {where}.{FLAT_KEYS[key]}" for key in flat)
+            )
+        check_known_keys(cls, values, f"{where} config")
+        return from_values(cls, values, where)
+
+    @classmethod
+    def from_saved(cls, values: dict, where: str = "attention") -> AttentionConfig:
+        """From a saved model's config.json, also one written with the flat layout (translated key by key)."""
+        return cls.from_dict(nest_flat_keys(values), where)
 
 
 @dataclass
@@ -162,44 +177,18 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.rotary = Rotary(self.head_dim, config.rotary_base) if config.rotary else None
-        self.routing = None
-        if config.routing_heads:
-            self.routing = RoutingAttention(
-                config.routing_heads,
-                self.head_dim,
-                config.num_clusters,
-                config.routing_window,
-                causal=config.causal,
-                shared_qk=config.routing_shared_qk,
-                decay=config.kmeans_decay,
-                commitment=config.commitment_weight,
-            )
-        self.global_attention = None
-        if config.global_heads:
-            self.global_attention = GlobalTokens(
-                config.global_heads, self.head_dim, tokens=config.global_tokens, pooling=config.global_pooling,
-                window_left=config.global_window, window_right=config.global_window, causal=config.causal,
-                block=config.global_block,
-            )
+        self.groups: list[tuple[HeadKind, slice]] = []  # each kind's module and its heads, in head order
+        start = 0
+        for section in config.sections():
+            if section.heads:
+                kind = section.build(self.head_dim, config.causal)
+                self.add_module(kind.module_name, kind)  # its parameters are saved under this name
+                self.groups.append((kind, slice(start, start + section.heads)))
+            start += section.heads
 
     def head_groups(self) -> list[tuple[str, int, int]]:
         """(kind, first head, head count) for every non-empty group, in head order."""
-        c = self.config
-        groups, start = [], 0
-        for kind, count in (
-            ("local", c.local_heads),
-            ("routing", c.routing_heads),
-            ("window", c.window_heads),
-            ("pooled", c.pooled_heads),
-            ("dilated", c.dilated_heads),
-            ("global", c.global_heads),
-            ("block_routed", c.block_routed_heads),
-            ("full", c.full_heads),
-        ):
-            if count:
-                groups.append((kind, start, count))
-            start += count
-        return groups
+        return [(kind.kind, heads.start, heads.stop - heads.start) for kind, heads in self.groups]
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -213,62 +202,31 @@ class MultiHeadAttention(nn.Module):
             q, k = self.rotary(q, position_offset), self.rotary(k, position_offset)
         return q, k, v
 
+    def _prefill(self, q, k, v, cache: LayerCache) -> None:
+        """Fill an empty cache from a prompt's (rotated) q, k, v (B, H, N, D): one buffer per head group."""
+        if not self.config.causal:
+            raise CacheUnsupported("cached generation needs a causal attention layer")
+        if cache.position != 0 or cache.buffers:
+            raise ValueError("prefill needs an empty cache (a prompt is processed once, at the start)")
+        for kind, _ in self.groups:
+            if not kind.cacheable:
+                kind.prefill(q, k, v)  # raises, naming the kind
+        for kind, heads in self.groups:
+            cache.buffers[kind.kind] = kind.prefill(q[:, heads], k[:, heads], v[:, heads])
+        cache.position = q.shape[2]
+
     def step(self, x: torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """Incremental generation: the output (B, 1, E) for one new token x (B, 1, E) at ``cache.position``,
         attending to what ``cache`` holds (filled by a ``forward(..., cache=cache)`` prompt pass)."""
         batch = x.shape[0]
         q, k, v = self.project(x, cache.position)  # (B, H, 1, D) each
-        out = attention_step(self.head_groups(), q, k, v, cache, routing=self.routing,
-                             global_tokens=self.global_attention,
-                             routed=(self.config.routed_block, self.config.routed_top_k))  # (B, H, D)
+        outputs = [
+            kind.step(q[:, heads, 0], k[:, heads, 0], v[:, heads, 0], cache.buffers[kind.kind], cache.position)
+            for kind, heads in self.groups
+        ]  # (B, h, D) each
+        cache.position += 1
+        out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, D)
         return self.out_proj(out.reshape(batch, 1, self.embed_dim))  # (B, 1, E)
-
-    def _run_group(self, kind, q, k, v, key_padding_mask, return_weights):
-        """One kernel on its head slice -> (out (B, h, N, D), aux loss or None, weights or None)."""
-        c = self.config
-        if kind == "routing":
-            routed = self.routing(q, k, v, key_padding_mask, return_weights=return_weights)
-            return routed.out, routed.aux_loss, routed.weights
-        if kind == "global":
-            result = self.global_attention(q, k, v, key_padding_mask, return_weights=return_weights)
-            return (result[0], None, result[1]) if return_weights else (result, None, None)
-        if kind == "local":
-            lefts, rights = c.local_head_windows()
-            rights = [0] * len(rights) if c.causal else rights
-            result = local_attention(q, k, v, lefts, rights, key_padding_mask, return_weights=return_weights)
-        elif kind == "window":
-            result = shifted_window_attention(
-                q, k, v, c.block_window, c.block_shift, key_padding_mask, causal=c.causal,
-                return_weights=return_weights,
-            )
-        elif kind == "dilated":
-            right = 0 if c.causal else c.dilated_window
-            result = dilated_attention(q, k, v, c.dilated_window, right, c.dilation, key_padding_mask,
-                                       return_weights=return_weights)
-            if return_weights:
-                out, (weights, keys) = result
-                return out, None, AttentionWeights("dilated", (), weights, key_index=keys)
-            return result, None, None
-        elif kind == "block_routed":
-            result = block_routed_attention(q, k, v, c.routed_block, c.routed_top_k, causal=c.causal,
-                                            key_padding_mask=key_padding_mask, return_weights=return_weights)
-            if return_weights:
-                return result[0], None, result[1]
-            return result, None, None
-        elif kind == "pooled":
-            result = pooled_attention(
-                q, k, v, c.pool_size, key_padding_mask, causal=c.causal, return_weights=return_weights
-            )
-        else:
-            result = full_attention(q, k, v, key_padding_mask, causal=c.causal, return_weights=return_weights)
-        if not return_weights:
-            return result, None, None
-        out, weights = result
-        if kind == "local":
-            weights = AttentionWeights("local", (), weights, window_left=max(c.local_head_windows()[0]))
-        elif kind == "full":
-            weights = AttentionWeights("full", (), weights)
-        return out, None, weights
 
     def forward(
         self,
@@ -285,23 +243,17 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             if key_padding_mask is not None:
                 raise ValueError("a cached (generation) pass takes unpadded prompts")
-            check_cacheable(self.head_groups(), self.config.causal)
-            prefill(self.head_groups(), q, k, v, cache, window_lefts=self.config.local_head_windows()[0],
-                    routing=self.routing, dilation=(self.config.dilation, self.config.dilated_window),
-                    global_tokens=self.global_attention, routed_block=self.config.routed_block)
+            self._prefill(q, k, v, cache)
         outputs, weights = [], []
         aux = x.new_zeros(())
-        for kind, start, count in self.head_groups():
-            heads = slice(start, start + count)
-            out, group_aux, group_weights = self._run_group(
-                kind, q[:, heads], k[:, heads], v[:, heads], key_padding_mask, return_weights
-            )
-            outputs.append(out)
-            if group_aux is not None:
-                aux = aux + group_aux
-            if group_weights is not None:
-                group_weights.heads = tuple(range(start, start + count))
-                weights.append(group_weights)
+        for kind, heads in self.groups:
+            result = kind(q[:, heads], k[:, heads], v[:, heads], key_padding_mask, return_weights=return_weights)
+            outputs.append(result.out)
+            if result.aux_loss is not None:
+                aux = aux + result.aux_loss
+            if result.weights is not None:
+                result.weights.heads = tuple(range(heads.start, heads.stop))
+                weights.append(result.weights)
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]  # (B, H, N, D)
         out = out.transpose(1, 2).reshape(batch, length, self.embed_dim)  # (B, N, E)
         return AttentionOutput(self.out_proj(out), aux, weights)

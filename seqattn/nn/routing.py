@@ -28,6 +28,7 @@ from torch import nn
 
 from .checks import check_padding_mask, check_positive, check_qkv
 from .local import banded_attention, host_any
+from .numerics import key_validity
 from .weights import AttentionWeights
 
 # Score added to a query's own key when queries and keys are shared: with shared QK a token's own score is
@@ -43,11 +44,6 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def unit(x_normalized: torch.Tensor) -> torch.Tensor:
     """Unit vectors from layer-normalised ones (whose norm is sqrt(D))."""
     return x_normalized * x_normalized.shape[-1] ** -0.5
-
-
-def assign(vectors: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Nearest centroid by cosine similarity: vectors (B, H, N, D), centroids (H, C, D) -> ids (B, H, N)."""
-    return similarities(vectors, centroids).argmax(-1)
 
 
 @dataclass
@@ -164,9 +160,7 @@ def balanced_routed(qn, kn, v, q_sim, k_sim, valid, window: int, scale: float, s
 
 
 def _valid_tokens(key_padding_mask, batch, heads, length, device) -> torch.Tensor:
-    if key_padding_mask is None:
-        return torch.ones(batch, heads, length, dtype=torch.bool, device=device)
-    return (~key_padding_mask)[:, None].expand(batch, heads, length)
+    return key_validity(key_padding_mask, batch, length, device, heads)
 
 
 def routing_attention(
@@ -198,7 +192,8 @@ def routing_attention(
     batch, heads, length, dim = q.shape
     check_padding_mask(key_padding_mask, batch, length, q.device)
     if not isinstance(centroids, torch.Tensor) or centroids.dim() != 3 or centroids.shape[0] != heads:
-        raise ValueError(f"centroids must have shape (H, C, D) with H = {heads}, got {getattr(centroids, 'shape', None)}")
+        raise ValueError(f"centroids must have shape (H, C, D) with H = {heads}, got "
+                         f"{getattr(centroids, 'shape', None)}")
     if centroids.shape[-1] != dim:
         raise ValueError(f"centroids must have head dim {dim}, got {centroids.shape[-1]}")
     qn = normalize(q)
@@ -223,8 +218,9 @@ def _routed(qn, kn, v, centroids, window, causal, valid, shared_qk, scale, retur
     if q_sim is None:
         q_sim = similarities(unit(qn).detach(), centroids)
     if causal:
-        return causal_routed(qn, kn, v, q_sim.argmax(-1), valid, window, scale, self_bias, return_weights,
-                             centroids.shape[1])
+        return causal_routed(
+            qn, kn, v, q_sim.argmax(-1), valid, window, scale, self_bias, return_weights, centroids.shape[1]
+        )
     if k_sim is None:
         k_sim = q_sim if shared_qk else similarities(unit(kn).detach(), centroids)
     return balanced_routed(qn, kn, v, q_sim, k_sim, valid, window, scale, self_bias, return_weights)
@@ -255,7 +251,9 @@ class KMeans(nn.Module):
         x = vectors.detach().to(self.means.dtype) * valid[..., None]  # padding adds nothing
         slot = ids + clusters * torch.arange(heads, device=ids.device)[None, :, None]  # (B, H, N) in [0, H*C)
         sums = self.means.new_zeros(heads * clusters, dim).index_add_(0, slot.flatten(), x.reshape(-1, dim))
-        counts = self.means.new_zeros(heads * clusters).index_add_(0, slot.flatten(), valid.flatten().to(self.means.dtype))
+        counts = self.means.new_zeros(heads * clusters).index_add_(
+            0, slot.flatten(), valid.flatten().to(self.means.dtype)
+        )
         sums, counts = sums.view(heads, clusters, dim), counts.view(heads, clusters).to(self.means.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(sums)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import check_padding_mask, check_positive, check_qkv, check_window
+from .numerics import key_validity
 from .weights import AttentionWeights
 
 
@@ -45,9 +46,7 @@ def shifted_window_attention(
     front = shift  # padded position i + shift puts window boundaries on multiples of `window`
     total = math.ceil((front + length) / window) * window
     back = total - front - length
-    valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)
-    if key_padding_mask is not None:
-        valid = ~key_padding_mask
+    valid = key_validity(key_padding_mask, batch, length, q.device)  # (B, N)
     valid = F.pad(valid, (front, back)).view(batch, 1, -1, 1, window)  # (B, 1, nw, 1, w)
 
     def windows(x):  # (B, H, N, D) -> (B, H, nw, w, D)
@@ -94,9 +93,7 @@ def pooled_attention(
     batch, heads, length, dim = q.shape
     check_padding_mask(key_padding_mask, batch, length, q.device)
     scale = dim**-0.5 if scale is None else float(scale)
-    valid = torch.ones(batch, length, dtype=torch.bool, device=q.device)
-    if key_padding_mask is not None:
-        valid = ~key_padding_mask
+    valid = key_validity(key_padding_mask, batch, length, q.device)  # (B, N)
     kp, pooled_valid = pool_keys(k, valid, pool)  # (B, H, M, D), (B, M)
     vp, _ = pool_keys(v, valid, pool)
     scores = torch.matmul(q, kp.transpose(-1, -2)) * scale  # (B, H, N, M)

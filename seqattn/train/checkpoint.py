@@ -31,8 +31,9 @@ class CheckpointManager:
 
     def remove_stale(self) -> list[Path]:
         """Clean what a killed save left behind; called before resuming. A ``.update_*.tmp`` staging directory
-        and a ``.update_*.deleting`` rotated-out one are deleted. A ``.update_N.old-PID`` directory (the previous copy, moved aside just before the new one
-        was renamed in) is put back if ``update_N`` is missing, else deleted. Returns what was removed."""
+        and a ``.update_*.deleting`` rotated-out one are deleted. A ``.update_N.old-PID`` directory (the previous
+        copy, moved aside just before the new one was renamed in) is put back if ``update_N`` is missing, else
+        deleted. Returns what was removed."""
         removed = []
         for path in sorted(self.directory.glob(".update_*")):
             if not path.is_dir():
@@ -51,8 +52,17 @@ class CheckpointManager:
     def _complete(self, path: Path) -> bool:
         return all((path / name).is_file() for name in ("config.json", WEIGHTS_FILE, STATE_FILE))
 
-    def save(self, model, state: dict, step: int, metric: float | None = None, *, higher_is_better=False,
-             extra_files: dict | None = None, command: str | None = None) -> Path:
+    def save(
+        self,
+        model,
+        state: dict,
+        step: int,
+        metric: float | None = None,
+        *,
+        higher_is_better=False,
+        extra_files: dict | None = None,
+        command: str | None = None,
+    ) -> Path:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         name = f"update_{step:08d}"
@@ -105,7 +115,7 @@ class CheckpointManager:
     def _rotate(self) -> None:
         keep = {p.name for p in (self.latest(), self.best()) if p is not None}
         saves = sorted(p for p in self.directory.glob("update_*") if p.is_dir())
-        keep.update(p.name for p in saves[-self.keep_last:])
+        keep.update(p.name for p in saves[-self.keep_last :])
         for path in saves:
             if path.name not in keep:
                 # rename first (atomic), then delete: a kill mid-delete leaves a hidden .deleting directory,
@@ -132,6 +142,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module) -> dict:
     missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
     missing = sorted(set(missing) - tied_names(model))  # tied weights are saved once and re-tied already
     if missing or unexpected:
-        raise RuntimeError(f"{path / WEIGHTS_FILE} does not match the model: missing {missing}, unexpected "
-                           f"{sorted(unexpected)}")
+        raise RuntimeError(
+            f"{path / WEIGHTS_FILE} does not match the model: missing {missing}, unexpected {sorted(unexpected)}"
+        )
     return torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")

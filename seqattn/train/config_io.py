@@ -70,7 +70,11 @@ def build(cls, values, where: str = ""):
         key = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(kind):
             kwargs[name] = build(kind, value, key)
-        elif typing.get_origin(kind) is list and typing.get_args(kind) and dataclasses.is_dataclass(typing.get_args(kind)[0]):
+        elif (
+            typing.get_origin(kind) is list
+            and typing.get_args(kind)
+            and dataclasses.is_dataclass(typing.get_args(kind)[0])
+        ):
             if not isinstance(value, list):
                 raise ConfigError(f"{key}: expected a list")
             kwargs[name] = [build(typing.get_args(kind)[0], v, f"{key}[{i}]") for i, v in enumerate(value)]

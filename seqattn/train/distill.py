@@ -98,7 +98,8 @@ def distill_attention(student_backbone, teacher_backbone, waves: list[torch.Tens
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine(step, config.warmup, config.steps))
     bar = tqdm(range(config.steps), desc="distil", unit="step", disable=not progress)
     for step in bar:
-        loss = layer_loss(student_backbone, teacher_backbone, *random_crops(waves, config.batch_size, samples, generator))
+        loss = layer_loss(student_backbone, teacher_backbone, *random_crops(waves, config.batch_size, samples,
+                                                                            generator))
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"distillation loss is {value} at step {step}; lower --distill-lr")

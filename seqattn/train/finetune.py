@@ -33,10 +33,18 @@ from seqattn.utils.device import module_device
 
 from .distributed import DistributedContext
 from .loop import (
-    OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, check_sources, launch,
+    OptimConfig,
+    RunConfig,
+    StepOutput,
+    Task,
+    TrainingError,
+    TrainingRun,
+    TrainingState,
+    adamw,
+    check_sources,
+    launch,
 )
 from .schedule import tri_stage
-
 
 
 @dataclass
@@ -197,7 +205,8 @@ class FinetuneTask(Task):
         self.config, self.model, self.vocab, self.ctx, self.monitor = config, model, vocab, ctx, monitor
         self.train_items, self.valid_items = train_items, valid_items
         step = CTCStep(model, ctx)
-        self.step_module = DistributedDataParallel(step, device_ids=ctx.device_ids, find_unused_parameters=True) if ctx.enabled else step
+        self.step_module = DistributedDataParallel(step, device_ids=ctx.device_ids,
+                                                   find_unused_parameters=True) if ctx.enabled else step
         self.frozen = True
 
     def epoch_dataset(self, epoch: int):

@@ -17,7 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seqattn.data.lm_corpus import CorpusError, PackedBatches, blocks, tokenize_files
 from seqattn.data.lm_tokenizers import (
-    TOKENIZER_FILE, TokenizerConfig, TokenizerError, load_tokenizer, tokenizer_to_json, train_tokenizer,
+    TOKENIZER_FILE,
+    TokenizerConfig,
+    TokenizerError,
+    load_tokenizer,
+    tokenizer_to_json,
+    train_tokenizer,
 )
 from seqattn.models.lm import LMConfig, TransformerLM
 from seqattn.utils.device import module_device

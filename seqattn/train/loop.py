@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -283,16 +283,23 @@ class UpdateLoop:
     def run(self) -> None:
         position = self.state.position
         self.state.optimizer.zero_grad(set_to_none=True)
-        while position.step < self.optim.max_updates and not self._time_spent():  # (a resumed run may have nothing left)
+        # (a resumed run may have nothing left)
+        while position.step < self.optim.max_updates and not self._time_spent():
             dataset = self.task.epoch_dataset(position.epoch)
             if len(dataset) == 0:
-                raise TrainingError(f"epoch {position.epoch} has no batches: the training data is smaller than one "
-                                    "batch")
+                raise TrainingError(
+                    f"epoch {position.epoch} has no batches: the training data is smaller than one batch"
+                )
             if self.describe_epoch is not None and position.batch == 0:
                 self.describe_epoch(position.epoch, dataset)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(position.batch, len(dataset)),
-                                                 num_workers=self.num_workers, collate_fn=lambda b: b,
-                                                 pin_memory=self.device.type == "cuda")
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_size=None,
+                sampler=range(position.batch, len(dataset)),
+                num_workers=self.num_workers,
+                collate_fn=lambda b: b,
+                pin_memory=self.device.type == "cuda",
+            )
             for batch in loader:
                 position.batch = batch["batch_index"] + 1
                 if self._micro_batch(batch) and self._finish_update():
@@ -355,8 +362,10 @@ class UpdateLoop:
                 self.scaler.update()  # an overflow lowers the scale
             if overflow:
                 state.optimizer.zero_grad(set_to_none=True)
-                self.monitor.message(f"fp16 gradient overflow at update {position.step}: update skipped, loss scale "
-                                     f"now {self.scaler.get_scale():g}")
+                self.monitor.message(
+                    f"fp16 gradient overflow at update {position.step}: update skipped, loss scale "
+                    f"now {self.scaler.get_scale():g}"
+                )
             else:
                 self._skip()
             return False
@@ -375,8 +384,12 @@ class UpdateLoop:
         self.monitor.advance()
         if position.step % self.config.log_every == 0:
             self._log(grad_norm)
-        out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(time.time() - self.started > self.config.max_time_s)
-        out_of_time = out_of_time or (self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after)
+        out_of_time = self.config.max_time_s > 0 and self.ctx.any_flag(
+            time.time() - self.started > self.config.max_time_s
+        )
+        out_of_time = out_of_time or (
+            self.config.stop_after > 0 and position.step - self.first_step >= self.config.stop_after
+        )
         time_spent = self._time_spent()
         done = position.step >= self.optim.max_updates or time_spent
         metric = None
@@ -388,8 +401,10 @@ class UpdateLoop:
         if out_of_time:
             self.monitor.message(f"stopping at update {position.step} (run.max_time_s / run.stop_after reached)")
         elif time_spent and position.step < self.optim.max_updates:
-            self.monitor.message(f"schedule done at update {position.step}: {position.trained_s:.0f} s of training "
-                                 f"reached optim.schedule_time_s={self.optim.schedule_time_s:g}")
+            self.monitor.message(
+                f"schedule done at update {position.step}: {position.trained_s:.0f} s of training "
+                f"reached optim.schedule_time_s={self.optim.schedule_time_s:g}"
+            )
         return out_of_time or done
 
     def _time_spent(self) -> bool:
@@ -420,8 +435,12 @@ class UpdateLoop:
         statistics, micro = interval.totals(self.ctx)  # one device read per log line
         skipped, unreadable = self.ctx.sum_floats([float(interval.skipped_batches), float(interval.unreadable)])
         values = self.task.log_values(statistics, micro, max(time.time() - interval.started, 1e-9))
-        values.update(lr=self.state.scheduler.get_last_lr()[0], grad_norm=float(grad_norm), skipped_batches=skipped,
-                      unreadable=unreadable)
+        values.update(
+            lr=self.state.scheduler.get_last_lr()[0],
+            grad_norm=float(grad_norm),
+            skipped_batches=skipped,
+            unreadable=unreadable,
+        )
         self.monitor.scalars(self.state.position.step, values)
         self.monitor.advance(0, {key: float(value) for key, value in self.postfix.items()})
         self.interval = Interval()
@@ -431,19 +450,25 @@ class UpdateLoop:
         self.state.optimizer.zero_grad(set_to_none=True)
         position.bad_streak += 1
         position.skipped_total += 1
-        self.monitor.message(f"non-finite loss or gradient at update {position.step}: step skipped "
-                             f"({position.bad_streak} in a row, {position.skipped_total} in total)")
+        self.monitor.message(
+            f"non-finite loss or gradient at update {position.step}: step skipped "
+            f"({position.bad_streak} in a row, {position.skipped_total} in total)"
+        )
         if position.bad_streak >= self.config.max_bad_steps:
-            raise TrainingError(f"aborting: {position.bad_streak} consecutive non-finite steps at update "
-                                f"{position.step}; the weights were left unchanged since the last good update. "
-                                "Lower optim.lr or check the data.")
+            raise TrainingError(
+                f"aborting: {position.bad_streak} consecutive non-finite steps at update "
+                f"{position.step}; the weights were left unchanged since the last good update. "
+                "Lower optim.lr or check the data."
+            )
 
 
 def check_sources(paths: list[str], what: str) -> None:
     """Fail before any training starts when data is missing."""
     if not paths:
-        raise TrainingError(f"data.train is empty: give at least one {what} data dir or manifest, e.g. "
-                            "data.train='[{path: data/train_hi, language: hi}]'")
+        raise TrainingError(
+            f"data.train is empty: give at least one {what} data dir or manifest, e.g. "
+            "data.train='[{path: data/train_hi, language: hi}]'"
+        )
     for path in paths:
         base = Path(str(path).partition("?")[0])  # an HF dataset spec's query picks split and columns
         if not base.exists() and not any(base.parent.glob(base.name)):
@@ -463,8 +488,9 @@ def launch(train_fn, config, command: str):
 
 
 def adamw(params, optim: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
-                             weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(
+        params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+    )
 
 
 def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Path | None:
@@ -480,8 +506,10 @@ def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Pat
     except Exception as error:  # noqa: BLE001 - unpickling refusals, truncation, mismatched weights
         first = str(error).strip().splitlines()
         reason = next((line for line in first if "GLOBAL" in line), first[0] if first else type(error).__name__)
-        raise TrainingError(f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
-                            "directory away to resume from an older checkpoint") from None
+        raise TrainingError(
+            f"cannot resume from {path}: {reason.strip()} (nothing in it was executed); move the "
+            "directory away to resume from an older checkpoint"
+        ) from None
     try:
         if not isinstance(saved, dict):
             raise TypeError(f"it holds a {type(saved).__name__}, not a mapping")
@@ -491,7 +519,9 @@ def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Pat
         if scaler is not None and "scaler" in saved:
             scaler.load_state_dict(saved["scaler"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:  # any malformed entry
-        raise TrainingError(f"cannot resume from {path}: its training_state.pt does not match this run's optimizer "
-                            f"or schedule ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
-                            "resume with the config that wrote it, or move the directory away") from None
+        raise TrainingError(
+            f"cannot resume from {path}: its training_state.pt does not match this run's optimizer "
+            f"or schedule ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+            "resume with the config that wrote it, or move the directory away"
+        ) from None
     return path

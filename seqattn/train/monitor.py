@@ -51,7 +51,8 @@ class TrainMonitor:
         for an update is the one whose weights survive."""
         if not self.enabled:
             return
-        self.trace_file.write(json.dumps({"update": step, "epoch": epoch, "batches": batches, "applied": applied}) + "\n")
+        self.trace_file.write(json.dumps({"update": step, "epoch": epoch, "batches": batches,
+                                          "applied": applied}) + "\n")
         self.trace_file.flush()
 
     def advance(self, updates: int = 1, postfix: dict | None = None) -> None:
@@ -61,7 +62,8 @@ class TrainMonitor:
         if updates:
             self.bar.update(updates)
         if postfix:
-            self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False)
+            self.bar.set_postfix({k: f"{v:.3g}" if isinstance(v, float) else v for k, v in postfix.items()},
+                                 refresh=False)
 
     def close(self) -> None:
         if not self.enabled:

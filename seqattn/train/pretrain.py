@@ -22,7 +22,16 @@ from seqattn.models.wav2vec2.masking import generators_for
 
 from .distributed import DistributedContext
 from .loop import (
-    OptimConfig, RunConfig, StepOutput, Task, TrainingError, TrainingRun, TrainingState, adamw, check_sources, launch,
+    OptimConfig,
+    RunConfig,
+    StepOutput,
+    Task,
+    TrainingError,
+    TrainingRun,
+    TrainingState,
+    adamw,
+    check_sources,
+    launch,
 )
 from .schedule import polynomial_decay
 
@@ -70,15 +79,27 @@ class PretrainTask(Task):
         if ctx.enabled:
             # broadcast_buffers=False: k-means centroids stay identical through their own all-reduce, not by
             # copying rank 0's buffers over the others (which would hide a divergence)
-            step = DistributedDataParallel(step, device_ids=ctx.device_ids, find_unused_parameters=config.model.layerdrop > 0,
-                                           broadcast_buffers=False)
+            step = DistributedDataParallel(
+                step,
+                device_ids=ctx.device_ids,
+                find_unused_parameters=config.model.layerdrop > 0,
+                broadcast_buffers=False,
+            )
         self.step_module = step
 
     def epoch_dataset(self, epoch: int):
         data, run = self.config.data, self.config.run
         plan = plan_epoch(self.items, epoch, run.seed, data.alpha, data.max_tokens, data.max_sample_size)
-        return CroppedBatches(self.items, plan, run.seed, data.max_sample_size, data.sample_rate,
-                              self.config.model.normalize_waveform, self.ctx.rank, self.ctx.world_size)
+        return CroppedBatches(
+            self.items,
+            plan,
+            run.seed,
+            data.max_sample_size,
+            data.sample_rate,
+            self.config.model.normalize_waveform,
+            self.ctx.rank,
+            self.ctx.world_size,
+        )
 
     def is_empty(self, batch) -> bool:
         waves = batch["waves"]
@@ -101,10 +122,15 @@ class PretrainTask(Task):
         waves = batch["waves"]
         result = self.step_module(waves, batch["draws"])
         loss = result.loss.detach()
-        statistics = {"loss": loss, "targets": result.num_targets, "correct": result.correct,
-                      "audio_s": waves.numel() / self.config.data.sample_rate,
-                      "code_ppl": result.code_perplexity, "prob_ppl": result.prob_perplexity,
-                      "temperature": float(result.temperature)}
+        statistics = {
+            "loss": loss,
+            "targets": result.num_targets,
+            "correct": result.correct,
+            "audio_s": waves.numel() / self.config.data.sample_rate,
+            "code_ppl": result.code_perplexity,
+            "prob_ppl": result.prob_perplexity,
+            "temperature": float(result.temperature),
+        }
         postfix = {"loss": loss, "acc": result.correct / result.num_targets.clamp(min=1)}
         return StepOutput(result.loss, statistics, postfix)
 
@@ -133,24 +159,34 @@ def _train(config: PretrainConfig, ctx: DistributedContext, command: str) -> Pat
     model = Wav2Vec2ForPretraining(config.model)
     optimizer = adamw(model.parameters(), optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: polynomial_decay(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio, optim.power)
+        optimizer,
+        lambda s: polynomial_decay(s, optim.warmup_updates, optim.max_updates, optim.end_lr_ratio, optim.power),
     )
     training = TrainingRun("pretrain", config, ctx, TrainingState(model, optimizer, scheduler), command=command)
     out, monitor = training.out, training.monitor
-    report = scan([(s.location, s.language) for s in data.train], data.sample_rate, data.min_sample_size,
-                  fix=data.fix_data_dirs, progress=ctx.is_main)
+    report = scan(
+        [(s.location, s.language) for s in data.train],
+        data.sample_rate,
+        data.min_sample_size,
+        fix=data.fix_data_dirs,
+        progress=ctx.is_main,
+    )
     if ctx.is_main:
         if report.failed:
             (out / "failed_audio.txt").write_text("\n".join(report.failed) + "\n")
-        monitor.message(f"{len(report.items)} utterances; {len(report.failed)} unreadable (see failed_audio.txt); "
-                        f"{report.too_short} shorter than {data.min_sample_size} samples dropped; "
-                        f"{len(report.fixed)} data-dir problems fixed")
+        monitor.message(
+            f"{len(report.items)} utterances; {len(report.failed)} unreadable (see failed_audio.txt); "
+            f"{report.too_short} shorter than {data.min_sample_size} samples dropped; "
+            f"{len(report.fixed)} data-dir problems fixed"
+        )
     if not report.items:
         raise TrainingError("no usable audio: every utterance was unreadable or too short")
 
     def describe_epoch(epoch, dataset):
-        monitor.message(f"epoch {epoch}: {len(dataset)} batches, utterances per language "
-                        f"{dict(sorted(dataset.plan.language_counts.items()))}")
+        monitor.message(
+            f"epoch {epoch}: {len(dataset)} batches, utterances per language "
+            f"{dict(sorted(dataset.plan.language_counts.items()))}"
+        )
 
     task = PretrainTask(config, model, report.items, ctx)
     training.train(task, num_workers=data.num_workers, describe_epoch=describe_epoch)

@@ -1,11 +1,13 @@
 """Dataclass configs from plain values (YAML, JSON, ``key=value`` overrides), checked against the field types.
 
 :func:`from_values` builds a dataclass from a mapping: unknown keys are refused, every value is checked
-against its field's type hint (int, float, bool, str, lists and tuples of those, nested dataclasses, dicts,
-``X | None``), and a value that does not fit is a ``ValueError`` naming the key, the value and the type
+against its field's type hint (int, float, bool, str, ``Literal`` choices, lists and tuples of those, nested
+dataclasses, dicts, ``X | None``), and a value that does not fit is a ``ValueError`` naming the key, the value and
+the type
 expected. Only what YAML leaves ambiguous is coerced: ``1e-3`` (a string to YAML 1.1, which wants a dot) into a
 float field, an int into a float field, and a number into a string field. A string is never an int or a bool.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,6 +108,10 @@ def coerce(value, kind, key: str):
         return value
     if origin in (typing.Union, types.UnionType):
         return _to_union(value, kind, key)
+    if origin is typing.Literal:
+        if value in typing.get_args(kind):
+            return value
+        raise _mismatch(value, kind, key, "one of " + ", ".join(map(repr, typing.get_args(kind))))
     if dataclasses.is_dataclass(kind):
         return _to_dataclass(value, kind, key)
     if kind in SCALARS:
@@ -130,3 +136,14 @@ def from_values(cls, values: dict, where: str = ""):
     hints = typing.get_type_hints(cls)
     prefix = f"{where}." if where else ""
     return cls(**{name: coerce(value, hints[name], prefix + name) for name, value in values.items()})
+
+
+def merge_values(defaults: dict, given: dict) -> dict:
+    """``given`` over ``defaults``, section by section: a nested mapping replaces only the keys it names."""
+    merged = dict(defaults)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -249,8 +249,8 @@ models=ft
 for v in ${head_variants//,/ }; do models="$models ft_$v"; done
 head_variant_attention() {  # the fine-tuned model's attention with one local head replaced
   case $1 in
-    dilated) echo "{num_heads: 4, local_heads: 3, dilated_heads: 1, window_left: $head_window, window_right: $head_window, dilation: 4, dilated_window: $((head_window / 2))}" ;;
-    global) echo "{num_heads: 4, local_heads: 3, global_heads: 1, window_left: $head_window, window_right: $head_window, global_window: $head_window, global_tokens: 8}" ;;
+    dilated) echo "{num_heads: 4, local: {heads: 3, window_left: $head_window, window_right: $head_window}, dilated: {heads: 1, dilation: 4, window: $((head_window / 2))}}" ;;
+    global) echo "{num_heads: 4, local: {heads: 3, window_left: $head_window, window_right: $head_window}, global_tokens: {heads: 1, window: $head_window, tokens: 8}}" ;;
     *) echo "unknown head variant $1 (dilated, global)" >&2; return 1 ;;
   esac
 }

@@ -39,11 +39,11 @@ mkdir -p $data $exp/log $exp/done $exp/time
 
 variant_overrides() {  # the attention of each variant, on top of $config
   case $1 in
-    local) echo "model.attention.local_heads=4 model.attention.routing_heads=0 model.routing_layers=0 model.attention.window_left=32" ;;
-    full) echo "model.attention.local_heads=0 model.attention.routing_heads=0 model.routing_layers=0" ;;
-    routing) echo "model.attention.local_heads=2 model.attention.routing_heads=2 model.routing_layers=-1 model.attention.window_left=32 model.attention.num_clusters=4 model.attention.routing_window=32" ;;
-    dilated) echo "model.attention.local_heads=3 model.attention.dilated_heads=1 model.attention.routing_heads=0 model.routing_layers=0 model.attention.window_left=32 model.attention.dilation=4 model.attention.dilated_window=16" ;;
-    global) echo "model.attention.local_heads=3 model.attention.global_heads=1 model.attention.routing_heads=0 model.routing_layers=0 model.attention.window_left=32 model.attention.global_window=32 model.attention.global_tokens=4 model.attention.global_block=16" ;;
+    local) echo "model.attention.local.heads=4 model.attention.routing.heads=0 model.routing_layers=0 model.attention.local.window_left=32" ;;
+    full) echo "model.attention.local.heads=0 model.attention.routing.heads=0 model.routing_layers=0" ;;
+    routing) echo "model.attention.local.heads=2 model.attention.routing.heads=2 model.routing_layers=-1 model.attention.local.window_left=32 model.attention.routing.clusters=4 model.attention.routing.window=32" ;;
+    dilated) echo "model.attention.local.heads=3 model.attention.dilated.heads=1 model.attention.routing.heads=0 model.routing_layers=0 model.attention.local.window_left=32 model.attention.dilated.dilation=4 model.attention.dilated.window=16" ;;
+    global) echo "model.attention.local.heads=3 model.attention.global_tokens.heads=1 model.attention.routing.heads=0 model.routing_layers=0 model.attention.local.window_left=32 model.attention.global_tokens.window=32 model.attention.global_tokens.tokens=4 model.attention.global_tokens.block=16" ;;
     *) echo "unknown variant $1 (local, full, routing, dilated, global)" >&2; return 1 ;;
   esac
 }

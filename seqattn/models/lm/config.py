@@ -1,34 +1,37 @@
 """Configuration of decoder-only language models: one dataclass of values.
 
 Each layer's heads are split into local (causal sliding window), routing (causal content-routed, as in the
-Routing Transformer), block-routed (MoBA) and full heads, as ``attention`` (a :class:`~seqattn.nn.AttentionConfig`, the same one
+Routing Transformer), block-routed (MoBA) and full heads, as ``attention`` (a :class:`~seqattn.nn.AttentionConfig`,
+                                                                            the same one
 every seqattn model uses) says. ``routing_layers`` says which layers route: all of them (-1), none (0), or only
 the last k (k > 0, as the paper's PG-19 model routes only in its last layers); in layers that do not route,
 the routing and block-routed heads are local heads instead. Language models are causal: ``attention.causal`` is true and
-``attention.window_right`` is 0, and rotary positions are chosen by ``positions``.
+``attention.local.window_right`` is 0, and rotary positions are chosen by ``positions``.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from seqattn.nn import AttentionConfig
-from seqattn.utils.values import check_known_keys, from_values
+from seqattn.nn import AttentionConfig, LocalHeads, RoutingHeads
+from seqattn.nn.multihead import nest_flat_keys
+from seqattn.utils.values import check_known_keys, from_values, merge_values
 
 
-def default_attention(**values) -> AttentionConfig:
+def default_attention(**changes) -> AttentionConfig:
     """The LM defaults for ``attention``: 8 heads, 4 local (window 256) + 4 routing (8 clusters, window 256),
-    causal. ``values`` override single fields."""
-    defaults = dict(num_heads=8, local_heads=4, routing_heads=4, causal=True, window_left=256, window_right=0,
-                    num_clusters=8, routing_window=256)
-    return AttentionConfig(**{**defaults, **values})
+    causal. ``changes`` as for :meth:`AttentionConfig.replace` (a section as a mapping of the settings that
+    change)."""
+    defaults = AttentionConfig(num_heads=8, causal=True, local=LocalHeads(heads=4, window_left=256, window_right=0),
+                               routing=RoutingHeads(heads=4, clusters=8, window=256))
+    return defaults.replace(**changes)
 
 
 # The flat keys of LM config.json files written before ``attention`` was nested: old name -> attention field.
-_FLAT_ATTENTION_KEYS = {"num_heads": "num_heads", "local_heads": "local_heads", "routing_heads": "routing_heads",
-                        "window": "window_left", "num_clusters": "num_clusters", "routing_window": "routing_window",
-                        "shared_qk": "routing_shared_qk", "kmeans_decay": "kmeans_decay",
-                        "commitment_weight": "commitment_weight"}
+_FLAT_ATTENTION_KEYS = {"num_heads": "num_heads", "local_heads": "local.heads", "routing_heads": "routing.heads",
+                        "window": "local.window_left", "num_clusters": "routing.clusters",
+                        "routing_window": "routing.window", "shared_qk": "routing.shared_qk",
+                        "kmeans_decay": "routing.kmeans_decay", "commitment_weight": "routing.commitment_weight"}
 
 
 @dataclass
@@ -53,12 +56,12 @@ class LMConfig:
         """Layer ``layer``'s heads: ``attention``, with its routing and block-routed heads made local where the
         layer does not route, and rotary positions when ``positions`` is "rotary"."""
         a = self.attention
-        routes = self.routes(layer)
-        routing = a.routing_heads if routes else 0
-        block_routed = a.block_routed_heads if routes else 0
-        local = a.local_heads + a.routing_heads - routing + a.block_routed_heads - block_routed
-        return dataclasses.replace(a, local_heads=local, routing_heads=routing, block_routed_heads=block_routed,
-                                   rotary=self.positions == "rotary")
+        rotary = self.positions == "rotary"
+        if self.routes(layer):
+            return dataclasses.replace(a, rotary=rotary)
+        local = dataclasses.replace(a.local, heads=a.local.heads + a.routing.heads + a.block_routed.heads)
+        return dataclasses.replace(a, local=local, routing=dataclasses.replace(a.routing, heads=0),
+                                   block_routed=dataclasses.replace(a.block_routed, heads=0), rotary=rotary)
 
     def validate(self) -> None:
         a = self.attention
@@ -66,9 +69,9 @@ class LMConfig:
             raise ValueError(f"vocab_size must be > 0 (set it from the tokenizer), got {self.vocab_size}")
         if self.positions not in ("rotary", "learned"):
             raise ValueError(f"positions must be 'rotary' or 'learned', got {self.positions!r}")
-        if not a.causal or a.window_right != 0:
-            raise ValueError(f"a language model is causal: attention.causal must be true and attention.window_right "
-                             f"0, got {a.causal} and {a.window_right}")
+        if not a.causal or a.local.window_right != 0:
+            raise ValueError(f"a language model is causal: attention.causal must be true and "
+                             f"attention.local.window_right 0, got {a.causal} and {a.local.window_right}")
         if a.rotary:
             raise ValueError("attention.rotary is set by positions: 'rotary'; leave attention.rotary false")
         if self.dim % a.num_heads:
@@ -82,7 +85,7 @@ class LMConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "LMConfig":
+    def from_dict(cls, values: dict) -> LMConfig:
         """From plain values (YAML or config.json); ``attention`` holds only the fields that differ from the
         LM defaults. Attention keys at the top level are refused, with the key they moved to."""
         moved = sorted(set(values) & set(_FLAT_ATTENTION_KEYS))
@@ -93,18 +96,19 @@ class LMConfig:
         values = dict(values)
         attention = values.get("attention", {})
         if isinstance(attention, dict):
-            check_known_keys(AttentionConfig, attention, "LM attention config")
-            defaults = dataclasses.asdict(default_attention())
-            values["attention"] = from_values(AttentionConfig, {**defaults, **attention}, "attention")
+            values["attention"] = AttentionConfig.from_dict(merge_values(dataclasses.asdict(default_attention()),
+                                                                         attention))
         return from_values(cls, values)
 
     @classmethod
-    def from_saved(cls, values: dict) -> "LMConfig":
-        """From a saved model's config.json, including those written with flat attention keys."""
+    def from_saved(cls, values: dict) -> LMConfig:
+        """From a saved model's config.json, including those written with flat attention keys (at the top
+        level, or inside ``attention`` before each head kind had its own section)."""
         values = dict(values)
-        flat = {key: values.pop(key) for key in list(values) if key in _FLAT_ATTENTION_KEYS}
-        if flat:
-            attention = dict(values.get("attention", {}))
-            attention.update({_FLAT_ATTENTION_KEYS[key]: value for key, value in flat.items()})
+        attention = nest_flat_keys(dict(values.get("attention", {})))
+        for key in [key for key in values if key in _FLAT_ATTENTION_KEYS]:
+            section, _, name = _FLAT_ATTENTION_KEYS[key].rpartition(".")
+            (attention.setdefault(section, {}) if section else attention)[name] = values.pop(key)
+        if attention:
             values["attention"] = attention
         return cls.from_dict(values)

@@ -11,7 +11,7 @@ keeps its exact targets whatever the random number generator of a later torch do
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -135,33 +135,54 @@ class Wav2Vec2Config:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if not self.conv_layers or any(len(layer) != 3 or min(layer) < 1 for layer in self.conv_layers):
-            raise ValueError(f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
-                             f"got {self.conv_layers}"[:300])
-        for name, allowed in (("frontend", FRONT_ENDS), ("encoder_block", ENCODER_BLOCKS),
-                              ("conformer_norm", CONFORMER_NORMS), ("objective", OBJECTIVES),
-                              ("fbank_subsampling", FBANK_SUBSAMPLINGS)):
+            raise ValueError(
+                f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
+                f"got {self.conv_layers}"[:300]
+            )
+        for name, allowed in (
+            ("frontend", FRONT_ENDS),
+            ("encoder_block", ENCODER_BLOCKS),
+            ("conformer_norm", CONFORMER_NORMS),
+            ("objective", OBJECTIVES),
+            ("fbank_subsampling", FBANK_SUBSAMPLINGS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.objective == "bestrq" and self.frontend != "fbank":
-            raise ValueError("objective: bestrq quantizes filterbank frames and needs frontend: fbank, got "
-                             f"frontend: {self.frontend}")
+            raise ValueError(
+                "objective: bestrq quantizes filterbank frames and needs frontend: fbank, got "
+                f"frontend: {self.frontend}"
+            )
         if self.fbank_freq_masks < 0 or self.fbank_freq_width < 0:
-            raise ValueError(f"fbank_freq_masks and fbank_freq_width must be 0 or more, got {self.fbank_freq_masks} "
-                             f"and {self.fbank_freq_width}")
+            raise ValueError(
+                f"fbank_freq_masks and fbank_freq_width must be 0 or more, got {self.fbank_freq_masks} "
+                f"and {self.fbank_freq_width}"
+            )
         if self.fbank_freq_masks and self.frontend != "fbank":
-            raise ValueError("fbank_freq_masks masks filterbank bins and needs frontend: fbank (the raw CNN's "
-                             "features are masked by mask_channel_prob)")
-        for name in ("fbank_bins", "fbank_stack", "fbank_conv_channels", "bestrq_codebooks", "bestrq_entries",
-                     "bestrq_dim"):
+            raise ValueError(
+                "fbank_freq_masks masks filterbank bins and needs frontend: fbank (the raw CNN's "
+                "features are masked by mask_channel_prob)"
+            )
+        for name in (
+            "fbank_bins",
+            "fbank_stack",
+            "fbank_conv_channels",
+            "bestrq_codebooks",
+            "bestrq_entries",
+            "bestrq_dim",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.frontend == "fbank" and self.fbank_subsampling == "conv":
             if conv_bins(self.fbank_bins, self.fbank_stack) < 1:  # also refuses a stack that is no power of two
-                raise ValueError(f"fbank_bins: {self.fbank_bins} bins are too few for fbank_subsampling: conv at "
-                                 f"fbank_stack {self.fbank_stack}")
+                raise ValueError(
+                    f"fbank_bins: {self.fbank_bins} bins are too few for fbank_subsampling: conv at "
+                    f"fbank_stack {self.fbank_stack}"
+                )
         if self.conformer_kernel < 1 or self.conformer_kernel % 2 == 0:
-            raise ValueError(f"conformer_kernel must be odd and positive (a centred convolution), got "
-                             f"{self.conformer_kernel}")
+            raise ValueError(
+                f"conformer_kernel must be odd and positive (a centred convolution), got {self.conformer_kernel}"
+            )
         if len(self.latent_temp) != 3:
             raise ValueError(f"latent_temp must be [max, min, decay], got {self.latent_temp}")
         if self.extractor_mode not in ("default", "layer_norm"):
@@ -188,19 +209,25 @@ class Wav2Vec2Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Wav2Vec2Config":
-        """Build from plain values; unknown keys are an error that names them."""
+    def from_dict(cls, values: dict) -> Wav2Vec2Config:
+        """Build from plain values (a YAML config); unknown keys and flat attention keys are errors that name
+        them."""
+        return cls._parse(values, AttentionConfig.from_dict)
+
+    @classmethod
+    def from_saved(cls, values: dict) -> Wav2Vec2Config:
+        """From a saved model's config.json, also one whose attention was written with flat keys."""
+        return cls._parse(values, AttentionConfig.from_saved)
+
+    @classmethod
+    def _parse(cls, values: dict, attention_from) -> Wav2Vec2Config:
         check_known_keys(cls, values, "wav2vec2 config")
         values = dict(values)
         if isinstance(values.get("attention"), dict):
-            values["attention"] = attention_from_dict(values["attention"])
+            values["attention"] = attention_from(values["attention"], "attention")
         if isinstance(values.get("layer_attention"), list):
             values["layer_attention"] = [
-                attention_from_dict(a) if isinstance(a, dict) else a for a in values["layer_attention"]
+                attention_from(a, f"layer_attention[{i}]") if isinstance(a, dict) else a
+                for i, a in enumerate(values["layer_attention"])
             ]
         return from_values(cls, values)
-
-
-def attention_from_dict(values: dict, where: str = "attention") -> AttentionConfig:
-    check_known_keys(AttentionConfig, values, "attention config")
-    return from_values(AttentionConfig, values, where)

@@ -149,7 +149,8 @@ def encode(backbone: Wav2Vec2Model, features: Features, slice_frames: int | None
     x = encoder.embed(x, padding_mask, positions)
     for layer in encoder.layers:
         if sliced and layer.reach is not None:
-            x = map_time_slices(x, lambda part, mask: layer(part, mask).x, layer.reach, slice_frames, padding_mask)
+            x = map_time_slices(x, lambda part, mask, layer=layer: layer(part, mask).x, layer.reach, slice_frames,
+                                padding_mask)
         else:
             x = feed_forward_in_slices(layer, layer.attend(x, padding_mask).x, padding_mask)
     return encoder.finish(x)

@@ -5,8 +5,8 @@ negatives whichever rank or batch it lands in, and a resumed run draws exactly w
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable
 
 import torch
 
@@ -27,7 +27,7 @@ class TrainingDraws:
     gumbel: torch.Tensor | None = None  # (B, M, G, V) uniform noise for the Gumbel-softmax of the M targets
     negatives: torch.Tensor | None = None  # (K, B, M) distractor indices among each row's targets
 
-    def to_device(self, device: torch.device, non_blocking: bool = True) -> "TrainingDraws":
+    def to_device(self, device: torch.device, non_blocking: bool = True) -> TrainingDraws:
         """The draws on ``device`` (pinned first when it is a GPU, so the copies do not wait for it)."""
         def move(tensor):
             if tensor is None or tensor.device == device:
@@ -39,7 +39,8 @@ class TrainingDraws:
         return replace(self, **{field.name: move(getattr(self, field.name)) for field in fields(self)})
 
 
-def draw_spans(length: int, mask_prob: float, span: int, generator: torch.Generator, min_masks: int = 0) -> torch.Tensor:
+def draw_spans(length: int, mask_prob: float, span: int, generator: torch.Generator,
+               min_masks: int = 0) -> torch.Tensor:
     """Masked positions of one sequence: ``int(mask_prob * length / span + U(0, 1))`` spans of ``span``
     frames, starts drawn without replacement from ``[0, length - span]``; overlapping spans merge."""
     count = int(mask_prob * length / span + torch.rand((), generator=generator).item()) if length > 0 else 0
@@ -72,13 +73,15 @@ def span_mask(
     return mask
 
 
-def channel_mask(batch: int, channels: int, mask_prob: float, span: int, generators: list[torch.Generator]) -> torch.Tensor:
+def channel_mask(batch: int, channels: int, mask_prob: float, span: int,
+                 generators: list[torch.Generator]) -> torch.Tensor:
     """(B, C) bool mask of channel spans (SpecAugment-style feature masking for fine-tuning)."""
     lengths = torch.full((batch,), channels, dtype=torch.long)
     return span_mask(lengths, channels, mask_prob, span, generators, same_count=False)
 
 
-def frequency_mask(batch: int, bins: int, masks: int, max_width: int, generators: list[torch.Generator]) -> torch.Tensor:
+def frequency_mask(batch: int, bins: int, masks: int, max_width: int,
+                   generators: list[torch.Generator]) -> torch.Tensor:
     """(B, bins) bool: SpecAugment's frequency masking. Each row gets ``masks`` bands of ``f ~ U{0..max_width}``
     bins starting at ``U{0..bins - f}`` (bands may overlap), drawn from the row's own generator."""
     mask = torch.zeros(batch, bins, dtype=torch.bool)

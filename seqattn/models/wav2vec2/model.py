@@ -18,7 +18,13 @@ from .config import Wav2Vec2Config
 from .conv_fbank import ConvFbankFrontEnd
 from .fbank import FbankFrontEnd
 from .masking import (
-    TrainingDraws, channel_mask, frequency_mask, gumbel_noise, masked_positions, sample_negatives, span_mask,
+    TrainingDraws,
+    channel_mask,
+    frequency_mask,
+    gumbel_noise,
+    masked_positions,
+    sample_negatives,
+    span_mask,
 )
 from .quantizer import GumbelQuantizer, perplexity
 

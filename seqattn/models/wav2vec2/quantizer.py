@@ -5,8 +5,8 @@ in eval mode the argmax does. The concatenation of the picked entries is the qua
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -35,7 +35,7 @@ def dev_log_probs(model, items):
         waves.append(normalize_waveform(wave) if model.config.normalize_waveform else wave)
     inference, result = LongFormCTC(model), []
     for start in range(0, len(waves), 8):
-        result += [torch.log_softmax(l.float(), -1) for l in inference.logits(waves[start : start + 8])]
+        result += [torch.log_softmax(row.float(), -1) for row in inference.logits(waves[start : start + 8])]
     return result
 
 

@@ -4,13 +4,15 @@
 Run: python local/make_longform.py --src data/test_hi data/dev_hi --long data/test_long_hi \
        --pipe data/test_pipe_hi --wav data/wav/long_hi.wav --utts 80
 
---long: the first --utts utterances of the --src dirs (in the order given, each sorted) joined into one recording (with pauses of 0.3-0.8 s between them) and a
+--long: the first --utts utterances of the --src dirs (in the order given, each sorted) joined into one
+        recording (with pauses of 0.3-0.8 s between them) and a
         data dir that points at it through a ``segments`` file (one line per original utterance, with its
         start and end time in the recording), so the recording is several minutes long and every segment
         has its reference transcript.
 --pipe: the same utterances as a data dir whose ``wav.scp`` entries are sox pipe commands
         (``sox FILE -t wav -r 16000 - |``), the way Kaldi recipes convert audio on the fly.
 """
+
 from __future__ import annotations
 
 import argparse

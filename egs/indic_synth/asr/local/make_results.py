@@ -104,8 +104,10 @@ def main() -> None:
                      f"%CER {scores['CER'][0]:.2f}, %WER {scores['WER'][0]:.2f} against the segments' references "
                      "in time order; CTM/SRT/VTT/JSON in `exp/longform/`")
     for chosen in sorted(exp.glob("decode/*/lm/chosen.txt")):
-        lines.append(f"- LM settings chosen on dev for {model_names.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
-                     f"{chosen.read_text().strip()}")
+        lines.append(
+            f"- LM settings chosen on dev for {model_names.get(chosen.parent.parent.name, chosen.parent.parent.name)}: "
+            f"{chosen.read_text().strip()}"
+        )
     lines += analysis_section(exp)
     if args.data:
         lines += [""] + text_sets(Path(args.data))
@@ -122,57 +124,91 @@ def analysis_section(exp: Path) -> list[str]:
     """Tables of the analysis stage: attention locality, layer probes, codebook use, localize."""
     analysis = exp / "analysis"
     lines: list[str] = []
-    attention = {name: json.loads((analysis / f"attention_{name}" / "attention.json").read_text())
-                 for name in ("pretrain", "ft") if (analysis / f"attention_{name}" / "attention.json").is_file()}
+    attention = {
+        name: json.loads((analysis / f"attention_{name}" / "attention.json").read_text())
+        for name in ("pretrain", "ft")
+        if (analysis / f"attention_{name}" / "attention.json").is_file()
+    }
     if attention:
         any_values = next(iter(attention.values()))
-        lines += ["## Analysis", "",
-                  f"### Attention locality (`seqattn analyze attention`, {any_values['utterances']} test utterances, "
-                  f"1 frame = {any_values['frame_ms']:g} ms)", "",
-                  "| model | layer | mean distance (frames) | max w95 over heads | mass within +-8 | mass within +-32 |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Analysis",
+            "",
+            f"### Attention locality (`seqattn analyze attention`, {any_values['utterances']} test utterances, "
+            f"1 frame = {any_values['frame_ms']:g} ms)",
+            "",
+            "| model | layer | mean distance (frames) | max w95 over heads | mass within +-8 | mass within +-32 |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, values in attention.items():
             for row in values["layers"]:
-                lines.append(f"| {name} | {row['layer']} | {row['mean_distance_frames']:.1f} | {row['max_w95']} | "
-                             f"{row['mass_within'].get('8', 0):.3f} | {row['mass_within'].get('32', 0):.3f} |")
+                lines.append(
+                    f"| {name} | {row['layer']} | {row['mean_distance_frames']:.1f} | {row['max_w95']} | "
+                    f"{row['mass_within'].get('8', 0):.3f} | {row['mass_within'].get('32', 0):.3f} |"
+                )
         lines += ["", "Figures: `exp/analysis/attention_*/{mean_distance,w95,mass_vs_window,attention_maps}.png`", ""]
-    probes = {name: json.loads((analysis / f"layers_{name}" / "layers.json").read_text())
-              for name in ("pretrain", "ft") if (analysis / f"layers_{name}" / "layers.json").is_file()}
+    probes = {
+        name: json.loads((analysis / f"layers_{name}" / "layers.json").read_text())
+        for name in ("pretrain", "ft")
+        if (analysis / f"layers_{name}" / "layers.json").is_file()
+    }
     if probes:
-        lines += ["### Linear probes per layer (`seqattn analyze layers`, mean-pooled, "
-                  f"{next(iter(probes.values()))['folds']}-fold accuracy)", "",
-                  "| model | layer | language id | language family |", "|---|---|---|---|"]
+        lines += [
+            "### Linear probes per layer (`seqattn analyze layers`, mean-pooled, "
+            f"{next(iter(probes.values()))['folds']}-fold accuracy)",
+            "",
+            "| model | layer | language id | language family |",
+            "|---|---|---|---|",
+        ]
         for name, values in probes.items():
             for row in values["layers"]:
-                lines.append(f"| {name} | {row['layer']} | {row['language_accuracy']:.3f} | "
-                             f"{row.get('family_accuracy', float('nan')):.3f} |")
-            lines.append(f"| {name} | chance | {values['chance'].get('language', 0):.3f} | "
-                         f"{values['chance'].get('family', float('nan')):.3f} |")
+                lines.append(
+                    f"| {name} | {row['layer']} | {row['language_accuracy']:.3f} | "
+                    f"{row.get('family_accuracy', float('nan')):.3f} |"
+                )
+            lines.append(
+                f"| {name} | chance | {values['chance'].get('language', 0):.3f} | "
+                f"{values['chance'].get('family', float('nan')):.3f} |"
+            )
         lines += ["", "Figures: `exp/analysis/layers_*/{layer_probes,layer_projection}.png`", ""]
     codebook_file = analysis / "codebook" / "codebook.json"
     if codebook_file.is_file():
         values = json.loads(codebook_file.read_text())
         languages = values["languages"]
         jsd = values["jensen_shannon_bits"]
-        pairs = sorted((jsd[i][j], languages[i], languages[j]) for i in range(len(languages))
-                       for j in range(i + 1, len(languages)))
-        lines += [f"### Codebook use (`seqattn analyze codebook`, pretrained model, {len(languages)} languages, "
-                  f"{values['groups']} x {values['entries_per_group']} entries)", "",
-                  "| language | utterances | code perplexity | entries used | used by this language only |",
-                  "|---|---|---|---|---|"]
+        pairs = sorted(
+            (jsd[i][j], languages[i], languages[j]) for i in range(len(languages)) for j in range(i + 1, len(languages))
+        )
+        lines += [
+            f"### Codebook use (`seqattn analyze codebook`, pretrained model, {len(languages)} languages, "
+            f"{values['groups']} x {values['entries_per_group']} entries)",
+            "",
+            "| language | utterances | code perplexity | entries used | used by this language only |",
+            "|---|---|---|---|---|",
+        ]
         for lang in languages:
             row = values["per_language"][lang]
-            lines.append(f"| {lang} | {row['utterances']} | {row['code_perplexity']:.1f} | {row['entries_used']} | "
-                         f"{values['specific_to_one'][lang]['count']} |")
-        lines += ["", f"- entries used by every language: {values['shared_by_all']['count']}",
-                  "- closest pairs (Jensen-Shannon, bits): " + ", ".join(f"{a}-{b} {d:.4f}" for d, a, b in pairs[:5]),
-                  "- farthest pairs: " + ", ".join(f"{a}-{b} {d:.4f}" for d, a, b in pairs[-3:]),
-                  "- figures: `exp/analysis/codebook/{codebook_jsd,codebook_jaccard,codebook_dendrogram}.png`", ""]
+            lines.append(
+                f"| {lang} | {row['utterances']} | {row['code_perplexity']:.1f} | {row['entries_used']} | "
+                f"{values['specific_to_one'][lang]['count']} |"
+            )
+        lines += [
+            "",
+            f"- entries used by every language: {values['shared_by_all']['count']}",
+            "- closest pairs (Jensen-Shannon, bits): " + ", ".join(f"{a}-{b} {d:.4f}" for d, a, b in pairs[:5]),
+            "- farthest pairs: " + ", ".join(f"{a}-{b} {d:.4f}" for d, a, b in pairs[-3:]),
+            "- figures: `exp/analysis/codebook/{codebook_jsd,codebook_jaccard,codebook_dendrogram}.png`",
+            "",
+        ]
     reports = sorted(exp.glob("ft_local*/localize.json"))
     if reports:
-        lines += ["### `seqattn convert localize` on the fine-tuned model", "",
-                  "| output | coverage | windows (+-frames per layer) | distilled | encoder time, 60 s input | "
-                  "%CER test before -> after |", "|---|---|---|---|---|---|"]
+        lines += [
+            "### `seqattn convert localize` on the fine-tuned model",
+            "",
+            "| output | coverage | windows (+-frames per layer) | distilled | encoder time, 60 s input | "
+            "%CER test before -> after |",
+            "|---|---|---|---|---|---|",
+        ]
         for path in reports:
             report = json.loads(path.read_text())
             windows = " ".join(str(w["window_left"]) for w in report["windows"])
@@ -183,7 +219,9 @@ def analysis_section(exp: Path) -> list[str]:
                 f"| {path.parent.name} | {report['coverage']} | {windows} | {distilled} | "
                 f"{speed.get('before_encoder_s', 0):.3f} -> {speed.get('after_encoder_s', 0):.3f} s "
                 f"({speed.get('encoder_speedup', 0):.2f}x) | "
-                f"{test.get('before', {}).get('cer', float('nan')):.2f} -> {test.get('after', {}).get('cer', float('nan')):.2f} |")
+                f"{test.get('before', {}).get('cer', float('nan')):.2f} -> "
+                f"{test.get('after', {}).get('cer', float('nan')):.2f} |"
+            )
         lines.append("")
     return lines
 

@@ -51,10 +51,25 @@ MANY_TRAIN_VARIANTS = TRAIN_VARIANTS + [
     "robosoft7", "robosoft8", "sandro", "shelby", "steph", "steph2", "steph3", "Storm", "travis", "Tweaky",
     "UniRobot", "victor", "whisper", "whisperf", "zac"]
 OTHER_TRAIN_VARIANTS = MANY_TRAIN_VARIANTS[len(TRAIN_VARIANTS):]
-FAMILY = {"bpy": "indo-aryan", "hi": "indo-aryan", "bn": "indo-aryan", "mr": "indo-aryan", "gu": "indo-aryan", "pa": "indo-aryan",
-          "or": "indo-aryan", "as": "indo-aryan", "ne": "indo-aryan", "ur": "indo-aryan", "sd": "indo-aryan",
-          "si": "indo-aryan", "kok": "indo-aryan", "ta": "dravidian", "te": "dravidian", "kn": "dravidian",
-          "ml": "dravidian"}
+FAMILY = {
+    "bpy": "indo-aryan",
+    "hi": "indo-aryan",
+    "bn": "indo-aryan",
+    "mr": "indo-aryan",
+    "gu": "indo-aryan",
+    "pa": "indo-aryan",
+    "or": "indo-aryan",
+    "as": "indo-aryan",
+    "ne": "indo-aryan",
+    "ur": "indo-aryan",
+    "sd": "indo-aryan",
+    "si": "indo-aryan",
+    "kok": "indo-aryan",
+    "ta": "dravidian",
+    "te": "dravidian",
+    "kn": "dravidian",
+    "ml": "dravidian",
+}
 
 
 # espeak-ng voices whose language CLDR lacks read text of a language in the same script
@@ -87,8 +102,16 @@ def vocabulary(lang: str) -> list[str]:
     return sorted({word for name in cldr_names(lang) for word in name.split()})
 
 
-def sentences(lang: str, split: str, count: int, seed: int, min_words: int = 3, max_words: int = 7,
-              exclude: set[str] | None = None, allowed: set[str] | None = None) -> list[str]:
+def sentences(
+    lang: str,
+    split: str,
+    count: int,
+    seed: int,
+    min_words: int = 3,
+    max_words: int = 7,
+    exclude: set[str] | None = None,
+    allowed: set[str] | None = None,
+) -> list[str]:
     """Deterministic word sequences, a seed per split; none of them is in ``exclude`` (the training
     sentences, when a held-out split is made) or repeated.
 
@@ -122,8 +145,9 @@ OOD_VOICES = ["Andy", "annie", "Denis", "Lee", "max", "Alicia"]  # named variant
 NAME_CATALOGUES = ("iso_639", "iso_3166", "iso_4217", "iso_15924")  # lists of names, like the training text
 
 
-def message_sentences(lang: str, locale_dir: Path = Path("/usr/share/locale"), min_words: int = 3,
-                      max_words: int = 10) -> list[str]:
+def message_sentences(
+    lang: str, locale_dir: Path = Path("/usr/share/locale"), min_words: int = 3, max_words: int = 10
+) -> list[str]:
     """Sentences from the language's gettext catalogues: translated messages without Latin letters, digits,
     placeholders or markup, punctuation removed, NFC, ``min_words``..``max_words`` words; sorted, unique."""
     import gettext
@@ -168,15 +192,21 @@ def covered_words(words: list[str], training_sentences: list[str]) -> set[str]:
     return {word for word in words if characters(word) <= known}
 
 
-def split_sentences(lang: str, split: str, count: int, seed: int, min_words: int, max_words: int,
-                    training_sentences: list[str] | None = None) -> list[str]:
+def split_sentences(
+    lang: str,
+    split: str,
+    count: int,
+    seed: int,
+    min_words: int,
+    max_words: int,
+    training_sentences: list[str] | None = None,
+) -> list[str]:
     """The sentences of one split: training draws from every CLDR word; a held-out split (given the
     training sentences) uses only covered words and never repeats a training sentence."""
     if split == "train" or training_sentences is None:
         return sentences(lang, split, count, seed, min_words, max_words)
     allowed = covered_words(vocabulary(lang), training_sentences)
-    return sentences(lang, split, count, seed, min_words, max_words, exclude=set(training_sentences),
-                     allowed=allowed)
+    return sentences(lang, split, count, seed, min_words, max_words, exclude=set(training_sentences), allowed=allowed)
 
 
 def ood_sentences(lang: str, split: str, count: int, seed: int, training_sentences: list[str]) -> list[str]:
@@ -184,9 +214,12 @@ def ood_sentences(lang: str, split: str, count: int, seed: int, training_sentenc
     known = characters(" ".join(training_sentences))
     candidates = [text for text in message_sentences(TEXT_FROM.get(lang, lang)) if characters(text) <= known]
     if not candidates:  # an optional set: the rest of the recipe runs without it
-        print(f"warning: {lang}: no usable translated messages under /usr/share/locale/{lang}/LC_MESSAGES, no "
-              f"{split} set (install libglib2.0-data, shared-mime-info and xdg-user-dirs: "
-              "tools/install_system_deps.sh)", file=sys.stderr)
+        print(
+            f"warning: {lang}: no usable translated messages under /usr/share/locale/{lang}/LC_MESSAGES, no "
+            f"{split} set (install libglib2.0-data, shared-mime-info and xdg-user-dirs: "
+            "tools/install_system_deps.sh)",
+            file=sys.stderr,
+        )
         return []
     rng = random.Random(f"{seed}-{lang}-{split}-messages")
     return rng.sample(candidates, min(count, len(candidates)))
@@ -236,13 +269,38 @@ def speakable(text: str, lang: str) -> str:
     return NUKTA_PAIR.sub(lambda pair: NUKTA_LETTERS[pair.group()], text)
 
 
-def speak(text: str, voice: str, rate: int, pitch: int, amplitude: int, out: Path, sample_rate: int,
-          snr_db: float | None = None, seed: int = 0) -> float:
+def speak(
+    text: str,
+    voice: str,
+    rate: int,
+    pitch: int,
+    amplitude: int,
+    out: Path,
+    sample_rate: int,
+    snr_db: float | None = None,
+    seed: int = 0,
+) -> float:
     """Synthesise ``text`` into ``out`` (16-bit PCM at ``sample_rate``); with ``snr_db``, add white noise at
     that signal-to-noise ratio. Returns the duration in seconds."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-a", str(amplitude),
-                        "-w", tmp.name, speakable(text, voice.split("+")[0])], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "espeak-ng",
+                "-v",
+                voice,
+                "-s",
+                str(rate),
+                "-p",
+                str(pitch),
+                "-a",
+                str(amplitude),
+                "-w",
+                tmp.name,
+                speakable(text, voice.split("+")[0]),
+            ],
+            check=True,
+            capture_output=True,
+        )
         audio, rate_in = sf.read(tmp.name, dtype="float32")
     wave = torch.from_numpy(np.ascontiguousarray(audio))
     if rate_in != sample_rate:
@@ -265,28 +323,45 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--nj", type=int, default=2)
     parser.add_argument("--sample-rate", type=int, default=16000)
-    parser.add_argument("--words", type=int, nargs=2, default=(3, 7), metavar=("MIN", "MAX"),
-                        help="words per sentence")
-    parser.add_argument("--noise-snr", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance")
-    parser.add_argument("--text-source", choices=["cldr", "messages"], default="cldr",
-                        help="messages: an out-of-domain split of translated Debian messages (see above)")
-    parser.add_argument("--train-voices", choices=["classic", "many", "mixed"], default="classic",
-                        help="train split's voice variants: classic, the 7 m1-m4/f1-f3; many, every espeak-ng "
-                             "variant that no held-out or out-of-domain split uses (86); mixed, half of the "
-                             "utterances from the classic 7 and half from the 79 others")
-    parser.add_argument("--voices", choices=["auto", "heldout", "ood"], default="auto",
-                        help="speakers of a held-out split: auto, the held-out variants for CLDR text and the "
-                             "out-of-domain voices (at pitches outside the training range) for messages; heldout "
-                             "or ood sets them apart from the text, so that a split can change only the text "
-                             "(--text-source messages --voices heldout) or only the voices (--voices ood)")
+    parser.add_argument("--words", type=int, nargs=2, default=(3, 7), metavar=("MIN", "MAX"), help="words per sentence")
+    parser.add_argument(
+        "--noise-snr",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="add white noise at a random SNR in [LOW, HIGH] dB to each utterance",
+    )
+    parser.add_argument(
+        "--text-source",
+        choices=["cldr", "messages"],
+        default="cldr",
+        help="messages: an out-of-domain split of translated Debian messages (see above)",
+    )
+    parser.add_argument(
+        "--train-voices",
+        choices=["classic", "many", "mixed"],
+        default="classic",
+        help="train split's voice variants: classic, the 7 m1-m4/f1-f3; many, every espeak-ng "
+        "variant that no held-out or out-of-domain split uses (86); mixed, half of the "
+        "utterances from the classic 7 and half from the 79 others",
+    )
+    parser.add_argument(
+        "--voices",
+        choices=["auto", "heldout", "ood"],
+        default="auto",
+        help="speakers of a held-out split: auto, the held-out variants for CLDR text and the "
+        "out-of-domain voices (at pitches outside the training range) for messages; heldout "
+        "or ood sets them apart from the text, so that a split can change only the text "
+        "(--text-source messages --voices heldout) or only the voices (--voices ood)",
+    )
     args = parser.parse_args()
 
     out = Path(args.out)
     ood = args.text_source == "messages"
     if args.split == "train" and (ood or args.voices != "auto"):
-        raise SystemExit("--text-source messages and --voices make held-out test sets only; give --split, "
-                         "e.g. test_ood")
+        raise SystemExit(
+            "--text-source messages and --voices make held-out test sets only; give --split, e.g. test_ood"
+        )
     ood_voices = args.voices == "ood" or (args.voices == "auto" and ood)
     train_variants = TRAIN_VARIANTS if args.train_voices == "classic" else MANY_TRAIN_VARIANTS
     variants = OOD_VOICES if ood_voices else train_variants if args.split == "train" else HELDOUT_VARIANTS
@@ -300,8 +375,10 @@ def main() -> None:
         training = None
         if args.split != "train":
             if not train_text.is_file():
-                raise SystemExit(f"{train_text} is missing: synthesise the train split first (held-out "
-                                 "sentences are drawn from the characters it covers)")
+                raise SystemExit(
+                    f"{train_text} is missing: synthesise the train split first (held-out "
+                    "sentences are drawn from the characters it covers)"
+                )
             training = [line.split(" ", 1)[1] for line in train_text.read_text(encoding="utf-8").splitlines()]
         if ood:
             texts = ood_sentences(lang, args.split, args.utts, args.seed, training)
@@ -334,8 +411,10 @@ def main() -> None:
         for u, s, *_ in rows:
             speakers.setdefault(s, []).append(u)
         (data_dir / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(speakers.items())))
-        print(f"{data_dir}: {len(rows)} utterances, {sum(durations) / 60:.1f} min, {len(speakers)} speakers",
-              file=sys.stderr)
+        print(
+            f"{data_dir}: {len(rows)} utterances, {sum(durations) / 60:.1f} min, {len(speakers)} speakers",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":
