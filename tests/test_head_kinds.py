@@ -94,7 +94,7 @@ def test_a_new_head_kind_needs_only_its_section():
     assert config.reach is None and config.exportable  # an unbounded kind; exportable by default
     with pytest.raises(CacheUnsupported, match="does not support strided heads"):
         MultiHeadAttention(16, ConfigWithStrided(num_heads=2, causal=True, local=LocalHeads(window_right=0),
-                                                 strided=StridedHeads(heads=2)))(x[:, :5].detach(),
+                                                 strided=StridedHeads(heads=2))).double()(x[:, :5].detach(),
                                                                                  cache=LayerCache())
     with pytest.raises(ValueError, match="strided: stride must be >= 1"):
         ConfigWithStrided(num_heads=2, strided=StridedHeads(heads=1, stride=0)).validate()
@@ -113,7 +113,7 @@ def test_nested_keys_are_typed_and_unknown_ones_named():
     assert config.local == LocalHeads(heads=2, window_left=5) and config.global_tokens.pooling == "mean"
     with pytest.raises(ConfigError, match="pooling is 'max'.*expected one of 'learned', 'mean'"):
         build(AttentionConfig, {"global_tokens": {"pooling": "max"}})
-    with pytest.raises(ConfigError, match="local.widow"):
+    with pytest.raises(ConfigError, match="unknown attention.local keys: widow"):
         build(AttentionConfig, {"local": {"widow": 3}})
 
 

@@ -314,26 +314,12 @@ def window_notes(windows: list[LayerWindow], coverage: float, frame_ms: float) -
     )
 
 
-def run_localize(
-    model_dir: str,
-    out_dir: str,
-    *,
-    coverage: float = 0.95,
-    data: list[str] | None = None,
-    analysis_json: str | None = None,
-    max_utterances: int = 64,
-    max_seconds: float = 30.0,
-    multiple: int = 1,
-    per_head: bool = False,
-    distill_data: list[str] | None = None,
-    distill: DistillConfig | None = None,
-    test: list[str] | None = None,
-    bench_seconds: float = 60.0,
-    bench_reps: int = 3,
-    command: str = "seqattn convert localize",
-    progress: bool = True,
-    device: str = "auto",
-) -> dict:
+def run_localize(model_dir: str, out_dir: str, *, coverage: float = 0.95, data: list[str] | None = None,
+                 analysis_json: str | None = None, max_utterances: int = 64, max_seconds: float = 30.0,
+                 multiple: int = 1, per_head: bool = False, distill_data: list[str] | None = None,
+                 distill: DistillConfig | None = None, test: list[str] | None = None, bench_seconds: float = 60.0,
+                 bench_reps: int = 3, command: str = "seqattn convert localize", progress: bool = True,
+                 device: str = "auto") -> dict:
     """The whole of ``seqattn convert localize``: measure (or read) the attention, choose windows, convert,
     optionally distil, time both models on a long input, score both on a test set, write OUT_DIR. Returns the
     report (numbers) that localize.json holds."""

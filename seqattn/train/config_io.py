@@ -55,7 +55,7 @@ def build(cls, values, where: str = ""):
         try:
             return cls.from_dict(values)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}: {error}") from None
+            raise ConfigError(f"{where}: {error}" if where else str(error)) from None
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))

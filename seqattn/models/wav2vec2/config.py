@@ -134,6 +134,10 @@ class Wav2Vec2Config:
                      "mask_channel_prob", "final_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        self._validate_front_end()
+        self._validate_encoder()
+
+    def _validate_front_end(self) -> None:
         if not self.conv_layers or any(len(layer) != 3 or min(layer) < 1 for layer in self.conv_layers):
             raise ValueError(
                 f"conv_layers must be a non-empty list of [channels, kernel, stride] with positive values, "
@@ -179,6 +183,8 @@ class Wav2Vec2Config:
                     f"fbank_bins: {self.fbank_bins} bins are too few for fbank_subsampling: conv at "
                     f"fbank_stack {self.fbank_stack}"
                 )
+
+    def _validate_encoder(self) -> None:
         if self.conformer_kernel < 1 or self.conformer_kernel % 2 == 0:
             raise ValueError(
                 f"conformer_kernel must be odd and positive (a centred convolution), got {self.conformer_kernel}"
