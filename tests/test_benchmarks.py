@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes of training, recipes or benchmark runs: not in make test-fast
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 

@@ -140,6 +140,7 @@ def test_recipe_pretrains_and_resumes_exactly(data, tmp_path):
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(data, tmp_path):
     """2 ranks on half-batches == 1 process on full batches: the target count and the loss scaling are global."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -152,6 +152,7 @@ def test_settings_are_checked_with_the_key_named(key, value, message):
         _conv_config(**{key: value}).validate()
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -343,6 +343,7 @@ NAN_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_non_finite_step_is_skipped_under_ddp_with_frozen_parameters(labelled, tmp_path):
     """Two DDP processes (gloo) fine-tune with the CNN and, for the first updates, the encoder frozen, and a
     NaN loss in update 2: the update is skipped on both ranks and training goes on. Back-propagating zeros

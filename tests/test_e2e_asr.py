@@ -21,8 +21,8 @@ from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
 from seqattn.train.config_io import load_config
 from seqattn.train.finetune import FinetuneConfig, train
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                reason="espeak-ng is not installed (tools/install_system_deps.sh installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng is not installed (tools/install_system_deps.sh installs it)")]
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["एक", "दो", "तीन", "चार", "पाँच", "छह", "सात", "आठ"]  # Hindi number words: 8 words, 19 characters
 

@@ -142,6 +142,7 @@ def test_resume_continues_exactly(setup, tmp_path):
     assert "resumed from" in (resumed / "train.log").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(setup, tmp_path):
     import os
     import subprocess

@@ -385,6 +385,7 @@ def test_a_time_schedule_anneals_by_training_time_stops_when_spent_and_resumes(t
     assert not (tmp_path / "b" / "checkpoints" / "update_00000011").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path):
     """k-means statistics are all-reduced and DDP averages equal per-rank shares, so 2 ranks == 1 process (a
     layer of local, routed, dilated, global and block-routed heads: every parameter, the summary queries

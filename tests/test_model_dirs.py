@@ -204,6 +204,7 @@ def test_finetune_init_from_a_directory_that_disagrees(ctc_dir, tmp_path, capsys
     assert "ffn_dim is 40 but model.safetensors holds" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_with_a_training_state_of_another_model(tmp_path, capsys):
     """A checkpoint's optimizer state from another model is refused with the reason, not a traceback."""
     from seqattn.train.checkpoint import STATE_FILE

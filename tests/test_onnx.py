@@ -110,6 +110,7 @@ def exported(request, tmp_path_factory):
     return model_dir, report
 
 
+@pytest.mark.slow
 def test_export_matches_torch_on_several_lengths_and_batches(exported):
     model_dir, report = exported
     assert report.max_difference < 1e-4 and len(report.checked_samples) == 3
@@ -126,6 +127,7 @@ def test_export_matches_torch_on_several_lengths_and_batches(exported):
             assert float((a - b).abs().max()) < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_file_carries_config_and_vocabulary(exported):
     model_dir, report = exported
     runtime = OnnxCTC(report.path)
@@ -133,6 +135,7 @@ def test_onnx_file_carries_config_and_vocabulary(exported):
     assert runtime.config == load_model(model_dir).config
 
 
+@pytest.mark.slow
 def test_transcribe_with_onnxruntime_gives_torch_transcripts(exported, tmp_path, capsys):
     model_dir, report = exported
     rng = np.random.default_rng(3)
@@ -163,6 +166,7 @@ def test_transcribe_with_onnxruntime_gives_torch_transcripts(exported, tmp_path,
     assert texts["onnxruntime"] == texts["torch"]
 
 
+@pytest.mark.slow
 def test_long_input_runs_in_chunks_with_onnx(exported):
     """No streaming in ONNX: a long input runs in overlapping chunks, each frame with >= 20 s of context."""
     _, report = exported

@@ -136,6 +136,7 @@ def test_too_many_non_finite_steps_abort_without_corrupting(data, tmp_path, monk
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(data, tmp_path):
     """2 ranks on half-batches == 1 process on full batches, k-means centroids (routing heads) and the global
     heads' summary queries included (one head each of local, routed, dilated and global)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes of training, recipes or benchmark runs: not in make test-fast
+
 RECIPE = Path(__file__).resolve().parents[1] / "egs" / "indic_synth" / "asr"
 KENLM = Path(__file__).resolve().parents[1] / "tools" / "kenlm" / "bin" / "lmplz"
 QUICK = re.search(r'if \[ "\$quick" = true \]; then(.*?)\n(?:else|fi)', (RECIPE / "run.sh").read_text(), re.S).group(1)

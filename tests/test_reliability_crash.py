@@ -19,6 +19,8 @@ from seqattn import load_model
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny
 
+pytestmark = pytest.mark.slow  # minutes of training, recipes or benchmark runs: not in make test-fast
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 KILLS = 5

@@ -260,6 +260,7 @@ def test_random_manifests_give_clear_errors_only(tmp_path_factory, lines):
         assert str(path) in str(error) or "line" in str(error)
 
 
+@pytest.mark.slow
 def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
     from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
     from seqattn.models.lm import TransformerLM, presets
