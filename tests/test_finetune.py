@@ -1,4 +1,6 @@
+
 """CTC fine-tuning loop: pretrained init, freezing, rejected utterances, validation and best checkpoint."""
+import json
 from pathlib import Path
 
 import pytest
@@ -84,14 +86,14 @@ def test_backbone_comes_from_init_and_stays_frozen(setup, tmp_path):
                            Wav2Vec2ForCTC(tiny(vocab_size=tuned["head.weight"].shape[0])).head.weight)
 
 
-def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setup, tmp_path):
+def test_model_settings_can_turn_local_heads_into_dilated_and_global_heads(setup, tmp_path):
     """A pretrained head re-purposed at fine-tuning keeps its projections; global heads get fresh summary
     queries; overrides whose weights cannot come from init (routed heads' centroids) stay an error."""
     from seqattn.train.finetune import build_model
     from seqattn.train.loop import TrainingError
 
     heads = "{num_heads: 4, local: {heads: 2}, dilated: {heads: 1, dilation: 2, window: 3}, global_tokens: {heads: 1}}"
-    model = build_model(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}"), vocab_size=7)
+    model = build_model(_config(setup, tmp_path, f"model.attention={heads}"), vocab_size=7)
     pretrained = load_file(str(setup[2] / "model.safetensors"))
     state = model.state_dict()
     for key, value in pretrained.items():
@@ -100,10 +102,10 @@ def test_model_overrides_can_turn_local_heads_into_dilated_and_global_heads(setu
     groups = [g[0] for g in model.wav2vec2.encoder.layers[0].attention.head_groups()]
     assert groups == ["local", "dilated", "global"]
     assert state["wav2vec2.encoder.layers.1.attention.global_attention.queries"].shape == (1, 4, 24)
-    train(_config(setup, tmp_path, f"model_overrides={{attention: {heads}}}", "freeze_updates=0",
+    train(_config(setup, tmp_path, f"model.attention={heads}", "freeze_updates=0",
                   "optim.max_updates=2", "run.save_every=2", "validate_every=0"))
     with pytest.raises(TrainingError, match="do not fit"):
-        build_model(_config(setup, tmp_path, "model_overrides={attention: {num_heads: 4, routing: {heads: 2}}}"), 7)
+        build_model(_config(setup, tmp_path, "model.attention={num_heads: 4, routing: {heads: 2}}"), 7)
 
 
 def test_unfrozen_transformer_trains_but_cnn_stays(setup, tmp_path):
@@ -163,7 +165,7 @@ def test_torchrun_two_processes_match_one_process(setup, tmp_path):
                f"init={pretrained}", f"data.train=[{{path: {train_dir}}}]", f"data.valid=[{{path: {valid_dir}}}]",
                f"run.output_dir={out}", "data.max_tokens=48000", "optim.max_updates=2", "validate_every=2",
                "run.save_every=2", "freeze_updates=0", "run.tensorboard=false", "run.threads=1",
-               "model_overrides={mask_prob: 0.0, mask_channel_prob: 0.0, layerdrop: 0.0, dropout: 0.0}"]
+               "model.mask_prob=0.0", "model.mask_channel_prob=0.0", "model.layerdrop=0.0", "model.dropout=0.0"]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[procs] = _checkpoint_weights(out, 2)
@@ -220,12 +222,12 @@ def test_front_end_mismatches_and_too_low_frame_rates_are_one_line_errors(setup,
     from seqattn.train.loop import TrainingError
 
     # a raw-CNN pretrained model cannot be fine-tuned as an fbank model: the error names the key
-    with pytest.raises(TrainingError, match=r"model_overrides.frontend: .* was pretrained with frontend='cnn'"):
-        build_model(_config(setup, tmp_path, "model_overrides={frontend: fbank}"), vocab_size=7)
-    with pytest.raises(TrainingError, match=r"model_overrides.encoder_block: .*encoder_block='transformer'"):
-        build_model(_config(setup, tmp_path, "model_overrides={encoder_block: conformer}"), vocab_size=7)
-    with pytest.raises(TrainingError, match=r"model_overrides.fbank_subsampling: .*fbank_subsampling='stack'"):
-        build_model(_config(setup, tmp_path, "model_overrides={fbank_subsampling: conv}"), vocab_size=7)
+    with pytest.raises(TrainingError, match=r"model.frontend: .* was pretrained with frontend='cnn'"):
+        build_model(_config(setup, tmp_path, "model.frontend=fbank"), vocab_size=7)
+    with pytest.raises(TrainingError, match=r"model.encoder_block: .*encoder_block='transformer'"):
+        build_model(_config(setup, tmp_path, "model.encoder_block=conformer"), vocab_size=7)
+    with pytest.raises(TrainingError, match=r"model.fbank_subsampling: .*fbank_subsampling='stack'"):
+        build_model(_config(setup, tmp_path, "model.fbank_subsampling=conv"), vocab_size=7)
     # 32 stacked frames = 320 ms: every 1-1.5 s training utterance has more labels than frames
     with pytest.raises(TrainingError, match=r"model.fbank_stack: frames of 320 ms leave fewer CTC frames than labels "
                                             r"in 12 of 12 training utterances"):
@@ -248,3 +250,20 @@ def test_shortest_first_epochs_order_only_the_first_epochs(setup, tmp_path):
     longest = [[max(sizes[i] for i in batch) for batch in task.epoch_dataset(epoch).batches] for epoch in (0, 1)]
     assert longest[0] == sorted(longest[0])
     assert longest[1] != sorted(longest[1])
+
+
+def test_model_keys_apply_on_the_init_and_model_overrides_is_refused(setup, tmp_path):
+    """One rule for both starts: the model keys given change the init's config, the others stay the init's."""
+    from seqattn.train.config_io import ConfigError
+    from seqattn.train.finetune import model_config_for
+
+    pretrained = json.loads((setup[2] / "config.json").read_text())["config"]
+    config = model_config_for(_config(setup, tmp_path, "model.mask_prob=0.25", "model.attention.num_heads=2"), 7)
+    assert config.mask_prob == 0.25 and config.attention.num_heads == 2
+    # the recipe's model keys apply on the init too; every other key is the init's
+    assert config.mask_length == 5 != pretrained["mask_length"] and config.dropout == 0.05
+    assert config.embed_dim == pretrained["embed_dim"] and config.num_negatives == pretrained["num_negatives"]
+    with pytest.raises(ConfigError, match=r"model_overrides is now model \(fine-tuning applies its keys"):
+        _config(setup, tmp_path, "model_overrides={mask_prob: 0.1}")
+    with pytest.raises(ConfigError, match="model: unknown wav2vec2 config keys: mask_prop"):
+        _config(setup, tmp_path, "model.mask_prop=0.1")

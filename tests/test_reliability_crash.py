@@ -55,7 +55,7 @@ def command(trainer: str, corpora, out: Path, updates: int) -> list[str]:
     if trainer == "finetune":
         return base + ["finetune", str(REPO / "recipes/wav2vec2/finetune_tiny.yaml"), f"init={corpora['pretrained']}",
                        f"data.train=[{{path: {corpora['train']}}}]", "data.max_tokens=32000", "validate_every=0",
-                       "freeze_updates=2", "model_overrides={dropout: 0.0, layerdrop: 0.0}", *common]
+                       "freeze_updates=2", "model.dropout=0.0", "model.layerdrop=0.0", *common]
     return base + [
         "train-lm",
         str(REPO / "recipes/lm/tinyshakespeare_char.yaml"),

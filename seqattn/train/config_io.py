@@ -19,7 +19,9 @@ class ConfigError(SeqattnError, ValueError):
 
 
 # keys that moved: where a config that still uses the old one is told to look
-MOVED_KEYS = {"optim.bf16": "run.precision (auto | fp32 | bf16 | fp16)"}
+MOVED_KEYS = {"optim.bf16": "run.precision (auto | fp32 | bf16 | fp16)",
+              "model_overrides": "model (fine-tuning applies its keys on the init's config, or with init: null on "
+                                 "the defaults)"}
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -87,6 +89,8 @@ def build(cls, values, where: str = ""):
         return cls(**kwargs)
     except TypeError as error:
         raise ConfigError(f"{where or cls.__name__}: {error}") from None
+    except ValueError as error:  # a __post_init__ check, which names its key
+        raise ConfigError(f"{where}.{error}" if where else str(error)) from None
 
 
 def load_config(cls, path: str | None, overrides: list[str] = ()):

@@ -9,7 +9,6 @@ validation WER/CER every ``validate_every`` updates and the best checkpoint kept
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from seqattn.models.io import check_model_dir, read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 from seqattn.models.wav2vec2.masking import generators_for
 from seqattn.utils.device import module_device
+from seqattn.utils.values import merge_values
 
 from .distributed import DistributedContext
 from .loop import (
@@ -82,8 +82,10 @@ class FinetuneConfig:
     # A CTC init (a fine-tuned or imported CTC model) keeps its head and tokens.json, so training continues
     # where it stopped; true trains a new head over a vocabulary built from the training text instead.
     new_vocabulary: bool = False
-    model: Wav2Vec2Config = field(default_factory=Wav2Vec2Config)  # used for random init
-    model_overrides: dict = field(default_factory=dict)  # fields changed on the pretrained config (masking...)
+    # Wav2Vec2Config settings, one rule for both starts: the keys given here apply, on the init's config (its
+    # masking, dropout or heads change; architecture keys must agree with its weights) or, with init: null, on
+    # the defaults. Checked when the config is read.
+    model: dict = field(default_factory=dict)
     freeze_cnn: bool = True
     freeze_updates: int = 0  # the transformer stays frozen (head only) for this many updates
     validate_every: int = 100
@@ -91,6 +93,13 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, max_updates=20000))
     schedule: TriStage = field(default_factory=TriStage)
     run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="exp/finetune"))
+
+
+    def __post_init__(self):
+        try:
+            Wav2Vec2Config.from_dict(self.model)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"model: {error}") from None
 
 
 def init_vocabulary(config: FinetuneConfig) -> CharVocabulary | None:
@@ -130,23 +139,7 @@ def check_label_rate(model: Wav2Vec2ForCTC, report, sample_rate: int) -> None:
 def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False) -> Wav2Vec2ForCTC:
     """A CTC model: the pretrained backbone (``init``) with a new head, the whole CTC ``init`` (``keep_head``),
     or random init."""
-    if config.init is None:
-        model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
-    else:
-        meta = read_model_config(config.init)
-        check_model_dir(Path(config.init), meta)  # the init directory agrees with itself before anything is built
-        for key in FRONT_END_KEYS:  # weights cannot carry over to another front end or block type
-            pretrained = meta["config"].get(key, getattr(Wav2Vec2Config(), key))
-            if key in config.model_overrides and config.model_overrides[key] != pretrained:
-                raise TrainingError(f"model_overrides.{key}: {config.init} was pretrained with {key}={pretrained!r}, "
-                                    f"its weights cannot serve {key}={config.model_overrides[key]!r} (pretrain with "
-                                    "it, or fine-tune from scratch with init: null)")
-        values = {**meta["config"], **config.model_overrides, "vocab_size": vocab_size}
-        try:
-            model_config = Wav2Vec2Config.from_dict(values)
-            model_config.validate()
-        except (TypeError, ValueError) as error:
-            raise TrainingError(f"model_overrides on {config.init}: {error}") from None
+    model_config = model_config_for(config, vocab_size)
     if config.freeze_cnn:
         model_config.feature_grad_mult = 0.0
     model = Wav2Vec2ForCTC(model_config)
@@ -159,7 +152,7 @@ def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False
         backbone = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
         if not backbone:
             raise TrainingError(f"{config.init} holds no wav2vec2 backbone weights")
-        # Heads turned into global heads by model_overrides keep their projections and get fresh summary
+        # Heads turned into global heads by the model settings keep their projections and get fresh summary
         # queries (initialised as the model's own); anything else missing or left over is an error.
         fresh = {name: value for name, value in model.wav2vec2.state_dict().items()
                  if name.endswith("global_attention.queries") and name not in backbone}
@@ -167,9 +160,30 @@ def build_model(config: FinetuneConfig, vocab_size: int, keep_head: bool = False
             model.wav2vec2.load_state_dict({**fresh, **backbone}, strict=True)
         except RuntimeError as error:
             first = str(error).strip().splitlines()
-            raise TrainingError(f"the weights of {config.init} do not fit the model that model_overrides asks for: "
+            raise TrainingError(f"the weights of {config.init} do not fit the model that the model settings ask for: "
                                 f"{first[1].strip() if len(first) > 1 else first[0]}") from None
     return model
+
+
+def model_config_for(config: FinetuneConfig, vocab_size: int) -> Wav2Vec2Config:
+    """The CTC model's config: ``config.model``'s keys on the init's config, or on the defaults without one."""
+    base = {}
+    if config.init is not None:
+        meta = read_model_config(config.init)
+        check_model_dir(Path(config.init), meta)  # the init directory agrees with itself before anything is built
+        base = Wav2Vec2Config.from_saved(meta["config"]).to_dict()
+        for key in FRONT_END_KEYS:  # weights cannot carry over to another front end or block type
+            if key in config.model and config.model[key] != base[key]:
+                raise TrainingError(f"model.{key}: {config.init} was pretrained with {key}={base[key]!r}, its "
+                                    f"weights cannot serve {key}={config.model[key]!r} (pretrain with it, or "
+                                    "fine-tune from scratch with init: null)")
+    try:
+        model_config = Wav2Vec2Config.from_dict({**merge_values(base, config.model), "vocab_size": vocab_size})
+        model_config.validate()
+    except (TypeError, ValueError) as error:
+        where = f" on {config.init}" if config.init is not None else ""
+        raise TrainingError(f"model{where}: {error}") from None
+    return model_config
 
 
 @dataclass

@@ -271,10 +271,9 @@ if { [ "$ablation" = true ] || [ -n "$head_variants" ]; } && \
     if [ "$pretrain" = true ]; then finetune ft_scratch "$scratch_init" $same_updates
     else finetune ft_pretrained "init=$(pretrained_init)" $same_updates; fi
   fi
-  # the same start, data order and schedule as ft (a pretrained model's heads change through model_overrides)
-  heads=$([ "$pretrain" = true ] && echo model_overrides.attention || echo model.attention)
+  # the same start, data order and schedule as ft (model.attention applies on a pretrained model's config too)
   for v in ${head_variants//,/ }; do
-    finetune ft_$v "$(ft_init)" $same_updates "$heads=$(head_variant_attention $v)"
+    finetune ft_$v "$(ft_init)" $same_updates "model.attention=$(head_variant_attention $v)"
   done
   finish_stage 4 ablations
 fi
