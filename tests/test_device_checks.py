@@ -424,8 +424,9 @@ def test_finetune_step_as_the_loop_feeds_it(labelled, backend, monkeypatch):
         local=LocalHeads(heads=2, window_left=8, window_right=8),
         routing=RoutingHeads(heads=2, clusters=3, window=8),
     )
-    config = FinetuneConfig(model=tiny(vocab_size=len(vocab), mask_prob=0.3, attention=attention))
-    host_model = Wav2Vec2ForCTC(config.model)
+    model_config = tiny(vocab_size=len(vocab), mask_prob=0.3, attention=attention)
+    config = FinetuneConfig(model=model_config.to_dict())
+    host_model = Wav2Vec2ForCTC(model_config)
     items = prepare(
         [(str(data), None)],
         vocab,
@@ -436,7 +437,7 @@ def test_finetune_step_as_the_loop_feeds_it(labelled, backend, monkeypatch):
     ).items
     batch = PaddedBatches(items, 0, 0, 400_000, 16000, False)[0]
     with fake_cuda():
-        model = on_cuda(lambda: Wav2Vec2ForCTC(config.model)).train()
+        model = on_cuda(lambda: Wav2Vec2ForCTC(model_config)).train()
     task = FinetuneTask(
         config, model, vocab, items, [], DistributedContext(), TrainMonitor(Path("."), False, 1, 0, "t")
     )

@@ -4,7 +4,14 @@ from .bestrq import RandomProjectionQuantizer
 from .config import Wav2Vec2Config
 from .conv_fbank import ConvFbankFrontEnd
 from .fbank import FbankFrontEnd
-from .model import PretrainingOutput, Wav2Vec2ForCTC, Wav2Vec2ForPretraining, Wav2Vec2Model
+from .model import (
+    BestRQPretraining,
+    ContrastivePretraining,
+    PretrainingOutput,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForPretraining,
+    Wav2Vec2Model,
+)
 from .presets import base, large, small, tiny
 from .quantizer import GumbelQuantizer, Quantized
 
@@ -18,6 +25,8 @@ __all__ = [
     "Wav2Vec2Config",
     "Wav2Vec2ForCTC",
     "Wav2Vec2ForPretraining",
+    "BestRQPretraining",
+    "ContrastivePretraining",
     "Wav2Vec2Model",
     "base",
     "large",

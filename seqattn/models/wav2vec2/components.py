@@ -46,6 +46,19 @@ class ConvLayer(nn.Module):
         return F.gelu(x)
 
 
+class _GradMultiply(torch.autograd.Function):
+    """Identity forward; scales the gradient (fairseq's feature_grad_mult)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
 class FeatureExtractor(nn.Module):
     """Waveform (B, S) -> CNN features (B, C, T) and frame lengths."""
 
@@ -74,6 +87,29 @@ class FeatureExtractor(nn.Module):
     def receptive_field(self) -> tuple[int, int]:
         """(samples seen by one output frame, samples between output frames): (400, 320) for wav2vec 2.0."""
         return receptive_field([(layer.kernel, layer.stride) for layer in self.conv_layers])
+
+    # --- the front-end protocol (seqattn.models.wav2vec2.front_end) -------------------------------------------
+
+    masks_before_frames = False  # no filterbank: no frequency masking
+
+    def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
+        """Frames with fairseq's gradient scaling (``feature_grad_mult``; 0 runs the CNN without a graph)."""
+        from .front_end import FrontEndFrames
+
+        if grad_mult > 0 or not training:
+            x = self(waveforms)
+            if training and grad_mult != 1.0:
+                x = _GradMultiply.apply(x, grad_mult)
+        else:
+            with torch.no_grad():
+                x = self(waveforms)
+        return FrontEndFrames(x, x, learned=True)
+
+    def targets_of(self, waveforms: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+    def mask_features(self, x: torch.Tensor, bins) -> torch.Tensor:
+        return x
 
     # --- inputs read in pieces (long-form and streamed transcription) ------------------------------------------
 

@@ -129,6 +129,24 @@ class ConvFbankFrontEnd(nn.Module):
         num_frames = conv_output_frames(layer_shapes(self.factor), log_mel.shape[1])
         return self.centred_stacks(log_mel, num_frames)
 
+    # --- the front-end protocol (seqattn.models.wav2vec2.front_end) -------------------------------------------
+
+    masks_before_frames = True  # the convolutions mix bins: the log-mel is masked before them
+
+    def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
+        """Learned, but (as in the stacked front end) no gradient scaling or feature penalty; BEST-RQ's targets
+        come from the unmasked log-mel."""
+        from .front_end import FrontEndFrames
+
+        frames, targets = self.frames_and_targets(waveforms, lengths, bins)
+        return FrontEndFrames(frames, targets, learned=False)
+
+    def targets_of(self, waveforms: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        return self.target_frames(waveforms)
+
+    def mask_features(self, x: torch.Tensor, bins) -> torch.Tensor:
+        return x  # masked before the convolutions already
+
     # --- inputs read in pieces (long-form and streamed transcription) ------------------------------------------
 
     @torch.no_grad()

@@ -141,6 +141,26 @@ class FbankFrontEnd(nn.Module):
             log_mel = self.normalized(log_mel, None if lengths is None else fbank_frame_count(lengths))
         return self.stacked(log_mel)
 
+    # --- the front-end protocol (seqattn.models.wav2vec2.front_end) -------------------------------------------
+
+    masks_before_frames = False  # bins are zeroed in the normalised stacked features (mask_features)
+
+    def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
+        """Nothing to learn: no gradient scaling, no feature penalty."""
+        from .front_end import FrontEndFrames
+
+        x = self(waveforms, lengths)
+        return FrontEndFrames(x, x, learned=False)
+
+    def targets_of(self, waveforms: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+    def mask_features(self, x: torch.Tensor, bins: torch.Tensor | None) -> torch.Tensor:
+        """Zero the masked bins (B, bins) bool in every stacked frame of the features x (B, T, stack * bins)."""
+        if bins is None:
+            return x
+        return x.masked_fill(bins.repeat(1, self.stack)[:, None, :], 0.0)  # (B, 1, stack * bins)
+
     # --- inputs read in pieces (long-form and streamed transcription) ------------------------------------------
 
     @torch.no_grad()

@@ -30,8 +30,8 @@ import torch
 from seqattn.utils.device import module_device
 
 from .components import ConformerLayer, Encoder, EncoderLayer
-from .conv_fbank import ConvFbankFrontEnd
-from .model import Features, FrontEnd, Wav2Vec2ForCTC, Wav2Vec2Model
+from .front_end import FrontEnd
+from .model import Features, Wav2Vec2ForCTC, Wav2Vec2Model
 
 CNN_CHUNK_FRAMES = 1024  # CNN output frames per chunk of a long utterance (the first layer holds 512 x S/5)
 SLICE_FRAMES = 4096  # encoder time slices for inputs longer than two slices
@@ -93,10 +93,9 @@ def inference_features(backbone: Wav2Vec2Model, waveforms: list[torch.Tensor],
             frames = backbone.feature_extractor(wave[None])  # (1, C, T_i)
         frames = frames[0].transpose(0, 1)  # (T_i, C)
         rows.append(backbone.feature_norm(frames))
-        if keep_raw and isinstance(backbone.feature_extractor, ConvFbankFrontEnd):  # BEST-RQ reads log-mel stacks
-            raw_rows.append(backbone.feature_extractor.target_frames(wave[None])[0].transpose(0, 1))  # (T_i, C')
-        elif keep_raw:
-            raw_rows.append(frames)
+        if keep_raw:  # what BEST-RQ's quantizer reads: the front end says (conv subsampling: log-mel stacks)
+            targets = backbone.feature_extractor.targets_of(wave[None], frames.transpose(0, 1)[None])  # (1, C', T_i)
+            raw_rows.append(targets[0].transpose(0, 1))  # (T_i, C')
     counts = [row.shape[0] for row in rows]  # host numbers: no read of the device below
     lengths = torch.tensor(counts).to(rows[0].device, non_blocking=True)
     x = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, max T_i, C)

@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bestrq import RandomProjectionQuantizer
-from .components import Encoder, EncoderOutput, FeatureExtractor
+from .components import Encoder, EncoderOutput
 from .config import Wav2Vec2Config
-from .conv_fbank import ConvFbankFrontEnd
-from .fbank import FbankFrontEnd
+from .front_end import build_front_end
 from .masking import (
     TrainingDraws,
     channel_mask,
@@ -27,32 +26,6 @@ from .masking import (
     span_mask,
 )
 from .quantizer import GumbelQuantizer, perplexity
-
-
-class _GradMultiply(torch.autograd.Function):
-    """Identity forward; scales the gradient (fairseq's feature_grad_mult)."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-
-FrontEnd = FeatureExtractor | FbankFrontEnd | ConvFbankFrontEnd  # waveforms (B, S) -> frames (B, C, T)
-
-
-def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
-    """The config's front end: fairseq's raw-waveform CNN, or the log-mel filterbank with its frames stacked
-    (no parameters) or conv-subsampled."""
-    if config.frontend == "fbank" and config.fbank_subsampling == "conv":
-        return ConvFbankFrontEnd(config.fbank_bins, config.fbank_stack, config.fbank_conv_channels)
-    if config.frontend == "fbank":
-        return FbankFrontEnd(config.fbank_bins, config.fbank_stack)
-    return FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
 
 
 @dataclass
@@ -86,33 +59,21 @@ class Wav2Vec2Model(nn.Module):
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None,
                  mask_generators: list[torch.Generator] | None = None, draws: TrainingDraws | None = None) -> Features:
-        """Run the front end (the CNN with fairseq's gradient scaling) and the feature layer norm.
-
-        A conv-subsampled filterbank is frequency-masked here, before its convolutions: by ``draws.bins``
-        (training), or by bands drawn from ``mask_generators``; the other front ends are masked in
-        :meth:`encode`."""
-        mult = self.config.feature_grad_mult
-        learned = self.config.frontend == "cnn"
-        targets = None
-        if isinstance(self.feature_extractor, ConvFbankFrontEnd):  # learned, but no gradient scaling or penalty
+        """Run the front end (its ``training_frames``: the CNN with fairseq's gradient scaling) and the feature
+        layer norm. A front end that masks frequencies before its frames (conv subsampling) gets the bands here:
+        ``draws.bins`` (training), or bands drawn from ``mask_generators``; the others are masked in
+        :meth:`encode` (:mod:`.front_end`)."""
+        front = self.feature_extractor
+        bins = None
+        if front.masks_before_frames:
             bins = None if draws is None else draws.bins
             if bins is None and mask_generators is not None and self.config.fbank_freq_masks > 0:
                 bins = self.frequency_mask(waveforms.shape[0], mask_generators).to(waveforms.device)
-            x, targets = self.feature_extractor.frames_and_targets(waveforms, lengths, bins)
-            targets = targets.transpose(1, 2)  # (B, T, bins * factor)
-        elif not learned:
-            x = self.feature_extractor(waveforms, lengths)  # nothing to learn: no gradient scaling, no penalty
-        elif mult > 0 or not self.training:
-            x = self.feature_extractor(waveforms)
-            if self.training and mult != 1.0:
-                x = _GradMultiply.apply(x, mult)
-        else:
-            with torch.no_grad():
-                x = self.feature_extractor(waveforms)
-        x = x.transpose(1, 2)  # (B, T, C)
-        penalty_sum = x.float().pow(2).sum() if learned else x.new_zeros((), dtype=torch.float32)
-        penalty_count = x.new_full((), float(x.numel()) if learned else 1.0, dtype=torch.float32)
-        raw, x = (x if targets is None else targets), self.feature_norm(x)
+        out = front.training_frames(waveforms, lengths, bins, self.config.feature_grad_mult, self.training)
+        x = out.frames.transpose(1, 2)  # (B, T, C)
+        penalty_sum = x.float().pow(2).sum() if out.learned else x.new_zeros((), dtype=torch.float32)
+        penalty_count = x.new_full((), float(x.numel()) if out.learned else 1.0, dtype=torch.float32)
+        raw, x = out.targets.transpose(1, 2), self.feature_norm(x)  # raw (B, T, C')
         padding_mask = frame_lengths = None
         if lengths is not None:
             frame_lengths = self.output_lengths(lengths).clamp(max=x.shape[1])
@@ -157,22 +118,21 @@ class Wav2Vec2Model(nn.Module):
 
     def encode(self, features: Features, num_layers=None, return_weights=False, mask_generators=None, sync_min=None,
                keep_layer_outputs: bool = True, draws: TrainingDraws | None = None) -> EncoderOutput:
-        """Project features and run the encoder; with ``draws`` (training) apply the stacked fbank's frequency
-        masking and the span masking. The result carries the frame ``lengths`` and, when masking, the
-        ``time_mask``.
+        """Project features and run the encoder; with ``draws`` (training) apply the front end's feature masking
+        (:meth:`~.fbank.FbankFrontEnd.mask_features`) and the span masking. The result carries the frame
+        ``lengths`` and, when masking, the ``time_mask``.
 
         ``mask_generators`` is a convenience for host tensors: it draws the masks here, which reads the frame
         lengths back from the features' device; the trainers draw on the host instead (:meth:`draw_masks`)."""
         x = features.x
-        c = self.config
-        stacked = c.fbank_subsampling == "stack"
+        front = self.feature_extractor
         if draws is None and mask_generators is not None:
             batch, frames = x.shape[:2]
             lengths = torch.full((batch,), frames) if features.lengths is None else features.lengths.cpu()
-            draws = self.draw_masks(lengths, frames, mask_generators, sync_min, with_bins=stacked)
+            draws = self.draw_masks(lengths, frames, mask_generators, sync_min, with_bins=not front.masks_before_frames)
             draws = draws.to_device(x.device)
-        if draws is not None and draws.bins is not None and stacked:
-            x = x.masked_fill(draws.bins.repeat(1, c.fbank_stack)[:, None, :], 0.0)  # (B, 1, stack * bins)
+        if draws is not None and draws.bins is not None:
+            x = front.mask_features(x, draws.bins)  # stacked log-mel frames (the others: unchanged)
         x = self.dropout_input(self.feature_projection(x))
         time_mask = None
         if draws is not None:
@@ -208,78 +168,69 @@ class PretrainingOutput:
 
 
 class Wav2Vec2ForPretraining(nn.Module):
-    """Backbone + a quantizer that makes the targets + the heads that predict them.
+    """Backbone + the objective's quantizer (which makes the targets) and the heads that predict them.
 
-    ``objective: contrastive`` (wav2vec 2.0): Gumbel quantizer, ``project_q`` and ``final_proj``; ``forward``
-    returns projected states (B, T, F). ``objective: bestrq``: a frozen random-projection quantizer and
-    ``bestrq_head``; ``forward`` returns the logits over every codebook's entries (B, T, G * V).
-    """
+    One class per objective, the config's ``objective`` choosing: :class:`ContrastivePretraining`
+    (wav2vec 2.0) and :class:`BestRQPretraining`. ``Wav2Vec2ForPretraining(config)`` builds that class, so
+    code that only has a config (model directories, the trainer) need not know the objectives; both keep
+    their parameters under the same names as before (``quantizer.*``, ``project_q.*``, ``final_proj.*``,
+    ``bestrq_head.*``)."""
+
+    def __new__(cls, config: Wav2Vec2Config | None = None, *args, **kwargs):
+        if cls is Wav2Vec2ForPretraining and config is not None:
+            cls = BestRQPretraining if config.objective == "bestrq" else ContrastivePretraining
+        return super().__new__(cls)
 
     def __init__(self, config: Wav2Vec2Config):
         super().__init__()
         self.config = config
         self.wav2vec2 = Wav2Vec2Model(config)
-        if config.objective == "bestrq":
-            self.quantizer = RandomProjectionQuantizer(config.stacked_fbank_dim, config.bestrq_codebooks,
-                                                       config.bestrq_entries, config.bestrq_dim, config.bestrq_seed)
-            self.bestrq_head = nn.Linear(config.embed_dim, config.bestrq_codebooks * config.bestrq_entries)
-            return
-        vq_dim = config.latent_dim or config.final_dim
-        self.quantizer = GumbelQuantizer(
-            config.feature_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
-        )
-        self.project_q = nn.Linear(vq_dim, config.final_dim)
-        self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
-        self.dropout_features = nn.Dropout(config.dropout_features)
+
+    def output_head(self) -> nn.Module:
+        """The layer :meth:`forward` puts over the encoder."""
+        raise NotImplementedError
 
     def forward(self, waveforms, lengths=None):
         out, out_lengths = self.wav2vec2(waveforms, lengths)
-        head = self.bestrq_head if self.config.objective == "bestrq" else self.final_proj
-        return head(out), out_lengths
+        return self.output_head()(out), out_lengths
 
     def extract_features(self, waveforms, lengths=None, num_layers=None):
         return self.wav2vec2.extract_features(waveforms, lengths, num_layers)
 
     def quantizer_input(self, features: Features) -> torch.Tensor:
-        """What the quantizer reads (B, T, C): the normalised features (contrastive), or the front end's frames
-        before the learned feature norm (BEST-RQ, whose targets must not move while the model learns)."""
-        if self.config.objective == "bestrq":
-            if features.raw is None:
-                raise ValueError("BEST-RQ targets need the front end's frames (Features.raw)")
-            return features.raw
-        return features.x
+        """What the quantizer reads (B, T, C)."""
+        raise NotImplementedError
+
+    def projected_targets(self, quantized) -> torch.Tensor | None:
+        """The quantized targets in the prediction space, where the objective has one."""
+        return None
 
     def quantize(self, waveforms, lengths=None):
-        """Quantized features of every frame: (:class:`Quantized`, project_q(quantized.x) or None for BEST-RQ)."""
+        """Quantized features of every frame: (:class:`Quantized`, :meth:`projected_targets` of them)."""
         features = self.wav2vec2.features(waveforms, lengths)
         frames = None if features.padding_mask is None else ~features.padding_mask
         quantized = self.quantizer(self.quantizer_input(features), frames)
-        return quantized, (None if self.config.objective == "bestrq" else self.project_q(quantized.x))
+        return quantized, self.projected_targets(quantized)
 
     def set_num_updates(self, num_updates: int) -> None:
-        if self.config.objective == "contrastive":
-            self.quantizer.set_num_updates(num_updates)
+        """Follow the training schedule (the Gumbel temperature); nothing for objectives without one."""
 
     def draw_training(self, lengths: torch.Tensor | None, num_samples: int, generators: list[torch.Generator],
                       sync_min=None) -> TrainingDraws:
-        """Every random draw of a pretraining forward, on the host: masks (:meth:`Wav2Vec2Model.draw_masks`)
-        and, for the contrastive objective, each row's masked positions, Gumbel noise and negatives.
-        ``lengths`` are host sample counts (None: every row is ``num_samples`` long)."""
-        wav2vec2 = self.wav2vec2
-        frame_lengths, frames = wav2vec2.frame_counts(lengths, num_samples, len(generators))
-        draws = wav2vec2.draw_masks(frame_lengths, frames, generators, sync_min)
-        if self.config.objective == "bestrq":
-            return draws
-        time_index = masked_positions(draws.time)  # (B, M): span_mask gave every row the same count
-        per_row = time_index.shape[1]
-        gumbel = gumbel_noise(per_row, (self.quantizer.groups, self.quantizer.num_vars), generators)
-        negatives = sample_negatives(per_row, self.config.num_negatives, generators)  # (K, B, M)
-        return replace(draws, time_index=time_index, gumbel=gumbel, negatives=negatives)
+        """Every random draw of a pretraining forward, on the host: the masks of
+        :meth:`Wav2Vec2Model.draw_masks` (objectives add their own). ``lengths`` are host sample counts (None:
+        every row is ``num_samples`` long)."""
+        frame_lengths, frames = self.wav2vec2.frame_counts(lengths, num_samples, len(generators))
+        return self.wav2vec2.draw_masks(frame_lengths, frames, generators, sync_min)
+
+    def objective_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
+                       reduce=None) -> PretrainingOutput:
+        raise NotImplementedError
 
     def pretraining_loss(self, waveforms, lengths, generators: list[torch.Generator] | None = None, *,
                          world_size: int = 1, reduce=None, sync_min=None, draws: TrainingDraws | None = None
                          ) -> PretrainingOutput:
-        """The configured objective's loss (see :meth:`contrastive_loss` and :meth:`bestrq_loss`).
+        """The objective's loss (:meth:`objective_loss`).
 
         ``draws`` come from :meth:`draw_training` on the host (the trainer's way: nothing in the forward then
         waits for the device). ``generators`` instead draws them here, from host ``lengths`` and the
@@ -290,10 +241,30 @@ class Wav2Vec2ForPretraining(nn.Module):
             host_lengths = None if lengths is None else lengths.cpu()
             draws = self.draw_training(host_lengths, waveforms.shape[1], generators, sync_min)
             draws = draws.to_device(waveforms.device)
-        loss = self.bestrq_loss if self.config.objective == "bestrq" else self.contrastive_loss
-        return loss(waveforms, lengths, draws, world_size=world_size, reduce=reduce)
+        return self.objective_loss(waveforms, lengths, draws, world_size=world_size, reduce=reduce)
 
-    def bestrq_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
+
+class BestRQPretraining(Wav2Vec2ForPretraining):
+    """BEST-RQ: a frozen random-projection quantizer of the front end's frames and ``bestrq_head``;
+    ``forward`` returns the logits over every codebook's entries (B, T, G * V)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        self.quantizer = RandomProjectionQuantizer(config.stacked_fbank_dim, config.bestrq_codebooks,
+                                                   config.bestrq_entries, config.bestrq_dim, config.bestrq_seed)
+        self.bestrq_head = nn.Linear(config.embed_dim, config.bestrq_codebooks * config.bestrq_entries)
+
+    def output_head(self) -> nn.Module:
+        return self.bestrq_head
+
+    def quantizer_input(self, features: Features) -> torch.Tensor:
+        """The front end's frames before the learned feature norm (targets must not move while the model
+        learns)."""
+        if features.raw is None:
+            raise ValueError("BEST-RQ targets need the front end's frames (Features.raw)")
+        return features.raw
+
+    def objective_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
                     reduce=None) -> PretrainingOutput:
         """Mask spans and predict, at every masked frame, the entry each codebook of the frozen random-projection
         quantizer picks for the unmasked fbank frame (cross-entropy, mean over masked frames and codebooks).
@@ -328,7 +299,44 @@ class Wav2Vec2ForPretraining(nn.Module):
             prob_perplexity=prob_perplexity, temperature=0.0,
         )
 
-    def contrastive_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
+
+class ContrastivePretraining(Wav2Vec2ForPretraining):
+    """wav2vec 2.0: a Gumbel quantizer of the normalised features, ``project_q`` and ``final_proj``;
+    ``forward`` returns projected states (B, T, F)."""
+
+    def __init__(self, config: Wav2Vec2Config):
+        super().__init__(config)
+        vq_dim = config.latent_dim or config.final_dim
+        self.quantizer = GumbelQuantizer(
+            config.feature_dim, config.latent_vars, config.latent_groups, vq_dim, tuple(config.latent_temp)
+        )
+        self.project_q = nn.Linear(vq_dim, config.final_dim)
+        self.final_proj = nn.Linear(config.embed_dim, config.final_dim)
+        self.dropout_features = nn.Dropout(config.dropout_features)
+
+    def output_head(self) -> nn.Module:
+        return self.final_proj
+
+    def quantizer_input(self, features: Features) -> torch.Tensor:
+        return features.x
+
+    def projected_targets(self, quantized) -> torch.Tensor:
+        return self.project_q(quantized.x)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.quantizer.set_num_updates(num_updates)
+
+    def draw_training(self, lengths: torch.Tensor | None, num_samples: int, generators: list[torch.Generator],
+                      sync_min=None) -> TrainingDraws:
+        """The masks, and each row's masked positions, Gumbel noise and negatives."""
+        draws = super().draw_training(lengths, num_samples, generators, sync_min)
+        time_index = masked_positions(draws.time)  # (B, M): span_mask gave every row the same count
+        per_row = time_index.shape[1]
+        gumbel = gumbel_noise(per_row, (self.quantizer.groups, self.quantizer.num_vars), generators)
+        negatives = sample_negatives(per_row, self.config.num_negatives, generators)  # (K, B, M)
+        return replace(draws, time_index=time_index, gumbel=gumbel, negatives=negatives)
+
+    def objective_loss(self, waveforms, lengths, draws: TrainingDraws, *, world_size: int = 1,
                          reduce=None) -> PretrainingOutput:
         """Mask spans, predict the quantized targets among ``num_negatives`` distractors (InfoNCE).
 
