@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
-from .options import add_device_argument
+from .options import add_device_argument, command_line
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -24,10 +23,6 @@ def _heads(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(f"heads are LAYER:HEAD pairs separated by commas, got {text!r}") from None
 
 
-def _command_line() -> str:
-    return " ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]])
-
-
 def _load(args, normalize_from):
     from seqattn.analysis.attention import backbone_of
     from seqattn.analysis.inputs import load_inputs
@@ -42,7 +37,7 @@ def _load(args, normalize_from):
 
 
 def _summary(args, inputs) -> dict:
-    return {"model": args.model_dir, "data": args.data, "command": _command_line(),
+    return {"model": args.model_dir, "data": args.data, "command": command_line(),
             "failures": [{"input": f.name, "reason": f.reason} for f in inputs.failures]}
 
 
@@ -114,7 +109,7 @@ def _lm_attention(args, model):
         model, windows, map_frames=args.map_frames, name=args.data[0], progress=not args.quiet
     )
     print(f"{len(windows)} windows of up to {context} tokens, {len(failures)} files skipped")
-    return analysis, {"model": args.model_dir, "data": args.data, "command": _command_line(), "failures": failures}
+    return analysis, {"model": args.model_dir, "data": args.data, "command": command_line(), "failures": failures}
 
 
 def _codebook(args) -> int:
@@ -180,51 +175,6 @@ def _layers(args) -> int:
         print(f"{row['layer']:5d}  {row['language_accuracy']:12.3f}  {row.get('family_accuracy', float('nan')):10.3f}")
     print(f"chance: {values['chance']}; best layer for language id: {values['best_layer_language']}")
     print(f"wrote {args.out_dir}/layers.json and plots")
-    return 0
-
-
-def _localize(args) -> int:
-    from seqattn.utils.extras import require_analysis
-
-    require_analysis("seqattn convert localize")
-    import json
-
-    from seqattn.analysis.localize import run_localize
-    from seqattn.train.distill import DistillConfig
-
-    distill = DistillConfig(
-        steps=args.distill_steps,
-        lr=args.distill_lr,
-        batch_size=args.distill_batch,
-        crop_seconds=args.distill_crop_seconds,
-    )
-    report = run_localize(
-        args.model_dir,
-        args.out_dir,
-        coverage=args.coverage,
-        data=args.data,
-        analysis_json=args.analysis,
-        max_utterances=args.max_utterances,
-        max_seconds=args.max_seconds,
-        multiple=args.multiple,
-        per_head=args.per_head,
-        distill_data=args.distill,
-        distill=distill,
-        test=args.test,
-        bench_seconds=args.bench_seconds,
-        bench_reps=args.bench_reps,
-        command=_command_line(),
-        progress=not args.quiet,
-        device=args.device,
-    )
-    print(
-        "windows (-left/+right frames per layer): "
-        + " ".join(f"-{w['window_left']}/+{w['window_right']}" for w in report["windows"])
-    )
-    for key in ("distillation", "speed", "test"):
-        if key in report:
-            print(f"{key}: {json.dumps(report[key])}")
-    print(f"wrote {args.out_dir} (localize.json holds the report)")
     return 0
 
 
@@ -314,41 +264,3 @@ def add_analyze_parser(commands) -> None:
     q.add_argument("--projection", choices=["pca", "tsne"], default="pca")
     q.add_argument("--family", action="append", help="LANG=FAMILY for languages the table does not know")
     q.set_defaults(handler=_layers)
-
-
-def add_localize_parser(formats) -> None:
-    q = formats.add_parser(
-        "localize",
-        help="full-attention model -> local-attention model with measured windows",
-        description="Measure how far each head of a full-attention model attends (or read an attention.json), "
-        "give each layer the +-w window holding --coverage of every head's mass, optionally distil "
-        "the attention projections against the original on unlabelled audio, and report the "
-        "speed-up on a long input and the WER/CER change on --test.",
-        epilog="example: seqattn convert localize exp/ft/best exp/ft_local --data data/dev_hi --coverage 0.95 "
-        "--distill data/pretrain_hi --test data/test_hi",
-    )
-    q.add_argument("model_dir")
-    q.add_argument("out_dir")
-    q.add_argument("--coverage", type=float, default=0.95)
-    q.add_argument("--data", nargs="+", help="[LANG=]PATH audio to measure attention on")
-    q.add_argument("--analysis", help="attention.json from `seqattn analyze attention` (instead of --data)")
-    q.add_argument("--max-utterances", type=int, default=64)
-    q.add_argument("--max-seconds", type=float, default=30.0)
-    q.add_argument("--multiple", type=int, default=1, help="round windows up to a multiple of this many frames")
-    q.add_argument(
-        "--per-head",
-        action="store_true",
-        help="give every head its own window (its own coverage need) instead of the layer's widest; "
-        "narrow heads then run with their own blocking and cost less",
-    )
-    q.add_argument("--distill", nargs="+", help="[LANG=]PATH unlabelled audio to distil the attention layers on")
-    q.add_argument("--distill-steps", type=int, default=200)
-    q.add_argument("--distill-lr", type=float, default=2e-4)
-    q.add_argument("--distill-batch", type=int, default=4)
-    q.add_argument("--distill-crop-seconds", type=float, default=8.0)
-    q.add_argument("--test", nargs="+", help="labelled data dirs/manifests: greedy WER/CER before and after")
-    q.add_argument("--bench-seconds", type=float, default=60.0, help="length of the timed input (0: no timing)")
-    q.add_argument("--bench-reps", type=int, default=3)
-    add_device_argument(q)
-    q.add_argument("--quiet", action="store_true")
-    q.set_defaults(handler=_localize)

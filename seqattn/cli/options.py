@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 
 def add_device_argument(parser) -> None:
@@ -43,3 +45,7 @@ def finish_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         ):
             action.help = "default: %(default)s"
     return parser
+
+
+def command_line() -> str:
+    return " ".join(["seqattn"] + [shlex.quote(a) for a in sys.argv[1:]])

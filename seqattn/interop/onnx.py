@@ -28,8 +28,8 @@ from seqattn.data.vocabulary import VOCAB_FILE, load_vocabulary, vocabulary_from
 from seqattn.errors import SeqattnError
 from seqattn.models.io import ModelDirError, load_model, parse_config, read_model_config
 from seqattn.models.wav2vec2.components import conv_output_frames, receptive_field
-from seqattn.models.wav2vec2.front_end import build_front_end
 from seqattn.models.wav2vec2.longform import CTCInference, LongFormCTC
+from seqattn.models.wav2vec2.model import build_front_end
 from seqattn.utils.atomic import atomic_path
 from seqattn.utils.extras import require
 

@@ -16,6 +16,8 @@ from torch import nn
 
 from seqattn.nn import AttentionConfig, MultiHeadAttention
 
+from .front_end import FrontEndFrames
+
 
 class ConvLayer(nn.Module):
     """Conv1d -> optional norm -> GELU. ``norm`` is "group" (per-channel GroupNorm), "layer" or None."""
@@ -94,8 +96,6 @@ class FeatureExtractor(nn.Module):
 
     def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
         """Frames with fairseq's gradient scaling (``feature_grad_mult``; 0 runs the CNN without a graph)."""
-        from .front_end import FrontEndFrames
-
         if grad_mult > 0 or not training:
             x = self(waveforms)
             if training and grad_mult != 1.0:

@@ -29,6 +29,7 @@ from torch import nn
 
 from .components import conv_output_frames, receptive_field
 from .fbank import FRAME_SAMPLES, FRAME_SHIFT, FbankFrontEnd, Read, Statistics, fbank_frame_count, stack_frames
+from .front_end import FrontEndFrames
 
 KERNEL = 3
 STRIDE = 2
@@ -136,8 +137,6 @@ class ConvFbankFrontEnd(nn.Module):
     def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
         """Learned, but (as in the stacked front end) no gradient scaling or feature penalty; BEST-RQ's targets
         come from the unmasked log-mel."""
-        from .front_end import FrontEndFrames
-
         frames, targets = self.frames_and_targets(waveforms, lengths, bins)
         return FrontEndFrames(frames, targets, learned=False)
 

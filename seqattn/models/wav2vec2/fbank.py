@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .front_end import FrontEndFrames
+
 FRAME_SAMPLES = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms at 16 kHz
 FFT_SIZE = 512  # the frame zero-padded to a power of two, as Kaldi does
@@ -147,8 +149,6 @@ class FbankFrontEnd(nn.Module):
 
     def training_frames(self, waveforms, lengths=None, bins=None, grad_mult: float = 1.0, training: bool = False):
         """Nothing to learn: no gradient scaling, no feature penalty."""
-        from .front_end import FrontEndFrames
-
         x = self(waveforms, lengths)
         return FrontEndFrames(x, x, learned=False)
 

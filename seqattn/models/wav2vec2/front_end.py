@@ -9,20 +9,13 @@ normalised features through ``mask_features`` (stacked log-mel frames), or have 
 
 The three front ends (``components.FeatureExtractor``, ``fbank.FbankFrontEnd``,
 ``conv_fbank.ConvFbankFrontEnd``) each implement ``training_frames``, ``targets_of``, ``mask_features`` and
-``masks_before_frames``; :func:`build_front_end` picks one from the config.
+``masks_before_frames``; :func:`~.model.build_front_end` picks one from the config.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-
-from .components import FeatureExtractor
-from .config import Wav2Vec2Config
-from .conv_fbank import ConvFbankFrontEnd
-from .fbank import FbankFrontEnd
-
-FrontEnd = FeatureExtractor | FbankFrontEnd | ConvFbankFrontEnd  # waveforms (B, S) -> frames (B, C, T)
 
 
 @dataclass
@@ -31,12 +24,3 @@ class FrontEndFrames:
     targets: torch.Tensor  # (B, C', T): what BEST-RQ's quantizer reads (the frames themselves unless said)
     learned: bool  # learned activations: the feature penalty applies
 
-
-def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
-    """The config's front end: fairseq's raw-waveform CNN, or the log-mel filterbank with its frames stacked
-    (no parameters) or conv-subsampled."""
-    if config.frontend == "fbank" and config.fbank_subsampling == "conv":
-        return ConvFbankFrontEnd(config.fbank_bins, config.fbank_stack, config.fbank_conv_channels)
-    if config.frontend == "fbank":
-        return FbankFrontEnd(config.fbank_bins, config.fbank_stack)
-    return FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)

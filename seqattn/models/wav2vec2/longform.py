@@ -30,8 +30,7 @@ import torch
 from seqattn.utils.device import module_device
 
 from .components import ConformerLayer, Encoder, EncoderLayer
-from .front_end import FrontEnd
-from .model import Features, Wav2Vec2ForCTC, Wav2Vec2Model
+from .model import Features, FrontEnd, Wav2Vec2ForCTC, Wav2Vec2Model
 
 CNN_CHUNK_FRAMES = 1024  # CNN output frames per chunk of a long utterance (the first layer holds 512 x S/5)
 SLICE_FRAMES = 4096  # encoder time slices for inputs longer than two slices

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bestrq import RandomProjectionQuantizer
-from .components import Encoder, EncoderOutput
+from .components import Encoder, EncoderOutput, FeatureExtractor
 from .config import Wav2Vec2Config
-from .front_end import build_front_end
+from .conv_fbank import ConvFbankFrontEnd
+from .fbank import FbankFrontEnd
 from .masking import (
     TrainingDraws,
     channel_mask,
@@ -26,6 +27,18 @@ from .masking import (
     span_mask,
 )
 from .quantizer import GumbelQuantizer, perplexity
+
+FrontEnd = FeatureExtractor | FbankFrontEnd | ConvFbankFrontEnd  # waveforms (B, S) -> frames (B, C, T)
+
+
+def build_front_end(config: Wav2Vec2Config) -> FrontEnd:
+    """The config's front end: fairseq's raw-waveform CNN, or the log-mel filterbank with its frames stacked
+    (no parameters) or conv-subsampled."""
+    if config.frontend == "fbank" and config.fbank_subsampling == "conv":
+        return ConvFbankFrontEnd(config.fbank_bins, config.fbank_stack, config.fbank_conv_channels)
+    if config.frontend == "fbank":
+        return FbankFrontEnd(config.fbank_bins, config.fbank_stack)
+    return FeatureExtractor(config.conv_layers, config.extractor_mode, config.conv_bias)
 
 
 @dataclass
