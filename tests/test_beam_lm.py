@@ -1,9 +1,9 @@
-"""Beam search through flashlight-text with a KenLM n-gram and a lexicon built by seqattn.decode.ngram."""
+"""Beam search through flashlight-text with a KenLM n-gram and a lexicon built by seqattn.train.ngram."""
 import pytest
 import torch
 
 from seqattn.data.text import CharVocabulary
-from seqattn.decode.ngram import KenLMError, build_lm, find_kenlm_tool, normalized_corpus, write_lexicon
+from seqattn.train.ngram import KenLMError, build_lm, find_kenlm_tool, normalized_corpus, write_lexicon
 
 SENTENCES = ["नमस्ते भारत", "नमस्ते दुनिया", "भारत देश", "दुनिया देश", "नमस्ते देश"] * 4
 

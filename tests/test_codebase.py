@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seqattn"
 MAX_FUNCTION_LINES = 80
 # Each layer may import the layers before it (and itself), never a later one.
 LAYERS = [{"errors", "version", "utils"}, {"nn"}, {"data"}, {"models"},
-          {"train", "decode", "analysis", "interop"}, {"cli"}]
+          {"train", "decode", "evaluate", "analysis", "interop"}, {"cli"}]
 
 
 def _modules() -> dict[str, Path]:

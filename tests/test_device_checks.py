@@ -548,7 +548,7 @@ def _small_windows(stream_logits):
 
 
 def test_eval_lm_reads_the_device_once_per_stream():
-    from seqattn.decode.lm_eval import WindowScorer
+    from seqattn.evaluate.perplexity import WindowScorer
 
     config = dense_lm_config()
     tokens = np.random.default_rng(2).integers(0, 50, 300).tolist()

@@ -17,7 +17,7 @@ from seqattn.data.lm_tokenizers import (
     tokenizer_to_json,
     train_tokenizer,
 )
-from seqattn.decode.lm_eval import evaluate_files
+from seqattn.evaluate.perplexity import evaluate_files
 from seqattn.models.io import save_model
 from seqattn.models.lm import TransformerLM, generate, presets
 

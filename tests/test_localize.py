@@ -8,9 +8,9 @@ from audio_fixtures import make_data_dir
 
 from seqattn import load_model
 from seqattn.analysis.attention import analyze_attention
-from seqattn.analysis.localize import LocalizeError, choose_windows, group_head_windows, localize_model
 from seqattn.cli.main import main as cli_main
 from seqattn.data.text import CharVocabulary
+from seqattn.interop.localize import LocalizeError, choose_windows, group_head_windows, localize_model
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC, Wav2Vec2Model, tiny
 from seqattn.nn import AttentionConfig

@@ -7,7 +7,7 @@ from seqattn.cli.main import main as cli_main
 from seqattn.data.pieces import PieceVocabulary
 from seqattn.data.text import VocabularyError
 from seqattn.data.vocabulary import load_vocabulary
-from seqattn.decode.ngram import write_lexicon
+from seqattn.train.ngram import write_lexicon
 
 TEXTS = ["नमस्ते दुनिया", "भारत देश महान", "हिंदी भाषा सुंदर", "नमस्ते भारत देश", "दुनिया भाषा"] * 20
 

@@ -303,7 +303,7 @@ def test_eval_lm_on_huge_lines_binary_and_empty_files(tmp_path, capsys):
 
 def test_huge_lines_are_cut_at_whitespace(tmp_path):
     """A line far longer than the read size is cut at whitespace (else anywhere), never held whole twice."""
-    from seqattn.decode.lm_eval import text_chunks
+    from seqattn.evaluate.perplexity import text_chunks
 
     text = "word " * 10_000 + "x" * 9000 + "\nlast line\n"  # 50 kB of words, then 9 kB without whitespace
     path = tmp_path / "huge.txt"

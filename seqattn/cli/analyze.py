@@ -83,7 +83,7 @@ def _lm_attention(args, model):
     from seqattn.analysis.attention import analyze_lm_attention
     from seqattn.analysis.inputs import AnalysisInputError
     from seqattn.data.lm_tokenizers import load_tokenizer
-    from seqattn.decode.lm_eval import text_chunks
+    from seqattn.evaluate.perplexity import text_chunks
 
     tokenizer = load_tokenizer(args.model_dir)
     context = args.context or model.config.max_context

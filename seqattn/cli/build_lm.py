@@ -8,7 +8,7 @@ from pathlib import Path
 def _build_lm(args) -> int:
 
     from seqattn.data.vocabulary import load_vocabulary
-    from seqattn.decode.ngram import build_lm, normalized_corpus, write_lexicon
+    from seqattn.train.ngram import build_lm, normalized_corpus, write_lexicon
 
     vocab = load_vocabulary(args.vocab)
     texts = []

@@ -23,7 +23,7 @@ def _localize(args) -> int:
     require_analysis("seqattn convert localize")
     import json
 
-    from seqattn.analysis.localize import run_localize
+    from seqattn.interop.localize import run_localize
     from seqattn.train.distill import DistillConfig
 
     distill = DistillConfig(

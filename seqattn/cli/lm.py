@@ -42,7 +42,7 @@ def _train_lm(args) -> int:
 def _eval_lm(args) -> int:
     import torch
 
-    from seqattn.decode.lm_eval import evaluate_files
+    from seqattn.evaluate.perplexity import evaluate_files
     from seqattn.utils.device import module_device
 
     if args.threads:

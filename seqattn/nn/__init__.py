@@ -21,9 +21,10 @@ from .heads import (
 from .incremental import LayerCache
 from .local import local_attention
 from .multihead import AttentionConfig, AttentionOutput, MultiHeadAttention
+from .pooled import pooled_attention
 from .rotary import Rotary
 from .routing import KMeans, RoutingAttention, RoutingOutput, routing_attention
-from .variants import pooled_attention, shifted_window_attention
+from .shifted_window import shifted_window_attention
 from .weights import AttentionWeights
 
 __all__ = [

@@ -145,7 +145,7 @@ class AttentionConfig:
                 "attention settings are grouped by head kind now: "
                 + ", ".join(f"{where}.{key} -> {where}.{FLAT_KEYS[key]}" for key in flat)
             )
-        check_known_keys(cls, values, f"{where} config")
+        check_known_keys(cls, values, where)
         return from_values(cls, values, where)
 
     @classmethod

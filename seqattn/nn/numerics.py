@@ -27,3 +27,9 @@ def merge_log_sum_exps(parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     is the shares' mix of the per-set outputs (exact; sets of no key carry the masking value)."""
     total = torch.logsumexp(parts, dim=-1, keepdim=True)
     return total, torch.exp(parts - total)
+
+
+def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim where ``allowed``; rows with nothing allowed become zeros."""
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * allowed.any(-1, keepdim=True)

@@ -29,7 +29,7 @@ from seqattn.models.io import check_model_dir, read_model_config
 from seqattn.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForCTC
 from seqattn.models.wav2vec2.masking import generators_for
 from seqattn.utils.device import module_device
-from seqattn.utils.values import merge_values
+from seqattn.utils.values import check_known_keys, merge_values
 
 from .distributed import DistributedContext
 from .loop import (
@@ -96,6 +96,7 @@ class FinetuneConfig:
 
 
     def __post_init__(self):
+        check_known_keys(Wav2Vec2Config, self.model, "model")
         try:
             Wav2Vec2Config.from_dict(self.model)
         except (TypeError, ValueError) as error:

@@ -14,12 +14,22 @@ import dataclasses
 import types
 import typing
 
+# Keys that were renamed, by full dotted key: a config that still uses one is told where it went.
+MOVED_KEYS = {"optim.bf16": "run.precision (auto | fp32 | bf16 | fp16)",
+              "model_overrides": "model (fine-tuning applies its keys on the init's config, or with init: null on "
+                                 "the defaults)"}
 
-def check_known_keys(cls, values: dict, what: str) -> None:
+
+def check_known_keys(cls, values: dict, where: str = "") -> None:
+    """Refuse keys that ``cls`` has no field for, naming each by its full dotted key (``where`` is the
+    section's own key, "" at the top), and where a renamed one went."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+        prefix = f"{where}." if where else ""
+        moved = [f"{prefix}{k} is now {MOVED_KEYS[prefix + k]}" for k in unknown if prefix + k in MOVED_KEYS]
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}"
+                         + (f" ({'; '.join(moved)})" if moved else ""))
 
 
 def _describe(kind) -> str:
@@ -81,6 +91,8 @@ def _to_union(value, kind, key):
 def _to_dataclass(value, kind, key):
     if isinstance(value, kind):
         return value
+    if value is None:  # an empty YAML section: the section's defaults
+        value = {}
     if not isinstance(value, dict):
         raise _mismatch(value, kind, key, "a mapping")
     builder = getattr(kind, "from_dict", None)
@@ -132,7 +144,7 @@ def from_values(cls, values: dict, where: str = ""):
     """An instance of dataclass ``cls`` from a mapping of plain values, every field checked and coerced."""
     if not isinstance(values, dict):
         raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
-    check_known_keys(cls, values, f"{where or cls.__name__}")
+    check_known_keys(cls, values, where)
     hints = typing.get_type_hints(cls)
     prefix = f"{where}." if where else ""
     return cls(**{name: coerce(value, hints[name], prefix + name) for name, value in values.items()})

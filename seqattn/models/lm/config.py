@@ -92,7 +92,7 @@ class LMConfig:
         if moved:
             raise ValueError("attention settings live under 'attention' now: " + ", ".join(
                 f"{key} -> attention.{_FLAT_ATTENTION_KEYS[key]}" for key in moved))
-        check_known_keys(cls, values, "LM config")
+        check_known_keys(cls, values)
         values = dict(values)
         attention = values.get("attention", {})
         if isinstance(attention, dict):

@@ -227,7 +227,7 @@ class Wav2Vec2Config:
 
     @classmethod
     def _parse(cls, values: dict, attention_from) -> Wav2Vec2Config:
-        check_known_keys(cls, values, "wav2vec2 config")
+        check_known_keys(cls, values)
         values = dict(values)
         if isinstance(values.get("attention"), dict):
             values["attention"] = attention_from(values["attention"], "attention")

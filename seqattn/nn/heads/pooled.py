@@ -1,6 +1,6 @@
 """Pooled heads (HiLo's low-frequency heads): every query attends all keys and values average-pooled over
 ``pool_size`` tokens (causal: only pools that end at or before it). Kernel:
-:func:`seqattn.nn.variants.pooled_attention`. No cache."""
+:func:`seqattn.nn.pooled.pooled_attention`. No cache."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..variants import pooled_attention
+from ..pooled import pooled_attention
 from .base import HeadKind, HeadOutput, HeadSection
 
 

@@ -1,6 +1,6 @@
 """Shifted-window heads (Swin, in 1D): dense attention inside non-overlapping windows of ``window`` tokens
 whose boundaries this layer moves by ``shift`` (alternate 0 and ``window // 2`` across layers). Kernel:
-:func:`seqattn.nn.variants.shifted_window_attention`. No cache: windows sit at absolute positions."""
+:func:`seqattn.nn.shifted_window.shifted_window_attention`. No cache: windows sit at absolute positions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..variants import shifted_window_attention
+from ..shifted_window import shifted_window_attention
 from .base import HeadKind, HeadOutput, HeadSection
 
 

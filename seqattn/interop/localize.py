@@ -17,14 +17,13 @@ from pathlib import Path
 
 import torch
 
+from seqattn.analysis.attention import AttentionAnalysis, backbone_of
 from seqattn.errors import SeqattnError
 from seqattn.models.wav2vec2 import Wav2Vec2Config
 from seqattn.models.wav2vec2.longform import encode, inference_features
 from seqattn.nn import LocalHeads
 from seqattn.nn.heads.local import local_keys_per_query
 from seqattn.train.distill import DistillConfig
-
-from .attention import AttentionAnalysis, backbone_of
 
 
 class LocalizeError(SeqattnError, ValueError):
@@ -188,7 +187,7 @@ def _copy_tokenizer_files(model_dir: Path) -> dict:
 
 def labelled_items(test_dirs: list[str]):
     """The utterances with transcripts in labelled data dirs or manifests, and the inputs that failed."""
-    from .inputs import gather_items
+    from seqattn.analysis.inputs import gather_items
 
     items, failures = gather_items(test_dirs)
     items = [item for item in items if item.reference is not None]
@@ -220,8 +219,8 @@ def measured_analysis(
     """Stage 1: the attention analysis, read from ``analysis_json`` or measured on the audio of ``data``."""
     import json
 
-    from .attention import analyze_attention
-    from .inputs import load_inputs
+    from seqattn.analysis.attention import analyze_attention
+    from seqattn.analysis.inputs import load_inputs
 
     if analysis_json:
         return AttentionAnalysis.from_json(json.loads(Path(analysis_json).read_text()))
@@ -244,9 +243,8 @@ def distillation_stage(
     student, teacher, distill_data: list[str], layers: list[int], distill: DistillConfig, progress: bool
 ) -> dict:
     """Stage 3 (optional): distil the converted layers' attention projections; the outcome as numbers."""
+    from seqattn.analysis.inputs import load_inputs
     from seqattn.train.distill import distill_attention
-
-    from .inputs import load_inputs
 
     waves = [
         u.wave

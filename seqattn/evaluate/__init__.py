@@ -1,0 +1,1 @@
+"""Evaluating trained models: language-model perplexity over files (:mod:`.perplexity`)."""
