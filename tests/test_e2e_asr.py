@@ -1,7 +1,6 @@
 """End to end on real synthetic speech: train a small CTC model (the demo's filterbank front end) on espeak-ng
 Hindi, transcribe held-out speakers through the CLI, and check the CER falls far below an untrained model's;
 parse every output format back."""
-import dataclasses
 import json
 import random
 import re
@@ -19,7 +18,7 @@ from seqattn.data.text import CharVocabulary
 from seqattn.models.io import save_model
 from seqattn.models.wav2vec2 import Wav2Vec2ForCTC
 from seqattn.train.config_io import load_config
-from seqattn.train.finetune import FinetuneConfig, train
+from seqattn.train.finetune import FinetuneConfig, model_config_for, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                 reason="espeak-ng is not installed (tools/install_system_deps.sh installs it)")]
@@ -70,7 +69,7 @@ def test_finetune_then_transcribe_held_out_speakers(tmp_path, capsys):
     untrained_dir = tmp_path / "untrained"
     vocab = CharVocabulary.load(best / "tokens.json")
     torch.manual_seed(0)
-    untrained = Wav2Vec2ForCTC(dataclasses.replace(config.model, vocab_size=len(vocab)))
+    untrained = Wav2Vec2ForCTC(model_config_for(config, len(vocab)))
     save_model(untrained, untrained_dir, extra_files={"tokens.json": vocab.to_json()})
 
     outputs = {}
