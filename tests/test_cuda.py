@@ -237,7 +237,7 @@ def test_greedy_transcripts_are_the_same_on_cpu_and_gpu(tmp_path):
     on_cpu = transcribe(load_model(model_dir, "cpu"), vocab, items, progress=False, batch_size=3)
     on_gpu = transcribe(load_model(model_dir, "cuda"), vocab, items, progress=False, batch_size=3)
     streamed = transcribe(load_model(model_dir, "cuda"), vocab, items, progress=False, stream_seconds=0.5)
-    texts = lambda result: [t.text for t in result.transcripts]  # noqa: E731
+    texts = lambda result: [t.text for t in result.transcripts]
     assert texts(on_cpu) == texts(on_gpu) == texts(streamed) and data.is_dir()
 
 

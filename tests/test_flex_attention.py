@@ -90,7 +90,7 @@ def test_flex_dilated_attention_matches_the_dense_reference(flex_grad_on_cpu, ca
         with use_backend("flex"):
             return dilated_attention(q, k, v, left, right, dilation, mask)
 
-    reference = lambda q, k, v: masked_attention(q, k, v, dilated_allowed(n, left, right, dilation, mask))[0]  # noqa: E731
+    reference = lambda q, k, v: masked_attention(q, k, v, dilated_allowed(n, left, right, dilation, mask))[0]
     _compare(run, reference, _inputs(2, 2, n), valid)
 
 

@@ -15,22 +15,22 @@ from safetensors.torch import load_file
 
 datasets = pytest.importorskip("datasets", reason="needs the datasets extra: pip install 'seqattn[datasets]'")
 
-from audio_fixtures import make_data_dir  # noqa: E402
+from audio_fixtures import make_data_dir
 
-from seqattn.cli.main import main as cli_main  # noqa: E402
-from seqattn.data.audio import AudioError, audio_duration, load_audio  # noqa: E402
-from seqattn.data.hf_datasets import DatasetSpecError, is_dataset_spec, read_dataset  # noqa: E402
-from seqattn.data.kaldi import read_data_dir  # noqa: E402
-from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json  # noqa: E402
-from seqattn.models.io import save_model  # noqa: E402
-from seqattn.models.lm import TransformerLM  # noqa: E402
-from seqattn.models.lm import presets as lm_presets  # noqa: E402
-from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny  # noqa: E402
-from seqattn.train.config_io import load_config  # noqa: E402
-from seqattn.train.finetune import FinetuneConfig  # noqa: E402
-from seqattn.train.finetune import train as finetune  # noqa: E402
-from seqattn.train.pretrain import PretrainConfig  # noqa: E402
-from seqattn.train.pretrain import train as pretrain  # noqa: E402
+from seqattn.cli.main import main as cli_main
+from seqattn.data.audio import AudioError, audio_duration, load_audio
+from seqattn.data.hf_datasets import DatasetSpecError, is_dataset_spec, read_dataset
+from seqattn.data.kaldi import read_data_dir
+from seqattn.data.lm_tokenizers import ByteTokenizer, tokenizer_to_json
+from seqattn.models.io import save_model
+from seqattn.models.lm import TransformerLM
+from seqattn.models.lm import presets as lm_presets
+from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining, tiny
+from seqattn.train.config_io import load_config
+from seqattn.train.finetune import FinetuneConfig
+from seqattn.train.finetune import train as finetune
+from seqattn.train.pretrain import PretrainConfig
+from seqattn.train.pretrain import train as pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["नमस्ते दुनिया", "भारत देश", "हिंदी भाषा", "नमस्ते भारत"]

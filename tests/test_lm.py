@@ -199,7 +199,7 @@ def test_eval_lm_splits_the_loss_by_copy_source(tmp_path, capsys):
     model, model_dir = byte_lm(tmp_path)
     rng = np.random.default_rng(1)
     phrase = bytes(rng.integers(97, 123, size=30)).decode()
-    filler = lambda k: bytes(rng.integers(97, 123, size=k)).decode()  # noqa: E731
+    filler = lambda k: bytes(rng.integers(97, 123, size=k)).decode()
     text = phrase + filler(60) + phrase + filler(5) + phrase[:20] + "\n"  # copies 90 back and 35 back
     path = tmp_path / "text.txt"
     path.write_text(text)

@@ -13,16 +13,16 @@ import torch
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'seqattn[onnx]'")
 pytest.importorskip("onnxscript", reason="needs the onnx extra: pip install 'seqattn[onnx]'")
 
-from audio_fixtures import tone_wave  # noqa: E402
-from dense_reference import band_allowed, masked_attention  # noqa: E402
-from model_fixtures import ctc_model_dir  # noqa: E402
+from audio_fixtures import tone_wave
+from dense_reference import band_allowed, masked_attention
+from model_fixtures import ctc_model_dir
 
-from seqattn.cli.main import main as cli_main  # noqa: E402
-from seqattn.interop.onnx import OnnxCTC, OnnxError, export_onnx  # noqa: E402
-from seqattn.models.io import load_model  # noqa: E402
-from seqattn.models.wav2vec2.longform import LongFormCTC  # noqa: E402
-from seqattn.nn import AttentionConfig  # noqa: E402
-from seqattn.nn.band_export import gathered_band_attention  # noqa: E402
+from seqattn.cli.main import main as cli_main
+from seqattn.interop.onnx import OnnxCTC, OnnxError, export_onnx
+from seqattn.models.io import load_model
+from seqattn.models.wav2vec2.longform import LongFormCTC
+from seqattn.nn import AttentionConfig
+from seqattn.nn.band_export import gathered_band_attention
 from seqattn.nn.heads import DilatedHeads, GlobalTokenHeads, LocalHeads, PooledHeads, ShiftedWindowHeads
 
 

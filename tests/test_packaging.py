@@ -10,7 +10,7 @@ import tomllib
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "tools" / "requirements.lock"
 sys.path.insert(0, str(REPO / "tools"))
-import check_lock  # noqa: E402
+import check_lock
 
 
 def _requirement_names(requirements):

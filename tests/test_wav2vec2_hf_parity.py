@@ -4,8 +4,8 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="transformers is a test-only reference dependency")
 
-from seqattn.interop.hf import config_from_hf, state_dict_from_hf, state_dict_to_hf  # noqa: E402
-from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining  # noqa: E402
+from seqattn.interop.hf import config_from_hf, state_dict_from_hf, state_dict_to_hf
+from seqattn.models.wav2vec2 import Wav2Vec2ForPretraining
 
 STYLES = {
     "base": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),

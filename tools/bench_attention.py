@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import matmul_gflops, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
+from benchlib import matmul_gflops, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs
 
 B, H, D = 1, 8, 64
 LEFT = RIGHT = 128  # bidirectional local window

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import TUNED_MALLOC, meta, write_outputs  # noqa: E402
+from benchlib import TUNED_MALLOC, meta, write_outputs
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "wav2vec2" / "finetune_fbank_conformer_cpu.yaml"
 FRONT_ENDS = {  # name -> (description, model overrides)

@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from benchlib import PeakRss, median_range, meta, run_worker, write_outputs  # noqa: E402
+from benchlib import PeakRss, median_range, meta, run_worker, write_outputs
 
 CORPORA = REPO.parent / "shared" / "corpora" / "english"
 RECIPE = REPO / "recipes" / "lm" / "tinyshakespeare_char.yaml"

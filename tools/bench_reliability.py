@@ -39,9 +39,9 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
-from benchlib import current_rss_mib, median_range, meta, write_outputs  # noqa: E402
+from benchlib import current_rss_mib, median_range, meta, write_outputs
 
-from seqattn.nn.heads import LocalHeads  # noqa: E402
+from seqattn.nn.heads import LocalHeads
 
 
 def rss_mib(pid: int) -> float:

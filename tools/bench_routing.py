@@ -31,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import PeakRss, current_rss_mib, meta, run_worker, write_outputs  # noqa: E402
+from benchlib import PeakRss, current_rss_mib, meta, run_worker, write_outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WINDOW = 256  # local window of every variant
@@ -137,7 +137,7 @@ class CodeData:
 
         if not os.path.isfile(os.path.join(data_dir, "manifest.json")):
             build_code_corpus(data_dir)
-        read = lambda split: np.frombuffer(open(os.path.join(data_dir, f"{split}.txt"), "rb").read(), np.uint8)  # noqa: E731
+        read = lambda split: np.frombuffer(open(os.path.join(data_dir, f"{split}.txt"), "rb").read(), np.uint8)
         self.train, self.valid = read("train"), read("valid")
         self.context, self.vocab = context, 256
         self.rng = np.random.default_rng(seed)

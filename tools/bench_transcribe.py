@@ -33,7 +33,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import gpu_name, meta, run_worker, write_outputs  # noqa: E402
+from benchlib import gpu_name, meta, run_worker, write_outputs
 
 from seqattn.nn.heads import LocalHeads
 

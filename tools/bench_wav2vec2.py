@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import gpu_name, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs  # noqa: E402
+from benchlib import gpu_name, median_ms, meta, peak_above_baseline, run_worker, timed, write_outputs
 
 from seqattn.nn.heads import LocalHeads
 

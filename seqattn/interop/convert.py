@@ -74,7 +74,7 @@ def _load_weights_file(path: Path) -> dict:
             raise ConversionError(f"{path}: cannot be read: {str(error).splitlines()[0]}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is reported as a bad file
+    except Exception as error:  # broad on purpose: any unpickling failure is reported as a bad file
         raise ConversionError(f"{path}: cannot be read safely: {str(error).splitlines()[0]}") from None
 
 

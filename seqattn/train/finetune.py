@@ -335,7 +335,7 @@ def _train(config: FinetuneConfig, ctx: DistributedContext, command: str) -> Pat
                                      common_script=data.common_script)
     torch.manual_seed(config.run.seed)
     model = build_model(config, len(vocab), keep_head=continued is not None)
-    frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])  # noqa: E731
+    frames_of = lambda samples: int(model.wav2vec2.output_lengths(torch.tensor([samples]))[0])
     train_report = prepare(train_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,
                            frames_of, data.fix_data_dirs)
     valid_report = prepare(valid_sources, vocab, data.sample_rate, data.min_sample_size, data.max_sample_size,

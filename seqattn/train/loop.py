@@ -503,7 +503,7 @@ def resume(manager: CheckpointManager, state: TrainingState, scaler=None) -> Pat
         return None
     try:
         saved = load_checkpoint(path, state.model)
-    except Exception as error:  # noqa: BLE001 - unpickling refusals, truncation, mismatched weights
+    except Exception as error:  # broad on purpose: unpickling refusals, truncation, mismatched weights
         first = str(error).strip().splitlines()
         reason = next((line for line in first if "GLOBAL" in line), first[0] if first else type(error).__name__)
         raise TrainingError(

@@ -69,7 +69,7 @@ def front_end_long(extractor: FrontEnd, waveform: torch.Tensor, frames_per_chunk
     total = int(extractor.output_lengths(torch.tensor([waveform.numel()]))[0])
     if total <= 0:
         return extractor(waveform[None])
-    read = lambda start, stop: waveform[start:stop]  # noqa: E731
+    read = lambda start, stop: waveform[start:stop]
     samples_per_chunk = frames_per_chunk * extractor.receptive_field()[1]
     statistics = extractor.whole_input_statistics(read, waveform.numel(), samples_per_chunk)
     return front_end_frames(extractor, read, 0, total, statistics, frames_per_chunk)
@@ -143,7 +143,7 @@ def encode(backbone: Wav2Vec2Model, features: Features, slice_frames: int | None
     positions = None
     if sliced:
         halo = encoder.pos_conv.kernel // 2
-        positions = lambda y: map_time_slices(y, lambda part, _: encoder.pos_conv(part), halo, slice_frames)  # noqa: E731
+        positions = lambda y: map_time_slices(y, lambda part, _: encoder.pos_conv(part), halo, slice_frames)
     x = encoder.embed(x, padding_mask, positions)
     for layer in encoder.layers:
         if sliced and layer.reach is not None:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthesize import cldr_names  # noqa: E402
+from synthesize import cldr_names
 
 
 def main() -> None:
