@@ -186,3 +186,16 @@ def test_gpu_check_names_missing_imports_and_runs_nothing(tmp_path):
     steps = (tmp_path / "steps.txt").read_text()
     assert "MISSING  torch" in steps and "nothing else was run" in steps
     assert not (tmp_path / "cuda_tests.txt").exists()
+
+
+def test_bench_band_tuning_quick(tmp_path):
+    from seqattn.nn import native_band
+
+    if native_band._library() is None:
+        pytest.skip(f"the fused kernel is unavailable: {native_band.describe()}")
+    payload, table = _run("bench_band_tuning.py", tmp_path)
+    assert {row["window"] for row in payload["block"]} == {8, 32, 64, 128}
+    assert all(set(row["ms"]) == {"16", "32", "64"} and min(row["ms"].values()) > 0 for row in payload["block"])
+    assert [row["keys"] for row in payload["native"]] == [129, 257, 385, 513]
+    assert all(row["ms"]["plain"] > 0 and row["ms"]["streamed"] > 0 for row in payload["stream"])
+    assert "| ±128 | 257 |" in table

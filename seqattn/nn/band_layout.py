@@ -38,10 +38,9 @@ def default_block_size(window_left: int, window_right: int, length: int) -> int:
     """Pick the query block size b.
 
     Smaller blocks waste fewer scores at the band's corners (a window has ``b + L + R`` keys for
-    ``L + R + 1`` useful ones) but make smaller matmuls. Measured on CPU at 16k tokens, 8 heads of 64 dims,
-    forward and backward, median of 5 interleaved runs (docs/BENCHMARKS.md): 64 is best for windows of
-    +-128 (675 ms against 706 with 32); for narrower windows 32 is best or level (+-32: 288 ms against 320 with
-    64 and 341 with 16; +-8: 190 ms against 203 with 16 and 228 with 8; +-64 and +-48 within noise of 64).
+    ``L + R + 1`` useful ones) but make smaller matmuls: 32 for narrow windows, 64 from +-48 on. Measured by
+    ``tools/bench_band_tuning.py`` (docs/BENCHMARKS.md, "Band kernel tuning"): 32 is best for +-8 and +-32,
+    64 best or level for +-128; at +-64 32 was 2-5% faster than the 64 chosen here.
     """
     width = window_left + window_right + 1
     block = 64 if width >= 96 else 32

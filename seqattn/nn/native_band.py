@@ -30,15 +30,14 @@ import torch
 log = logging.getLogger(__name__)
 
 _ABI_VERSION = 3
-# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel.
-# Measured fwd+bwd, B=1, H=8, D=64, interleaved in one process, fused / blocked: at 16k +-64 277 / 400 ms,
-# +-128 522 / 594 and 593 / 556 in two runs, +-192 805 / 878, +-256 926 / 779; at 4k +-128 129 / 171. The
-# limit sits at +-128, below the crossover, where the two are at worst equal (docs/BENCHMARKS.md).
+# Windows (keys per query, L + R + 1) up to this many run here; wider ones through the blocked kernel. The
+# limit sits at +-128, where the two kernels are about equal; narrower windows are where the fused one wins and
+# wider ones where it loses (tools/bench_band_tuning.py; docs/BENCHMARKS.md, "Band kernel tuning").
 MAX_NATIVE_WINDOW = 257
 # Outputs at least this large are written with non-temporal stores (they would not stay in the caches anyway);
 # smaller ones, such as a speech encoder's 1500-frame heads, stay cached for the operation that reads them next.
-# Measured fwd+bwd, B=1, H=8, D=64, plain / streamed stores, six alternating rounds in one process: 16k +-8
-# 80 / 68 ms, +-32 146 / 139 ms; 4k (8 MiB per tensor) +-8 21.2 / 19.6 ms, +-32 46.4 / 45.0 ms.
+# Chosen on a 2-core AMD EPYC VM, where streaming saved 3-15%; on the Intel Xeon VM of docs/BENCHMARKS.md
+# ("Band kernel tuning", tools/bench_band_tuning.py) streaming is level, or up to 7% slower at 16k tokens.
 STREAM_MIN_BYTES = 8 << 20
 _FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno")
 
