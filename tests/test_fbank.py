@@ -217,3 +217,10 @@ def test_frequency_masks_hide_the_same_bins_in_every_stacked_frame_in_training_o
     assert not (seen[-1] == 0).all(1).any()
     with pytest.raises(ValueError, match="fbank_freq_masks .* needs frontend: fbank"):
         tiny(fbank_freq_masks=2).validate()
+
+
+def test_choices_are_typed_when_a_config_is_read():
+    for key, value in [("frontend", "mfcc"), ("objective", "mae"), ("encoder_block", "lstm"),
+                       ("fbank_subsampling", "pool"), ("conformer_norm", "group"), ("extractor_mode", "none")]:
+        with pytest.raises(ValueError, match=rf"{key} is '{value}' \(str\), expected one of '"):
+            Wav2Vec2Config.from_dict({key: value})

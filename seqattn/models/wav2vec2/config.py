@@ -7,7 +7,9 @@ or one per layer through ``layer_attention``.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from seqattn.nn import AttentionConfig
 from seqattn.utils.values import check_known_keys, from_values
@@ -17,24 +19,30 @@ from .conv_fbank import conv_bins, conv_feature_dim
 BASE_CONV_LAYERS = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2  # 320x downsampling: 20 ms frames
 
 
-FRONT_ENDS = ("cnn", "fbank")
-FBANK_SUBSAMPLINGS = ("stack", "conv")
-ENCODER_BLOCKS = ("transformer", "conformer")
-OBJECTIVES = ("contrastive", "bestrq")
-CONFORMER_NORMS = ("layer", "batch")
+FrontEndName = Literal["cnn", "fbank"]
+FbankSubsampling = Literal["stack", "conv"]
+EncoderBlock = Literal["transformer", "conformer"]
+Objective = Literal["contrastive", "bestrq"]
+ConformerNorm = Literal["layer", "batch"]
+ExtractorMode = Literal["default", "layer_norm"]
+FRONT_ENDS = typing.get_args(FrontEndName)
+FBANK_SUBSAMPLINGS = typing.get_args(FbankSubsampling)
+ENCODER_BLOCKS = typing.get_args(EncoderBlock)
+OBJECTIVES = typing.get_args(Objective)
+CONFORMER_NORMS = typing.get_args(ConformerNorm)
 
 
 @dataclass
 class Wav2Vec2Config:
     # front end: "cnn" (fairseq's raw-waveform CNN below, for IndicWav2Vec / fairseq / HF checkpoints) or
     # "fbank" (80-bin Kaldi log-mel, normalised per utterance, fbank_stack 10 ms frames per encoder frame)
-    frontend: str = "cnn"
+    frontend: FrontEndName = "cnn"
     fbank_bins: int = 80
     fbank_stack: int = 4  # 2, 4, 8: encoder frames of 20, 40, 80 ms
     # how 10 ms frames become encoder frames: "stack" (fbank_stack frames side by side, no parameters) or
     # "conv" (log2(fbank_stack) 3x3 stride-2 convolutions over time and frequency with ReLU, each of
     # fbank_conv_channels channels, as in ESPnet/icefall Conformers; see conv_fbank.py)
-    fbank_subsampling: str = "stack"
+    fbank_subsampling: FbankSubsampling = "stack"
     fbank_conv_channels: int = 128
     # SpecAugment frequency masking of the fbank in training (time masking is mask_prob / mask_length):
     # fbank_freq_masks bands of up to fbank_freq_width bins per utterance, the same bins in every stacked frame
@@ -44,7 +52,8 @@ class Wav2Vec2Config:
     fbank_freq_width: int = 15
     # feature CNN: (channels, kernel, stride) per layer
     conv_layers: list[list[int]] = field(default_factory=lambda: [list(layer) for layer in BASE_CONV_LAYERS])
-    extractor_mode: str = "default"  # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
+    # "default": GroupNorm on the first conv; "layer_norm": LN after every conv
+    extractor_mode: ExtractorMode = "default"
     conv_bias: bool = False
     # transformer
     embed_dim: int = 768
@@ -55,9 +64,9 @@ class Wav2Vec2Config:
     layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base); Conformer blocks are always pre-LN
     # "transformer" (wav2vec 2.0's layers) or "conformer" (macaron feed-forwards around the attention and a
     # depthwise-convolution module of conformer_kernel frames, normalised by LayerNorm or BatchNorm)
-    encoder_block: str = "transformer"
+    encoder_block: EncoderBlock = "transformer"
     conformer_kernel: int = 15
-    conformer_norm: str = "layer"
+    conformer_norm: ConformerNorm = "layer"
     conv_pos: int = 128
     conv_pos_groups: int = 16
     layer_norm_eps: float = 1e-5
@@ -77,7 +86,7 @@ class Wav2Vec2Config:
     latent_temp: list[float] = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # max, min, decay per update
     # pretraining objective: "contrastive" (wav2vec 2.0: InfoNCE over the Gumbel quantizer above) or "bestrq"
     # (BEST-RQ: cross-entropy on the entries a frozen random-projection quantizer picks for the fbank frames)
-    objective: str = "contrastive"
+    objective: Objective = "contrastive"
     bestrq_codebooks: int = 1
     bestrq_entries: int = 8192
     bestrq_dim: int = 16
