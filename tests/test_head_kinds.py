@@ -138,3 +138,27 @@ def test_a_ctc_model_saved_with_flat_attention_keys_loads(tmp_path):
     wave = torch.randn(1, 4000)
     with torch.no_grad():
         torch.testing.assert_close(loaded(wave)[0], model(wave)[0])
+
+
+def test_an_lm_saved_with_flat_attention_keys_loads(tmp_path):
+    from seqattn.models.lm import TransformerLM, presets
+
+    torch.manual_seed(0)
+    config = presets.with_attention(presets.tiny(vocab_size=40), local={"window_left": 5},
+                                    routing={"clusters": 3, "window": 6})
+    model = TransformerLM(config).eval()
+    model_dir = save_model(model, tmp_path / "lm")
+    meta = json.loads((model_dir / "config.json").read_text())
+    attention = meta["config"]["attention"]
+    local, routing = attention.pop("local"), attention.pop("routing")
+    for section in ("shifted_window", "pooled", "dilated", "global_tokens", "block_routed"):
+        attention.pop(section)
+    attention.update(local_heads=local["heads"], window_left=local["window_left"], window_right=0,
+                     routing_heads=routing["heads"], num_clusters=routing["clusters"],
+                     routing_window=routing["window"])  # as directories saved before the sections wrote it
+    (model_dir / "config.json").write_text(json.dumps(meta))
+    loaded = load_model(model_dir)
+    assert loaded.config.attention == config.attention
+    tokens = torch.randint(0, 40, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens).logits, model(tokens).logits)
